@@ -1,0 +1,17 @@
+//! `seatkeeper-loadgen`: drives a running Seatkeeper server with purchases over a fixed
+//! number of keep-alive HTTP/1.1 connections, reports throughput, latency percentiles and
+//! the count of every status and problem code, and ends by checking through the API that
+//! nothing was oversold and that retries replayed instead of charging again.
+//!
+//! - [`client`]: one keep-alive connection per task; loopback targets only.
+//! - [`run`]: the run itself ([`run::run`]) and its [`run::Report`].
+//! - [`tally`]: counting answers and the pass/fail verdict ([`tally::verify`]).
+//! - [`stats`]: latency percentiles.
+
+pub mod client;
+pub mod run;
+pub mod stats;
+pub mod tally;
+
+pub use run::{run, Options, Report};
+pub use tally::Mode;

@@ -1,0 +1,555 @@
+//! Settings: built-in defaults, then an optional file (`--config PATH`, TOML), then
+//! environment variables `SEATKEEPER_<SECTION>__<KEY>` (for example
+//! `SEATKEEPER_HTTP__ADDR=0.0.0.0:8080`). A bad value stops start-up with a message
+//! naming the setting.
+
+use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// A secret that never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    pub payments: PaymentSettings,
+    #[serde(default)]
+    pub demo: DemoSettings,
+    #[serde(default)]
+    pub bench: BenchSettings,
+    pub idempotency: IdempotencySettings,
+    pub recovery: RecoverySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecoverySettings {
+    /// Whether this instance runs the reconciler in the background.
+    pub enabled: bool,
+    /// An `incomplete` purchase untouched this long is recovered (milliseconds). Must
+    /// exceed `idempotency.lock_lease_ms`.
+    pub lease_ms: u64,
+    /// How often the reconciler looks for work (milliseconds).
+    pub interval_ms: u64,
+    /// How long after giving a purchase up its late-charge check runs (milliseconds).
+    pub verify_delay_ms: u64,
+    /// Purchases per run.
+    pub batch: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: String,
+    /// The largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    /// `memory://` (the default), `postgres://user:password@host:port/database`, or
+    /// `mongodb://…` / `mongodb+srv://…` (a replica set or mongos). The scheme picks the
+    /// adapter.
+    pub url: String,
+    /// Most database connections this process holds (PostgreSQL; per server for MongoDB).
+    pub pool_size: u32,
+    /// How long an operation waits for a database connection (MongoDB: for a usable
+    /// server) before answering 503; also bounds start-up against an unreachable one.
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthSettings {
+    /// The bearer token of the admin API; when unset, one is generated and printed.
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentSettings {
+    /// `simulated` (the in-process gateway with Stripe's test payment methods) or `stripe`
+    /// (Stripe's API, or `seatkeeper-paysim`, at `base_url`).
+    pub provider: String,
+    /// Added latency of every simulated payment call, in milliseconds.
+    pub latency_ms: u64,
+    /// Stripe's API address (`https://api.stripe.com`, or the simulator's).
+    pub base_url: String,
+    /// Stripe's secret key (`sk_test_…`); required for `stripe`. Never printed.
+    pub secret_key: Option<Secret>,
+    /// The limit of one request to Stripe, in milliseconds.
+    pub timeout_ms: u64,
+    /// Retries of a request whose answer may change (timeouts, 409, 429, 5xx).
+    pub max_retries: u32,
+}
+
+/// The payment gateway the settings name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentProvider {
+    Simulated,
+    Stripe,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BenchSettings {
+    /// Serve `POST /bench/echo` (a trivial JSON POST, the benchmarks' baseline). Off by
+    /// default; never part of the API.
+    #[serde(default)]
+    pub echo: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DemoSettings {
+    /// Seed a few demo plans into an empty store; unset means "yes for `memory://`".
+    pub seed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// How long an idempotency key is remembered, in seconds (24 h by default).
+    pub retention_secs: u64,
+    /// How long a request may hold a key before another takes it over, in milliseconds.
+    pub lock_lease_ms: u64,
+    /// How often expired keys are deleted, in seconds.
+    pub sweep_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `text` (human-readable, the default) or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `seatkeeper=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("http.addr", "127.0.0.1:3000"),
+    ("http.body_limit_bytes", "16384"),
+    ("http.workers", "0"),
+    ("store.url", "memory://"),
+    ("store.pool_size", "16"),
+    ("store.acquire_timeout_ms", "3000"),
+    ("payments.provider", "simulated"),
+    ("payments.latency_ms", "0"),
+    ("payments.base_url", "https://api.stripe.com"),
+    ("payments.timeout_ms", "5000"),
+    ("payments.max_retries", "2"),
+    ("idempotency.retention_secs", "86400"),
+    ("idempotency.lock_lease_ms", "30000"),
+    ("idempotency.sweep_interval_secs", "60"),
+    ("recovery.enabled", "true"),
+    ("recovery.lease_ms", "60000"),
+    ("recovery.interval_ms", "5000"),
+    ("recovery.verify_delay_ms", "60000"),
+    ("recovery.batch", "100"),
+    ("log.format", "text"),
+    ("log.level", "info"),
+];
+
+/// The storage adapter a store URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Postgres,
+    Mongo,
+}
+
+impl Settings {
+    /// Loads the settings from the defaults, the optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Loads the settings with `env` standing for the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SEATKEEPER_"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SEATKEEPER")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .context("could not read the configuration")?
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.socket_addr()?;
+        self.store_kind()?;
+        if self.store.pool_size == 0 {
+            bail!("invalid configuration: store.pool_size must be at least 1");
+        }
+        if self.store.acquire_timeout_ms == 0 {
+            bail!("invalid configuration: store.acquire_timeout_ms must be positive");
+        }
+        if self.http.body_limit_bytes < 256 {
+            bail!("invalid configuration: http.body_limit_bytes must be at least 256");
+        }
+        if self.payment_provider()? == PaymentProvider::Stripe {
+            if self.payments.secret_key.is_none() {
+                bail!("invalid configuration: payments.secret_key is required when payments.provider is 'stripe'");
+            }
+            if !(self.payments.base_url.starts_with("https://")
+                || self.payments.base_url.starts_with("http://"))
+            {
+                bail!(
+                    "invalid configuration: payments.base_url '{}' must be an http(s) URL",
+                    self.payments.base_url
+                );
+            }
+            // A charge, retries and backoff included, must end before another request
+            // may take the idempotency key over.
+            let worst = self.payments.timeout_ms * u64::from(self.payments.max_retries + 1)
+                + 3000 * u64::from(self.payments.max_retries);
+            if self.payments.timeout_ms == 0 || worst >= self.idempotency.lock_lease_ms {
+                bail!(
+                    "invalid configuration: payments.timeout_ms × (payments.max_retries + 1) plus backoff ({worst} ms) must be positive and below idempotency.lock_lease_ms ({} ms)",
+                    self.idempotency.lock_lease_ms
+                );
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            bail!(
+                "invalid configuration: log.format must be 'text' or 'json', not '{}'",
+                self.log.format
+            );
+        }
+        if self.idempotency.retention_secs == 0 {
+            bail!("invalid configuration: idempotency.retention_secs must be positive");
+        }
+        if self.idempotency.lock_lease_ms < 100 {
+            bail!("invalid configuration: idempotency.lock_lease_ms must be at least 100");
+        }
+        if self.idempotency.retention_secs * 1000 <= self.idempotency.lock_lease_ms {
+            bail!("invalid configuration: idempotency.retention_secs must be longer than idempotency.lock_lease_ms");
+        }
+        if self.recovery.lease_ms <= self.idempotency.lock_lease_ms {
+            bail!(
+                "invalid configuration: recovery.lease_ms ({}) must be longer than idempotency.lock_lease_ms ({}), so the reconciler never takes a purchase a live request is working on",
+                self.recovery.lease_ms,
+                self.idempotency.lock_lease_ms
+            );
+        }
+        if self.recovery.interval_ms == 0 || self.recovery.batch == 0 {
+            bail!(
+                "invalid configuration: recovery.interval_ms and recovery.batch must be positive"
+            );
+        }
+        if self.idempotency.sweep_interval_secs == 0 {
+            bail!("invalid configuration: idempotency.sweep_interval_secs must be positive");
+        }
+        if let Some(token) = &self.auth.admin_token {
+            if token.expose().len() < 16 {
+                bail!("invalid configuration: auth.admin_token must be at least 16 characters");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn payment_provider(&self) -> anyhow::Result<PaymentProvider> {
+        match self.payments.provider.as_str() {
+            "simulated" => Ok(PaymentProvider::Simulated),
+            "stripe" => Ok(PaymentProvider::Stripe),
+            other => bail!(
+                "invalid configuration: payments.provider '{other}' is not supported (expected 'simulated' or 'stripe')"
+            ),
+        }
+    }
+
+    pub fn socket_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.http.addr.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid configuration: http.addr '{}' is not an address such as 127.0.0.1:3000",
+                self.http.addr
+            )
+        })
+    }
+
+    pub fn store_kind(&self) -> anyhow::Result<StoreKind> {
+        match self.store.url.split_once("://") {
+            Some(("memory", "")) => Ok(StoreKind::Memory),
+            Some(("postgres" | "postgresql", rest)) if !rest.is_empty() => Ok(StoreKind::Postgres),
+            Some(("mongodb" | "mongodb+srv", rest)) if !rest.is_empty() => Ok(StoreKind::Mongo),
+            _ => bail!(
+                "invalid configuration: store.url '{}' is not supported (expected memory://, postgres://… or mongodb://…)",
+                redact(&self.store.url)
+            ),
+        }
+    }
+
+    /// Whether to seed demo plans into an empty store.
+    pub fn seed_demo(&self) -> bool {
+        self.demo
+            .seed
+            .unwrap_or(matches!(self.store_kind(), Ok(StoreKind::Memory)))
+    }
+
+    pub fn recovery(&self) -> seatkeeper_domain::service::RecoverySettings {
+        seatkeeper_domain::service::RecoverySettings {
+            lease: Duration::from_millis(self.recovery.lease_ms),
+            verify_delay: Duration::from_millis(self.recovery.verify_delay_ms),
+            batch: self.recovery.batch,
+        }
+    }
+
+    pub fn idempotency(&self) -> seatkeeper_domain::service::IdempotencySettings {
+        seatkeeper_domain::service::IdempotencySettings {
+            lock_lease: Duration::from_millis(self.idempotency.lock_lease_ms),
+            retention: Duration::from_secs(self.idempotency.retention_secs),
+        }
+    }
+}
+
+/// A URL with its password hidden, for messages. The credentials end at the last `@`
+/// before the path or the options (a MongoDB URL may list several hosts).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_defaults_serve_the_memory_store_on_port_3000() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.http.addr, "127.0.0.1:3000");
+        assert_eq!(s.store_kind().unwrap(), StoreKind::Memory);
+        assert!(s.seed_demo());
+        assert!(s.auth.admin_token.is_none());
+        assert_eq!(s.idempotency.retention_secs, 86_400);
+    }
+
+    #[test]
+    fn environment_variables_override_the_defaults() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SEATKEEPER_HTTP__ADDR", "0.0.0.0:8080"),
+                ("SEATKEEPER_PAYMENTS__LATENCY_MS", "50"),
+                ("SEATKEEPER_AUTH__ADMIN_TOKEN", "0123456789abcdef0123"),
+                ("SEATKEEPER_DEMO__SEED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.addr, "0.0.0.0:8080");
+        assert_eq!(s.payments.latency_ms, 50);
+        assert_eq!(
+            s.auth.admin_token.as_ref().unwrap().expose(),
+            "0123456789abcdef0123"
+        );
+        assert!(!s.seed_demo());
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_with_the_name_of_the_setting() {
+        for (var, value, named) in [
+            ("SEATKEEPER_PAYMENTS__LATENCY_MS", "soon", "latency_ms"),
+            ("SEATKEEPER_HTTP__ADDR", "localhost", "http.addr"),
+            ("SEATKEEPER_STORE__URL", "redis://x", "store.url"),
+            ("SEATKEEPER_LOG__FORMAT", "xml", "log.format"),
+            ("SEATKEEPER_AUTH__ADMIN_TOKEN", "short", "auth.admin_token"),
+        ] {
+            let err = Settings::load_from(None, env(&[(var, value)])).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(named), "{var}={value}: {msg}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_file_sits_between_the_defaults_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("seatkeeper-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("seatkeeper.toml");
+        std::fs::write(
+            &file,
+            "[http]\naddr = \"127.0.0.1:4000\"\n[payments]\nlatency_ms = 7\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[("SEATKEEPER_PAYMENTS__LATENCY_MS", "9")]),
+        )
+        .unwrap();
+        assert_eq!(s.http.addr, "127.0.0.1:4000");
+        assert_eq!(s.payments.latency_ms, 9);
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(Settings::load_from(Some(&file), env(&[])).is_err());
+    }
+
+    #[test]
+    fn a_postgres_url_picks_the_postgres_store_and_turns_demo_seeding_off() {
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "SEATKEEPER_STORE__URL",
+                "postgres://app:pw@db:5432/seatkeeper",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.store_kind().unwrap(), StoreKind::Postgres);
+        assert!(!s.seed_demo());
+    }
+
+    #[test]
+    fn a_mongodb_url_picks_the_mongo_store_and_turns_demo_seeding_off() {
+        for url in [
+            "mongodb://mongo:27017/seatkeeper?replicaSet=rs0",
+            "mongodb://app:pw@a:27017,b:27017/seatkeeper?replicaSet=rs0",
+            "mongodb://127.0.0.1:27017/?directConnection=true",
+            "mongodb+srv://app:pw@cluster0.example.net/seatkeeper",
+        ] {
+            let s = Settings::load_from(None, env(&[("SEATKEEPER_STORE__URL", url)])).unwrap();
+            assert_eq!(s.store_kind().unwrap(), StoreKind::Mongo, "{url}");
+            assert!(!s.seed_demo());
+        }
+        for url in ["mongodb://", "mongodb+srv://", "mongo://host"] {
+            let err =
+                Settings::load_from(None, env(&[("SEATKEEPER_STORE__URL", url)])).unwrap_err();
+            assert!(format!("{err:#}").contains("store.url"), "{url}");
+        }
+    }
+
+    #[test]
+    fn passwords_in_mongodb_urls_are_hidden_whatever_the_hosts_and_options() {
+        assert_eq!(
+            redact("mongodb://app:s3cret@a:27017,b:27017/seatkeeper?replicaSet=rs0"),
+            "mongodb://app:***@a:27017,b:27017/seatkeeper?replicaSet=rs0"
+        );
+        assert_eq!(
+            redact("mongodb+srv://app:s3cret@cluster0.example.net/?retryWrites=true&w=majority"),
+            "mongodb+srv://app:***@cluster0.example.net/?retryWrites=true&w=majority"
+        );
+        assert_eq!(
+            redact("mongodb://mongo:27017/?replicaSet=rs0&appName=a@b"),
+            "mongodb://mongo:27017/?replicaSet=rs0&appName=a@b",
+            "an @ in the options is not a password"
+        );
+        let err = Settings::load_from(
+            None,
+            env(&[("SEATKEEPER_STORE__URL", "mongodb2://u:s3cret@h/x")]),
+        )
+        .unwrap_err();
+        assert!(!format!("{err:#}").contains("s3cret"));
+    }
+
+    #[test]
+    fn passwords_in_store_urls_are_hidden_from_messages() {
+        assert_eq!(
+            redact("postgres://app:secret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        let err = Settings::load_from(
+            None,
+            env(&[("SEATKEEPER_STORE__URL", "mysql://u:secret@h/x")]),
+        )
+        .unwrap_err();
+        assert!(!format!("{err:#}").contains("secret"));
+    }
+
+    #[test]
+    fn the_stripe_provider_needs_a_secret_key_and_a_timeout_within_the_lock_lease() {
+        let err = Settings::load_from(None, env(&[("SEATKEEPER_PAYMENTS__PROVIDER", "stripe")]))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("payments.secret_key"));
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("SEATKEEPER_PAYMENTS__PROVIDER", "stripe"),
+                ("SEATKEEPER_PAYMENTS__SECRET_KEY", "sk_test_x"),
+                ("SEATKEEPER_PAYMENTS__TIMEOUT_MS", "20000"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("lock_lease_ms"));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SEATKEEPER_PAYMENTS__PROVIDER", "stripe"),
+                ("SEATKEEPER_PAYMENTS__SECRET_KEY", "sk_test_x"),
+                ("SEATKEEPER_PAYMENTS__BASE_URL", "http://127.0.0.1:12111"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.payment_provider().unwrap(), PaymentProvider::Stripe);
+        assert!(!format!("{s:?}").contains("sk_test_x"));
+        assert!(
+            Settings::load_from(None, env(&[("SEATKEEPER_PAYMENTS__PROVIDER", "paypal")])).is_err()
+        );
+    }
+
+    #[test]
+    fn the_benchmark_echo_route_is_off_unless_switched_on() {
+        assert!(!Settings::load_from(None, env(&[])).unwrap().bench.echo);
+        let s = Settings::load_from(None, env(&[("SEATKEEPER_BENCH__ECHO", "true")])).unwrap();
+        assert!(s.bench.echo);
+    }
+
+    #[test]
+    fn the_admin_token_never_prints() {
+        let s = Secret::new("super-secret-token-value");
+        assert!(!format!("{s:?}").contains("super"));
+    }
+}

@@ -1,0 +1,242 @@
+//! The JSON shapes of the API, and their conversion to and from domain values.
+
+use seatkeeper_domain::{
+    AuditEntry, Capacity, Currency, CustomerId, Interval, NewPlan, PaymentMethod, Plan, PlanId,
+    PlanName, PlanPatch, PlanStats, PlanStatus, Subscription, Timestamp, UnitAmount,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{extract::Fields, problem::ApiError};
+
+/// `{"data": [...], "next_cursor": ...}`
+#[derive(Debug, Serialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanBody {
+    pub id: PlanId,
+    pub name: String,
+    pub capacity: u32,
+    pub seats_left: u32,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: &'static str,
+    pub status: &'static str,
+    pub created_at: Timestamp,
+}
+
+impl From<&Plan> for PlanBody {
+    fn from(p: &Plan) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.as_str().to_owned(),
+            capacity: p.capacity.get(),
+            seats_left: p.seats_left,
+            unit_amount: p.unit_amount.get(),
+            currency: p.currency.to_string(),
+            interval: p.interval.as_str(),
+            status: p.status.as_str(),
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsBody {
+    pub plan_id: PlanId,
+    pub capacity: u32,
+    pub seats_left: u32,
+    pub incomplete: u64,
+    pub active: u64,
+    pub canceled: u64,
+    pub incomplete_expired: u64,
+    pub sold_out: bool,
+}
+
+impl From<PlanStats> for StatsBody {
+    fn from(s: PlanStats) -> Self {
+        Self {
+            plan_id: s.plan_id,
+            capacity: s.capacity,
+            seats_left: s.seats_left,
+            incomplete: s.incomplete,
+            active: s.active,
+            canceled: s.canceled,
+            incomplete_expired: s.incomplete_expired,
+            sold_out: s.sold_out,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditEntryBody {
+    pub id: String,
+    pub seq: u64,
+    pub at: Timestamp,
+    pub action: &'static str,
+    pub plan_id: PlanId,
+    pub subscription_id: Option<String>,
+    pub actor: String,
+    pub trace_id: String,
+    pub seats_left_before: u32,
+    pub seats_left_after: u32,
+    pub reason: Option<String>,
+}
+
+impl From<&AuditEntry> for AuditEntryBody {
+    fn from(e: &AuditEntry) -> Self {
+        Self {
+            id: e.id.to_string(),
+            seq: e.seq,
+            at: e.at,
+            action: e.action.as_str(),
+            plan_id: e.plan_id,
+            subscription_id: e.subscription_id.map(|s| s.to_string()),
+            actor: e.actor.clone(),
+            trace_id: e.trace_id.clone(),
+            seats_left_before: e.seats_left_before,
+            seats_left_after: e.seats_left_after,
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubscriptionBody {
+    pub id: String,
+    pub plan_id: PlanId,
+    pub customer_id: String,
+    pub status: &'static str,
+    pub payment_id: Option<String>,
+    pub current_period_start: Option<Timestamp>,
+    pub current_period_end: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub canceled_at: Option<Timestamp>,
+}
+
+impl From<&Subscription> for SubscriptionBody {
+    fn from(s: &Subscription) -> Self {
+        Self {
+            id: s.id.to_string(),
+            plan_id: s.plan_id,
+            customer_id: s.customer_id.to_string(),
+            status: s.status.as_str(),
+            payment_id: s.payment_id.clone(),
+            current_period_start: s.current_period_start,
+            current_period_end: s.current_period_end,
+            created_at: s.created_at,
+            canceled_at: s.canceled_at,
+        }
+    }
+}
+
+/// `POST /api/plans`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlanRequest {
+    pub name: String,
+    pub capacity: i64,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: String,
+}
+
+impl CreatePlanRequest {
+    pub fn try_into_domain(self) -> Result<NewPlan, ApiError> {
+        let mut f = Fields::default();
+        let name = f.check("name", PlanName::parse(&self.name));
+        let capacity = f.check("capacity", Capacity::new(self.capacity));
+        let unit_amount = f.check("unit_amount", UnitAmount::new(self.unit_amount));
+        let currency = f.check("currency", Currency::parse(&self.currency));
+        let interval = f.check("interval", Interval::parse(&self.interval));
+        let (Some(name), Some(capacity), Some(unit_amount), Some(currency), Some(interval)) =
+            (name, capacity, unit_amount, currency, interval)
+        else {
+            return Err(f.into_error());
+        };
+        Ok(NewPlan {
+            name,
+            capacity,
+            unit_amount,
+            currency,
+            interval,
+        })
+    }
+}
+
+/// `PATCH /api/plans/{id}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlanRequest {
+    #[serde(default, deserialize_with = "not_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    pub capacity: Option<i64>,
+    #[serde(default, deserialize_with = "not_null")]
+    pub status: Option<String>,
+}
+
+/// An optional field that, when present, may not be `null`.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl UpdatePlanRequest {
+    pub fn try_into_domain(self) -> Result<PlanPatch, ApiError> {
+        let mut f = Fields::default();
+        let patch = PlanPatch {
+            name: f.check_opt("name", self.name, |s| PlanName::parse(&s)),
+            capacity: f.check_opt("capacity", self.capacity, Capacity::new),
+            status: f.check_opt("status", self.status, |s| PlanStatus::parse(&s)),
+        };
+        f.finish()?;
+        if patch.is_empty() {
+            return Err(ApiError::invalid(vec![crate::problem::FieldError::new(
+                "body",
+                "give at least one of name, capacity, status",
+            )]));
+        }
+        Ok(patch)
+    }
+}
+
+/// `POST /api/subscriptions/purchase`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRequest {
+    pub plan_id: String,
+    pub customer_id: String,
+    pub payment_method: String,
+}
+
+pub struct ValidPurchase {
+    pub plan_id: PlanId,
+    pub customer_id: CustomerId,
+    pub payment_method: PaymentMethod,
+}
+
+impl PurchaseRequest {
+    pub fn try_into_domain(self) -> Result<ValidPurchase, ApiError> {
+        let mut f = Fields::default();
+        let plan_id = f.check("plan_id", self.plan_id.parse::<PlanId>());
+        let customer_id = f.check("customer_id", CustomerId::parse(&self.customer_id));
+        let payment_method = f.check("payment_method", PaymentMethod::parse(&self.payment_method));
+        let (Some(plan_id), Some(customer_id), Some(payment_method)) =
+            (plan_id, customer_id, payment_method)
+        else {
+            return Err(f.into_error());
+        };
+        Ok(ValidPurchase {
+            plan_id,
+            customer_id,
+            payment_method,
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! Turning requests into validated input: JSON bodies with field-level errors, the
+//! admin bearer token, list parameters and the `Idempotency-Key` header. Every failure
+//! is an [`ApiError`] 4xx that names what is wrong.
+
+use std::future::{ready, Ready};
+
+use actix_web::{http::header, web, FromRequest, HttpRequest};
+use seatkeeper_domain::{IdempotencyKey, InvalidValue, Limit, PageRequest};
+use serde::{de::DeserializeOwned, Deserialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    configuration::Secret,
+    problem::{ApiError, Code, FieldError},
+};
+
+/// Parses a JSON request body into `T`, naming the field at fault on failure.
+pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            format!(
+                "the body must be JSON sent as 'Content-Type: application/json' (got '{content_type}')"
+            ),
+        ));
+    }
+    // serde would also read a struct from a JSON array; only objects are accepted.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = strip_position(&inner.to_string());
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::new(
+                Code::InvalidRequest,
+                format!("the body is not valid JSON: {message}"),
+            );
+        }
+        let field = if path == "." {
+            backticked(&message).unwrap_or_else(|| "body".into())
+        } else {
+            path
+        };
+        ApiError::invalid(vec![FieldError::new(field, message)])
+    })
+}
+
+/// serde_json appends " at line L column C"; the field name says more to a client.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The field named in "missing field `x`" or "unknown field `x`, expected …".
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_owned())
+}
+
+/// Collects field errors while converting a request DTO into domain values.
+#[derive(Default)]
+pub struct Fields {
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Keeps the value, or records why `field` is invalid.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, InvalidValue>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(FieldError::new(field, e.0));
+                None
+            }
+        }
+    }
+
+    /// Like [`Fields::check`] for an optional field.
+    pub fn check_opt<T, U>(
+        &mut self,
+        field: &str,
+        value: Option<U>,
+        parse: impl FnOnce(U) -> Result<T, InvalidValue>,
+    ) -> Option<T> {
+        value.and_then(|v| self.check(field, parse(v)))
+    }
+
+    /// A 400 when any field failed.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    /// The 400 naming every field that failed (called when some value is missing).
+    pub fn into_error(self) -> ApiError {
+        ApiError::invalid(self.errors)
+    }
+}
+
+/// `?limit=&cursor=` of a list endpoint.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// Validates the parameters, parsing the cursor with `parse_cursor`.
+    pub fn page<C>(
+        &self,
+        parse_cursor: impl FnOnce(&str) -> Result<C, InvalidValue>,
+    ) -> Result<PageRequest<C>, ApiError> {
+        let mut fields = Fields::default();
+        let limit = match &self.limit {
+            None => Some(Limit::DEFAULT),
+            Some(s) => fields.check(
+                "limit",
+                s.parse::<i64>()
+                    .map_err(|_| {
+                        InvalidValue::new(format!("must be an integer from 1 to {}", Limit::MAX))
+                    })
+                    .and_then(Limit::new),
+            ),
+        };
+        let after = match &self.cursor {
+            None => Some(None),
+            Some(c) => fields
+                .check(
+                    "cursor",
+                    parse_cursor(c).map_err(|_| {
+                        InvalidValue::new(
+                            "is not a cursor this list returned (use next_cursor as given)",
+                        )
+                    }),
+                )
+                .map(Some),
+        };
+        fields.finish()?;
+        Ok(PageRequest {
+            after: after.flatten(),
+            limit: limit.unwrap_or_default(),
+        })
+    }
+}
+
+/// The `Idempotency-Key` header, validated (rows 1 and 2 of idempotency.md).
+pub fn idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
+    let mut values = req.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Err(ApiError::new(
+            Code::IdempotencyKeyMissing,
+            "purchases need an Idempotency-Key header: a unique value per purchase, resent unchanged on every retry",
+        ));
+    };
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            Code::IdempotencyKeyInvalid,
+            "send exactly one Idempotency-Key header",
+        ));
+    }
+    let text = value.to_str().map_err(|_| {
+        ApiError::new(
+            Code::IdempotencyKeyInvalid,
+            "the Idempotency-Key header must be printable ASCII",
+        )
+    })?;
+    IdempotencyKey::parse(text).map_err(|e| {
+        ApiError::new(
+            Code::IdempotencyKeyInvalid,
+            format!("the Idempotency-Key header {e}"),
+        )
+    })
+}
+
+/// Proof that the request carries the admin bearer token.
+pub struct Admin;
+
+/// The admin token, as app data.
+#[derive(Clone)]
+pub struct AdminToken(pub Secret);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(check_admin(req).map(|()| Admin))
+    }
+}
+
+fn check_admin(req: &HttpRequest) -> Result<(), ApiError> {
+    let unauthorized = |detail: &str| ApiError::new(Code::Unauthorized, detail);
+    let expected = req
+        .app_data::<web::Data<AdminToken>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the admin token is not configured")))?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'"))?;
+    // Comparing digests keeps the time independent of where, and whether, lengths differ.
+    let a = Sha256::digest(given.trim().as_bytes());
+    let b = Sha256::digest(expected.0.expose().as_bytes());
+    if bool::from(a.ct_eq(&b)) {
+        Ok(())
+    } else {
+        Err(unauthorized("the admin token is wrong"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_positions_are_stripped_and_backticked_fields_found() {
+        assert_eq!(
+            strip_position("missing field `name` at line 1 column 2"),
+            "missing field `name`"
+        );
+        assert_eq!(
+            backticked("unknown field `foo`, expected `a`").as_deref(),
+            Some("foo")
+        );
+        assert_eq!(backticked("nothing here"), None);
+    }
+}

@@ -1,0 +1,27 @@
+//! Seatkeeper's HTTP server: a thin actix-web layer over the domain.
+//!
+//! # Layout
+//!
+//! - [`configuration`]: settings from defaults, an optional file and `SEATKEEPER_…`
+//!   environment variables.
+//! - [`startup`]: wiring adapters into services, binding, running (`Application`).
+//! - [`routes`]: one module per resource and the route table.
+//! - [`dto`]: the JSON shapes and their conversion into validated domain values.
+//! - [`extract`]: bodies, headers, query strings and the admin token, validated.
+//! - [`problem`] and `errors`: RFC 9457 problem responses, and the one place where
+//!   domain errors become HTTP statuses.
+//! - [`request_id`]: the `X-Request-Id` middleware and per-request log span.
+//! - [`recovery`]: the reconciler's runs in this instance, for the admin API.
+//! - [`telemetry`]: the log subscriber.
+
+pub mod bench;
+pub mod configuration;
+pub mod dto;
+mod errors;
+pub mod extract;
+pub mod problem;
+pub mod recovery;
+pub mod request_id;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

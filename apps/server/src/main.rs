@@ -1,0 +1,109 @@
+//! `seatkeeper-server`: serves the Seatkeeper API, or runs the reconciler once.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use seatkeeper_domain::service::Reconciler;
+use seatkeeper_server::{
+    configuration::Settings,
+    startup::{Application, Wiring},
+    telemetry,
+};
+
+/// Sells seats of limited-capacity subscription plans over HTTP.
+///
+/// Settings come from built-in defaults, then the optional --config file (TOML), then
+/// SEATKEEPER_<SECTION>__<KEY> environment variables (for example
+/// SEATKEEPER_HTTP__ADDR=0.0.0.0:8080).
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (what runs without a command).
+    Serve,
+    /// Finish the purchases nobody will finish and refund late charges, until there is
+    /// nothing left to do; print each run as a JSON line, then exit.
+    Reconcile,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("seatkeeper-server: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Reconcile => reconcile(settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    let store_url = seatkeeper_server::configuration::redact(&settings.store.url);
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("seatkeeper-server: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if app.token_generated() {
+        println!(
+            "admin token (generated for this run; set SEATKEEPER_AUTH__ADMIN_TOKEN to choose one): {}",
+            app.admin_token()
+        );
+    }
+    tracing::info!(port = app.port(), store = %store_url, "seatkeeper-server listening");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seatkeeper-server: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn reconcile(settings: Settings) -> ExitCode {
+    let wiring = match Wiring::from_settings(&settings).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("seatkeeper-server: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let reconciler = Reconciler::new(
+        wiring.store,
+        wiring.gateway,
+        wiring.clock,
+        settings.recovery(),
+    );
+    // Bounded: each run leases a batch; a run that finds nothing ends it.
+    for _ in 0..10_000 {
+        match reconciler.run_once().await {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                if report.found == 0 || report.found == report.in_doubt {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Err(e) => {
+                eprintln!("seatkeeper-server: reconciliation failed: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

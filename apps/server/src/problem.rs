@@ -1,0 +1,363 @@
+//! RFC 9457 problem responses: every error the API answers is
+//! `application/problem+json` with `type`, `title`, `status`, `detail`, `code` and
+//! `request_id` (and `errors` for validation failures).
+//!
+//! Handlers return [`ApiError`]; the request-id middleware stamps the request id into
+//! the body on the way out ([`finalize`]) and turns any other error actix produces into
+//! a problem too. Internal errors are logged with their whole cause chain and answered
+//! with a generic body.
+
+use actix_web::{
+    body::BoxBody,
+    dev::ServiceResponse,
+    http::{header, StatusCode},
+    HttpResponse, ResponseError,
+};
+use serde::Serialize;
+
+/// The only detail a 500 ever shows; the cause is in the log, under the request id.
+const INTERNAL_DETAIL: &str = "The server failed to handle the request. It has been logged.";
+
+/// The problem codes of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidRequest,
+    IdempotencyKeyMissing,
+    IdempotencyKeyInvalid,
+    Unauthorized,
+    PaymentDeclined,
+    PlanNotFound,
+    SubscriptionNotFound,
+    NotFound,
+    MethodNotAllowed,
+    PlanSoldOut,
+    PlanInactive,
+    IdempotencyKeyInUse,
+    CapacityBelowHeld,
+    SubscriptionNotActive,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    IdempotencyKeyReused,
+    PaymentUnavailable,
+    StoreUnavailable,
+    Internal,
+}
+
+impl Code {
+    /// Every code, for documentation checks.
+    pub const ALL: [Code; 20] = [
+        Code::InvalidRequest,
+        Code::IdempotencyKeyMissing,
+        Code::IdempotencyKeyInvalid,
+        Code::Unauthorized,
+        Code::PaymentDeclined,
+        Code::PlanNotFound,
+        Code::SubscriptionNotFound,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::PlanSoldOut,
+        Code::PlanInactive,
+        Code::IdempotencyKeyInUse,
+        Code::CapacityBelowHeld,
+        Code::SubscriptionNotActive,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::IdempotencyKeyReused,
+        Code::PaymentUnavailable,
+        Code::StoreUnavailable,
+        Code::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            IdempotencyKeyMissing => "idempotency_key_missing",
+            IdempotencyKeyInvalid => "idempotency_key_invalid",
+            Unauthorized => "unauthorized",
+            PaymentDeclined => "payment_declined",
+            PlanNotFound => "plan_not_found",
+            SubscriptionNotFound => "subscription_not_found",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            PlanSoldOut => "plan_sold_out",
+            PlanInactive => "plan_inactive",
+            IdempotencyKeyInUse => "idempotency_key_in_use",
+            CapacityBelowHeld => "capacity_below_held",
+            SubscriptionNotActive => "subscription_not_active",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            PaymentUnavailable => "payment_unavailable",
+            StoreUnavailable => "store_unavailable",
+            Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        use Code::*;
+        match self {
+            InvalidRequest | IdempotencyKeyMissing | IdempotencyKeyInvalid => {
+                StatusCode::BAD_REQUEST
+            }
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
+            PlanNotFound | SubscriptionNotFound | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PlanSoldOut
+            | PlanInactive
+            | IdempotencyKeyInUse
+            | CapacityBelowHeld
+            | SubscriptionNotActive => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            PaymentUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        use Code::*;
+        match self {
+            InvalidRequest => "The request is invalid",
+            IdempotencyKeyMissing => "An Idempotency-Key header is required",
+            IdempotencyKeyInvalid => "The Idempotency-Key header is invalid",
+            Unauthorized => "Authentication is required",
+            PaymentDeclined => "The payment was declined",
+            PlanNotFound => "No such plan",
+            SubscriptionNotFound => "No such subscription",
+            NotFound => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            PlanSoldOut => "The plan is sold out",
+            PlanInactive => "The plan is not for sale",
+            IdempotencyKeyInUse => "A request with this Idempotency-Key is in progress",
+            CapacityBelowHeld => "The capacity is below the seats held",
+            SubscriptionNotActive => "The subscription is not active",
+            PayloadTooLarge => "The request body is too large",
+            UnsupportedMediaType => "Unsupported media type",
+            IdempotencyKeyReused => "The Idempotency-Key was used for a different request",
+            PaymentUnavailable => "The payment outcome is unknown",
+            StoreUnavailable => "The store is unavailable",
+            Internal => "Internal server error",
+        }
+    }
+
+    /// A problem type URI (RFC 9457 §3.1.1).
+    pub fn type_uri(self) -> String {
+        format!("urn:seatkeeper:problem:{}", self.as_str())
+    }
+
+    fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 => Code::Unauthorized,
+            404 => Code::NotFound,
+            405 => Code::MethodNotAllowed,
+            413 => Code::PayloadTooLarge,
+            415 => Code::UnsupportedMediaType,
+            400..=499 => Code::InvalidRequest,
+            _ => Code::Internal,
+        }
+    }
+}
+
+/// A field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The JSON body of a problem response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+}
+
+/// An error answered as a problem. Boxed: it travels through `Result`s on every path.
+#[derive(Debug)]
+pub struct ApiError(Box<ApiErrorDetails>);
+
+/// What an [`ApiError`] says.
+#[derive(Debug)]
+pub struct ApiErrorDetails {
+    pub code: Code,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    pub plan_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// Methods the resource allows, for 405.
+    pub allow: Option<String>,
+    /// Seconds after which a retry may work, for 503.
+    pub retry_after: Option<u64>,
+    /// The cause, logged (never shown) for internal errors.
+    pub source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        let retry_after = match code {
+            Code::PaymentUnavailable | Code::StoreUnavailable => Some(1),
+            _ => None,
+        };
+        Self(Box::new(ApiErrorDetails {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            plan_id: None,
+            subscription_id: None,
+            allow: None,
+            retry_after,
+            source: None,
+        }))
+    }
+
+    /// A 400 naming the fields that failed validation.
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        let mut e = Self::new(
+            Code::InvalidRequest,
+            format!("invalid field(s): {}", fields.join(", ")),
+        );
+        e.errors = errors;
+        e
+    }
+
+    /// A 500 with a generic body; `source` goes to the log only.
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        let mut e = Self::new(Code::Internal, INTERNAL_DETAIL);
+        e.source = Some(source.into());
+        e
+    }
+
+    pub fn with_plan(mut self, plan_id: impl ToString) -> Self {
+        self.plan_id = Some(plan_id.to_string());
+        self
+    }
+
+    pub fn with_subscription(mut self, id: impl ToString) -> Self {
+        self.subscription_id = Some(id.to_string());
+        self
+    }
+
+    pub fn problem(&self, request_id: &str) -> Problem {
+        Problem {
+            type_uri: self.code.type_uri(),
+            title: self.code.title(),
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.as_str(),
+            request_id: request_id.to_owned(),
+            errors: self.errors.clone(),
+            plan_id: self.plan_id.clone(),
+            subscription_id: self.subscription_id.clone(),
+        }
+    }
+
+    /// The complete response, with `request_id` in the body.
+    pub fn to_response(&self, request_id: &str) -> HttpResponse {
+        let mut res = HttpResponse::build(self.code.status());
+        res.content_type("application/problem+json");
+        if let Some(allow) = &self.allow {
+            res.insert_header((header::ALLOW, allow.clone()));
+        }
+        if let Some(secs) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.code == Code::Unauthorized {
+            res.insert_header((
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"seatkeeper-admin\"",
+            ));
+        }
+        res.body(serde_json::to_vec(&self.problem(request_id)).unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorDetails;
+
+    fn deref(&self) -> &ApiErrorDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ApiErrorDetails {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // The request id is filled in by `finalize`.
+        self.to_response("")
+    }
+}
+
+/// Makes the response of a failed request a complete problem: stamps the request id
+/// into an [`ApiError`]'s body, turns any other error into a problem, and logs
+/// internal errors with their cause chain.
+pub fn finalize(res: ServiceResponse<BoxBody>, request_id: &str) -> ServiceResponse<BoxBody> {
+    let Some(err) = res.response().error() else {
+        return res;
+    };
+    let response = match err.as_error::<ApiError>() {
+        Some(api) => {
+            if api.code == Code::Internal {
+                match &api.source {
+                    Some(source) => tracing::error!(error = ?source, "internal error"),
+                    None => tracing::error!(detail = %api.detail, "internal error"),
+                }
+            }
+            api.to_response(request_id)
+        }
+        None => {
+            let status = res.status();
+            let code = Code::for_status(status);
+            let detail = if code == Code::Internal {
+                tracing::error!(error = %err, "internal error");
+                INTERNAL_DETAIL.to_owned()
+            } else if code == Code::PayloadTooLarge {
+                "the request body is larger than this server accepts (http.body_limit_bytes)"
+                    .to_owned()
+            } else {
+                tracing::debug!(error = %err, "request rejected");
+                err.to_string()
+            };
+            ApiError::new(code, detail).to_response(request_id)
+        }
+    };
+    res.into_response(response)
+}

@@ -1,0 +1,326 @@
+//! Wiring: builds the store, the gateway and the services from the settings, binds the
+//! listener and runs the server. The binary and the tests share this one entry point:
+//! `Application::build(settings)` (or `build_with` to bring your own adapters), then
+//! `port()` and `run_until_stopped()`.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use anyhow::Context;
+use rand::RngCore;
+use seatkeeper_domain::{
+    ports::{Clock, PaymentGateway, Store, SystemClock},
+    service::{PlanService, PurchaseService, Reconciler, SubscriptionService},
+    AuditContext, Capacity, Currency, Interval, NewPlan, PlanName, UnitAmount,
+};
+use seatkeeper_payments::{SimulatedGateway, StripeGateway, StripeSettings};
+use seatkeeper_store_memory::MemoryStore;
+use seatkeeper_store_mongo::{MongoSettings, MongoStore};
+use seatkeeper_store_postgres::{PostgresSettings, PostgresStore};
+use tokio::task::JoinHandle;
+
+use crate::{
+    configuration::{redact, PaymentProvider, Secret, Settings, StoreKind},
+    extract::AdminToken,
+    recovery::RecoveryLog,
+    request_id,
+    routes::{self, AppState},
+};
+
+/// The adapters the server runs on.
+pub struct Wiring {
+    pub store: Arc<dyn Store>,
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Wiring {
+    /// The adapters the settings name.
+    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = match settings.store_kind()? {
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+            StoreKind::Postgres => {
+                let pg = PostgresSettings {
+                    url: settings.store.url.clone(),
+                    max_connections: settings.store.pool_size,
+                    acquire_timeout: Duration::from_millis(settings.store.acquire_timeout_ms),
+                };
+                let store = PostgresStore::connect(&pg).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "could not open the PostgreSQL store at {}: {}",
+                        redact(&pg.url),
+                        error_chain(&e)
+                    )
+                })?;
+                Arc::new(store)
+            }
+            StoreKind::Mongo => {
+                // Refuses a standalone server (transactions need a replica set) and gives
+                // up on an unreachable one after the server-selection timeout.
+                let mut mongo = MongoSettings::new(settings.store.url.clone());
+                mongo.max_pool_size = settings.store.pool_size;
+                mongo.server_selection_timeout =
+                    Duration::from_millis(settings.store.acquire_timeout_ms);
+                let store = MongoStore::connect(&mongo).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "could not open the MongoDB store at {}: {}",
+                        redact(&mongo.url),
+                        error_chain(&e)
+                    )
+                })?;
+                Arc::new(store)
+            }
+        };
+        let gateway: Arc<dyn PaymentGateway> = match settings.payment_provider()? {
+            PaymentProvider::Simulated => Arc::new(SimulatedGateway::with_latency(
+                Duration::from_millis(settings.payments.latency_ms),
+            )),
+            PaymentProvider::Stripe => {
+                let secret_key = settings
+                    .payments
+                    .secret_key
+                    .as_ref()
+                    .map(|k| k.expose().to_owned())
+                    .unwrap_or_default();
+                Arc::new(
+                    StripeGateway::new(StripeSettings {
+                        base_url: settings.payments.base_url.clone(),
+                        secret_key,
+                        timeout: Duration::from_millis(settings.payments.timeout_ms),
+                        max_retries: settings.payments.max_retries,
+                    })
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                )
+            }
+        };
+        Ok(Self {
+            store,
+            gateway,
+            clock: Arc::new(SystemClock),
+        })
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    admin_token: Secret,
+    token_generated: bool,
+    /// The key sweep and the reconciler.
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Builds the server the settings describe.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let wiring = Wiring::from_settings(&settings).await?;
+        Self::build_with(settings, wiring).await
+    }
+
+    /// Builds the server on the given adapters.
+    pub async fn build_with(settings: Settings, wiring: Wiring) -> anyhow::Result<Self> {
+        let addr = settings.socket_addr()?;
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
+        let port = listener.local_addr()?.port();
+
+        let (admin_token, token_generated) = match &settings.auth.admin_token {
+            Some(token) => (token.clone(), false),
+            None => {
+                let mut bytes = [0u8; 24];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                (Secret::new(hex::encode(bytes)), true)
+            }
+        };
+
+        let Wiring {
+            store,
+            gateway,
+            clock,
+        } = wiring;
+        let reconciler = Reconciler::new(
+            store.clone(),
+            gateway.clone(),
+            clock.clone(),
+            settings.recovery(),
+        );
+        let state = web::Data::new(AppState {
+            plans: PlanService::new(store.clone(), clock.clone()),
+            subscriptions: SubscriptionService::new(store.clone(), clock.clone()),
+            purchases: PurchaseService::new(
+                store.clone(),
+                gateway,
+                clock.clone(),
+                settings.idempotency(),
+            ),
+            store: store.clone(),
+            recovery: RecoveryLog::new(reconciler.clone()),
+        });
+        if settings.seed_demo() {
+            seed_demo_plans(&state.plans, store.as_ref())
+                .await
+                .context("could not seed the demo plans")?;
+        }
+
+        let recovery = state.recovery.clone();
+        let token = web::Data::new(AdminToken(admin_token.clone()));
+        let body_limit = settings.http.body_limit_bytes;
+        let bench_echo = settings.bench.echo;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap_fn(request_id::middleware)
+                .app_data(state.clone())
+                .app_data(token.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .configure(|cfg| routes::router().register(cfg))
+                .configure(|cfg| crate::bench::configure(cfg, bench_echo))
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?;
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.disable_signals().run();
+
+        let mut background = vec![tokio::spawn(sweep_expired_keys(
+            store,
+            clock,
+            Duration::from_secs(settings.idempotency.sweep_interval_secs),
+        ))];
+        if settings.recovery.enabled {
+            background.push(tokio::spawn(reconcile_periodically(
+                recovery,
+                Duration::from_millis(settings.recovery.interval_ms),
+            )));
+        }
+
+        Ok(Self {
+            port,
+            server,
+            admin_token,
+            token_generated,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn admin_token(&self) -> &str {
+        self.admin_token.expose()
+    }
+
+    /// Whether the admin token was generated for this run (and must be shown once).
+    pub fn token_generated(&self) -> bool {
+        self.token_generated
+    }
+
+    /// Serves until stopped: SIGINT or SIGTERM stop it gracefully (in-flight requests
+    /// finish, for up to 30 s).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down gracefully");
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        signals.abort();
+        for task in &self.background {
+            task.abort();
+        }
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the reconciler every `every`, and at once again while a run finished something. A
+/// run that left everything it found in doubt (the gateway cannot answer) waits for the
+/// next interval: asking again at once would be a busy loop against a provider that is down.
+async fn reconcile_periodically(log: RecoveryLog, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        while let Some(report) = log.run().await {
+            if report.found == 0 || report.in_doubt == report.found {
+                break;
+            }
+        }
+    }
+}
+
+/// Deletes expired idempotency keys every `every`, keeping their storage bounded.
+async fn sweep_expired_keys(store: Arc<dyn Store>, clock: Arc<dyn Clock>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match store.purge_expired_keys(clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired idempotency keys"),
+        }
+    }
+}
+
+/// Creates a few demo plans when the store has none.
+async fn seed_demo_plans(plans: &PlanService, store: &dyn Store) -> anyhow::Result<()> {
+    if !store.list_plans(None, 1).await?.is_empty() {
+        return Ok(());
+    }
+    let ctx = AuditContext {
+        actor: "seed".into(),
+        trace_id: "demo-seed".into(),
+    };
+    for (name, capacity, amount, interval) in [
+        ("Starter", 10, 900, Interval::Month),
+        ("Team", 50, 4900, Interval::Month),
+        ("Enterprise", 5, 99_900, Interval::Year),
+    ] {
+        let new = NewPlan {
+            name: PlanName::parse(name)?,
+            capacity: Capacity::new(capacity)?,
+            unit_amount: UnitAmount::new(amount)?,
+            currency: Currency::parse("usd")?,
+            interval,
+        };
+        plans.create(new, &ctx).await?;
+    }
+    tracing::info!("seeded 3 demo plans (Starter, Team, Enterprise)");
+    Ok(())
+}

@@ -1,0 +1,103 @@
+use crate::helpers::{assert_problem, spawn_app, ADMIN_TOKEN};
+
+#[tokio::test]
+async fn an_unknown_path_is_a_404_problem() {
+    let app = spawn_app().await;
+    let problem = assert_problem(app.get("/api/nothing-here").await, 404, "not_found").await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/api/nothing-here"));
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_problem_with_allow() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .delete(app.url("/api/plans"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    assert_problem(res, 405, "method_not_allowed").await;
+
+    let res = app
+        .client
+        .get(app.url("/api/subscriptions/purchase"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
+    assert_problem(res, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn a_sane_request_id_is_echoed_and_an_insane_one_replaced() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/api/nope"))
+        .header("X-Request-Id", "trace-abc.123:x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-abc.123:x");
+    let problem = assert_problem(res, 404, "not_found").await;
+    assert_eq!(problem["request_id"], "trace-abc.123:x");
+
+    for insane in ["has space", &"x".repeat(129), "semi;colon"] {
+        let res = app
+            .client
+            .get(app.url("/health"))
+            .header("X-Request-Id", insane)
+            .send()
+            .await
+            .unwrap();
+        let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_ne!(echoed, insane);
+        assert!(uuid::Uuid::parse_str(&echoed).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn every_success_also_carries_a_request_id() {
+    let app = spawn_app().await;
+    for path in ["/health", "/api/plans"] {
+        assert!(app.get(path).await.headers().contains_key("x-request-id"));
+    }
+}
+
+#[tokio::test]
+async fn admin_routes_answer_401_without_the_right_bearer_token() {
+    let app = spawn_app().await;
+    let plan = app.create_plan(3).await;
+    let body = serde_json::json!({"name": "X", "capacity": 1, "unit_amount": 1, "currency": "usd", "interval": "month"});
+    let attempts = [
+        app.client.post(app.url("/api/plans")).json(&body),
+        app.client
+            .post(app.url("/api/plans"))
+            .bearer_auth("wrong-token-wrong-token")
+            .json(&body),
+        app.client
+            .post(app.url("/api/plans"))
+            .header("Authorization", format!("Basic {ADMIN_TOKEN}"))
+            .json(&body),
+        app.client
+            .patch(app.url(&format!("/api/plans/{plan}")))
+            .json(&serde_json::json!({"capacity": 1})),
+        app.client.get(app.url(&format!("/api/plans/{plan}/audit"))),
+    ];
+    for req in attempts {
+        let res = req.send().await.unwrap();
+        assert!(res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        assert_problem(res, 401, "unauthorized").await;
+    }
+    // Nothing changed.
+    let plans = crate::helpers::body(app.get("/api/plans").await).await;
+    assert_eq!(plans["data"].as_array().unwrap().len(), 1);
+    assert_eq!(app.plan(&plan).await["capacity"], 3);
+}

@@ -1,0 +1,65 @@
+//! What the process-level test binaries share: free ports, and a TCP proxy in front of
+//! PostgreSQL that a test can cut to make the database unreachable without stopping the
+//! machine's PostgreSQL service (other tests use it).
+#![allow(dead_code)] // each test binary uses its own part
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Forwards 127.0.0.1:<port> to PostgreSQL until cut; cutting drops every connection
+/// and refuses new ones, restoring accepts again on the same port.
+pub struct Proxy {
+    pub port: u16,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = watch::channel(true);
+        let state = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut alive = state.subscribe();
+                if !*alive.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = alive.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The main benchmark table of docs/benchmarks.md, in one run: release builds of the server
+# and seatkeeper-loadgen, then
+#   - memory store: the echo baseline (POST /bench/echo) at each connection count, then
+#     purchases for one hot plan / 16 plans x payment latency 0 / 50 ms x connections;
+#   - PostgreSQL (a fresh scratch database per server start, dropped at the end): the
+#     pgbench ceiling (bench/pgbench.sh) for 1 and 16 plans, then the same purchase grid.
+# Every row's JSON report, the server logs and `table.md` (markdown rows with the ratio of
+# each row to its ceiling measured in this run) land in $BENCH_OUT.
+#
+# Settings (environment):
+#   BENCH_DURATION=10          seconds per row (each row is also capped by the loadgen)
+#   BENCH_CONNECTIONS="16 64 256"
+#   BENCH_LATENCIES="0 50"     simulated payment latency, ms
+#   BENCH_PLANS="1 16"
+#   BENCH_STORES="memory postgres"
+#   BENCH_PORT=3900            loopback port of the server
+#   BENCH_OUT=target/bench/<date>
+#   BENCH_LOG_LEVEL=warn       the server's log level (info logs one line per purchase)
+#   BENCH_SKIP_BUILD=1         use the release binaries already in target/release
+#   SEATKEEPER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-10}
+connections=${BENCH_CONNECTIONS:-"16 64 256"}
+latencies=${BENCH_LATENCIES:-"0 50"}
+plan_counts=${BENCH_PLANS:-"1 16"}
+stores=${BENCH_STORES:-"memory postgres"}
+port=${BENCH_PORT:-3900}
+out=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
+log_level=${BENCH_LOG_LEVEL:-warn}
+pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+token=bench-admin-token-0123456789
+base_url="http://127.0.0.1:$port"
+server=target/release/seatkeeper-server
+loadgen=target/release/seatkeeper-loadgen
+
+mkdir -p "$out"
+table="$out/table.md"
+: >"$table"
+
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+  echo "== building (release)" >&2
+  cargo build --release -p seatkeeper-server -p seatkeeper-loadgen >&2
+fi
+
+server_pid=""
+scratch_db=""
+scratch_url=""
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ -n "$scratch_db" ]; then
+    psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $scratch_db WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# start_server TAG STORE_URL LATENCY_MS [VAR=VALUE ...]
+start_server() {
+  local tag=$1 url=$2 latency=$3
+  shift 3
+  env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" \
+    SEATKEEPER_STORE__URL="$url" \
+    SEATKEEPER_PAYMENTS__LATENCY_MS="$latency" \
+    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" \
+    SEATKEEPER_DEMO__SEED=false \
+    SEATKEEPER_BENCH__ECHO=true \
+    SEATKEEPER_LOG__LEVEL="$log_level" \
+    "$@" "$server" >"$out/server-$tag.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    if curl -fsS "$base_url/health" >/dev/null 2>&1; then
+      return
+    fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      cat "$out/server-$tag.log" >&2
+      echo "the server did not start" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "the server did not answer /health within 10 s" >&2
+  exit 1
+}
+
+stop_server() {
+  kill -TERM "$server_pid"
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# Drops the previous scratch database and creates a new one; its URL in $scratch_url.
+# (Not called as $(…): the names must reach `cleanup` in this shell.)
+new_scratch_db() {
+  if [ -n "$scratch_db" ]; then
+    psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $scratch_db WITH (FORCE)" >/dev/null
+  fi
+  scratch_db="seatkeeper_bench_$$_$(date +%s%N)"
+  psql -q -v ON_ERROR_STOP=1 "$pg_admin_url" -c "CREATE DATABASE $scratch_db" >/dev/null
+  scratch_url="${pg_admin_url%/*}/$scratch_db"
+}
+
+# loadgen NAME ARGS...: one run, JSON in $out/NAME.json; a failed verification is
+# reported and kept, not fatal (the table says so).
+loadgen() {
+  local name=$1
+  shift
+  echo "== $name" >&2
+  "$loadgen" --base-url "$base_url" --admin-token "$token" --progress 0 \
+    --duration "$duration" --json "$out/$name.json" "$@" >"$out/$name.txt" || {
+    echo "   (exit $?: see $out/$name.txt)" >&2
+  }
+  sed -n '2,3p' "$out/$name.txt" >&2
+}
+
+# row STORE PLANS LATENCY CONNECTIONS JSON CEILING: one markdown row.
+row() {
+  local store=$1 plans=$2 latency=$3 conns=$4 json=$5 ceiling=$6
+  jq -r --arg store "$store" --arg plans "$plans" --arg latency "$latency" \
+    --arg conns "$conns" --argjson ceiling "$ceiling" '
+    "| \($store) | \(if $plans == "1" then "hot plan" else "\($plans) plans" end) | \($latency) ms | \($conns) | \(.throughput_rps | floor) | \(.latency.p50_ms * 100 | round / 100) | \(.latency.p99_ms * 100 | round / 100) | \($ceiling | floor) | \((.throughput_rps / $ceiling) * 100 | round / 100) | \(if .verification.passed then "pass" else "FAIL" end) |"' \
+    "$json" >>"$table"
+}
+
+{
+  echo "| store | plans | payment latency | connections | purchases/s | p50 ms | p99 ms | ceiling/s | ratio | invariants |"
+  echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+} >>"$table"
+
+for store in $stores; do
+  case "$store" in
+  memory)
+    # The ceiling: a trivial JSON POST on the same build, per connection count.
+    start_server memory-echo memory:// 0
+    declare -A echo_rps=()
+    for c in $connections; do
+      loadgen "echo-c$c" --target echo --connections "$c"
+      echo_rps[$c]=$(jq '.throughput_rps' "$out/echo-c$c.json")
+    done
+    stop_server
+    for latency in $latencies; do
+      start_server "memory-l$latency" memory:// "$latency"
+      for plans in $plan_counts; do
+        for c in $connections; do
+          name="memory-p$plans-l$latency-c$c"
+          loadgen "$name" --connections "$c" --plans "$plans" --seats 1000000
+          row memory "$plans" "$latency" "$c" "$out/$name.json" "${echo_rps[$c]}"
+        done
+      done
+      stop_server
+    done
+    ;;
+  postgres)
+    # The ceiling: pgbench, for the same plan counts, the best of 16 and 64 clients.
+    declare -A pg_tps=()
+    for plans in $plan_counts; do
+      best=0
+      for clients in 16 64; do
+        line=$(bench/pgbench.sh --clients "$clients" --duration "$duration" --plans "$plans")
+        echo "$line" | tee -a "$out/pgbench.txt" >&2
+        tps=$(sed -E 's/.* tps=([0-9.]+).*/\1/' <<<"$line")
+        best=$(jq -n --argjson a "$best" --argjson b "$tps" '[$a, $b] | max')
+      done
+      pg_tps[$plans]=$best
+    done
+    for latency in $latencies; do
+      new_scratch_db
+      start_server "postgres-l$latency" "$scratch_url" "$latency"
+      for plans in $plan_counts; do
+        for c in $connections; do
+          name="postgres-p$plans-l$latency-c$c"
+          loadgen "$name" --connections "$c" --plans "$plans" --seats 1000000
+          row postgres "$plans" "$latency" "$c" "$out/$name.json" "${pg_tps[$plans]}"
+        done
+      done
+      stop_server
+    done
+    ;;
+  *)
+    echo "unknown store '$store' (memory, postgres)" >&2
+    exit 2
+    ;;
+  esac
+done
+
+{
+  echo
+  echo "Ceilings: echo (memory rows) per connection count; pgbench (PostgreSQL rows) per plan count, best of 16/64 clients."
+  [ -f "$out/pgbench.txt" ] && sed 's/^/    /' "$out/pgbench.txt"
+  for f in "$out"/echo-c*.json; do
+    [ -f "$f" ] && jq -r '"    echo connections=\(.connections) rps=\(.throughput_rps | floor) p50_ms=\(.latency.p50_ms) p99_ms=\(.latency.p99_ms)"' "$f"
+  done
+} >>"$table"
+echo "== results in $out" >&2
+cat "$table"

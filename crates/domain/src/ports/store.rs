@@ -1,0 +1,49 @@
+//! The storage adapter as a whole, and the failure every store method may return.
+
+use async_trait::async_trait;
+
+use super::{
+    AuditLog, IdempotencyRepository, PlanRepository, PurchaseRepository, RecoveryRepository,
+    SubscriptionRepository,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A store operation that failed for a reason that is not a business outcome.
+/// A failed operation changed nothing: adapters roll back.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or did not answer in time; retrying later may work.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else: a bug, corrupt data, a broken invariant.
+    #[error("the store failed")]
+    Internal(#[source] BoxError),
+}
+
+impl StoreError {
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Self::Unavailable(e.into())
+    }
+
+    pub fn internal(e: impl Into<BoxError>) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Everything a storage adapter provides.
+#[async_trait]
+pub trait Store:
+    PlanRepository
+    + SubscriptionRepository
+    + IdempotencyRepository
+    + PurchaseRepository
+    + RecoveryRepository
+    + AuditLog
+    + Send
+    + Sync
+    + 'static
+{
+    /// Succeeds when the store answers now. Used by the readiness probe.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

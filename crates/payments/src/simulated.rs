@@ -1,0 +1,258 @@
+//! An in-process payment gateway with Stripe's test payment methods.
+//!
+//! | payment method            | result                                             |
+//! |---------------------------|----------------------------------------------------|
+//! | `pm_card_visa`, `pm_card_mastercard`, `pm_card_amex` | succeeds               |
+//! | `pm_card_chargeDeclined`  | declined, `card_declined`                          |
+//! | `pm_card_insufficientFunds` | declined, `insufficient_funds`                   |
+//! | `pm_card_timeout`         | charged, but the answer never arrives: `Unknown`   |
+//! | anything else             | declined, `payment_method_unknown`                 |
+//!
+//! Charges are idempotent per provider key, as Stripe's are per `Idempotency-Key`: a
+//! second call with the same key returns the first result (for `pm_card_timeout`, the
+//! retry sees the success that the first answer lost) and never charges again.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use dashmap::{mapref::entry::Entry, DashMap};
+use seatkeeper_domain::ports::{Charge, ChargeError, ChargeRequest, ChargeStatus, GatewayError};
+
+use super::PaymentGateway;
+
+/// One charge the simulator made or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedCharge {
+    pub provider_key: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub payment_method: String,
+    pub status: SimulatedStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatedStatus {
+    Succeeded,
+    Declined,
+    Refunded,
+}
+
+/// The in-process simulated gateway. Its ledger lives as long as it does.
+#[derive(Debug, Default)]
+pub struct SimulatedGateway {
+    latency: Duration,
+    ledger: DashMap<String, SimulatedCharge>,
+    calls: AtomicU64,
+}
+
+impl SimulatedGateway {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every call waits this long before answering, like a remote provider.
+    pub fn with_latency(latency: Duration) -> Self {
+        Self {
+            latency,
+            ..Self::default()
+        }
+    }
+
+    /// How many charge calls were made, retries included.
+    pub fn charge_calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Every charge made, in no particular order.
+    pub fn ledger(&self) -> Vec<SimulatedCharge> {
+        self.ledger.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// Charges that succeeded and were not refunded.
+    pub fn succeeded_charges(&self) -> Vec<SimulatedCharge> {
+        self.ledger()
+            .into_iter()
+            .filter(|c| c.status == SimulatedStatus::Succeeded)
+            .collect()
+    }
+
+    async fn wait(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+fn decline(code: &str, message: &str) -> ChargeError {
+    ChargeError::Declined {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn answer(charge: &SimulatedCharge) -> Result<Charge, ChargeError> {
+    match charge.status {
+        SimulatedStatus::Succeeded | SimulatedStatus::Refunded => Ok(Charge {
+            payment_id: charge.payment_id.clone(),
+        }),
+        SimulatedStatus::Declined => Err(match charge.payment_method.as_str() {
+            "pm_card_chargeDeclined" => decline("card_declined", "Your card was declined."),
+            "pm_card_insufficientFunds" => {
+                decline("insufficient_funds", "Your card has insufficient funds.")
+            }
+            _ => decline(
+                "payment_method_unknown",
+                "No such payment method in the simulator.",
+            ),
+        }),
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for SimulatedGateway {
+    #[tracing::instrument(skip_all, fields(provider_key = %req.provider_key))]
+    async fn charge(&self, req: &ChargeRequest) -> Result<Charge, ChargeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.wait().await;
+        let pm = req.payment_method.as_str();
+        let (charge, first) = match self.ledger.entry(req.provider_key.clone()) {
+            Entry::Occupied(o) => (o.get().clone(), false),
+            Entry::Vacant(v) => {
+                let status = match pm {
+                    "pm_card_visa" | "pm_card_mastercard" | "pm_card_amex" | "pm_card_timeout" => {
+                        SimulatedStatus::Succeeded
+                    }
+                    _ => SimulatedStatus::Declined,
+                };
+                let charge = SimulatedCharge {
+                    provider_key: req.provider_key.clone(),
+                    payment_id: format!("pi_sim_{}", uuid::Uuid::new_v4().simple()),
+                    amount: req.amount.get(),
+                    currency: req.currency.to_string(),
+                    payment_method: pm.to_owned(),
+                    status,
+                };
+                v.insert(charge.clone());
+                (charge, true)
+            }
+        };
+        if first && pm == "pm_card_timeout" {
+            return Err(ChargeError::Unknown(
+                "the simulated provider charged but its answer was lost (pm_card_timeout)".into(),
+            ));
+        }
+        answer(&charge)
+    }
+
+    async fn lookup(&self, provider_key: &str) -> Result<ChargeStatus, GatewayError> {
+        self.wait().await;
+        Ok(match self.ledger.get(provider_key) {
+            None => ChargeStatus::NotFound,
+            Some(c) => match c.status {
+                SimulatedStatus::Succeeded => ChargeStatus::Succeeded {
+                    payment_id: c.payment_id.clone(),
+                },
+                SimulatedStatus::Refunded => ChargeStatus::Refunded {
+                    payment_id: c.payment_id.clone(),
+                },
+                SimulatedStatus::Declined => ChargeStatus::Failed {
+                    reason: answer(&c).err().map(|e| e.to_string()).unwrap_or_default(),
+                },
+            },
+        })
+    }
+
+    async fn refund(&self, payment_id: &str) -> Result<(), GatewayError> {
+        self.wait().await;
+        for mut c in self.ledger.iter_mut() {
+            if c.payment_id == payment_id {
+                return match c.status {
+                    SimulatedStatus::Succeeded | SimulatedStatus::Refunded => {
+                        c.status = SimulatedStatus::Refunded;
+                        Ok(())
+                    }
+                    SimulatedStatus::Declined => Err(GatewayError::Rejected(format!(
+                        "{payment_id} was never charged"
+                    ))),
+                };
+            }
+        }
+        Err(GatewayError::Rejected(format!(
+            "no such payment: {payment_id}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use seatkeeper_domain::{Currency, CustomerId, PaymentMethod, SubscriptionId, UnitAmount};
+
+    use super::*;
+
+    fn req(key: &str, pm: &str) -> ChargeRequest {
+        ChargeRequest {
+            provider_key: key.into(),
+            subscription_id: SubscriptionId::generate(),
+            customer_id: CustomerId::parse("cus_1").unwrap(),
+            amount: UnitAmount::new(1500).unwrap(),
+            currency: Currency::parse("usd").unwrap(),
+            payment_method: PaymentMethod::parse(pm).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_visa_card_is_charged_once_however_often_the_key_is_retried() {
+        let g = SimulatedGateway::new();
+        let first = g.charge(&req("k1", "pm_card_visa")).await.unwrap();
+        let again = g.charge(&req("k1", "pm_card_visa")).await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(g.succeeded_charges().len(), 1);
+        assert_eq!(g.charge_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_declined_test_card_is_declined_and_charges_nothing() {
+        let g = SimulatedGateway::new();
+        let err = g
+            .charge(&req("k1", "pm_card_chargeDeclined"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ChargeError::Declined { ref code, .. } if code == "card_declined"));
+        assert!(g.succeeded_charges().is_empty());
+        assert!(matches!(
+            g.lookup("k1").await.unwrap(),
+            ChargeStatus::Failed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_timeout_card_charges_but_loses_the_answer_and_a_retry_sees_the_charge() {
+        let g = SimulatedGateway::new();
+        let err = g.charge(&req("k1", "pm_card_timeout")).await.unwrap_err();
+        assert!(matches!(err, ChargeError::Unknown(_)));
+        assert!(matches!(
+            g.lookup("k1").await.unwrap(),
+            ChargeStatus::Succeeded { .. }
+        ));
+        let retried = g.charge(&req("k1", "pm_card_timeout")).await.unwrap();
+        assert_eq!(g.succeeded_charges().len(), 1);
+        assert_eq!(g.succeeded_charges()[0].payment_id, retried.payment_id);
+    }
+
+    #[tokio::test]
+    async fn a_refund_marks_the_charge_refunded_and_unknown_payments_are_refused() {
+        let g = SimulatedGateway::new();
+        let c = g.charge(&req("k1", "pm_card_visa")).await.unwrap();
+        g.refund(&c.payment_id).await.unwrap();
+        assert!(matches!(
+            g.lookup("k1").await.unwrap(),
+            ChargeStatus::Refunded { .. }
+        ));
+        assert!(g.refund("pi_nope").await.is_err());
+        assert_eq!(g.lookup("k2").await.unwrap(), ChargeStatus::NotFound);
+    }
+}

@@ -1,0 +1,424 @@
+//! Fixtures the contract cases share: timestamps, plans, purchases (claim, reserve,
+//! complete), probes that read an idempotency key's state through `claim_key` without
+//! changing it, snapshots for "changes nothing" assertions, and `race`, which starts many
+//! tasks at the same instant on the multi-threaded runtime.
+//!
+//! Everything here panics with a message saying what failed: it is test support.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use chrono::SubsecRound;
+use seatkeeper_domain::{
+    invariants::check_store_plan,
+    ports::{ChargeResult, CompletePurchase, Completion, Reservation, ReserveSeat, Store},
+    AuditContext, AuditEntry, Capacity, Claim, ClaimKey, Currency, CustomerId, Fingerprint,
+    IdempotencyKey, IdempotencyRecord, Interval, LockToken, NewPlan, PaymentMethod, Plan, PlanId,
+    PlanName, PlanStats, PurchaseOutcome, Subscription, SubscriptionId, SubscriptionStatus,
+    Timestamp, UnitAmount,
+};
+use tokio::sync::Barrier;
+
+/// The lease of every claim the cases make, unless they say otherwise.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// The retention of every claim the cases make, unless they say otherwise.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Now, truncated to milliseconds so that every supported database stores it exactly.
+pub fn now() -> Timestamp {
+    chrono::Utc::now().trunc_subsecs(3)
+}
+
+/// `n` seconds, as a chrono duration to add to timestamps.
+pub fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// `d` as a chrono duration.
+pub fn span(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).expect("a duration that fits chrono")
+}
+
+pub fn admin(trace_id: &str) -> AuditContext {
+    AuditContext::admin(trace_id)
+}
+
+pub fn customer(id: &str) -> CustomerId {
+    CustomerId::parse(id).expect("a valid customer id")
+}
+
+pub fn idem_key(key: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(key).expect("a valid idempotency key")
+}
+
+pub fn visa() -> PaymentMethod {
+    PaymentMethod::parse("pm_card_visa").expect("a valid payment method")
+}
+
+/// A new monthly USD plan (not stored yet).
+pub fn new_plan(name: &str, capacity: u32) -> Plan {
+    Plan::create(
+        NewPlan {
+            name: PlanName::parse(name).expect("a valid plan name"),
+            capacity: Capacity::new(i64::from(capacity)).expect("a valid capacity"),
+            unit_amount: UnitAmount::new(1500).expect("a valid amount"),
+            currency: Currency::parse("usd").expect("a valid currency"),
+            interval: Interval::Month,
+        },
+        now(),
+    )
+}
+
+/// Stores a new plan of `capacity` seats and returns it.
+pub async fn create_plan(store: &dyn Store, capacity: u32) -> Plan {
+    let plan = new_plan("Starter", capacity);
+    store
+        .create_plan(&plan, &admin("create-plan"))
+        .await
+        .expect("create_plan failed");
+    plan
+}
+
+/// The plan as the store has it now.
+pub async fn plan_now(store: &dyn Store, id: PlanId) -> Plan {
+    store
+        .get_plan(id)
+        .await
+        .expect("get_plan failed")
+        .unwrap_or_else(|| panic!("plan {id} is gone"))
+}
+
+pub async fn stats_now(store: &dyn Store, id: PlanId) -> PlanStats {
+    store
+        .plan_stats(id)
+        .await
+        .expect("plan_stats failed")
+        .unwrap_or_else(|| panic!("plan {id} has no stats"))
+}
+
+/// The subscription as the store has it now.
+pub async fn subscription_now(store: &dyn Store, id: SubscriptionId) -> Subscription {
+    store
+        .get_subscription(id)
+        .await
+        .expect("get_subscription failed")
+        .unwrap_or_else(|| panic!("subscription {id} is gone"))
+}
+
+/// The plan's whole audit log, read in pages of 100.
+pub async fn whole_audit(store: &dyn Store, id: PlanId) -> Vec<AuditEntry> {
+    let mut audit: Vec<AuditEntry> = Vec::new();
+    loop {
+        let after = audit.last().map(|e| e.seq);
+        let page = store
+            .plan_audit(id, after, 100)
+            .await
+            .expect("plan_audit failed")
+            .unwrap_or_else(|| panic!("plan {id} has no audit log"));
+        if page.is_empty() {
+            return audit;
+        }
+        audit.extend(page);
+    }
+}
+
+/// Everything a store keeps about one plan, to compare before and after an operation
+/// that must change nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSnapshot {
+    pub plan: Plan,
+    pub stats: PlanStats,
+    pub audit: Vec<AuditEntry>,
+}
+
+pub async fn snapshot(store: &dyn Store, id: PlanId) -> PlanSnapshot {
+    PlanSnapshot {
+        plan: plan_now(store, id).await,
+        stats: stats_now(store, id).await,
+        audit: whole_audit(store, id).await,
+    }
+}
+
+/// Fails unless the plan keeps every invariant of `purchase-flow.md`, audit replay included.
+pub async fn assert_invariants(store: &dyn Store, id: PlanId) {
+    let violations = check_store_plan(store, id).await;
+    assert!(
+        violations.is_empty(),
+        "plan {id} breaks the store invariants: {violations:#?}"
+    );
+}
+
+/// Fails unless `actual` is `expected` apart from its id (ids are the store's to make).
+pub fn assert_same_entry(actual: &AuditEntry, expected: &AuditEntry) {
+    let mut expected = expected.clone();
+    expected.id = actual.id;
+    assert_eq!(actual, &expected, "unexpected audit entry");
+}
+
+/// The stats a plan should have.
+pub fn stats_of(plan: &Plan, counts: [u64; 4]) -> PlanStats {
+    let [incomplete, active, canceled, incomplete_expired] = counts;
+    PlanStats {
+        plan_id: plan.id,
+        capacity: plan.capacity.get(),
+        seats_left: plan.seats_left,
+        incomplete,
+        active,
+        canceled,
+        incomplete_expired,
+        sold_out: plan.seats_left == 0,
+    }
+}
+
+/// One purchase attempt: the claim of `(customer, key)` by a fresh owner and the seat
+/// reservation it would make, both at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub claim: ClaimKey,
+    pub reserve: ReserveSeat,
+}
+
+impl Purchase {
+    pub fn new(plan_id: PlanId, customer_id: &str, key: &str, at: Timestamp) -> Self {
+        let customer_id = customer(customer_id);
+        let key = idem_key(key);
+        let payment_method = visa();
+        let claim = ClaimKey {
+            scope: customer_id.clone(),
+            key: key.clone(),
+            fingerprint: Fingerprint::of_purchase(plan_id, &customer_id, &payment_method),
+            owner: LockToken::generate(),
+            now: at,
+            lease: LEASE,
+            retention: RETENTION,
+        };
+        let request_id = format!("req-{customer_id}-{key}");
+        let reserve = ReserveSeat {
+            ctx: AuditContext::customer(&customer_id, request_id.clone()),
+            customer_id,
+            key,
+            owner: claim.owner,
+            plan_id,
+            subscription_id: SubscriptionId::generate(),
+            payment_method,
+            request_id,
+            now: at,
+        };
+        Self { claim, reserve }
+    }
+
+    /// The same purchase with `subscription_id` as the id its reservation gives.
+    pub fn with_subscription_id(mut self, id: SubscriptionId) -> Self {
+        self.reserve.subscription_id = id;
+        self
+    }
+
+    pub fn customer(&self) -> &CustomerId {
+        &self.claim.scope
+    }
+
+    pub fn subscription_id(&self) -> SubscriptionId {
+        self.reserve.subscription_id
+    }
+
+    /// Claims the key; fails unless the claim is `Acquired`.
+    pub async fn claim(&self, store: &dyn Store) -> IdempotencyRecord {
+        match store
+            .claim_key(&self.claim)
+            .await
+            .expect("claim_key failed")
+        {
+            Claim::Acquired(record) => record,
+            other => panic!(
+                "claiming new key {} of {} should acquire it, got {other:?}",
+                self.claim.key, self.claim.scope
+            ),
+        }
+    }
+
+    /// Reserves a seat with the claimed key; fails on an error.
+    pub async fn reserve(&self, store: &dyn Store) -> Reservation {
+        store
+            .reserve_seat(&self.reserve)
+            .await
+            .expect("reserve_seat failed")
+    }
+
+    /// Claims the key and reserves a seat; fails unless a seat was reserved.
+    pub async fn reserved(&self, store: &dyn Store) -> Subscription {
+        self.claim(store).await;
+        match self.reserve(store).await {
+            Reservation::Reserved(subscription) => subscription,
+            other => panic!("reserving a seat should succeed, got {other:?}"),
+        }
+    }
+
+    /// The completion of this purchase's subscription with `result` at `at`.
+    pub fn completion(
+        &self,
+        result: ChargeResult,
+        request_id: &str,
+        at: Timestamp,
+    ) -> CompletePurchase {
+        CompletePurchase {
+            subscription_id: self.subscription_id(),
+            result,
+            request_id: request_id.to_owned(),
+            ctx: self.reserve.ctx.clone(),
+            now: at,
+            verify_after: None,
+        }
+    }
+
+    /// Completes this purchase as charged under `payment_id`; fails on an error.
+    pub async fn charged(&self, store: &dyn Store, payment_id: &str, at: Timestamp) -> Completion {
+        let cmd = self.completion(
+            ChargeResult::Charged {
+                payment_id: payment_id.to_owned(),
+            },
+            &self.reserve.request_id,
+            at,
+        );
+        store
+            .complete_purchase(&cmd)
+            .await
+            .expect("completing a reserved purchase as charged failed")
+    }
+
+    /// Completes this purchase as declined for `reason`; fails on an error.
+    pub async fn declined(&self, store: &dyn Store, reason: &str, at: Timestamp) -> Completion {
+        let cmd = self.completion(
+            ChargeResult::Declined {
+                reason: reason.to_owned(),
+            },
+            &self.reserve.request_id,
+            at,
+        );
+        store
+            .complete_purchase(&cmd)
+            .await
+            .expect("completing a reserved purchase as declined failed")
+    }
+
+    /// Claims, reserves and completes as charged: an `active` subscription.
+    pub async fn active(&self, store: &dyn Store) -> Subscription {
+        self.reserved(store).await;
+        let done = self
+            .charged(
+                store,
+                &format!("pi_{}", self.subscription_id()),
+                self.claim.now,
+            )
+            .await;
+        assert_eq!(done.subscription.status, SubscriptionStatus::Active);
+        done.subscription
+    }
+
+    /// The same purchase carried on by the owner of `claim` (a claim of the same key that
+    /// took it over): its reservation uses that owner and that time.
+    pub fn taken_over_by(&self, claim: &ClaimKey) -> Self {
+        let mut next = self.clone();
+        next.claim = claim.clone();
+        next.reserve.owner = claim.owner;
+        next.reserve.now = claim.now;
+        next
+    }
+
+    /// A claim of the same key and request by a new owner at `at`.
+    pub fn reclaim(&self, at: Timestamp) -> ClaimKey {
+        ClaimKey {
+            owner: LockToken::generate(),
+            now: at,
+            ..self.claim.clone()
+        }
+    }
+
+    /// A claim of the same key with a different request (another fingerprint) at `at`.
+    pub fn misuse(&self, at: Timestamp) -> ClaimKey {
+        ClaimKey {
+            fingerprint: Fingerprint::of_purchase(
+                PlanId::generate(),
+                &self.claim.scope,
+                &self.reserve.payment_method,
+            ),
+            ..self.reclaim(at)
+        }
+    }
+}
+
+/// Fails unless a claim of the purchase's key by another owner at `at` is `InUse` (which
+/// changes nothing).
+pub async fn assert_key_in_use(store: &dyn Store, purchase: &Purchase, at: Timestamp) {
+    let got = store
+        .claim_key(&purchase.reclaim(at))
+        .await
+        .expect("claim_key failed");
+    assert_eq!(
+        got,
+        Claim::InUse,
+        "key {} of {} should be held by a live lock",
+        purchase.claim.key,
+        purchase.claim.scope
+    );
+}
+
+/// The outcome and request id a finished key replays (a claim of a finished key changes
+/// nothing); fails unless the key is finished.
+pub async fn finished_outcome(
+    store: &dyn Store,
+    purchase: &Purchase,
+    at: Timestamp,
+) -> (PurchaseOutcome, String) {
+    match store
+        .claim_key(&purchase.reclaim(at))
+        .await
+        .expect("claim_key failed")
+    {
+        Claim::Finished {
+            outcome,
+            request_id,
+        } => (outcome, request_id),
+        other => panic!(
+            "key {} of {} should be finished, got {other:?}",
+            purchase.claim.key, purchase.claim.scope
+        ),
+    }
+}
+
+/// A boxed task for [`race`].
+pub type Task<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+pub fn task<T>(fut: impl Future<Output = T> + Send + 'static) -> Task<T> {
+    Box::pin(fut)
+}
+
+/// Spawns every task on the runtime, holds them all behind one barrier so that they start
+/// together, and returns their results in order.
+pub async fn race<T: Send + 'static>(tasks: Vec<Task<T>>) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(tasks.len()));
+    let handles: Vec<_> = tasks
+        .into_iter()
+        .map(|t| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                t.await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for h in handles {
+        results.push(h.await.expect("a task of the race panicked"));
+    }
+    results
+}
+
+/// Runs every task concurrently (no barrier) and returns their results in order: for
+/// setting up or checking many things quickly.
+pub async fn all<T: Send + 'static>(tasks: Vec<Task<T>>) -> Vec<T> {
+    let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for h in handles {
+        results.push(h.await.expect("a concurrent task panicked"));
+    }
+    results
+}

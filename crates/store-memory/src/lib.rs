@@ -1,0 +1,720 @@
+//! An in-memory implementation of every Seatkeeper store port.
+//!
+//! It is both the zero-setup default store (`memory://`) and the fake the test suites
+//! run the domain against, so it gives the same atomicity a database does: each plan
+//! lives in its own cell behind its own mutex, and every operation that touches a plan
+//! (reserve, complete, cancel, change) runs entirely under that plan's lock. Plans do not
+//! contend with each other; there is no global lock. Subscriptions, the customer index
+//! and idempotency keys live in sharded maps.
+//!
+//! Lock order, always: plan cell, then the key map, then the subscription map, then the
+//! customer index. A subscription's status only changes under its plan's lock.
+//!
+//! Nothing survives a restart, and memory grows with subscriptions and audit entries;
+//! idempotency keys are bounded by the retention sweep.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use async_trait::async_trait;
+use dashmap::{mapref::entry::Entry, DashMap};
+use parking_lot::{Mutex, RwLock};
+use seatkeeper_domain::{
+    ports::{
+        AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
+        CompletePurchase, Completion, IdempotencyRepository, PlanRepository, PurchaseRepository,
+        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
+        ReserveError, ReserveSeat, Store, StoreError, SubscriptionRepository, UpdatePlanError,
+    },
+    AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
+    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
+    PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+};
+
+type KeyId = (CustomerId, IdempotencyKey);
+
+/// Everything about one plan that must change together.
+struct PlanCell {
+    plan: Plan,
+    /// Entry `i` has `seq == i + 1`.
+    audit: Vec<AuditEntry>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    incomplete: u64,
+    active: u64,
+    canceled: u64,
+    incomplete_expired: u64,
+}
+
+impl Counts {
+    fn slot(&mut self, status: SubscriptionStatus) -> &mut u64 {
+        match status {
+            SubscriptionStatus::Incomplete => &mut self.incomplete,
+            SubscriptionStatus::Active => &mut self.active,
+            SubscriptionStatus::Canceled => &mut self.canceled,
+            SubscriptionStatus::IncompleteExpired => &mut self.incomplete_expired,
+        }
+    }
+
+    fn moved(&mut self, from: SubscriptionStatus, to: SubscriptionStatus) {
+        *self.slot(from) -= 1;
+        *self.slot(to) += 1;
+    }
+}
+
+impl PlanCell {
+    fn record(
+        &mut self,
+        action: AuditAction,
+        before: u32,
+        subscription_id: Option<SubscriptionId>,
+        reason: Option<String>,
+        ctx: &AuditContext,
+        now: Timestamp,
+    ) {
+        self.plan.seq += 1;
+        let entry = AuditEntry::record(
+            &self.plan,
+            action,
+            before,
+            subscription_id,
+            reason,
+            ctx,
+            now,
+        );
+        self.audit.push(entry);
+    }
+}
+
+/// A recovery task's lease, and for `Verify` tasks when the check is due.
+#[derive(Debug, Clone)]
+struct RecoveryRow {
+    phase: RecoveryPhase,
+    lease: Option<(LockToken, Timestamp)>,
+    verify_after: Option<Timestamp>,
+}
+
+impl RecoveryRow {
+    fn free_at(&self, now: Timestamp) -> bool {
+        self.lease.is_none_or(|(_, until)| until <= now)
+    }
+}
+
+/// The in-memory store. Cheap to create; share it behind an `Arc`.
+#[derive(Default)]
+pub struct MemoryStore {
+    plans: RwLock<BTreeMap<PlanId, Arc<Mutex<PlanCell>>>>,
+    keys: DashMap<KeyId, IdempotencyRecord>,
+    subscriptions: DashMap<SubscriptionId, Subscription>,
+    by_customer: DashMap<CustomerId, BTreeSet<SubscriptionId>>,
+    /// The `incomplete` subscriptions: what the reconciler looks through.
+    incomplete: DashMap<SubscriptionId, ()>,
+    /// Recovery tasks: leases on `Complete` work, and scheduled `Verify` checks.
+    recovery: DashMap<SubscriptionId, RecoveryRow>,
+    unavailable: AtomicBool,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every operation fail with [`StoreError::Unavailable`] (or work again), the
+    /// way a database that cannot be reached does. For tests of outage handling.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// How many idempotency records are held (expired or not).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn up(&self) -> Result<(), StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable(
+                "the in-memory store was switched off",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn cell(&self, id: PlanId) -> Option<Arc<Mutex<PlanCell>>> {
+        self.plans.read().get(&id).cloned()
+    }
+
+    /// Finishes the key of the purchase that reserved `subscription_id` with `outcome`, if
+    /// it is still open. A record under the same key that does not point at this
+    /// subscription belongs to a newer purchase (the old record passed its retention and
+    /// the key started afresh) and is left alone.
+    fn finish_key(
+        &self,
+        key_id: &KeyId,
+        subscription_id: SubscriptionId,
+        outcome: &PurchaseOutcome,
+        request_id: &str,
+        now: Timestamp,
+    ) {
+        if let Some(mut rec) = self.keys.get_mut(key_id) {
+            let ours = rec.recovery == RecoveryPoint::Reserved { subscription_id };
+            if ours && !rec.is_finished() {
+                rec.finish(outcome.clone(), request_id.to_owned(), now);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl PlanRepository for MemoryStore {
+    async fn create_plan(&self, plan: &Plan, ctx: &AuditContext) -> Result<(), StoreError> {
+        self.up()?;
+        let cell = PlanCell {
+            plan: plan.clone(),
+            audit: vec![AuditEntry::plan_created(plan, ctx)],
+            counts: Counts::default(),
+        };
+        let mut plans = self.plans.write();
+        if plans.contains_key(&plan.id) {
+            return Err(StoreError::internal(format!(
+                "plan {} already exists",
+                plan.id
+            )));
+        }
+        plans.insert(plan.id, Arc::new(Mutex::new(cell)));
+        Ok(())
+    }
+
+    async fn get_plan(&self, id: PlanId) -> Result<Option<Plan>, StoreError> {
+        self.up()?;
+        Ok(self.cell(id).map(|c| c.lock().plan.clone()))
+    }
+
+    async fn list_plans(&self, after: Option<PlanId>, limit: u32) -> Result<Vec<Plan>, StoreError> {
+        self.up()?;
+        let plans = self.plans.read();
+        let range = match after {
+            Some(a) => plans.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => plans.range(..),
+        };
+        Ok(range
+            .take(limit as usize)
+            .map(|(_, c)| c.lock().plan.clone())
+            .collect())
+    }
+
+    async fn update_plan(
+        &self,
+        id: PlanId,
+        patch: &PlanPatch,
+        ctx: &AuditContext,
+        now: Timestamp,
+    ) -> Result<Plan, UpdatePlanError> {
+        self.up()?;
+        let cell = self.cell(id).ok_or(UpdatePlanError::NotFound(id))?;
+        let mut cell = cell.lock();
+        let changes = cell.plan.apply(patch).map_err(|r| match r {
+            PatchRejection::CapacityBelowHeld { held, requested } => {
+                UpdatePlanError::CapacityBelowHeld { held, requested }
+            }
+        })?;
+        let entries = AuditEntry::plan_changes(&cell.plan, &changes, ctx, now);
+        cell.audit.extend(entries);
+        Ok(cell.plan.clone())
+    }
+
+    async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError> {
+        self.up()?;
+        Ok(self.cell(id).map(|c| {
+            let c = c.lock();
+            PlanStats {
+                plan_id: id,
+                capacity: c.plan.capacity.get(),
+                seats_left: c.plan.seats_left,
+                incomplete: c.counts.incomplete,
+                active: c.counts.active,
+                canceled: c.counts.canceled,
+                incomplete_expired: c.counts.incomplete_expired,
+                sold_out: c.plan.is_sold_out(),
+            }
+        }))
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryStore {
+    async fn plan_audit(
+        &self,
+        plan_id: PlanId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+        self.up()?;
+        Ok(self.cell(plan_id).map(|c| {
+            let c = c.lock();
+            let start = (after_seq.unwrap_or(0) as usize).min(c.audit.len());
+            c.audit[start..]
+                .iter()
+                .take(limit as usize)
+                .cloned()
+                .collect()
+        }))
+    }
+}
+
+#[async_trait]
+impl SubscriptionRepository for MemoryStore {
+    async fn get_subscription(
+        &self,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.up()?;
+        Ok(self.subscriptions.get(&id).map(|s| s.clone()))
+    }
+
+    async fn customer_subscriptions(
+        &self,
+        customer: &CustomerId,
+        after: Option<SubscriptionId>,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.up()?;
+        let ids: Vec<SubscriptionId> = match self.by_customer.get(customer) {
+            None => return Ok(Vec::new()),
+            Some(set) => match after {
+                Some(a) => set
+                    .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                    .take(limit as usize)
+                    .copied()
+                    .collect(),
+                None => set.iter().take(limit as usize).copied().collect(),
+            },
+        };
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| self.subscriptions.get(&id).map(|s| s.clone()))
+            .collect())
+    }
+
+    async fn cancel_subscription(
+        &self,
+        id: SubscriptionId,
+        ctx: &AuditContext,
+        now: Timestamp,
+    ) -> Result<Cancellation, CancelError> {
+        self.up()?;
+        let plan_id = self
+            .subscriptions
+            .get(&id)
+            .map(|s| s.plan_id)
+            .ok_or(CancelError::NotFound(id))?;
+        let cell = self
+            .cell(plan_id)
+            .ok_or_else(|| StoreError::internal(format!("subscription {id} has no plan")))?;
+        let mut cell = cell.lock();
+        let mut sub = self
+            .subscriptions
+            .get_mut(&id)
+            .ok_or(CancelError::NotFound(id))?;
+        match sub.status {
+            SubscriptionStatus::Canceled => {
+                return Ok(Cancellation {
+                    subscription: sub.clone(),
+                    already_canceled: true,
+                })
+            }
+            SubscriptionStatus::Active => {}
+            other => return Err(CancelError::NotActive(other)),
+        }
+        sub.cancel(now);
+        let before = cell.plan.seats_left;
+        cell.plan.seats_left += 1;
+        cell.counts
+            .moved(SubscriptionStatus::Active, SubscriptionStatus::Canceled);
+        cell.record(
+            AuditAction::SubscriptionCanceled,
+            before,
+            Some(id),
+            None,
+            ctx,
+            now,
+        );
+        Ok(Cancellation {
+            subscription: sub.clone(),
+            already_canceled: false,
+        })
+    }
+}
+
+#[async_trait]
+impl IdempotencyRepository for MemoryStore {
+    async fn claim_key(&self, claim: &ClaimKey) -> Result<Claim, StoreError> {
+        self.up()?;
+        match self.keys.entry((claim.scope.clone(), claim.key.clone())) {
+            Entry::Vacant(v) => {
+                let record = claim.fresh_record();
+                v.insert(record.clone());
+                Ok(Claim::Acquired(record))
+            }
+            Entry::Occupied(mut o) => {
+                let decision = claim.decide(o.get());
+                if let Claim::Acquired(record) = &decision {
+                    o.insert(record.clone());
+                }
+                Ok(decision)
+            }
+        }
+    }
+
+    async fn release_key(
+        &self,
+        scope: &CustomerId,
+        key: &IdempotencyKey,
+        owner: LockToken,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        let Some(mut rec) = self.keys.get_mut(&(scope.clone(), key.clone())) else {
+            return Ok(false);
+        };
+        if !rec.is_locked_by(owner) {
+            return Ok(false);
+        }
+        rec.state = seatkeeper_domain::KeyState::Open { lock: None };
+        Ok(true)
+    }
+
+    async fn purge_expired_keys(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.up()?;
+        // Counted as removed, not as a difference of lengths: claims may insert keys while
+        // the sweep runs.
+        let mut purged = 0u64;
+        self.keys.retain(|_, r| {
+            let keep = r.expires_at > now;
+            if !keep {
+                purged += 1;
+            }
+            keep
+        });
+        Ok(purged)
+    }
+}
+
+#[async_trait]
+impl PurchaseRepository for MemoryStore {
+    async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
+        self.up()?;
+        let key_id = (cmd.customer_id.clone(), cmd.key.clone());
+        let cell = self.cell(cmd.plan_id);
+        let mut guard = cell.as_ref().map(|c| c.lock());
+        let mut rec = match self.keys.get_mut(&key_id) {
+            Some(rec) if rec.is_locked_by(cmd.owner) && rec.recovery == RecoveryPoint::Started => {
+                rec
+            }
+            _ => return Err(ReserveError::LockLost),
+        };
+        if let Some(outcome) = cmd.rejection(guard.as_ref().map(|c| &c.plan)) {
+            rec.finish(outcome.clone(), cmd.request_id.clone(), cmd.now);
+            return Ok(Reservation::Rejected(outcome));
+        }
+        let Some(cell) = guard.as_mut() else {
+            return Err(StoreError::internal("a missing plan was not rejected").into());
+        };
+        let before = cell.plan.seats_left;
+        cell.plan.seats_left -= 1;
+        cell.counts.incomplete += 1;
+        let sub = Subscription::reserve(
+            cmd.subscription_id,
+            &cell.plan,
+            cmd.customer_id.clone(),
+            cmd.payment_method.clone(),
+            Some(cmd.key.clone()),
+            cmd.now,
+        );
+        cell.record(
+            AuditAction::SeatReserved,
+            before,
+            Some(sub.id),
+            None,
+            &cmd.ctx,
+            cmd.now,
+        );
+        rec.recovery = RecoveryPoint::Reserved {
+            subscription_id: sub.id,
+        };
+        drop(rec);
+        self.subscriptions.insert(sub.id, sub.clone());
+        self.incomplete.insert(sub.id, ());
+        self.by_customer
+            .entry(sub.customer_id.clone())
+            .or_default()
+            .insert(sub.id);
+        Ok(Reservation::Reserved(sub))
+    }
+
+    async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
+        self.up()?;
+        let id = cmd.subscription_id;
+        let plan_id = self
+            .subscriptions
+            .get(&id)
+            .map(|s| s.plan_id)
+            .ok_or(CompleteError::NotFound(id))?;
+        let cell = self
+            .cell(plan_id)
+            .ok_or_else(|| StoreError::internal(format!("subscription {id} has no plan")))?;
+        let mut cell = cell.lock();
+        let mut sub = self
+            .subscriptions
+            .get(&id)
+            .map(|s| s.clone())
+            .ok_or(CompleteError::NotFound(id))?;
+        if sub.status != SubscriptionStatus::Incomplete {
+            return Err(CompleteError::NotIncomplete(Box::new(sub)));
+        }
+        let change = cmd.apply(&mut sub);
+        cell.counts
+            .moved(SubscriptionStatus::Incomplete, sub.status);
+        let before = cell.plan.seats_left;
+        cell.plan.seats_left += change.seat_delta;
+        cell.record(
+            change.action,
+            before,
+            Some(id),
+            change.reason,
+            &cmd.ctx,
+            cmd.now,
+        );
+        let outcome = change.outcome;
+        if let Some(key) = &sub.idempotency_key {
+            self.finish_key(
+                &(sub.customer_id.clone(), key.clone()),
+                id,
+                &outcome,
+                &cmd.request_id,
+                cmd.now,
+            );
+        }
+        self.subscriptions.insert(id, sub.clone());
+        self.incomplete.remove(&id);
+        self.recovery.remove(&id);
+        if let (Some(at), ChargeResult::Declined { .. }) = (cmd.verify_after, &cmd.result) {
+            self.recovery.insert(
+                id,
+                RecoveryRow {
+                    phase: RecoveryPhase::Verify,
+                    lease: None,
+                    verify_after: Some(at),
+                },
+            );
+        }
+        Ok(Completion {
+            subscription: sub,
+            outcome,
+        })
+    }
+}
+
+impl MemoryStore {
+    /// Appends the `payment_refunded` entry of a subscription, once.
+    fn audit_refund(
+        &self,
+        id: SubscriptionId,
+        payment_id: &str,
+        ctx: &AuditContext,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let plan_id = self
+            .subscriptions
+            .get(&id)
+            .map(|s| s.plan_id)
+            .ok_or_else(|| StoreError::internal(format!("no subscription {id} to refund")))?;
+        let cell = self
+            .cell(plan_id)
+            .ok_or_else(|| StoreError::internal(format!("subscription {id} has no plan")))?;
+        let mut cell = cell.lock();
+        let already = cell
+            .audit
+            .iter()
+            .any(|e| e.action == AuditAction::PaymentRefunded && e.subscription_id == Some(id));
+        if already {
+            return Ok(false);
+        }
+        let seats = cell.plan.seats_left;
+        cell.record(
+            AuditAction::PaymentRefunded,
+            seats,
+            Some(id),
+            Some(format!(
+                "refunded {payment_id}: the charge landed after the purchase was given up"
+            )),
+            ctx,
+            now,
+        );
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl RecoveryRepository for MemoryStore {
+    async fn claim_recovery(&self, claim: &ClaimRecovery) -> Result<Vec<RecoveryTask>, StoreError> {
+        self.up()?;
+        let mut tasks = Vec::new();
+        let lease = Some((claim.owner, claim.lease_until));
+        let stale: Vec<SubscriptionId> = self.incomplete.iter().map(|e| *e.key()).collect();
+        for id in stale {
+            if tasks.len() >= claim.limit as usize {
+                return Ok(tasks);
+            }
+            let Some(sub) = self.subscriptions.get(&id).map(|s| s.clone()) else {
+                continue;
+            };
+            if sub.status != SubscriptionStatus::Incomplete || sub.updated_at > claim.stale_before {
+                continue;
+            }
+            let taken = match self.recovery.entry(id) {
+                Entry::Vacant(v) => {
+                    v.insert(RecoveryRow {
+                        phase: RecoveryPhase::Complete,
+                        lease,
+                        verify_after: None,
+                    });
+                    true
+                }
+                Entry::Occupied(mut o) if o.get().free_at(claim.now) => {
+                    o.get_mut().lease = lease;
+                    true
+                }
+                Entry::Occupied(_) => false,
+            };
+            if taken {
+                tasks.push(RecoveryTask {
+                    subscription: sub,
+                    phase: RecoveryPhase::Complete,
+                });
+            }
+        }
+        let due: Vec<SubscriptionId> = self
+            .recovery
+            .iter()
+            .filter(|r| {
+                r.phase == RecoveryPhase::Verify
+                    && r.verify_after.is_some_and(|t| t <= claim.now)
+                    && r.free_at(claim.now)
+            })
+            .map(|r| *r.key())
+            .collect();
+        for id in due {
+            if tasks.len() >= claim.limit as usize {
+                break;
+            }
+            let taken = match self.recovery.get_mut(&id) {
+                Some(mut row) if row.phase == RecoveryPhase::Verify && row.free_at(claim.now) => {
+                    row.lease = lease;
+                    true
+                }
+                _ => false,
+            };
+            if let (true, Some(sub)) = (taken, self.subscriptions.get(&id).map(|s| s.clone())) {
+                tasks.push(RecoveryTask {
+                    subscription: sub,
+                    phase: RecoveryPhase::Verify,
+                });
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn release_recovery(
+        &self,
+        id: SubscriptionId,
+        owner: LockToken,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        let held = |row: &RecoveryRow| row.lease.is_some_and(|(o, _)| o == owner);
+        let removed = self.recovery.remove_if(&id, |_, row| {
+            row.phase == RecoveryPhase::Complete && held(row)
+        });
+        if removed.is_some() {
+            return Ok(true);
+        }
+        Ok(match self.recovery.get_mut(&id) {
+            Some(mut row) if held(&row) => {
+                row.lease = None;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn finish_verification(
+        &self,
+        id: SubscriptionId,
+        owner: LockToken,
+        refunded: Option<&str>,
+        ctx: &AuditContext,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        let removed = self.recovery.remove_if(&id, |_, row| {
+            row.phase == RecoveryPhase::Verify && row.lease.is_some_and(|(o, _)| o == owner)
+        });
+        if removed.is_none() {
+            return Ok(false);
+        }
+        if let Some(payment_id) = refunded {
+            self.audit_refund(id, payment_id, ctx, now)?;
+        }
+        Ok(true)
+    }
+
+    async fn record_refund(
+        &self,
+        id: SubscriptionId,
+        payment_id: &str,
+        ctx: &AuditContext,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        self.audit_refund(id, payment_id, ctx, now)
+    }
+
+    async fn recovery_backlog(
+        &self,
+        stale_before: Timestamp,
+    ) -> Result<RecoveryBacklog, StoreError> {
+        self.up()?;
+        let stale_incomplete = self
+            .incomplete
+            .iter()
+            .filter(|e| {
+                self.subscriptions
+                    .get(e.key())
+                    .is_some_and(|s| s.updated_at <= stale_before)
+            })
+            .count() as u64;
+        let pending_verifications = self
+            .recovery
+            .iter()
+            .filter(|r| r.phase == RecoveryPhase::Verify)
+            .count() as u64;
+        Ok(RecoveryBacklog {
+            stale_incomplete,
+            pending_verifications,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.up()
+    }
+}

@@ -1,0 +1,157 @@
+//! Turning rows back into domain values. Anything that does not parse is corrupt data,
+//! reported as an internal error, never silently patched.
+
+use chrono::{DateTime, Utc};
+use seatkeeper_domain::{
+    AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
+    IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
+    PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId,
+    SubscriptionStatus, UnitAmount,
+};
+use sqlx::{postgres::PgRow, Row};
+use uuid::Uuid;
+
+use crate::errors::corrupt;
+
+type R<T> = Result<T, sqlx::Error>;
+
+fn parsed<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> R<T> {
+    r.map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+pub const PLAN_COLUMNS: &str =
+    "id, name, capacity, seats_left, unit_amount, currency, \"interval\", status, created_at, seq";
+
+pub fn plan(row: &PgRow) -> R<Plan> {
+    let seats_left: i32 = row.try_get("seats_left")?;
+    let seq: i64 = row.try_get("seq")?;
+    Ok(Plan {
+        id: PlanId::from_uuid(row.try_get("id")?),
+        name: parsed("plan name", PlanName::parse(row.try_get("name")?))?,
+        capacity: parsed(
+            "capacity",
+            Capacity::new(row.try_get::<i32, _>("capacity")?.into()),
+        )?,
+        seats_left: parsed("seats_left", u32::try_from(seats_left))?,
+        unit_amount: parsed("unit_amount", UnitAmount::new(row.try_get("unit_amount")?))?,
+        currency: parsed("currency", Currency::parse(row.try_get("currency")?))?,
+        interval: parsed("interval", Interval::parse(row.try_get("interval")?))?,
+        status: parsed("plan status", PlanStatus::parse(row.try_get("status")?))?,
+        created_at: row.try_get("created_at")?,
+        seq: parsed("seq", u64::try_from(seq))?,
+    })
+}
+
+pub const SUBSCRIPTION_COLUMNS: &str = "id, plan_id, customer_id, status, payment_method, payment_id, unit_amount, currency, \"interval\", idempotency_key, current_period_start, current_period_end, created_at, updated_at, canceled_at, failure_reason";
+
+pub fn subscription_status(s: &str) -> R<SubscriptionStatus> {
+    Ok(match s {
+        "incomplete" => SubscriptionStatus::Incomplete,
+        "active" => SubscriptionStatus::Active,
+        "incomplete_expired" => SubscriptionStatus::IncompleteExpired,
+        "canceled" => SubscriptionStatus::Canceled,
+        other => return Err(corrupt(format!("subscription status '{other}'"))),
+    })
+}
+
+pub fn subscription(row: &PgRow) -> R<Subscription> {
+    let key: Option<String> = row.try_get("idempotency_key")?;
+    Ok(Subscription {
+        id: SubscriptionId::from_uuid(row.try_get("id")?),
+        plan_id: PlanId::from_uuid(row.try_get("plan_id")?),
+        customer_id: parsed(
+            "customer_id",
+            CustomerId::parse(row.try_get("customer_id")?),
+        )?,
+        status: subscription_status(row.try_get("status")?)?,
+        payment_method: parsed(
+            "payment_method",
+            PaymentMethod::parse(row.try_get("payment_method")?),
+        )?,
+        payment_id: row.try_get("payment_id")?,
+        unit_amount: parsed("unit_amount", UnitAmount::new(row.try_get("unit_amount")?))?,
+        currency: parsed("currency", Currency::parse(row.try_get("currency")?))?,
+        interval: parsed("interval", Interval::parse(row.try_get("interval")?))?,
+        idempotency_key: key
+            .map(|k| parsed("idempotency_key", IdempotencyKey::parse(&k)))
+            .transpose()?,
+        current_period_start: row.try_get("current_period_start")?,
+        current_period_end: row.try_get("current_period_end")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        canceled_at: row.try_get("canceled_at")?,
+        failure_reason: row.try_get("failure_reason")?,
+    })
+}
+
+pub const AUDIT_COLUMNS: &str = "plan_id, seq, id, at, action, subscription_id, actor, trace_id, seats_left_before, seats_left_after, reason";
+
+fn audit_action(s: &str) -> R<AuditAction> {
+    AuditAction::parse(s).ok_or_else(|| corrupt(format!("audit action '{s}'")))
+}
+
+pub fn audit_entry(row: &PgRow) -> R<AuditEntry> {
+    let seq: i64 = row.try_get("seq")?;
+    let before: i32 = row.try_get("seats_left_before")?;
+    let after: i32 = row.try_get("seats_left_after")?;
+    Ok(AuditEntry {
+        id: AuditEntryId::from_uuid(row.try_get("id")?),
+        plan_id: PlanId::from_uuid(row.try_get("plan_id")?),
+        seq: parsed("seq", u64::try_from(seq))?,
+        at: row.try_get("at")?,
+        action: audit_action(row.try_get("action")?)?,
+        subscription_id: row
+            .try_get::<Option<Uuid>, _>("subscription_id")?
+            .map(SubscriptionId::from_uuid),
+        actor: row.try_get("actor")?,
+        trace_id: row.try_get("trace_id")?,
+        seats_left_before: parsed("seats_left_before", u32::try_from(before))?,
+        seats_left_after: parsed("seats_left_after", u32::try_from(after))?,
+        reason: row.try_get("reason")?,
+    })
+}
+
+pub const KEY_COLUMNS: &str = "scope, key, fingerprint, state, lock_owner, lock_until, recovery_subscription_id, outcome, outcome_request_id, finished_at, created_at, expires_at";
+
+pub fn key_record(row: &PgRow) -> R<IdempotencyRecord> {
+    let state: &str = row.try_get("state")?;
+    let state = match state {
+        "open" => {
+            let owner: Option<Uuid> = row.try_get("lock_owner")?;
+            let until: Option<DateTime<Utc>> = row.try_get("lock_until")?;
+            KeyState::Open {
+                lock: owner.zip(until).map(|(owner, until)| KeyLock {
+                    owner: LockToken::from_uuid(owner),
+                    until,
+                }),
+            }
+        }
+        "finished" => {
+            let outcome: serde_json::Value = row.try_get("outcome")?;
+            let outcome: PurchaseOutcome = parsed("outcome", serde_json::from_value(outcome))?;
+            KeyState::Finished {
+                outcome: Box::new(outcome),
+                request_id: row.try_get("outcome_request_id")?,
+                finished_at: row
+                    .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
+                    .ok_or_else(|| corrupt("a finished key without finished_at"))?,
+            }
+        }
+        other => return Err(corrupt(format!("key state '{other}'"))),
+    };
+    let recovery = match row.try_get::<Option<Uuid>, _>("recovery_subscription_id")? {
+        Some(id) => RecoveryPoint::Reserved {
+            subscription_id: SubscriptionId::from_uuid(id),
+        },
+        None => RecoveryPoint::Started,
+    };
+    Ok(IdempotencyRecord {
+        scope: parsed("scope", CustomerId::parse(row.try_get("scope")?))?,
+        key: parsed("key", IdempotencyKey::parse(row.try_get("key")?))?,
+        fingerprint: Fingerprint::from_stored(row.try_get("fingerprint")?),
+        state,
+        recovery,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
