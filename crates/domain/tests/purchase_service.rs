@@ -12,7 +12,7 @@ use seatkeeper_domain::{
     PlanPatch, PlanStatus, PurchaseOutcome, SubscriptionStatus,
 };
 use seatkeeper_payments::SimulatedGateway;
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 
 mod common;
 
@@ -486,36 +486,59 @@ async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_sell_exactly_ten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_create_one_subscription() {
-    let gateway = Arc::new(SimulatedGateway::with_latency(Duration::from_millis(20)));
+    let gateway = Arc::new(SimulatedGateway::new());
     let w = Arc::new(world(gateway.clone()));
     let plan = w.plan(10).await;
+    // Whichever request wins the key is held inside its charge until the other 99 have
+    // their answers, so they overlap it for certain.
+    gateway.hold_charges();
+    let answered = Arc::new(Semaphore::new(0));
+    let releaser = {
+        let (gateway, answered) = (gateway.clone(), answered.clone());
+        tokio::spawn(async move {
+            let all_but_one = answered.acquire_many(99);
+            let waited = tokio::time::timeout(Duration::from_secs(60), all_but_one).await;
+            gateway.release_charges();
+            waited.is_ok()
+        })
+    };
     let barrier = Arc::new(Barrier::new(100));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
-            let (w, barrier) = (w.clone(), barrier.clone());
+            let (w, barrier, answered) = (w.clone(), barrier.clone(), answered.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                w.purchases
+                let result = w
+                    .purchases
                     .purchase(&cmd(plan.id, "cus_1", "the-key", "pm_card_visa"))
-                    .await
+                    .await;
+                answered.add_permits(1);
+                result
             })
         })
         .collect();
-    let (mut created, mut replayed, mut in_use) = (0, 0, 0);
+    let (mut created, mut in_use) = (0, 0);
     for t in tasks {
         match t.await.unwrap() {
-            Ok(r) if r.replayed => replayed += 1,
             Ok(r) => {
-                assert!(matches!(r.outcome, PurchaseOutcome::Created { .. }));
+                assert!(!r.replayed && matches!(r.outcome, PurchaseOutcome::Created { .. }));
                 created += 1
             }
             Err(PurchaseError::KeyInUse) => in_use += 1,
             Err(e) => panic!("unexpected error {e:?}"),
         }
     }
-    assert_eq!(created, 1);
-    assert_eq!(created + replayed + in_use, 100);
-    assert!(in_use > 0, "the requests did not overlap");
+    assert!(
+        releaser.await.unwrap(),
+        "the others were not answered during the charge"
+    );
+    assert_eq!((created, in_use), (1, 99));
+    let replay = w
+        .purchases
+        .purchase(&cmd(plan.id, "cus_1", "the-key", "pm_card_visa"))
+        .await
+        .unwrap();
+    assert!(replay.replayed);
     assert_eq!(gateway.charge_calls(), 1);
     assert_eq!(w.seats_left(plan.id).await, 9);
     w.assert_invariants(plan.id).await;

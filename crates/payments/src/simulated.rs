@@ -13,13 +13,14 @@
 //! retry sees the success that the first answer lost) and never charges again.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
 use async_trait::async_trait;
 use dashmap::{mapref::entry::Entry, DashMap};
 use seatkeeper_domain::ports::{Charge, ChargeError, ChargeRequest, ChargeStatus, GatewayError};
+use tokio::sync::{watch, Notify};
 
 use super::PaymentGateway;
 
@@ -42,11 +43,36 @@ pub enum SimulatedStatus {
 }
 
 /// The in-process simulated gateway. Its ledger lives as long as it does.
-#[derive(Debug, Default)]
+///
+/// Tests that need a purchase to be *inside* its charge while something else happens
+/// (a retry with the same key, a crash, a cancellation) call [`hold_charges`]: every
+/// charge then parks before touching the ledger until [`release_charges`], and
+/// [`charges_held`] waits until a given number are parked. No sleeps, no timing luck.
+///
+/// [`hold_charges`]: SimulatedGateway::hold_charges
+/// [`release_charges`]: SimulatedGateway::release_charges
+/// [`charges_held`]: SimulatedGateway::charges_held
+#[derive(Debug)]
 pub struct SimulatedGateway {
     latency: Duration,
     ledger: DashMap<String, SimulatedCharge>,
     calls: AtomicU64,
+    hold: watch::Sender<bool>,
+    held: AtomicUsize,
+    held_changed: Notify,
+}
+
+impl Default for SimulatedGateway {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            ledger: DashMap::new(),
+            calls: AtomicU64::new(0),
+            hold: watch::Sender::new(false),
+            held: AtomicUsize::new(0),
+            held_changed: Notify::new(),
+        }
+    }
 }
 
 impl SimulatedGateway {
@@ -80,10 +106,44 @@ impl SimulatedGateway {
             .collect()
     }
 
+    /// From now on every charge parks until [`release_charges`](Self::release_charges).
+    pub fn hold_charges(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Lets every parked charge (and every later one) go on.
+    pub fn release_charges(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// Waits until at least `n` charges are parked by [`hold_charges`](Self::hold_charges).
+    pub async fn charges_held(&self, n: usize) {
+        loop {
+            let changed = self.held_changed.notified();
+            if self.held.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     async fn wait(&self) {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
+    }
+
+    async fn park_while_held(&self) {
+        let mut hold = self.hold.subscribe();
+        if !*hold.borrow_and_update() {
+            return;
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        self.held_changed.notify_waiters();
+        // The sender lives in `self`, so `wait_for` only ends when the hold is lifted.
+        let _ = hold.wait_for(|held| !*held).await;
+        self.held.fetch_sub(1, Ordering::SeqCst);
+        self.held_changed.notify_waiters();
     }
 }
 
@@ -117,6 +177,7 @@ impl PaymentGateway for SimulatedGateway {
     #[tracing::instrument(skip_all, fields(provider_key = %req.provider_key))]
     async fn charge(&self, req: &ChargeRequest) -> Result<Charge, ChargeError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.park_while_held().await;
         self.wait().await;
         let pm = req.payment_method.as_str();
         let (charge, first) = match self.ledger.entry(req.provider_key.clone()) {
@@ -254,5 +315,28 @@ mod tests {
         ));
         assert!(g.refund("pi_nope").await.is_err());
         assert_eq!(g.lookup("k2").await.unwrap(), ChargeStatus::NotFound);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_charges_park_before_charging_until_released() {
+        let g = std::sync::Arc::new(SimulatedGateway::new());
+        g.hold_charges();
+        let parked: Vec<_> = ["k1", "k2"]
+            .into_iter()
+            .map(|k| {
+                let g = g.clone();
+                tokio::spawn(async move { g.charge(&req(k, "pm_card_visa")).await })
+            })
+            .collect();
+        g.charges_held(2).await;
+        assert!(g.ledger().is_empty(), "a held charge touched the ledger");
+        assert_eq!(g.charge_calls(), 2);
+        g.release_charges();
+        for p in parked {
+            p.await.unwrap().unwrap();
+        }
+        assert_eq!(g.succeeded_charges().len(), 2);
+        g.charge(&req("k3", "pm_card_visa")).await.unwrap();
+        assert_eq!(g.succeeded_charges().len(), 3);
     }
 }

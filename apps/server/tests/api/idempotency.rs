@@ -119,8 +119,9 @@ async fn row_6_the_same_key_with_a_different_body_is_422_idempotency_key_reused(
 
 #[tokio::test]
 async fn row_7_the_same_key_while_the_first_request_runs_is_409_idempotency_key_in_use() {
-    let app = spawn_app_with(Duration::from_millis(500), |_| {}).await;
+    let app = spawn_app().await;
     let plan = app.create_plan(5).await;
+    app.gateway.hold_charges();
     let slow = {
         let (client, url, plan) = (
             app.client.clone(),
@@ -138,13 +139,14 @@ async fn row_7_the_same_key_while_the_first_request_runs_is_409_idempotency_key_
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.gateway.charges_held(1).await;
     assert_problem(
         app.purchase(&plan, "cus_1", "k1", "pm_card_visa").await,
         409,
         "idempotency_key_in_use",
     )
     .await;
+    app.gateway.release_charges();
     assert_eq!(slow.await.unwrap(), 201);
     let replay = app.purchase(&plan, "cus_1", "k1", "pm_card_visa").await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
