@@ -12,13 +12,18 @@
 //! Connection failures become [`StoreError::Unavailable`], which the server answers with
 //! 503 `store_unavailable`: a failed operation is rolled back whole.
 
+mod batch;
+mod coalesce;
+
+pub use coalesce::BatchStats;
 mod errors;
 mod rows;
 pub mod testing;
 
-use std::{any::Any, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use crate::{
+    coalesce::{Coalescer, RunBatch},
     errors::{classify, corrupt, is_retryable, Fail},
     rows::{AUDIT_COLUMNS, KEY_COLUMNS, PLAN_COLUMNS, SUBSCRIPTION_COLUMNS},
 };
@@ -26,14 +31,14 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, PlanRepository, PurchaseRepository,
-        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
-        ReserveError, ReserveSeat, Store, StoreError, SubscriptionRepository, UpdatePlanError,
+        AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
+        Completion, IdempotencyRepository, PlanRepository, PurchaseRepository, RecoveryBacklog,
+        RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation, ReserveError, ReserveSeat,
+        Store, StoreError, SubscriptionRepository, UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
     IdempotencyRecord, KeyState, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
-    PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+    RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
 };
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -67,9 +72,26 @@ impl PostgresSettings {
     }
 }
 
+/// Batches and requests of each coalesced purchase phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurchaseBatchStats {
+    pub reservations: BatchStats,
+    pub completions: BatchStats,
+}
+
+/// How many requests one batch transaction takes at most.
+const MAX_BATCH: usize = 128;
+
+type ReserveAnswer = Result<Reservation, ReserveError>;
+type CompleteAnswer = Result<Completion, CompleteError>;
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: PgPool,
+    /// Concurrent reservations of one plan share a transaction (one lock of its row).
+    reservations: Coalescer<PlanId, ReserveSeat, ReserveAnswer>,
+    /// Concurrent completions share a transaction.
+    completions: Coalescer<(), CompletePurchase, CompleteAnswer>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -89,7 +111,24 @@ impl PostgresStore {
             sqlx::migrate::MigrateError::Execute(e) => classify(e),
             other => StoreError::internal(other),
         })?;
-        Ok(Self { pool, _guard: None })
+        Ok(Self::with_pool(pool))
+    }
+
+    fn with_pool(pool: PgPool) -> Self {
+        let reserve: RunBatch<ReserveSeat, ReserveAnswer> = {
+            let pool = pool.clone();
+            Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_reserve)))
+        };
+        let complete: RunBatch<CompletePurchase, CompleteAnswer> = {
+            let pool = pool.clone();
+            Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_complete)))
+        };
+        Self {
+            reservations: Coalescer::new(MAX_BATCH, reserve, || Err(lost_batch().into())),
+            completions: Coalescer::new(MAX_BATCH, complete, || Err(lost_batch().into())),
+            pool,
+            _guard: None,
+        }
     }
 
     /// Keeps `guard` alive as long as the store, and drops it after the pool.
@@ -102,6 +141,24 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// How much the purchase phases were coalesced so far.
+    pub fn batch_stats(&self) -> PurchaseBatchStats {
+        PurchaseBatchStats {
+            reservations: self.reservations.stats(),
+            completions: self.completions.stats(),
+        }
+    }
+
+    /// How many reservations of `plan` wait for the plan's next batch.
+    pub fn queued_reservations(&self, plan: PlanId) -> usize {
+        self.reservations.queued(&plan)
+    }
+
+    /// How many completions wait for the next batch.
+    pub fn queued_completions(&self) -> usize {
+        self.completions.queued(&())
+    }
+
     /// Runs `op` in a transaction, again from the start when it loses a serialization or
     /// deadlock race. `Fail::Rule` rolls back and returns the business error.
     async fn tx<T, E, F>(&self, op: F) -> Result<T, E>
@@ -109,25 +166,122 @@ impl PostgresStore {
         E: From<StoreError>,
         F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T, Fail<E>>>,
     {
-        let mut attempt = 1;
-        loop {
-            let mut tx = self.pool.begin().await.map_err(|e| E::from(classify(e)))?;
-            let failure = match op(&mut tx).await {
-                Ok(value) => match tx.commit().await {
-                    Ok(()) => return Ok(value),
-                    Err(e) => e,
-                },
-                Err(Fail::Rule(e)) => return Err(e),
-                Err(Fail::Db(e)) => e,
-            };
-            if !is_retryable(&failure) || attempt >= MAX_ATTEMPTS {
-                return Err(E::from(classify(failure)));
-            }
-            tracing::debug!(attempt, error = %failure, "transaction conflict; retrying");
-            tokio::time::sleep(Duration::from_millis(2u64 << attempt)).await;
-            attempt += 1;
+        run_tx(&self.pool, op).await
+    }
+}
+
+/// Runs `op` in a transaction, again from the start when it loses a serialization or
+/// deadlock race. `Fail::Rule` rolls back and returns the business error.
+async fn run_tx<T, E, F>(pool: &PgPool, op: F) -> Result<T, E>
+where
+    E: From<StoreError>,
+    F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T, Fail<E>>>,
+{
+    let mut attempt = 1;
+    loop {
+        let mut tx = pool.begin().await.map_err(|e| E::from(classify(e)))?;
+        let failure = match op(&mut tx).await {
+            Ok(value) => match tx.commit().await {
+                Ok(()) => return Ok(value),
+                Err(e) => e,
+            },
+            Err(Fail::Rule(e)) => return Err(e),
+            Err(Fail::Db(e)) => e,
+        };
+        if !is_retryable(&failure) || attempt >= MAX_ATTEMPTS {
+            return Err(E::from(classify(failure)));
+        }
+        tracing::debug!(attempt, error = %failure, "transaction conflict; retrying");
+        tokio::time::sleep(Duration::from_millis(2u64 << attempt)).await;
+        attempt += 1;
+    }
+}
+
+// ----- batches -----
+
+/// What a batch transaction does for its requests.
+type BatchTx<Req, Res> =
+    for<'c> fn(&'c mut PgConnection, Vec<Req>) -> BoxFuture<'c, Result<Vec<Res>, sqlx::Error>>;
+
+fn batch_reserve(
+    c: &mut PgConnection,
+    cmds: Vec<ReserveSeat>,
+) -> BoxFuture<'_, Result<Vec<ReserveAnswer>, sqlx::Error>> {
+    Box::pin(batch::reserve_tx(c, cmds))
+}
+
+fn batch_complete(
+    c: &mut PgConnection,
+    cmds: Vec<CompletePurchase>,
+) -> BoxFuture<'_, Result<Vec<CompleteAnswer>, sqlx::Error>> {
+    Box::pin(batch::complete_tx(c, cmds))
+}
+
+/// Runs one batch in one transaction. When the database is unavailable every request
+/// fails with that; when the batch fails for any other reason (one request the
+/// database refuses, say), each request is run again alone, so one bad request never
+/// takes its neighbours down with it.
+async fn run_batch<Req, Res, E>(
+    pool: PgPool,
+    reqs: Vec<Req>,
+    op: BatchTx<Req, Result<Res, E>>,
+) -> Vec<Result<Res, E>>
+where
+    Req: Clone + Send + Sync + 'static,
+    Res: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let whole = run_tx::<_, StoreError, _>(&pool, |c| {
+        let reqs = reqs.clone();
+        Box::pin(async move { op(c, reqs).await.map_err(Fail::Db) })
+    })
+    .await;
+    match whole {
+        Ok(answers) => answers,
+        Err(StoreError::Unavailable(cause)) => {
+            let cause = error_chain(&*cause);
+            reqs.iter()
+                .map(|_| Err(StoreError::unavailable(cause.clone()).into()))
+                .collect()
+        }
+        Err(e) if reqs.len() == 1 => vec![Err(e.into())],
+        Err(e) => {
+            tracing::warn!(
+                requests = reqs.len(),
+                error = %error_chain(&e),
+                "a batch transaction failed; running its requests one by one"
+            );
+            let alone = reqs.into_iter().map(|req| {
+                let pool = pool.clone();
+                async move {
+                    run_tx::<_, StoreError, _>(&pool, |c| {
+                        let req = vec![req.clone()];
+                        Box::pin(async move { op(c, req).await.map_err(Fail::Db) })
+                    })
+                    .await
+                    .map(|mut answers| answers.pop().expect("one answer for one request"))
+                    .unwrap_or_else(|e| Err(e.into()))
+                }
+            });
+            futures::future::join_all(alone).await
         }
     }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn lost_batch() -> StoreError {
+    StoreError::internal("a batch transaction ended without answering")
 }
 
 // ----- statements shared by several operations -----
@@ -210,34 +364,6 @@ async fn update_subscription(c: &mut PgConnection, s: &Subscription) -> Result<(
     .bind(s.updated_at)
     .bind(s.canceled_at)
     .bind(&s.failure_reason)
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
-/// Finishes an open key with `outcome`. `purchase` narrows it to the key whose recovery
-/// point is that subscription: a record replaced by a newer purchase is left alone.
-async fn finish_key(
-    c: &mut PgConnection,
-    scope: &CustomerId,
-    key: &IdempotencyKey,
-    purchase: Option<SubscriptionId>,
-    outcome: &PurchaseOutcome,
-    request_id: &str,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
-    let outcome = serde_json::to_value(outcome).map_err(corrupt)?;
-    sqlx::query(
-        "UPDATE idempotency_keys SET state = 'finished', outcome = $3, outcome_request_id = $4, finished_at = $5, \
-         lock_owner = NULL, lock_until = NULL WHERE scope = $1 AND key = $2 AND state = 'open' \
-         AND ($6::uuid IS NULL OR recovery_subscription_id = $6)",
-    )
-    .bind(scope.as_str())
-    .bind(key.as_str())
-    .bind(outcome)
-    .bind(request_id)
-    .bind(now)
-    .bind(purchase.map(|p| p.as_uuid()))
     .execute(c)
     .await?;
     Ok(())
@@ -437,33 +563,42 @@ async fn cancel_tx(
     })
 }
 
-async fn claim_tx(c: &mut PgConnection, claim: ClaimKey) -> Result<Claim, Fail<StoreError>> {
-    let fresh = claim.fresh_record();
+/// Inserts the fresh record of `claim` unless the key has one; returns whether it did.
+async fn insert_fresh_key<'c>(
+    c: impl sqlx::PgExecutor<'c>,
+    claim: &ClaimKey,
+    fresh: &IdempotencyRecord,
+) -> Result<bool, sqlx::Error> {
     let lock_until = match &fresh.state {
         KeyState::Open { lock: Some(l) } => Some(l.until),
         _ => None,
     };
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, state, lock_owner, lock_until, created_at, expires_at) \
+         VALUES ($1, $2, $3, 'open', $4, $5, $6, $7) ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(fresh.scope.as_str())
+    .bind(fresh.key.as_str())
+    .bind(fresh.fingerprint.as_str())
+    .bind(claim.owner.as_uuid())
+    .bind(lock_until)
+    .bind(fresh.created_at)
+    .bind(fresh.expires_at)
+    .execute(c)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+async fn claim_tx(c: &mut PgConnection, claim: ClaimKey) -> Result<Claim, Fail<StoreError>> {
+    let fresh = claim.fresh_record();
     let select = format!(
         "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE scope = $1 AND key = $2 FOR UPDATE"
     );
     // Insert, or lock what is there. Under READ COMMITTED each statement sees the latest
     // commit, so a record swept between the two statements is simply inserted next time.
     for _ in 0..3 {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, fingerprint, state, lock_owner, lock_until, created_at, expires_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5, $6, $7) ON CONFLICT (scope, key) DO NOTHING",
-        )
-        .bind(fresh.scope.as_str())
-        .bind(fresh.key.as_str())
-        .bind(fresh.fingerprint.as_str())
-        .bind(claim.owner.as_uuid())
-        .bind(lock_until)
-        .bind(fresh.created_at)
-        .bind(fresh.expires_at)
-        .execute(&mut *c)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
+        if insert_fresh_key(&mut *c, &claim, &fresh).await? {
             return Ok(Claim::Acquired(fresh));
         }
         let Some(row) = sqlx::query(&select)
@@ -484,178 +619,6 @@ async fn claim_tx(c: &mut PgConnection, claim: ClaimKey) -> Result<Claim, Fail<S
     Err(Fail::Db(corrupt(
         "an idempotency key kept vanishing while it was claimed",
     )))
-}
-
-async fn reserve_tx(
-    c: &mut PgConnection,
-    cmd: ReserveSeat,
-) -> Result<Reservation, Fail<ReserveError>> {
-    let sql = format!(
-        "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE scope = $1 AND key = $2 FOR UPDATE"
-    );
-    let key = sqlx::query(&sql)
-        .bind(cmd.customer_id.as_str())
-        .bind(cmd.key.as_str())
-        .fetch_optional(&mut *c)
-        .await?
-        .map(|r| rows::key_record(&r))
-        .transpose()?;
-    if !key.is_some_and(|k| k.is_locked_by(cmd.owner) && k.recovery == RecoveryPoint::Started) {
-        return Err(Fail::Rule(ReserveError::LockLost));
-    }
-    let sql = format!(
-        "UPDATE plans SET seats_left = seats_left - 1, seq = seq + 1 \
-         WHERE id = $1 AND status = 'active' AND seats_left > 0 RETURNING {PLAN_COLUMNS}"
-    );
-    // The guarded decrement; when it takes nothing, lock the plan and look at why. A seat
-    // released between the two statements (a cancellation, a capacity change) means the
-    // next decrement, now under our lock, succeeds.
-    let row = loop {
-        if let Some(row) = sqlx::query(&sql)
-            .bind(cmd.plan_id.as_uuid())
-            .fetch_optional(&mut *c)
-            .await?
-        {
-            break row;
-        }
-        let plan = select_plan(c, cmd.plan_id, true).await?;
-        if let Some(outcome) = cmd.rejection(plan.as_ref()) {
-            finish_key(
-                c,
-                &cmd.customer_id,
-                &cmd.key,
-                None,
-                &outcome,
-                &cmd.request_id,
-                cmd.now,
-            )
-            .await?;
-            return Ok(Reservation::Rejected(outcome));
-        }
-    };
-    let plan = rows::plan(&row)?;
-    let sub = Subscription::reserve(
-        cmd.subscription_id,
-        &plan,
-        cmd.customer_id.clone(),
-        cmd.payment_method.clone(),
-        Some(cmd.key.clone()),
-        cmd.now,
-    );
-    sqlx::query(
-        "INSERT INTO subscriptions (id, plan_id, customer_id, status, payment_method, unit_amount, currency, \"interval\", \
-         idempotency_key, created_at, updated_at) VALUES ($1, $2, $3, 'incomplete', $4, $5, $6, $7, $8, $9, $9)",
-    )
-    .bind(sub.id.as_uuid())
-    .bind(sub.plan_id.as_uuid())
-    .bind(sub.customer_id.as_str())
-    .bind(sub.payment_method.as_str())
-    .bind(sub.unit_amount.get())
-    .bind(sub.currency.as_str())
-    .bind(sub.interval.as_str())
-    .bind(cmd.key.as_str())
-    .bind(cmd.now)
-    .execute(&mut *c)
-    .await?;
-    let entry = AuditEntry::record(
-        &plan,
-        AuditAction::SeatReserved,
-        plan.seats_left + 1,
-        Some(sub.id),
-        None,
-        &cmd.ctx,
-        cmd.now,
-    );
-    insert_audit(c, &entry).await?;
-    sqlx::query(
-        "UPDATE idempotency_keys SET recovery_subscription_id = $3 WHERE scope = $1 AND key = $2",
-    )
-    .bind(cmd.customer_id.as_str())
-    .bind(cmd.key.as_str())
-    .bind(sub.id.as_uuid())
-    .execute(&mut *c)
-    .await?;
-    Ok(Reservation::Reserved(sub))
-}
-
-async fn complete_tx(
-    c: &mut PgConnection,
-    cmd: CompletePurchase,
-) -> Result<Completion, Fail<CompleteError>> {
-    let id = cmd.subscription_id;
-    // Lock order: key, subscription, plan (last, so the hot row is held briefly). The key
-    // is found through the subscription, so read it first, lock the key, then lock and
-    // re-check the subscription.
-    let key: Option<(String, Option<String>)> =
-        sqlx::query("SELECT customer_id, idempotency_key FROM subscriptions WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *c)
-            .await?
-            .map(|r| {
-                Ok::<_, sqlx::Error>((r.try_get("customer_id")?, r.try_get("idempotency_key")?))
-            })
-            .transpose()?;
-    let Some((customer, key)) = key else {
-        return Err(Fail::Rule(CompleteError::NotFound(id)));
-    };
-    if let Some(key) = &key {
-        sqlx::query("SELECT 1 FROM idempotency_keys WHERE scope = $1 AND key = $2 FOR UPDATE")
-            .bind(&customer)
-            .bind(key)
-            .fetch_optional(&mut *c)
-            .await?;
-    }
-    let mut sub = select_subscription_for_update(c, id)
-        .await?
-        .ok_or(Fail::Rule(CompleteError::NotFound(id)))?;
-    if sub.status != SubscriptionStatus::Incomplete {
-        return Err(Fail::Rule(CompleteError::NotIncomplete(Box::new(sub))));
-    }
-    let change = cmd.apply(&mut sub);
-    let outcome = change.outcome;
-    update_subscription(c, &sub).await?;
-    sqlx::query("DELETE FROM recovery_tasks WHERE subscription_id = $1")
-        .bind(id.as_uuid())
-        .execute(&mut *c)
-        .await?;
-    if let (Some(at), ChargeResult::Declined { .. }) = (cmd.verify_after, &cmd.result) {
-        sqlx::query(
-            "INSERT INTO recovery_tasks (subscription_id, phase, verify_after) VALUES ($1, 'verify', $2)",
-        )
-        .bind(id.as_uuid())
-        .bind(at)
-        .execute(&mut *c)
-        .await?;
-    }
-    if let Some(key) = &sub.idempotency_key {
-        finish_key(
-            c,
-            &sub.customer_id,
-            key,
-            Some(sub.id),
-            &outcome,
-            &cmd.request_id,
-            cmd.now,
-        )
-        .await?;
-    }
-    // The hot plan row last: it stays locked for two statements and the commit.
-    let plan = bump_plan(c, sub.plan_id, change.seat_delta as i32).await?;
-    let before = plan.seats_left - change.seat_delta;
-    let entry = AuditEntry::record(
-        &plan,
-        change.action,
-        before,
-        Some(id),
-        change.reason,
-        &cmd.ctx,
-        cmd.now,
-    );
-    insert_audit(c, &entry).await?;
-    Ok(Completion {
-        subscription: sub,
-        outcome,
-    })
 }
 
 /// The `payment_refunded` entry of a subscription, once (the unique partial index
@@ -952,6 +915,15 @@ impl SubscriptionRepository for PostgresStore {
 #[async_trait]
 impl IdempotencyRepository for PostgresStore {
     async fn claim_key(&self, claim: &ClaimKey) -> Result<Claim, StoreError> {
+        // A new key, the usual case, is one statement on its own: no transaction to open
+        // and commit around it. A key that exists is decided in a transaction.
+        let fresh = claim.fresh_record();
+        match insert_fresh_key(&self.pool, claim, &fresh).await {
+            Ok(true) => return Ok(Claim::Acquired(fresh)),
+            Ok(false) => {}
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(classify(e)),
+        }
         self.tx(|c| Box::pin(claim_tx(c, claim.clone()))).await
     }
 
@@ -988,12 +960,12 @@ impl IdempotencyRepository for PostgresStore {
 impl PurchaseRepository for PostgresStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        self.tx(|c| Box::pin(reserve_tx(c, cmd.clone()))).await
+        self.reservations.submit(&cmd.plan_id, cmd.clone()).await
     }
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
-        self.tx(|c| Box::pin(complete_tx(c, cmd.clone()))).await
+        self.completions.submit(&(), cmd.clone()).await
     }
 }
 

@@ -1,0 +1,274 @@
+//! Group commit for one kind of operation: concurrent requests that share a lane key
+//! (reservations of one plan, say) are answered by one transaction instead of one each.
+//!
+//! Each lane has a queue and a turn (a FIFO async mutex). A caller queues its request,
+//! waits for the turn, and when it gets it either finds its answer already sent (an
+//! earlier holder took its request into a batch) or takes everything queued, up to
+//! `max_batch`, into one batch. So a lone request runs at once, alone, and while a batch
+//! runs the next one gathers: under load a batch holds every request that arrived during
+//! the previous one, which is what makes one hot row serve many purchases per lock.
+//!
+//! The batch runs in a task of its own that holds the turn until it has sent every
+//! answer: a caller that goes away (a client that disconnects) never cuts a batch short
+//! and never lets a second batch of its lane start while the first is still running.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+/// Runs one batch; returns one answer per request, in order.
+pub type RunBatch<Req, Res> = Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Vec<Res>> + Send + Sync>;
+
+type Waiting<Req, Res> = (Req, oneshot::Sender<Res>);
+
+struct Lane<Req, Res> {
+    queue: Mutex<VecDeque<Waiting<Req, Res>>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+pub struct Coalescer<K, Req, Res> {
+    lanes: Mutex<HashMap<K, Arc<Lane<Req, Res>>>>,
+    max_batch: usize,
+    run: RunBatch<Req, Res>,
+    /// The answer for a request whose batch task died without answering (a panic).
+    lost: fn() -> Res,
+    batches: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// How much coalescing happened so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches run (transactions, retries not counted).
+    pub batches: u64,
+    /// Requests they answered.
+    pub requests: u64,
+}
+
+impl<K, Req, Res> Coalescer<K, Req, Res>
+where
+    K: Hash + Eq + Clone,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    pub fn new(max_batch: usize, run: RunBatch<Req, Res>, lost: fn() -> Res) -> Self {
+        assert!(max_batch >= 1, "a batch holds at least one request");
+        Self {
+            lanes: Mutex::new(HashMap::new()),
+            max_batch,
+            run,
+            lost,
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many requests of lane `key` wait for a batch.
+    pub fn queued(&self, key: &K) -> usize {
+        let lane = self
+            .lanes
+            .lock()
+            .expect("the lane map is never poisoned")
+            .get(key)
+            .cloned();
+        lane.map_or(0, |l| {
+            l.queue
+                .lock()
+                .expect("a lane queue is never poisoned")
+                .len()
+        })
+    }
+
+    fn lane(&self, key: &K) -> Arc<Lane<Req, Res>> {
+        let mut lanes = self.lanes.lock().expect("the lane map is never poisoned");
+        lanes
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    queue: Mutex::new(VecDeque::new()),
+                    turn: Arc::new(tokio::sync::Mutex::new(())),
+                })
+            })
+            .clone()
+    }
+
+    /// Runs `req` in the next batch of lane `key` and returns its answer.
+    pub async fn submit(&self, key: &K, req: Req) -> Res {
+        let lane = self.lane(key);
+        let (tx, mut rx) = oneshot::channel();
+        lane.queue
+            .lock()
+            .expect("a lane queue is never poisoned")
+            .push_back((req, tx));
+        loop {
+            let turn = lane.turn.clone().lock_owned().await;
+            // Batches are drained and answered only under the turn, so holding it means
+            // no batch is running: the answer is here, or the request is still queued.
+            match rx.try_recv() {
+                Ok(res) => return res,
+                Err(TryRecvError::Closed) => return (self.lost)(),
+                Err(TryRecvError::Empty) => {}
+            }
+            let batch: Vec<Waiting<Req, Res>> = {
+                let mut queue = lane.queue.lock().expect("a lane queue is never poisoned");
+                let n = queue.len().min(self.max_batch);
+                queue.drain(..n).collect()
+            };
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.requests
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let run = self.run.clone();
+            let task = tokio::spawn(async move {
+                let _turn = turn;
+                let (reqs, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+                let answers = run(reqs).await;
+                debug_assert_eq!(answers.len(), senders.len(), "one answer per request");
+                for (sender, answer) in senders.into_iter().zip(answers) {
+                    let _ = sender.send(answer);
+                }
+            });
+            // A panic in the batch drops its senders: the next turn sees `Closed`.
+            let _ = task.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn doubling(batches: Arc<Mutex<Vec<usize>>>) -> RunBatch<u32, u32> {
+        Arc::new(move |reqs: Vec<u32>| {
+            let batches = batches.clone();
+            Box::pin(async move {
+                batches.lock().unwrap().push(reqs.len());
+                tokio::task::yield_now().await;
+                reqs.into_iter().map(|r| r * 2).collect()
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_runs_at_once_in_a_batch_of_its_own() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let c = Coalescer::new(8, doubling(batches.clone()), || 0);
+        assert_eq!(c.submit(&"plan", 21).await, 42);
+        assert_eq!(*batches.lock().unwrap(), vec![1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn requests_that_queue_behind_a_running_batch_share_the_next_batches() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let run: RunBatch<u32, u32> = {
+            let (batches, gate) = (batches.clone(), gate.clone());
+            Arc::new(move |reqs: Vec<u32>| {
+                let (batches, gate) = (batches.clone(), gate.clone());
+                Box::pin(async move {
+                    // The first batch waits for the test; the others run at once.
+                    if batches.lock().unwrap().is_empty() {
+                        gate.acquire().await.unwrap().forget();
+                    }
+                    batches.lock().unwrap().push(reqs.len());
+                    reqs.into_iter().map(|r| r * 2).collect()
+                })
+            })
+        };
+        let c = Arc::new(Coalescer::new(16, run, || 0));
+        let first = {
+            let c = c.clone();
+            tokio::spawn(async move { c.submit(&"plan", 1000).await })
+        };
+        while c.stats().batches == 0 {
+            tokio::task::yield_now().await;
+        }
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { (i, c.submit(&"plan", i).await) })
+            })
+            .collect();
+        while c.queued(&"plan") < 200 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), 2000);
+        for t in tasks {
+            let (i, answer) = t.await.unwrap();
+            assert_eq!(answer, i * 2);
+        }
+        let batches = batches.lock().unwrap();
+        // The lone first request, then the 200 that queued behind it, 16 at a time.
+        assert_eq!(batches[0], 1);
+        assert_eq!(
+            batches[1..],
+            [16; 12].into_iter().chain([8]).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            c.stats(),
+            BatchStats {
+                batches: 14,
+                requests: 201
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_of_one_lane_never_overlap_but_other_lanes_run_alongside() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let run: RunBatch<(char, u32), u32> = {
+            let (running, most) = (running.clone(), most.clone());
+            Arc::new(move |reqs: Vec<(char, u32)>| {
+                let (running, most) = (running.clone(), most.clone());
+                Box::pin(async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    reqs.into_iter().map(|(_, n)| n).collect()
+                })
+            })
+        };
+        let c = Arc::new(Coalescer::new(4, run, || 0));
+        let tasks: Vec<_> = (0..64u32)
+            .map(|i| {
+                let c = c.clone();
+                let lane = if i % 2 == 0 { 'a' } else { 'b' };
+                tokio::spawn(async move { c.submit(&lane, (lane, i)).await == i })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "two batches of one lane overlapped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_answers_its_requests_with_the_lost_answer() {
+        let run: RunBatch<u32, u32> =
+            Arc::new(|_reqs: Vec<u32>| Box::pin(async { panic!("the batch failed") }));
+        let c = Coalescer::new(4, run, || 7);
+        assert_eq!(c.submit(&"plan", 1).await, 7);
+    }
+}

@@ -1,0 +1,215 @@
+//! Group commit of the purchase phases: reservations of one plan, and completions, that
+//! arrive while a transaction runs are taken together by the next one — and each keeps
+//! the result it would have had alone. The plan row is held by another transaction so
+//! that requests really queue, whatever the machine's speed.
+
+use std::sync::Arc;
+
+use seatkeeper_domain::{
+    ports::{
+        ChargeResult, CompleteError, PurchaseRepository, Reservation, ReserveError, StoreError,
+    },
+    PlanId, PurchaseOutcome,
+};
+use seatkeeper_store_contract::support::{assert_invariants, create_plan, now, Purchase};
+use seatkeeper_store_postgres::{testing::TestDatabases, PostgresStore};
+use sqlx::{Postgres, Transaction};
+
+async fn store_or_skip(test: &str) -> Option<Arc<PostgresStore>> {
+    match TestDatabases::connect().await {
+        Ok(dbs) => Some(Arc::new(dbs.fresh_store().await)),
+        Err(reason) => {
+            eprintln!("skipped {test}: {reason}");
+            None
+        }
+    }
+}
+
+/// Another transaction's lock on the plan row.
+async fn hold_plan_row(store: &PostgresStore, plan: PlanId) -> Transaction<'static, Postgres> {
+    let mut tx = store.pool().begin().await.expect("a transaction");
+    sqlx::query("SELECT 1 FROM plans WHERE id = $1 FOR UPDATE")
+        .bind(plan.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .expect("lock the plan row");
+    tx
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purchases_that_queue_behind_a_locked_plan_row_reserve_and_complete_in_one_transaction_each(
+) {
+    let Some(store) = store_or_skip("purchases_that_queue_behind_a_locked_plan_row").await else {
+        return;
+    };
+    let plan = create_plan(&*store, 50).await;
+    let purchases: Vec<Purchase> = (0..120)
+        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .collect();
+    for p in &purchases {
+        p.claim(&*store).await;
+    }
+
+    // Reservations: the first batch waits for the row; everything else queues behind it.
+    let blocker = hold_plan_row(&store, plan.id).await;
+    let tasks: Vec<_> = purchases
+        .iter()
+        .map(|p| {
+            let (store, cmd) = (store.clone(), p.reserve.clone());
+            tokio::spawn(async move { store.reserve_seat(&cmd).await })
+        })
+        .collect();
+    until("the first batch", || {
+        store.batch_stats().reservations.batches == 1
+    })
+    .await;
+    let first = store.batch_stats().reservations.requests as usize;
+    until("the others to queue", || {
+        store.queued_reservations(plan.id) == 120 - first
+    })
+    .await;
+    blocker.commit().await.unwrap();
+    let mut reserved = Vec::new();
+    let mut sold_out = 0;
+    for (p, t) in purchases.iter().zip(tasks) {
+        match t.await.unwrap().unwrap() {
+            Reservation::Reserved(sub) => {
+                assert_eq!(sub.id, p.subscription_id());
+                reserved.push(p.clone());
+            }
+            Reservation::Rejected(PurchaseOutcome::SoldOut { .. }) => sold_out += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((reserved.len(), sold_out), (50, 70));
+    let stats = store.batch_stats().reservations;
+    assert_eq!((stats.batches, stats.requests), (2, 120));
+    assert_invariants(&*store, plan.id).await;
+
+    // Completions: 40 charged and 10 declined, again behind the held row.
+    let blocker = hold_plan_row(&store, plan.id).await;
+    let tasks: Vec<_> = reserved
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let result = if i % 5 == 4 {
+                ChargeResult::Declined {
+                    reason: "card_declined".into(),
+                }
+            } else {
+                ChargeResult::Charged {
+                    payment_id: format!("pi_{i}"),
+                }
+            };
+            let (store, cmd) = (store.clone(), p.completion(result, "req", now()));
+            tokio::spawn(async move { store.complete_purchase(&cmd).await })
+        })
+        .collect();
+    until("the first completion batch", || {
+        store.batch_stats().completions.batches == 1
+    })
+    .await;
+    let first = store.batch_stats().completions.requests as usize;
+    until("the other completions to queue", || {
+        store.queued_completions() == 50 - first
+    })
+    .await;
+    blocker.commit().await.unwrap();
+    let mut outcomes = (0, 0);
+    for t in tasks {
+        match t.await.unwrap().unwrap().outcome {
+            PurchaseOutcome::Created { .. } => outcomes.0 += 1,
+            PurchaseOutcome::Declined { .. } => outcomes.1 += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(outcomes, (40, 10));
+    let stats = store.batch_stats().completions;
+    assert_eq!((stats.batches, stats.requests), (2, 50));
+    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
+    assert_eq!(plan_now.seats_left, 10);
+    assert_invariants(&*store, plan.id).await;
+
+    // A second completion of any of them changes nothing, batched or not.
+    let again = reserved[0].completion(
+        ChargeResult::Charged {
+            payment_id: "pi_other".into(),
+        },
+        "req",
+        now(),
+    );
+    assert!(matches!(
+        store.complete_purchase(&again).await,
+        Err(CompleteError::NotIncomplete(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_still_succeed() {
+    let Some(store) = store_or_skip("a_request_the_database_refuses_fails_alone").await else {
+        return;
+    };
+    let plan = create_plan(&*store, 10).await;
+    let taken = Purchase::new(plan.id, "cus_first", "k", now());
+    let existing = taken.reserved(&*store).await;
+    // The same subscription id again: its insert violates the primary key.
+    let purchases: Vec<Purchase> = (0..6)
+        .map(|i| {
+            let p = Purchase::new(plan.id, &format!("cus_{i}"), "k", now());
+            if i == 3 {
+                p.with_subscription_id(existing.id)
+            } else {
+                p
+            }
+        })
+        .collect();
+    for p in &purchases {
+        p.claim(&*store).await;
+    }
+    let blocker = hold_plan_row(&store, plan.id).await;
+    let before = store.batch_stats().reservations;
+    let reserve = |p: &Purchase| {
+        let (store, cmd) = (store.clone(), p.reserve.clone());
+        tokio::spawn(async move { store.reserve_seat(&cmd).await })
+    };
+    // The first alone in a batch that waits for the row; the other five, the refused
+    // one among them, queue behind it and make the next batch.
+    let mut tasks = vec![reserve(&purchases[0])];
+    until("the first batch", || {
+        store.batch_stats().reservations.batches == before.batches + 1
+    })
+    .await;
+    tasks.extend(purchases[1..].iter().map(reserve));
+    until("the others to queue", || {
+        store.queued_reservations(plan.id) == 5
+    })
+    .await;
+    blocker.commit().await.unwrap();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let answer = t.await.unwrap();
+        if i == 3 {
+            assert!(
+                matches!(answer, Err(ReserveError::Store(StoreError::Internal(_)))),
+                "{answer:?}"
+            );
+        } else {
+            assert!(matches!(answer, Ok(Reservation::Reserved(_))), "{answer:?}");
+        }
+    }
+    let after = store.batch_stats().reservations;
+    assert_eq!(after.batches - before.batches, 2, "the five shared a batch");
+    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
+    assert_eq!(plan_now.seats_left, 10 - 1 - 5);
+    assert_invariants(&*store, plan.id).await;
+}
