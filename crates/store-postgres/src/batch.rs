@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use seatkeeper_domain::{
     ports::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
-        ReserveSeat,
+        ReserveSeat, StoreError,
     },
-    AuditAction, AuditEntry, PlanId, PurchaseOutcome, RecoveryPoint, Subscription,
-    SubscriptionStatus,
+    AuditAction, AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
+    Subscription, SubscriptionStatus,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -25,7 +25,6 @@ use uuid::Uuid;
 use crate::{
     errors::corrupt,
     rows::{self, KEY_COLUMNS, PLAN_COLUMNS, SUBSCRIPTION_COLUMNS},
-    select_plan,
 };
 
 /// Inserts audit entries with one statement.
@@ -180,19 +179,61 @@ async fn lock_keys(
     Ok(found)
 }
 
+/// Locks the listed plans in id order and returns those that exist.
+async fn lock_plans(
+    c: &mut PgConnection,
+    ids: impl IntoIterator<Item = PlanId>,
+) -> Result<BTreeMap<PlanId, Plan>, sqlx::Error> {
+    let ids: Vec<Uuid> = ids
+        .into_iter()
+        .map(|id| id.as_uuid())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let mut plans = BTreeMap::new();
+    for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *c).await? {
+        let plan = rows::plan(&row)?;
+        plans.insert(plan.id, plan);
+    }
+    Ok(plans)
+}
+
+/// Writes the seats and seq of every plan in `plans` that moved since `before`.
+async fn update_plans(
+    c: &mut PgConnection,
+    plans: &BTreeMap<PlanId, Plan>,
+    before: &BTreeMap<PlanId, Plan>,
+) -> Result<(), sqlx::Error> {
+    let (ids, (seats, seqs)): (Vec<Uuid>, (Vec<i32>, Vec<i64>)) = plans
+        .values()
+        .filter(|p| before.get(&p.id).is_none_or(|b| b.seq != p.seq))
+        .map(|p| (p.id.as_uuid(), (p.seats_left as i32, p.seq as i64)))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE plans p SET seats_left = u.seats_left, seq = u.seq \
+         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS u(id, seats_left, seq) WHERE p.id = u.id",
+    )
+    .bind(ids)
+    .bind(seats)
+    .bind(seqs)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
 /// [`PurchaseRepository::reserve_seat`](seatkeeper_domain::ports::PurchaseRepository::reserve_seat)
-/// for every request of `cmds`, all of one plan, in one transaction.
+/// for every request of `cmds`, of any plans, in one transaction.
 pub(crate) async fn reserve_tx(
     c: &mut PgConnection,
     cmds: Vec<ReserveSeat>,
 ) -> Result<Vec<Result<Reservation, ReserveError>>, sqlx::Error> {
-    let Some(plan_id) = cmds.first().map(|c| c.plan_id) else {
+    if cmds.is_empty() {
         return Ok(Vec::new());
-    };
-    debug_assert!(
-        cmds.iter().all(|c| c.plan_id == plan_id),
-        "one plan a batch"
-    );
+    }
     let wanted: Vec<(String, String)> = cmds
         .iter()
         .map(|c| (c.customer_id.as_str().to_owned(), c.key.as_str().to_owned()))
@@ -213,8 +254,9 @@ pub(crate) async fn reserve_tx(
         return Ok(cmds.iter().map(|_| Err(ReserveError::LockLost)).collect());
     }
 
-    let mut plan = select_plan(c, plan_id, true).await?;
-    let before = plan.clone();
+    let held = cmds.iter().zip(&holds).filter(|(_, h)| **h);
+    let mut plans = lock_plans(c, held.map(|(cmd, _)| cmd.plan_id)).await?;
+    let before = plans.clone();
     let mut answers = Vec::with_capacity(cmds.len());
     let mut subs = Vec::new();
     let mut entries = Vec::new();
@@ -224,7 +266,8 @@ pub(crate) async fn reserve_tx(
             answers.push(Err(ReserveError::LockLost));
             continue;
         }
-        if let Some(outcome) = cmd.rejection(plan.as_ref()) {
+        let plan = plans.get_mut(&cmd.plan_id);
+        if let Some(outcome) = cmd.rejection(plan.as_deref()) {
             finished.push(
                 cmd.customer_id.as_str(),
                 cmd.key.as_str(),
@@ -236,7 +279,7 @@ pub(crate) async fn reserve_tx(
             answers.push(Ok(Reservation::Rejected(outcome)));
             continue;
         }
-        let p = plan.as_mut().expect("a plan that gives a seat exists");
+        let p = plan.expect("a plan that gives a seat exists");
         p.seats_left -= 1;
         p.seq += 1;
         let sub = Subscription::reserve(
@@ -260,16 +303,7 @@ pub(crate) async fn reserve_tx(
         answers.push(Ok(Reservation::Reserved(sub)));
     }
 
-    if let (Some(p), Some(was)) = (&plan, &before) {
-        if p.seq != was.seq {
-            sqlx::query("UPDATE plans SET seats_left = $2, seq = $3 WHERE id = $1")
-                .bind(p.id.as_uuid())
-                .bind(p.seats_left as i32)
-                .bind(p.seq as i64)
-                .execute(&mut *c)
-                .await?;
-        }
-    }
+    update_plans(c, &plans, &before).await?;
     if !subs.is_empty() {
         insert_incomplete(c, &subs).await?;
         insert_audits(c, &entries).await?;
@@ -459,19 +493,13 @@ pub(crate) async fn complete_tx(
     }
     finished.write(c).await?;
 
-    // The plan rows last, in id order: locked for three statements and the commit.
-    let plan_ids: Vec<Uuid> = completed
-        .iter()
-        .map(|(_, done)| done.subscription.plan_id.as_uuid())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-    let mut plans = BTreeMap::new();
-    for row in sqlx::query(&sql).bind(&plan_ids).fetch_all(&mut *c).await? {
-        let plan = rows::plan(&row)?;
-        plans.insert(plan.id, plan);
-    }
+    // The plan rows last, in id order: locked for two statements and the commit.
+    let mut plans = lock_plans(
+        c,
+        completed.iter().map(|(_, done)| done.subscription.plan_id),
+    )
+    .await?;
+    let before = plans.clone();
     let mut entries = Vec::with_capacity(done.len());
     for ((cmd, completion), (_, delta, action, reason)) in completed.iter().zip(&done) {
         let plan_id: PlanId = completion.subscription.plan_id;
@@ -490,19 +518,7 @@ pub(crate) async fn complete_tx(
             cmd.now,
         ));
     }
-    let (ids, (seats, seqs)): (Vec<Uuid>, (Vec<i32>, Vec<i64>)) = plans
-        .values()
-        .map(|p| (p.id.as_uuid(), (p.seats_left as i32, p.seq as i64)))
-        .unzip();
-    sqlx::query(
-        "UPDATE plans p SET seats_left = u.seats_left, seq = u.seq \
-         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS u(id, seats_left, seq) WHERE p.id = u.id",
-    )
-    .bind(ids)
-    .bind(seats)
-    .bind(seqs)
-    .execute(&mut *c)
-    .await?;
+    update_plans(c, &plans, &before).await?;
     insert_audits(c, &entries).await?;
     Ok(answers)
 }
@@ -556,4 +572,74 @@ async fn update_completed(
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// The fast path of [`IdempotencyRepository::claim_key`](seatkeeper_domain::ports::IdempotencyRepository::claim_key)
+/// for many claims: inserts the fresh record of each claim whose key has none, with one
+/// statement. `true` where it did (the claim is acquired); `false` where the key has a
+/// record, or another claim of this batch took it first: that claim is decided alone.
+pub(crate) async fn insert_fresh_keys(
+    c: &mut PgConnection,
+    claims: Vec<ClaimKey>,
+) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
+    let n = claims.len();
+    let mut first = HashSet::with_capacity(n);
+    let (mut scope, mut key, mut fingerprint, mut owner) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut until, mut created, mut expires) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    // In (scope, key) order, so that two batches inserting the same keys (two
+    // instances) wait for each other in one direction and never deadlock.
+    let mut sorted: Vec<&ClaimKey> = claims.iter().collect();
+    sorted.sort_by(|a, b| {
+        (a.scope.as_str(), a.key.as_str()).cmp(&(b.scope.as_str(), b.key.as_str()))
+    });
+    for claim in sorted {
+        if !first.insert((claim.scope.as_str(), claim.key.as_str())) {
+            continue;
+        }
+        let fresh = claim.fresh_record();
+        let KeyState::Open { lock: Some(lock) } = &fresh.state else {
+            unreachable!("a fresh record is open and locked")
+        };
+        scope.push(claim.scope.as_str());
+        key.push(claim.key.as_str());
+        fingerprint.push(claim.fingerprint.as_str());
+        owner.push(lock.owner.as_uuid());
+        until.push(lock.until);
+        created.push(fresh.created_at);
+        expires.push(fresh.expires_at);
+    }
+    let rows = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, state, lock_owner, lock_until, created_at, expires_at) \
+         SELECT u.scope, u.key, u.fingerprint, 'open', u.owner, u.until, u.created, u.expires \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::timestamptz[], \
+         $7::timestamptz[]) AS u(scope, key, fingerprint, owner, until, created, expires) \
+         ON CONFLICT (scope, key) DO NOTHING RETURNING lock_owner",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(owner)
+    .bind(until)
+    .bind(created)
+    .bind(expires)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        use sqlx::Row;
+        inserted.insert(row.try_get::<Uuid, _>("lock_owner")?);
+    }
+    Ok(claims
+        .iter()
+        .map(|claim| Ok(inserted.contains(&claim.owner.as_uuid())))
+        .collect())
 }

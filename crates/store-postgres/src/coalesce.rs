@@ -35,6 +35,8 @@ struct Lane<Req, Res> {
 }
 
 pub struct Coalescer<K, Req, Res> {
+    /// What it coalesces, for the logs.
+    name: &'static str,
     lanes: Mutex<HashMap<K, Arc<Lane<Req, Res>>>>,
     max_batch: usize,
     run: RunBatch<Req, Res>,
@@ -59,9 +61,15 @@ where
     Req: Send + 'static,
     Res: Send + 'static,
 {
-    pub fn new(max_batch: usize, run: RunBatch<Req, Res>, lost: fn() -> Res) -> Self {
+    pub fn new(
+        name: &'static str,
+        max_batch: usize,
+        run: RunBatch<Req, Res>,
+        lost: fn() -> Res,
+    ) -> Self {
         assert!(max_batch >= 1, "a batch holds at least one request");
         Self {
+            name,
             lanes: Mutex::new(HashMap::new()),
             max_batch,
             run,
@@ -132,11 +140,18 @@ where
             self.batches.fetch_add(1, Ordering::Relaxed);
             self.requests
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let run = self.run.clone();
+            let (run, name) = (self.run.clone(), self.name);
             let task = tokio::spawn(async move {
                 let _turn = turn;
                 let (reqs, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+                let (size, started) = (reqs.len(), std::time::Instant::now());
                 let answers = run(reqs).await;
+                tracing::trace!(
+                    name,
+                    size,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "batch"
+                );
                 debug_assert_eq!(answers.len(), senders.len(), "one answer per request");
                 for (sender, answer) in senders.into_iter().zip(answers) {
                     let _ = sender.send(answer);
@@ -168,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_request_runs_at_once_in_a_batch_of_its_own() {
         let batches = Arc::new(Mutex::new(Vec::new()));
-        let c = Coalescer::new(8, doubling(batches.clone()), || 0);
+        let c = Coalescer::new("test", 8, doubling(batches.clone()), || 0);
         assert_eq!(c.submit(&"plan", 21).await, 42);
         assert_eq!(*batches.lock().unwrap(), vec![1]);
     }
@@ -191,7 +206,7 @@ mod tests {
                 })
             })
         };
-        let c = Arc::new(Coalescer::new(16, run, || 0));
+        let c = Arc::new(Coalescer::new("test", 16, run, || 0));
         let first = {
             let c = c.clone();
             tokio::spawn(async move { c.submit(&"plan", 1000).await })
@@ -247,7 +262,7 @@ mod tests {
                 })
             })
         };
-        let c = Arc::new(Coalescer::new(4, run, || 0));
+        let c = Arc::new(Coalescer::new("test", 4, run, || 0));
         let tasks: Vec<_> = (0..64u32)
             .map(|i| {
                 let c = c.clone();
@@ -268,7 +283,7 @@ mod tests {
     async fn a_batch_that_panics_answers_its_requests_with_the_lost_answer() {
         let run: RunBatch<u32, u32> =
             Arc::new(|_reqs: Vec<u32>| Box::pin(async { panic!("the batch failed") }));
-        let c = Coalescer::new(4, run, || 7);
+        let c = Coalescer::new("test", 4, run, || 7);
         assert_eq!(c.submit(&"plan", 1).await, 7);
     }
 }

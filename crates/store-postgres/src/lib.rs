@@ -75,6 +75,7 @@ impl PostgresSettings {
 /// Batches and requests of each coalesced purchase phase.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurchaseBatchStats {
+    pub claims: BatchStats,
     pub reservations: BatchStats,
     pub completions: BatchStats,
 }
@@ -88,8 +89,10 @@ type CompleteAnswer = Result<Completion, CompleteError>;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: PgPool,
-    /// Concurrent reservations of one plan share a transaction (one lock of its row).
-    reservations: Coalescer<PlanId, ReserveSeat, ReserveAnswer>,
+    /// Concurrent claims of new keys share one insert.
+    claims: Coalescer<(), ClaimKey, Result<bool, StoreError>>,
+    /// Concurrent reservations share a transaction: one lock of each plan row for many.
+    reservations: Coalescer<(), ReserveSeat, ReserveAnswer>,
     /// Concurrent completions share a transaction.
     completions: Coalescer<(), CompletePurchase, CompleteAnswer>,
     /// Something to drop with the store (a test database to remove).
@@ -115,6 +118,10 @@ impl PostgresStore {
     }
 
     fn with_pool(pool: PgPool) -> Self {
+        let claim: RunBatch<ClaimKey, Result<bool, StoreError>> = {
+            let pool = pool.clone();
+            Arc::new(move |claims| Box::pin(run_batch(pool.clone(), claims, batch_claim)))
+        };
         let reserve: RunBatch<ReserveSeat, ReserveAnswer> = {
             let pool = pool.clone();
             Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_reserve)))
@@ -124,8 +131,13 @@ impl PostgresStore {
             Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_complete)))
         };
         Self {
-            reservations: Coalescer::new(MAX_BATCH, reserve, || Err(lost_batch().into())),
-            completions: Coalescer::new(MAX_BATCH, complete, || Err(lost_batch().into())),
+            claims: Coalescer::new("claims", MAX_BATCH, claim, || Err(lost_batch())),
+            reservations: Coalescer::new("reservations", MAX_BATCH, reserve, || {
+                Err(lost_batch().into())
+            }),
+            completions: Coalescer::new("completions", MAX_BATCH, complete, || {
+                Err(lost_batch().into())
+            }),
             pool,
             _guard: None,
         }
@@ -144,14 +156,20 @@ impl PostgresStore {
     /// How much the purchase phases were coalesced so far.
     pub fn batch_stats(&self) -> PurchaseBatchStats {
         PurchaseBatchStats {
+            claims: self.claims.stats(),
             reservations: self.reservations.stats(),
             completions: self.completions.stats(),
         }
     }
 
-    /// How many reservations of `plan` wait for the plan's next batch.
-    pub fn queued_reservations(&self, plan: PlanId) -> usize {
-        self.reservations.queued(&plan)
+    /// How many reservations wait for the next batch.
+    pub fn queued_reservations(&self) -> usize {
+        self.reservations.queued(&())
+    }
+
+    /// How many claims of new keys wait for the next batch.
+    pub fn queued_claims(&self) -> usize {
+        self.claims.queued(&())
     }
 
     /// How many completions wait for the next batch.
@@ -202,6 +220,13 @@ where
 /// What a batch transaction does for its requests.
 type BatchTx<Req, Res> =
     for<'c> fn(&'c mut PgConnection, Vec<Req>) -> BoxFuture<'c, Result<Vec<Res>, sqlx::Error>>;
+
+fn batch_claim(
+    c: &mut PgConnection,
+    claims: Vec<ClaimKey>,
+) -> BoxFuture<'_, Result<Vec<Result<bool, StoreError>>, sqlx::Error>> {
+    Box::pin(batch::insert_fresh_keys(c, claims))
+}
 
 fn batch_reserve(
     c: &mut PgConnection,
@@ -915,14 +940,10 @@ impl SubscriptionRepository for PostgresStore {
 #[async_trait]
 impl IdempotencyRepository for PostgresStore {
     async fn claim_key(&self, claim: &ClaimKey) -> Result<Claim, StoreError> {
-        // A new key, the usual case, is one statement on its own: no transaction to open
-        // and commit around it. A key that exists is decided in a transaction.
-        let fresh = claim.fresh_record();
-        match insert_fresh_key(&self.pool, claim, &fresh).await {
-            Ok(true) => return Ok(Claim::Acquired(fresh)),
-            Ok(false) => {}
-            Err(e) if is_retryable(&e) => {}
-            Err(e) => return Err(classify(e)),
+        // A new key, the usual case, is one row of a shared insert: no transaction of its
+        // own. A key that has a record is decided alone, in a transaction.
+        if self.claims.submit(&(), claim.clone()).await? {
+            return Ok(Claim::Acquired(claim.fresh_record()));
         }
         self.tx(|c| Box::pin(claim_tx(c, claim.clone()))).await
     }
@@ -960,7 +981,7 @@ impl IdempotencyRepository for PostgresStore {
 impl PurchaseRepository for PostgresStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        self.reservations.submit(&cmd.plan_id, cmd.clone()).await
+        self.reservations.submit(&(), cmd.clone()).await
     }
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]

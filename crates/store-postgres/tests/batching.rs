@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use seatkeeper_domain::{
     ports::{
-        ChargeResult, CompleteError, PurchaseRepository, Reservation, ReserveError, StoreError,
+        ChargeResult, CompleteError, IdempotencyRepository, PurchaseRepository, Reservation,
+        ReserveError, StoreError,
     },
     PlanId, PurchaseOutcome,
 };
@@ -76,7 +77,7 @@ async fn purchases_that_queue_behind_a_locked_plan_row_reserve_and_complete_in_o
     .await;
     let first = store.batch_stats().reservations.requests as usize;
     until("the others to queue", || {
-        store.queued_reservations(plan.id) == 120 - first
+        store.queued_reservations() == 120 - first
     })
     .await;
     blocker.commit().await.unwrap();
@@ -191,10 +192,7 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_sti
     })
     .await;
     tasks.extend(purchases[1..].iter().map(reserve));
-    until("the others to queue", || {
-        store.queued_reservations(plan.id) == 5
-    })
-    .await;
+    until("the others to queue", || store.queued_reservations() == 5).await;
     blocker.commit().await.unwrap();
     for (i, t) in tasks.into_iter().enumerate() {
         let answer = t.await.unwrap();
@@ -212,4 +210,143 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_sti
     let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
     assert_eq!(plan_now.seats_left, 10 - 1 - 5);
     assert_invariants(&*store, plan.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_of_several_plans_share_a_batch_and_each_gets_its_own_answer() {
+    let Some(store) = store_or_skip("reservations_of_several_plans_share_a_batch").await else {
+        return;
+    };
+    let (a, b) = (create_plan(&*store, 5).await, create_plan(&*store, 2).await);
+    let unknown = PlanId::generate();
+    let mut purchases = vec![Purchase::new(a.id, "cus_first", "k", now())];
+    for i in 0..4 {
+        purchases.push(Purchase::new(a.id, &format!("cus_a{i}"), "k", now()));
+        purchases.push(Purchase::new(b.id, &format!("cus_b{i}"), "k", now()));
+    }
+    purchases.push(Purchase::new(unknown, "cus_lost", "k", now()));
+    for p in &purchases {
+        p.claim(&*store).await;
+    }
+    let blocker = hold_plan_row(&store, a.id).await;
+    let reserve = |p: &Purchase| {
+        let (store, cmd) = (store.clone(), p.reserve.clone());
+        tokio::spawn(async move { store.reserve_seat(&cmd).await })
+    };
+    let mut tasks = vec![reserve(&purchases[0])];
+    until("the first batch", || {
+        store.batch_stats().reservations.batches == 1
+    })
+    .await;
+    tasks.extend(purchases[1..].iter().map(reserve));
+    until("the others to queue", || store.queued_reservations() == 9).await;
+    blocker.commit().await.unwrap();
+    // Queue order is arrival order, so which two of plan b's four get its seats is open;
+    // how many is not.
+    let mut answers = std::collections::BTreeMap::new();
+    for (p, t) in purchases.iter().zip(tasks) {
+        let answer = match t.await.unwrap().unwrap() {
+            Reservation::Reserved(_) => "reserved",
+            Reservation::Rejected(PurchaseOutcome::SoldOut { .. }) => "sold out",
+            Reservation::Rejected(PurchaseOutcome::PlanNotFound { .. }) => "not found",
+            other => panic!("unexpected {other:?}"),
+        };
+        let plan = match p.reserve.plan_id {
+            id if id == a.id => "a",
+            id if id == b.id => "b",
+            _ => "unknown",
+        };
+        *answers.entry((plan, answer)).or_insert(0) += 1;
+    }
+    let expected = [
+        (("a", "reserved"), 5),
+        (("b", "reserved"), 2),
+        (("b", "sold out"), 2),
+        (("unknown", "not found"), 1),
+    ];
+    assert_eq!(answers, expected.into_iter().collect());
+    assert_eq!(store.batch_stats().reservations.batches, 2);
+    for plan in [a.id, b.id] {
+        assert_eq!(
+            seatkeeper_store_contract::support::plan_now(&*store, plan)
+                .await
+                .seats_left,
+            0
+        );
+        assert_invariants(&*store, plan).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_of_new_keys_share_one_insert_and_a_key_claimed_twice_is_acquired_once() {
+    let Some(store) = store_or_skip("claims_of_new_keys_share_one_insert").await else {
+        return;
+    };
+    let plan = create_plan(&*store, 5).await;
+    // Another transaction inserts the first claim's key and waits: the first batch
+    // blocks on it until that transaction rolls back.
+    let first = Purchase::new(plan.id, "cus_first", "k", now());
+    let mut blocker = store.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, state, created_at, expires_at) \
+         VALUES ($1, $2, 'x', 'open', now(), now() + interval '1 hour')",
+    )
+    .bind(first.customer().as_str())
+    .bind(first.claim.key.as_str())
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let used = Purchase::new(plan.id, "cus_used", "k", now());
+    used.claim(&*store).await; // holds its key: a second claim of it is InUse
+    let before = store.batch_stats().claims;
+
+    let claim = |p: &Purchase| {
+        let (store, claim) = (store.clone(), p.claim.clone());
+        tokio::spawn(async move { store.claim_key(&claim).await })
+    };
+    let mut tasks = vec![claim(&first)];
+    until("the first batch", || {
+        store.batch_stats().claims.batches == before.batches + 1
+    })
+    .await;
+    let mut queued: Vec<Purchase> = (0..20)
+        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .collect();
+    queued.push(Purchase::new(plan.id, "cus_0", "k", now())); // cus_0's key, again
+    queued.push(Purchase::new(plan.id, "cus_used", "k", now()));
+    tasks.extend(queued.iter().map(claim));
+    until("the others to queue", || store.queued_claims() == 22).await;
+    blocker.rollback().await.unwrap();
+
+    let mut answers = std::collections::BTreeMap::new();
+    let customers = std::iter::once(&first)
+        .chain(&queued)
+        .map(|p| p.customer().as_str().to_owned());
+    for (customer, t) in customers.zip(tasks) {
+        let answer = match t.await.unwrap().unwrap() {
+            seatkeeper_domain::Claim::Acquired(_) => "acquired",
+            seatkeeper_domain::Claim::InUse => "in use",
+            other => panic!("unexpected {other:?}"),
+        };
+        answers
+            .entry(customer)
+            .or_insert_with(Vec::new)
+            .push(answer);
+    }
+    assert_eq!(answers["cus_first"], ["acquired"]);
+    let mut twice = answers["cus_0"].clone();
+    twice.sort();
+    assert_eq!(twice, ["acquired", "in use"]);
+    assert_eq!(answers["cus_used"], ["in use"]);
+    for i in 1..20 {
+        assert_eq!(answers[&format!("cus_{i}")], ["acquired"]);
+    }
+    let after = store.batch_stats().claims;
+    assert_eq!(
+        (
+            after.batches - before.batches,
+            after.requests - before.requests
+        ),
+        (2, 23)
+    );
 }
