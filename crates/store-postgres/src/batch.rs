@@ -1,16 +1,20 @@
-//! The two purchase phases as batch transactions, for the [`Coalescer`](crate::coalesce):
-//! one transaction takes many reservations of one plan, or completes many purchases,
-//! with one lock of each plan row, a handful of array statements and one commit.
+//! The purchase phases as batches, for the [`Coalescer`](crate::coalesce): one
+//! transaction reserves seats for many requests, or completes many purchases, of any
+//! plans, with one lock of each plan row and one commit; new keys are claimed by one
+//! insert.
 //!
-//! Each request in a batch keeps the semantics of the port method it comes from — it is
+//! Each request in a batch keeps the semantics of the port method it comes from: it is
 //! checked, decided and written exactly as it would be alone, in queue order, as if the
-//! requests had run one after another — and the batch is all-or-nothing only in the
-//! sense that a database failure rolls every request of it back (each then fails or is
-//! run again alone, see `PostgresStore`). Locks are taken in the store's order: keys
-//! (sorted), subscriptions (sorted), plans (sorted, last).
+//! requests had run one after another. A batch is all-or-nothing only in that a database
+//! failure rolls all of it back (each request then fails, or is run again alone: see
+//! `run_batch`). Locks are taken in the store's order: keys (sorted), subscriptions
+//! (sorted), plans (sorted, last). A transaction reads and locks with a few statements
+//! and then writes everything with one statement of data-modifying `WITH` parts, each
+//! fed by arrays (`UNNEST`): the round trips of a batch do not grow with its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use seatkeeper_domain::{
     ports::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
@@ -19,7 +23,7 @@ use seatkeeper_domain::{
     AuditAction, AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
     Subscription, SubscriptionStatus,
 };
-use sqlx::PgConnection;
+use sqlx::{postgres::PgArguments, query::Query, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::{
@@ -27,58 +31,99 @@ use crate::{
     rows::{self, KEY_COLUMNS, PLAN_COLUMNS, SUBSCRIPTION_COLUMNS},
 };
 
-/// Inserts audit entries with one statement.
-pub(crate) async fn insert_audits(
-    c: &mut PgConnection,
-    entries: &[AuditEntry],
-) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let mut cols = AuditColumns::default();
-    for e in entries {
-        cols.plan_id.push(e.plan_id.as_uuid());
-        cols.seq.push(e.seq as i64);
-        cols.id.push(e.id.as_uuid());
-        cols.at.push(e.at);
-        cols.action.push(e.action.as_str().to_owned());
-        cols.subscription_id
-            .push(e.subscription_id.map(|s| s.as_uuid()));
-        cols.actor.push(e.actor.clone());
-        cols.trace_id.push(e.trace_id.clone());
-        cols.before.push(e.seats_left_before as i32);
-        cols.after.push(e.seats_left_after as i32);
-        cols.reason.push(e.reason.clone());
-    }
-    sqlx::query(
-        "INSERT INTO audit_entries (plan_id, seq, id, at, action, subscription_id, actor, trace_id, \
-         seats_left_before, seats_left_after, reason) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[], $6::uuid[], \
-         $7::text[], $8::text[], $9::int[], $10::int[], $11::text[])",
-    )
-    .bind(cols.plan_id)
-    .bind(cols.seq)
-    .bind(cols.id)
-    .bind(cols.at)
-    .bind(cols.action)
-    .bind(cols.subscription_id)
-    .bind(cols.actor)
-    .bind(cols.trace_id)
-    .bind(cols.before)
-    .bind(cols.after)
-    .bind(cols.reason)
-    .execute(c)
-    .await?;
-    Ok(())
+type Q<'q> = Query<'q, Postgres, PgArguments>;
+
+// ----- one write statement made of parts -----
+
+/// One part of a write statement: a statement over `UNNEST` of its arrays.
+trait Part {
+    /// The element types of its arrays, in bind order.
+    const TYPES: &'static [&'static str];
+    /// The statement, given the `UNNEST(...)` of its arrays.
+    fn statement(unnest: &str) -> String;
+    fn bind(self, q: Q<'_>) -> Q<'_>;
 }
 
+/// A part's array types and statement.
+type PartSpec = (&'static [&'static str], fn(&str) -> String);
+
+/// `WITH p0 AS (…), p1 AS (…) SELECT 1`: the parts as one statement, their arrays
+/// numbered in the order of `parts`.
+fn write_statement(parts: &[PartSpec]) -> String {
+    let mut next = 1;
+    let ctes: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (types, statement))| {
+            let arrays: Vec<String> = types
+                .iter()
+                .map(|t| {
+                    next += 1;
+                    format!("${}::{t}[]", next - 1)
+                })
+                .collect();
+            format!(
+                "p{i} AS ({})",
+                statement(&format!("UNNEST({})", arrays.join(", ")))
+            )
+        })
+        .collect();
+    format!("WITH {} SELECT 1", ctes.join(", "))
+}
+
+macro_rules! part {
+    ($t:ty) => {
+        (
+            <$t as Part>::TYPES,
+            <$t as Part>::statement as fn(&str) -> String,
+        )
+    };
+}
+
+/// Plans whose seats and seq moved.
 #[derive(Default)]
-struct AuditColumns {
+struct PlanWrites {
+    id: Vec<Uuid>,
+    seats_left: Vec<i32>,
+    seq: Vec<i64>,
+}
+
+impl PlanWrites {
+    /// Every plan of `plans` that moved since `before`.
+    fn moved(plans: &BTreeMap<PlanId, Plan>, before: &BTreeMap<PlanId, Plan>) -> Self {
+        let mut w = Self::default();
+        for p in plans.values() {
+            if before.get(&p.id).is_none_or(|b| b.seq != p.seq) {
+                w.id.push(p.id.as_uuid());
+                w.seats_left.push(p.seats_left as i32);
+                w.seq.push(p.seq as i64);
+            }
+        }
+        w
+    }
+}
+
+impl Part for PlanWrites {
+    const TYPES: &'static [&'static str] = &["uuid", "int", "bigint"];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "UPDATE plans p SET seats_left = u.seats_left, seq = u.seq \
+             FROM {unnest} AS u(id, seats_left, seq) WHERE p.id = u.id"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.id).bind(self.seats_left).bind(self.seq)
+    }
+}
+
+/// Audit entries to append.
+#[derive(Default)]
+struct AuditInserts {
     plan_id: Vec<Uuid>,
     seq: Vec<i64>,
     id: Vec<Uuid>,
-    at: Vec<chrono::DateTime<chrono::Utc>>,
-    action: Vec<String>,
+    at: Vec<DateTime<Utc>>,
+    action: Vec<&'static str>,
     subscription_id: Vec<Option<Uuid>>,
     actor: Vec<String>,
     trace_id: Vec<String>,
@@ -87,15 +132,152 @@ struct AuditColumns {
     reason: Vec<Option<String>>,
 }
 
-/// Key outcomes to write: `(scope, key, outcome, request_id, finished_at, purchase)`;
-/// `purchase` narrows a row to the key whose recovery point is that subscription.
+impl AuditInserts {
+    fn push(&mut self, e: AuditEntry) {
+        self.plan_id.push(e.plan_id.as_uuid());
+        self.seq.push(e.seq as i64);
+        self.id.push(e.id.as_uuid());
+        self.at.push(e.at);
+        self.action.push(e.action.as_str());
+        self.subscription_id
+            .push(e.subscription_id.map(|s| s.as_uuid()));
+        self.actor.push(e.actor);
+        self.trace_id.push(e.trace_id);
+        self.before.push(e.seats_left_before as i32);
+        self.after.push(e.seats_left_after as i32);
+        self.reason.push(e.reason);
+    }
+}
+
+impl Part for AuditInserts {
+    const TYPES: &'static [&'static str] = &[
+        "uuid",
+        "bigint",
+        "uuid",
+        "timestamptz",
+        "text",
+        "uuid",
+        "text",
+        "text",
+        "int",
+        "int",
+        "text",
+    ];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "INSERT INTO audit_entries (plan_id, seq, id, at, action, subscription_id, actor, trace_id, \
+             seats_left_before, seats_left_after, reason) SELECT * FROM {unnest}"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.plan_id)
+            .bind(self.seq)
+            .bind(self.id)
+            .bind(self.at)
+            .bind(self.action)
+            .bind(self.subscription_id)
+            .bind(self.actor)
+            .bind(self.trace_id)
+            .bind(self.before)
+            .bind(self.after)
+            .bind(self.reason)
+    }
+}
+
+/// Freshly reserved (`incomplete`) subscriptions to insert.
+#[derive(Default)]
+struct IncompleteInserts {
+    id: Vec<Uuid>,
+    plan_id: Vec<Uuid>,
+    customer_id: Vec<String>,
+    payment_method: Vec<String>,
+    unit_amount: Vec<i64>,
+    currency: Vec<String>,
+    interval: Vec<String>,
+    key: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl IncompleteInserts {
+    fn push(&mut self, s: &Subscription) {
+        self.id.push(s.id.as_uuid());
+        self.plan_id.push(s.plan_id.as_uuid());
+        self.customer_id.push(s.customer_id.as_str().to_owned());
+        self.payment_method
+            .push(s.payment_method.as_str().to_owned());
+        self.unit_amount.push(s.unit_amount.get());
+        self.currency.push(s.currency.as_str().to_owned());
+        self.interval.push(s.interval.as_str().to_owned());
+        self.key
+            .push(s.idempotency_key.as_ref().map(|k| k.as_str().to_owned()));
+        self.at.push(s.created_at);
+    }
+}
+
+impl Part for IncompleteInserts {
+    const TYPES: &'static [&'static str] = &[
+        "uuid",
+        "uuid",
+        "text",
+        "text",
+        "bigint",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+    ];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "INSERT INTO subscriptions (id, plan_id, customer_id, status, payment_method, unit_amount, \
+             currency, \"interval\", idempotency_key, created_at, updated_at) \
+             SELECT u.id, u.plan_id, u.customer_id, 'incomplete', u.method, u.amount, u.currency, \
+             u.interval, u.key, u.at, u.at \
+             FROM {unnest} AS u(id, plan_id, customer_id, method, amount, currency, interval, key, at)"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.id)
+            .bind(self.plan_id)
+            .bind(self.customer_id)
+            .bind(self.payment_method)
+            .bind(self.unit_amount)
+            .bind(self.currency)
+            .bind(self.interval)
+            .bind(self.key)
+            .bind(self.at)
+    }
+}
+
+/// Keys whose purchase reserved its subscription: their recovery point.
+#[derive(Default)]
+struct RecoveryPoints {
+    scope: Vec<String>,
+    key: Vec<String>,
+    subscription_id: Vec<Uuid>,
+}
+
+impl Part for RecoveryPoints {
+    const TYPES: &'static [&'static str] = &["text", "text", "uuid"];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "UPDATE idempotency_keys k SET recovery_subscription_id = u.sub \
+             FROM {unnest} AS u(scope, key, sub) WHERE k.scope = u.scope AND k.key = u.key"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.scope).bind(self.key).bind(self.subscription_id)
+    }
+}
+
+/// Keys to finish with an outcome. `purchase` narrows a row to the key whose recovery
+/// point is that subscription: a record replaced by a newer purchase is left alone.
 #[derive(Default)]
 struct FinishedKeys {
     scope: Vec<String>,
     key: Vec<String>,
     outcome: Vec<serde_json::Value>,
     request_id: Vec<String>,
-    at: Vec<chrono::DateTime<chrono::Utc>>,
+    at: Vec<DateTime<Utc>>,
     purchase: Vec<Option<Uuid>>,
 }
 
@@ -106,7 +288,7 @@ impl FinishedKeys {
         key: &str,
         outcome: &PurchaseOutcome,
         request_id: &str,
-        at: chrono::DateTime<chrono::Utc>,
+        at: DateTime<Utc>,
         purchase: Option<Uuid>,
     ) -> Result<(), sqlx::Error> {
         self.outcome
@@ -118,32 +300,130 @@ impl FinishedKeys {
         self.purchase.push(purchase);
         Ok(())
     }
+}
 
-    /// Finishes every listed key that is still open (and, where a purchase is named,
-    /// still that purchase's).
-    async fn write(self, c: &mut PgConnection) -> Result<(), sqlx::Error> {
-        if self.scope.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
+impl Part for FinishedKeys {
+    const TYPES: &'static [&'static str] =
+        &["text", "text", "jsonb", "text", "timestamptz", "uuid"];
+    fn statement(unnest: &str) -> String {
+        format!(
             "UPDATE idempotency_keys k SET state = 'finished', outcome = u.outcome, \
              outcome_request_id = u.request_id, finished_at = u.at, lock_owner = NULL, lock_until = NULL \
-             FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::uuid[]) \
-             AS u(scope, key, outcome, request_id, at, purchase) \
+             FROM {unnest} AS u(scope, key, outcome, request_id, at, purchase) \
              WHERE k.scope = u.scope AND k.key = u.key AND k.state = 'open' \
-             AND (u.purchase IS NULL OR k.recovery_subscription_id = u.purchase)",
+             AND (u.purchase IS NULL OR k.recovery_subscription_id = u.purchase)"
         )
-        .bind(self.scope)
-        .bind(self.key)
-        .bind(self.outcome)
-        .bind(self.request_id)
-        .bind(self.at)
-        .bind(self.purchase)
-        .execute(c)
-        .await?;
-        Ok(())
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.scope)
+            .bind(self.key)
+            .bind(self.outcome)
+            .bind(self.request_id)
+            .bind(self.at)
+            .bind(self.purchase)
     }
 }
+
+/// Completed subscriptions: their new state.
+#[derive(Default)]
+struct CompletedSubscriptions {
+    id: Vec<Uuid>,
+    status: Vec<&'static str>,
+    payment_id: Vec<Option<String>>,
+    period_start: Vec<Option<DateTime<Utc>>>,
+    period_end: Vec<Option<DateTime<Utc>>>,
+    updated_at: Vec<DateTime<Utc>>,
+    canceled_at: Vec<Option<DateTime<Utc>>>,
+    failure_reason: Vec<Option<String>>,
+}
+
+impl CompletedSubscriptions {
+    fn push(&mut self, s: &Subscription) {
+        self.id.push(s.id.as_uuid());
+        self.status.push(s.status.as_str());
+        self.payment_id.push(s.payment_id.clone());
+        self.period_start.push(s.current_period_start);
+        self.period_end.push(s.current_period_end);
+        self.updated_at.push(s.updated_at);
+        self.canceled_at.push(s.canceled_at);
+        self.failure_reason.push(s.failure_reason.clone());
+    }
+}
+
+impl Part for CompletedSubscriptions {
+    const TYPES: &'static [&'static str] = &[
+        "uuid",
+        "text",
+        "text",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "text",
+    ];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "UPDATE subscriptions s SET status = u.status, payment_id = u.payment_id, \
+             current_period_start = u.period_start, current_period_end = u.period_end, \
+             updated_at = u.updated_at, canceled_at = u.canceled_at, failure_reason = u.failure_reason \
+             FROM {unnest} AS u(id, status, payment_id, period_start, period_end, updated_at, canceled_at, \
+             failure_reason) WHERE s.id = u.id"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.id)
+            .bind(self.status)
+            .bind(self.payment_id)
+            .bind(self.period_start)
+            .bind(self.period_end)
+            .bind(self.updated_at)
+            .bind(self.canceled_at)
+            .bind(self.failure_reason)
+    }
+}
+
+/// Recovery tasks that end with their purchase's completion (their lease with them).
+#[derive(Default)]
+struct EndedTasks {
+    subscription_id: Vec<Uuid>,
+}
+
+impl Part for EndedTasks {
+    const TYPES: &'static [&'static str] = &["uuid"];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "DELETE FROM recovery_tasks t USING {unnest} AS u(id) WHERE t.subscription_id = u.id"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.subscription_id)
+    }
+}
+
+/// Late-charge checks that completions schedule, each replacing any task of its
+/// subscription (and ending its lease).
+#[derive(Default)]
+struct VerifyTasks {
+    subscription_id: Vec<Uuid>,
+    verify_after: Vec<DateTime<Utc>>,
+}
+
+impl Part for VerifyTasks {
+    const TYPES: &'static [&'static str] = &["uuid", "timestamptz"];
+    fn statement(unnest: &str) -> String {
+        format!(
+            "INSERT INTO recovery_tasks (subscription_id, phase, verify_after) \
+             SELECT u.id, 'verify', u.at FROM {unnest} AS u(id, at) \
+             ON CONFLICT (subscription_id) DO UPDATE SET phase = 'verify', \
+             verify_after = EXCLUDED.verify_after, lease_owner = NULL, lease_until = NULL"
+        )
+    }
+    fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.subscription_id).bind(self.verify_after)
+    }
+}
+
+// ----- reading and locking -----
 
 /// Locks the listed keys in (scope, key) order and returns the records found.
 async fn lock_keys(
@@ -199,41 +479,15 @@ async fn lock_plans(
     Ok(plans)
 }
 
-/// Writes the seats and seq of every plan in `plans` that moved since `before`.
-async fn update_plans(
-    c: &mut PgConnection,
-    plans: &BTreeMap<PlanId, Plan>,
-    before: &BTreeMap<PlanId, Plan>,
-) -> Result<(), sqlx::Error> {
-    let (ids, (seats, seqs)): (Vec<Uuid>, (Vec<i32>, Vec<i64>)) = plans
-        .values()
-        .filter(|p| before.get(&p.id).is_none_or(|b| b.seq != p.seq))
-        .map(|p| (p.id.as_uuid(), (p.seats_left as i32, p.seq as i64)))
-        .unzip();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE plans p SET seats_left = u.seats_left, seq = u.seq \
-         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS u(id, seats_left, seq) WHERE p.id = u.id",
-    )
-    .bind(ids)
-    .bind(seats)
-    .bind(seqs)
-    .execute(c)
-    .await?;
-    Ok(())
-}
+// ----- the phases -----
 
 /// [`PurchaseRepository::reserve_seat`](seatkeeper_domain::ports::PurchaseRepository::reserve_seat)
-/// for every request of `cmds`, of any plans, in one transaction.
+/// for every request of `cmds`, of any plans, in one transaction: lock the keys, lock
+/// the plans, write.
 pub(crate) async fn reserve_tx(
     c: &mut PgConnection,
     cmds: Vec<ReserveSeat>,
 ) -> Result<Vec<Result<Reservation, ReserveError>>, sqlx::Error> {
-    if cmds.is_empty() {
-        return Ok(Vec::new());
-    }
     let wanted: Vec<(String, String)> = cmds
         .iter()
         .map(|c| (c.customer_id.as_str().to_owned(), c.key.as_str().to_owned()))
@@ -258,8 +512,9 @@ pub(crate) async fn reserve_tx(
     let mut plans = lock_plans(c, held.map(|(cmd, _)| cmd.plan_id)).await?;
     let before = plans.clone();
     let mut answers = Vec::with_capacity(cmds.len());
-    let mut subs = Vec::new();
-    let mut entries = Vec::new();
+    let mut subs = IncompleteInserts::default();
+    let mut entries = AuditInserts::default();
+    let mut points = RecoveryPoints::default();
     let mut finished = FinishedKeys::default();
     for (cmd, holds) in cmds.iter().zip(holds) {
         if !holds {
@@ -299,111 +554,45 @@ pub(crate) async fn reserve_tx(
             &cmd.ctx,
             cmd.now,
         ));
-        subs.push(sub.clone());
+        subs.push(&sub);
+        points.scope.push(cmd.customer_id.as_str().to_owned());
+        points.key.push(cmd.key.as_str().to_owned());
+        points.subscription_id.push(sub.id.as_uuid());
         answers.push(Ok(Reservation::Reserved(sub)));
     }
 
-    update_plans(c, &plans, &before).await?;
-    if !subs.is_empty() {
-        insert_incomplete(c, &subs).await?;
-        insert_audits(c, &entries).await?;
-        let (scopes, names, ids): (Vec<&str>, Vec<&str>, Vec<Uuid>) = subs
-            .iter()
-            .map(|s| {
-                let key = s.idempotency_key.as_ref().expect("a purchase has its key");
-                (s.customer_id.as_str(), key.as_str(), s.id.as_uuid())
-            })
-            .fold(Default::default(), |(mut a, mut b, mut c), (x, y, z)| {
-                a.push(x);
-                b.push(y);
-                c.push(z);
-                (a, b, c)
-            });
-        sqlx::query(
-            "UPDATE idempotency_keys k SET recovery_subscription_id = u.sub \
-             FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS u(scope, key, sub) \
-             WHERE k.scope = u.scope AND k.key = u.key",
-        )
-        .bind(scopes)
-        .bind(names)
-        .bind(ids)
-        .execute(&mut *c)
-        .await?;
-    }
-    finished.write(c).await?;
+    let sql = write_statement(&[
+        part!(PlanWrites),
+        part!(IncompleteInserts),
+        part!(AuditInserts),
+        part!(RecoveryPoints),
+        part!(FinishedKeys),
+    ]);
+    let q = PlanWrites::moved(&plans, &before).bind(sqlx::query(&sql));
+    let q = finished.bind(points.bind(entries.bind(subs.bind(q))));
+    q.execute(&mut *c).await?;
     Ok(answers)
 }
 
-/// Inserts freshly reserved (`incomplete`) subscriptions with one statement.
-async fn insert_incomplete(c: &mut PgConnection, subs: &[Subscription]) -> Result<(), sqlx::Error> {
-    let mut id = Vec::with_capacity(subs.len());
-    let mut plan_id = Vec::with_capacity(subs.len());
-    let mut customer = Vec::with_capacity(subs.len());
-    let mut method = Vec::with_capacity(subs.len());
-    let mut amount = Vec::with_capacity(subs.len());
-    let mut currency = Vec::with_capacity(subs.len());
-    let mut interval = Vec::with_capacity(subs.len());
-    let mut key = Vec::with_capacity(subs.len());
-    let mut at = Vec::with_capacity(subs.len());
-    for s in subs {
-        id.push(s.id.as_uuid());
-        plan_id.push(s.plan_id.as_uuid());
-        customer.push(s.customer_id.as_str());
-        method.push(s.payment_method.as_str());
-        amount.push(s.unit_amount.get());
-        currency.push(s.currency.as_str());
-        interval.push(s.interval.as_str());
-        key.push(s.idempotency_key.as_ref().map(|k| k.as_str()));
-        at.push(s.created_at);
-    }
-    sqlx::query(
-        "INSERT INTO subscriptions (id, plan_id, customer_id, status, payment_method, unit_amount, currency, \
-         \"interval\", idempotency_key, created_at, updated_at) \
-         SELECT u.id, u.plan_id, u.customer_id, 'incomplete', u.method, u.amount, u.currency, u.interval, u.key, u.at, u.at \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
-         $9::timestamptz[]) AS u(id, plan_id, customer_id, method, amount, currency, interval, key, at)",
-    )
-    .bind(id)
-    .bind(plan_id)
-    .bind(customer)
-    .bind(method)
-    .bind(amount)
-    .bind(currency)
-    .bind(interval)
-    .bind(key)
-    .bind(at)
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
 /// [`PurchaseRepository::complete_purchase`](seatkeeper_domain::ports::PurchaseRepository::complete_purchase)
-/// for every request of `cmds`, of any plans, in one transaction.
+/// for every request of `cmds`, of any plans, in one transaction: lock the keys (found
+/// through the subscriptions, whose customer and key never change), lock the
+/// subscriptions, write them, then lock the plans and write them with the audit.
 pub(crate) async fn complete_tx(
     c: &mut PgConnection,
     cmds: Vec<CompletePurchase>,
 ) -> Result<Vec<Result<Completion, CompleteError>>, sqlx::Error> {
-    if cmds.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut ids: Vec<Uuid> = cmds.iter().map(|c| c.subscription_id.as_uuid()).collect();
     ids.sort_unstable();
     ids.dedup();
-    // The keys are found through the subscriptions (whose customer and key never
-    // change): read them unlocked, lock the keys, then lock and re-read the subscriptions.
-    let key_rows = sqlx::query(
-        "SELECT customer_id, idempotency_key FROM subscriptions \
-         WHERE id = ANY($1) AND idempotency_key IS NOT NULL",
+    sqlx::query(
+        "SELECT 1 FROM idempotency_keys WHERE (scope, key) IN \
+         (SELECT customer_id, idempotency_key FROM subscriptions WHERE id = ANY($1) AND idempotency_key IS NOT NULL) \
+         ORDER BY scope, key FOR UPDATE",
     )
     .bind(&ids)
-    .fetch_all(&mut *c)
+    .execute(&mut *c)
     .await?;
-    let mut keys = Vec::with_capacity(key_rows.len());
-    for row in &key_rows {
-        use sqlx::Row;
-        keys.push((row.try_get("customer_id")?, row.try_get("idempotency_key")?));
-    }
-    lock_keys(c, &keys).await?;
     let sql = format!(
         "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     );
@@ -415,7 +604,11 @@ pub(crate) async fn complete_tx(
 
     // Decide each in queue order, as if alone.
     let mut answers: Vec<Result<Completion, CompleteError>> = Vec::with_capacity(cmds.len());
-    let mut done = Vec::new(); // (index of the answer, change) of each completed purchase
+    let mut changes = Vec::new(); // per completed purchase: (its command, seat delta, action, reason)
+    let mut completed = CompletedSubscriptions::default();
+    let mut ended = EndedTasks::default();
+    let mut verify = VerifyTasks::default();
+    let mut finished = FinishedKeys::default();
     for cmd in &cmds {
         let id = cmd.subscription_id;
         let Some(sub) = subs.get_mut(&id) else {
@@ -427,8 +620,27 @@ pub(crate) async fn complete_tx(
             continue;
         }
         let change = cmd.apply(sub);
-        done.push((
-            answers.len(),
+        completed.push(sub);
+        match (cmd.verify_after, &cmd.result) {
+            (Some(at), ChargeResult::Declined { .. }) => {
+                verify.subscription_id.push(id.as_uuid());
+                verify.verify_after.push(at);
+            }
+            _ => ended.subscription_id.push(id.as_uuid()),
+        }
+        if let Some(key) = &sub.idempotency_key {
+            finished.push(
+                sub.customer_id.as_str(),
+                key.as_str(),
+                &change.outcome,
+                &cmd.request_id,
+                cmd.now,
+                Some(id.as_uuid()),
+            )?;
+        }
+        changes.push((
+            cmd,
+            sub.plan_id,
             change.seat_delta,
             change.action,
             change.reason,
@@ -438,71 +650,26 @@ pub(crate) async fn complete_tx(
             outcome: change.outcome,
         }));
     }
-    if done.is_empty() {
+    if changes.is_empty() {
         return Ok(answers);
     }
-
-    let completed: Vec<(&CompletePurchase, &Completion)> = done
-        .iter()
-        .map(|(i, ..)| {
-            let Ok(completion) = &answers[*i] else {
-                unreachable!("a completed purchase has a completion")
-            };
-            (&cmds[*i], completion)
-        })
-        .collect();
-    update_completed(c, &completed).await?;
-    let done_ids: Vec<Uuid> = completed
-        .iter()
-        .map(|(_, done)| done.subscription.id.as_uuid())
-        .collect();
-    sqlx::query("DELETE FROM recovery_tasks WHERE subscription_id = ANY($1)")
-        .bind(&done_ids)
+    let sql = write_statement(&[
+        part!(CompletedSubscriptions),
+        part!(EndedTasks),
+        part!(VerifyTasks),
+        part!(FinishedKeys),
+    ]);
+    let q = completed.bind(sqlx::query(&sql));
+    finished
+        .bind(verify.bind(ended.bind(q)))
         .execute(&mut *c)
         .await?;
-    let (verify_ids, verify_at): (Vec<Uuid>, Vec<_>) = completed
-        .iter()
-        .filter_map(|(cmd, done)| match (cmd.verify_after, &cmd.result) {
-            (Some(at), ChargeResult::Declined { .. }) => Some((done.subscription.id.as_uuid(), at)),
-            _ => None,
-        })
-        .unzip();
-    if !verify_ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO recovery_tasks (subscription_id, phase, verify_after) \
-             SELECT u.id, 'verify', u.at FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at)",
-        )
-        .bind(verify_ids)
-        .bind(verify_at)
-        .execute(&mut *c)
-        .await?;
-    }
-    let mut finished = FinishedKeys::default();
-    for (cmd, done) in &completed {
-        let sub = &done.subscription;
-        if let Some(key) = &sub.idempotency_key {
-            finished.push(
-                sub.customer_id.as_str(),
-                key.as_str(),
-                &done.outcome,
-                &cmd.request_id,
-                cmd.now,
-                Some(sub.id.as_uuid()),
-            )?;
-        }
-    }
-    finished.write(c).await?;
 
-    // The plan rows last, in id order: locked for two statements and the commit.
-    let mut plans = lock_plans(
-        c,
-        completed.iter().map(|(_, done)| done.subscription.plan_id),
-    )
-    .await?;
+    // The plan rows last, in id order: locked for one statement and the commit.
+    let mut plans = lock_plans(c, changes.iter().map(|(_, plan, ..)| *plan)).await?;
     let before = plans.clone();
-    let mut entries = Vec::with_capacity(done.len());
-    for ((cmd, completion), (_, delta, action, reason)) in completed.iter().zip(&done) {
-        let plan_id: PlanId = completion.subscription.plan_id;
+    let mut entries = AuditInserts::default();
+    for (cmd, plan_id, delta, action, reason) in changes {
         let plan = plans
             .get_mut(&plan_id)
             .ok_or_else(|| corrupt(format!("plan {plan_id} vanished")))?;
@@ -510,68 +677,18 @@ pub(crate) async fn complete_tx(
         plan.seq += 1;
         entries.push(AuditEntry::record(
             plan,
-            *action,
+            action,
             plan.seats_left - delta,
-            Some(completion.subscription.id),
-            reason.clone(),
+            Some(cmd.subscription_id),
+            reason,
             &cmd.ctx,
             cmd.now,
         ));
     }
-    update_plans(c, &plans, &before).await?;
-    insert_audits(c, &entries).await?;
+    let sql = write_statement(&[part!(PlanWrites), part!(AuditInserts)]);
+    let q = PlanWrites::moved(&plans, &before).bind(sqlx::query(&sql));
+    entries.bind(q).execute(&mut *c).await?;
     Ok(answers)
-}
-
-/// Writes the completed subscriptions' new state with one statement.
-async fn update_completed(
-    c: &mut PgConnection,
-    completed: &[(&CompletePurchase, &Completion)],
-) -> Result<(), sqlx::Error> {
-    let n = completed.len();
-    let (mut id, mut status, mut payment) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut start, mut end, mut updated, mut canceled, mut reason) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (_, done) in completed {
-        let s = &done.subscription;
-        id.push(s.id.as_uuid());
-        status.push(s.status.as_str());
-        payment.push(s.payment_id.as_deref());
-        start.push(s.current_period_start);
-        end.push(s.current_period_end);
-        updated.push(s.updated_at);
-        canceled.push(s.canceled_at);
-        reason.push(s.failure_reason.as_deref());
-    }
-    sqlx::query(
-        "UPDATE subscriptions s SET status = u.status, payment_id = u.payment_id, \
-         current_period_start = u.period_start, current_period_end = u.period_end, updated_at = u.updated_at, \
-         canceled_at = u.canceled_at, failure_reason = u.failure_reason \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], \
-         $7::timestamptz[], $8::text[]) \
-         AS u(id, status, payment_id, period_start, period_end, updated_at, canceled_at, failure_reason) \
-         WHERE s.id = u.id",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(payment)
-    .bind(start)
-    .bind(end)
-    .bind(updated)
-    .bind(canceled)
-    .bind(reason)
-    .execute(c)
-    .await?;
-    Ok(())
 }
 
 /// The fast path of [`IdempotencyRepository::claim_key`](seatkeeper_domain::ports::IdempotencyRepository::claim_key)

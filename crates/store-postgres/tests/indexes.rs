@@ -6,9 +6,15 @@ use seatkeeper_store_postgres::testing::TestDatabases;
 
 const QUERIES: &[(&str, &str)] = &[
     ("claim: lock the key", "SELECT * FROM idempotency_keys WHERE scope = 'c' AND key = 'k' FOR UPDATE"),
-    ("reserve: guarded decrement", "UPDATE plans SET seats_left = seats_left - 1, seq = seq + 1 WHERE id = '00000000-0000-0000-0000-000000000000' AND status = 'active' AND seats_left > 0"),
-    ("complete: lock the subscription", "SELECT * FROM subscriptions WHERE id = '00000000-0000-0000-0000-000000000000' FOR UPDATE"),
-    ("complete: finish the key", "UPDATE idempotency_keys SET state = 'finished' WHERE scope = 'c' AND key = 'k' AND state = 'open'"),
+    ("batch: lock the keys", "SELECT * FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM UNNEST('{c}'::text[], '{k}'::text[])) ORDER BY scope, key FOR UPDATE"),
+    ("batch: lock the plans", "SELECT * FROM plans WHERE id = ANY('{00000000-0000-0000-0000-000000000000}'::uuid[]) ORDER BY id FOR UPDATE"),
+    ("batch: write the plans", "UPDATE plans p SET seats_left = u.seats_left, seq = u.seq FROM UNNEST('{00000000-0000-0000-0000-000000000000}'::uuid[], '{1}'::int[], '{2}'::bigint[]) AS u(id, seats_left, seq) WHERE p.id = u.id"),
+    ("reserve: recovery points", "UPDATE idempotency_keys k SET recovery_subscription_id = u.sub FROM UNNEST('{c}'::text[], '{k}'::text[], '{00000000-0000-0000-0000-000000000000}'::uuid[]) AS u(scope, key, sub) WHERE k.scope = u.scope AND k.key = u.key"),
+    ("complete: lock the keys of the subscriptions", "SELECT 1 FROM idempotency_keys WHERE (scope, key) IN (SELECT customer_id, idempotency_key FROM subscriptions WHERE id = ANY('{00000000-0000-0000-0000-000000000000}'::uuid[]) AND idempotency_key IS NOT NULL) ORDER BY scope, key FOR UPDATE"),
+    ("complete: lock the subscriptions", "SELECT * FROM subscriptions WHERE id = ANY('{00000000-0000-0000-0000-000000000000}'::uuid[]) ORDER BY id FOR UPDATE"),
+    ("complete: write the subscriptions", "UPDATE subscriptions s SET status = u.status FROM UNNEST('{00000000-0000-0000-0000-000000000000}'::uuid[], '{active}'::text[]) AS u(id, status) WHERE s.id = u.id"),
+    ("complete: end recovery tasks", "DELETE FROM recovery_tasks t USING UNNEST('{00000000-0000-0000-0000-000000000000}'::uuid[]) AS u(id) WHERE t.subscription_id = u.id"),
+    ("batch: finish keys", "UPDATE idempotency_keys k SET state = 'finished' FROM UNNEST('{c}'::text[], '{k}'::text[], '{00000000-0000-0000-0000-000000000000}'::uuid[]) AS u(scope, key, purchase) WHERE k.scope = u.scope AND k.key = u.key AND k.state = 'open' AND (u.purchase IS NULL OR k.recovery_subscription_id = u.purchase)"),
     ("stats: counts by status", "SELECT status, count(*) FROM subscriptions WHERE plan_id = '00000000-0000-0000-0000-000000000000' GROUP BY status"),
     ("audit: a page of the log", "SELECT * FROM audit_entries WHERE plan_id = '00000000-0000-0000-0000-000000000000' AND seq > 5 ORDER BY seq LIMIT 20"),
     ("customer: a page of subscriptions", "SELECT * FROM subscriptions WHERE customer_id = 'c' AND id > '00000000-0000-0000-0000-000000000000' ORDER BY id LIMIT 20"),
