@@ -1,13 +1,16 @@
 //! A PostgreSQL implementation of every Seatkeeper store port.
 //!
-//! Each store operation is one transaction (READ COMMITTED) made of guarded statements:
-//! the seat decrement is `UPDATE plans … WHERE seats_left > 0 AND status = 'active'
-//! RETURNING …`, so the row lock serialises reservations of one plan for the few
-//! statements of one operation and never across a payment call. Rows are always locked in
-//! the same order — idempotency key, then subscription, then plan — and a transaction
-//! that loses a serialization or deadlock race is run again, a bounded number of times.
-//! The schema (embedded migrations, applied at start-up) enforces what it can:
-//! `seats_left BETWEEN 0 AND capacity`, one record per (customer, key), references.
+//! Each store operation is one transaction (READ COMMITTED) made of guarded statements,
+//! and a seat is only ever taken under its plan row's lock, with the schema's
+//! `seats_left BETWEEN 0 AND capacity` behind it, never across a payment call. The three
+//! steps of the purchase path — claiming a new key, reserving a seat, completing a
+//! purchase — are coalesced: requests that arrive while a transaction of their kind runs
+//! are taken together by the next one (`coalesce.rs`, `batch.rs`), each decided as if alone,
+//! so one lock of a hot plan row and one commit serve many purchases. Rows are always
+//! locked in the same order — idempotency keys, then subscriptions, then plans, each kind
+//! sorted — and a transaction that loses a serialization or deadlock race is run again, a
+//! bounded number of times. The schema (embedded migrations, applied at start-up) enforces
+//! what it can: seat bounds, one record per (customer, key), references.
 //!
 //! Connection failures become [`StoreError::Unavailable`], which the server answers with
 //! 503 `store_unavailable`: a failed operation is rolled back whole.
@@ -104,6 +107,13 @@ impl PostgresStore {
     /// at once: the migrator takes an advisory lock).
     pub async fn connect(settings: &PostgresSettings) -> Result<Self, StoreError> {
         let options: PgConnectOptions = settings.url.parse().map_err(StoreError::internal)?;
+        // Plan every statement for its parameters and the tables as they are now. A cached
+        // generic plan is made once per connection, from the table sizes of that moment:
+        // made on a young database it joins the batches' arrays to the key and subscription
+        // tables with sequential scans, and keeps doing so when they hold millions of rows
+        // (measured: batches 20 times slower after 30,000 purchases). Planning costs tens of
+        // microseconds per statement, and batches make statements few.
+        let options = options.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
