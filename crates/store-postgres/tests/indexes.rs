@@ -49,3 +49,25 @@ async fn no_query_of_the_api_needs_a_sequential_scan() {
         );
     }
 }
+
+/// A cached generic plan is made from the table sizes of the moment it is made: on a young
+/// database the batch statements would keep sequential scans as the tables grow. The
+/// store's connections plan each statement for its parameters and the tables as they are.
+#[tokio::test]
+async fn the_store_plans_every_statement_for_the_tables_as_they_are() {
+    let dbs = match TestDatabases::connect().await {
+        Ok(dbs) => dbs,
+        Err(reason) => {
+            eprintln!(
+                "skipped the_store_plans_every_statement_for_the_tables_as_they_are: {reason}"
+            );
+            return;
+        }
+    };
+    let store = dbs.fresh_store().await;
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(store.pool())
+        .await
+        .expect("SHOW plan_cache_mode");
+    assert_eq!(mode, "force_custom_plan");
+}
