@@ -108,6 +108,13 @@ pub async fn not_found(req: HttpRequest) -> Result<&'static str, ApiError> {
 /// The whole API.
 pub fn router() -> Router {
     Router::default()
+        // The hot path first: actix tries resources in order, and every `{id}` pattern
+        // tried before a match is a regex run (~3 % of a purchase's CPU when it was last).
+        .route(
+            Method::POST,
+            "/api/subscriptions/purchase",
+            subscriptions::purchase,
+        )
         .route(Method::GET, "/health", health::live)
         .route(Method::GET, "/health/ready", health::ready)
         .route(Method::GET, "/api/plans", plans::list)
@@ -116,11 +123,6 @@ pub fn router() -> Router {
         .route(Method::PATCH, "/api/plans/{id}", plans::update)
         .route(Method::GET, "/api/plans/{id}/stats", plans::stats)
         .route(Method::GET, "/api/plans/{id}/audit", plans::audit)
-        .route(
-            Method::POST,
-            "/api/subscriptions/purchase",
-            subscriptions::purchase,
-        )
         .route(Method::GET, "/api/subscriptions/{id}", subscriptions::get)
         .route(
             Method::POST,
