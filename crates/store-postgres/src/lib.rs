@@ -17,11 +17,11 @@
 
 mod batch;
 mod coalesce;
-
-pub use coalesce::BatchStats;
 mod errors;
 mod rows;
 pub mod testing;
+
+pub use coalesce::BatchStats;
 
 use std::{any::Any, sync::Arc, time::Duration};
 
