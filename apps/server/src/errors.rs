@@ -12,7 +12,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(source) => {
-                tracing::warn!(error = %source, "store unavailable");
+                tracing::warn!(error = %seatkeeper_domain::error_chain(&*source), "store unavailable");
                 ApiError::new(
                     Code::StoreUnavailable,
                     "the store cannot be reached; nothing was changed, retry later",

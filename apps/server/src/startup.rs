@@ -9,6 +9,7 @@ use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
 use rand::RngCore;
 use seatkeeper_domain::{
+    error_chain,
     ports::{Clock, PaymentGateway, Store, SystemClock},
     service::{PlanService, PurchaseService, Reconciler, SubscriptionService},
     AuditContext, Capacity, Currency, Interval, NewPlan, PlanName, UnitAmount,
@@ -99,18 +100,6 @@ impl Wiring {
             clock: Arc::new(SystemClock),
         })
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A bound, ready-to-run server.

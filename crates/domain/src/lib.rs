@@ -23,3 +23,47 @@ pub mod ports;
 pub mod service;
 
 pub use model::*;
+
+/// An error and its causes on one line — `outer: cause: root cause` — for logs, and for
+/// an error re-created from another's text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct E {
+        text: &'static str,
+        #[source]
+        source: Option<Box<E>>,
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause_from_the_outside_in() {
+        let root = E {
+            text: "connection refused",
+            source: None,
+        };
+        let mid = E {
+            text: "pool timed out",
+            source: Some(Box::new(root)),
+        };
+        let top = E {
+            text: "the store is unavailable",
+            source: Some(Box::new(mid)),
+        };
+        assert_eq!(
+            super::error_chain(&top),
+            "the store is unavailable: pool timed out: connection refused"
+        );
+    }
+}

@@ -169,14 +169,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// reqwest's error text, which never contains headers; URLs carry no secrets here.
 fn without_url_secrets(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    seatkeeper_domain::error_chain(e)
 }
 
 fn error_field<'a>(body: &'a Value, field: &str) -> Option<&'a str> {

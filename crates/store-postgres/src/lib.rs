@@ -274,7 +274,7 @@ where
     match whole {
         Ok(answers) => answers,
         Err(StoreError::Unavailable(cause)) => {
-            let cause = error_chain(&*cause);
+            let cause = seatkeeper_domain::error_chain(&*cause);
             reqs.iter()
                 .map(|_| Err(StoreError::unavailable(cause.clone()).into()))
                 .collect()
@@ -283,7 +283,7 @@ where
         Err(e) => {
             tracing::warn!(
                 requests = reqs.len(),
-                error = %error_chain(&e),
+                error = %seatkeeper_domain::error_chain(&e),
                 "a batch transaction failed; running its requests one by one"
             );
             let alone = reqs.into_iter().map(|req| {
@@ -301,18 +301,6 @@ where
             futures::future::join_all(alone).await
         }
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn lost_batch() -> StoreError {
