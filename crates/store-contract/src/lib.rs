@@ -128,6 +128,7 @@ macro_rules! __contract_cases {
             subscriptions::a_subscription_reads_back_exactly_and_an_unknown_one_is_none,
             subscriptions::a_customers_subscriptions_are_listed_in_id_order_without_anyone_elses,
             subscriptions::cancelling_an_active_subscription_releases_its_seat_once,
+            subscriptions::a_cancelled_purchase_still_replays_the_subscription_as_it_was_sold,
             subscriptions::cancelling_a_subscription_that_is_not_active_is_refused_and_changes_nothing,
             subscriptions::cancelling_an_unknown_subscription_is_not_found,
             idempotency::claiming_a_new_key_acquires_a_fresh_record_at_started,

@@ -11,7 +11,11 @@
 //! customer index. A subscription's status only changes under its plan's lock.
 //!
 //! Nothing survives a restart, and memory grows with subscriptions and audit entries;
-//! idempotency keys are bounded by the retention sweep.
+//! idempotency keys are bounded by the retention sweep. The maps hash with aHash
+//! (randomly keyed per map, so clients cannot aim keys at one bucket) rather than the
+//! standard library's SipHash, which showed in profiles of the purchase path.
+
+mod keys;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -22,7 +26,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use dashmap::{mapref::entry::Entry, DashMap};
+use dashmap::mapref::entry::Entry;
+use keys::{EntryState, KeyEntry, StoredOutcome};
 use parking_lot::{Mutex, RwLock};
 use seatkeeper_domain::{
     ports::{
@@ -31,12 +36,13 @@ use seatkeeper_domain::{
         RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
         ReserveError, ReserveSeat, Store, StoreError, SubscriptionRepository, UpdatePlanError,
     },
-    AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
-    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
-    PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+    AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken,
+    PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint, Subscription,
+    SubscriptionId, SubscriptionStatus, Timestamp,
 };
 
 type KeyId = (CustomerId, IdempotencyKey);
+type DashMap<K, V> = dashmap::DashMap<K, V, ahash::RandomState>;
 
 /// Everything about one plan that must change together.
 struct PlanCell {
@@ -112,8 +118,9 @@ impl RecoveryRow {
 #[derive(Default)]
 pub struct MemoryStore {
     plans: RwLock<BTreeMap<PlanId, Arc<Mutex<PlanCell>>>>,
-    keys: DashMap<KeyId, IdempotencyRecord>,
-    subscriptions: DashMap<SubscriptionId, Subscription>,
+    keys: DashMap<KeyId, KeyEntry>,
+    /// Shared with the finished key records that replay them (copied on write).
+    subscriptions: DashMap<SubscriptionId, Arc<Subscription>>,
     by_customer: DashMap<CustomerId, BTreeSet<SubscriptionId>>,
     /// The `incomplete` subscriptions: what the reconciler looks through.
     incomplete: DashMap<SubscriptionId, ()>,
@@ -160,14 +167,14 @@ impl MemoryStore {
         &self,
         key_id: &KeyId,
         subscription_id: SubscriptionId,
-        outcome: &PurchaseOutcome,
+        outcome: StoredOutcome,
         request_id: &str,
         now: Timestamp,
     ) {
         if let Some(mut rec) = self.keys.get_mut(key_id) {
             let ours = rec.recovery == RecoveryPoint::Reserved { subscription_id };
             if ours && !rec.is_finished() {
-                rec.finish(outcome.clone(), request_id.to_owned(), now);
+                rec.finish(outcome, request_id.to_owned(), now);
             }
         }
     }
@@ -277,7 +284,7 @@ impl SubscriptionRepository for MemoryStore {
         id: SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
         self.up()?;
-        Ok(self.subscriptions.get(&id).map(|s| s.clone()))
+        Ok(self.subscriptions.get(&id).map(|s| Subscription::clone(&s)))
     }
 
     async fn customer_subscriptions(
@@ -300,7 +307,7 @@ impl SubscriptionRepository for MemoryStore {
         };
         Ok(ids
             .into_iter()
-            .filter_map(|id| self.subscriptions.get(&id).map(|s| s.clone()))
+            .filter_map(|id| self.subscriptions.get(&id).map(|s| Subscription::clone(&s)))
             .collect())
     }
 
@@ -327,14 +334,16 @@ impl SubscriptionRepository for MemoryStore {
         match sub.status {
             SubscriptionStatus::Canceled => {
                 return Ok(Cancellation {
-                    subscription: sub.clone(),
+                    subscription: Subscription::clone(&sub),
                     already_canceled: true,
                 })
             }
             SubscriptionStatus::Active => {}
             other => return Err(CancelError::NotActive(other)),
         }
-        sub.cancel(now);
+        // Copies the subscription if a finished key still shares it: that key replays
+        // the purchase's answer, which did not say `canceled`.
+        Arc::make_mut(&mut sub).cancel(now);
         let before = cell.plan.seats_left;
         cell.plan.seats_left += 1;
         cell.counts
@@ -348,7 +357,7 @@ impl SubscriptionRepository for MemoryStore {
             now,
         );
         Ok(Cancellation {
-            subscription: sub.clone(),
+            subscription: Subscription::clone(&sub),
             already_canceled: false,
         })
     }
@@ -361,13 +370,13 @@ impl IdempotencyRepository for MemoryStore {
         match self.keys.entry((claim.scope.clone(), claim.key.clone())) {
             Entry::Vacant(v) => {
                 let record = claim.fresh_record();
-                v.insert(record.clone());
+                v.insert(KeyEntry::of_record(record.clone()));
                 Ok(Claim::Acquired(record))
             }
             Entry::Occupied(mut o) => {
-                let decision = claim.decide(o.get());
+                let decision = claim.decide(&o.get().to_record(&claim.scope, &claim.key));
                 if let Claim::Acquired(record) = &decision {
-                    o.insert(record.clone());
+                    o.insert(KeyEntry::of_record(record.clone()));
                 }
                 Ok(decision)
             }
@@ -387,7 +396,7 @@ impl IdempotencyRepository for MemoryStore {
         if !rec.is_locked_by(owner) {
             return Ok(false);
         }
-        rec.state = seatkeeper_domain::KeyState::Open { lock: None };
+        rec.state = EntryState::Open { lock: None };
         Ok(true)
     }
 
@@ -421,7 +430,11 @@ impl PurchaseRepository for MemoryStore {
             _ => return Err(ReserveError::LockLost),
         };
         if let Some(outcome) = cmd.rejection(guard.as_ref().map(|c| &c.plan)) {
-            rec.finish(outcome.clone(), cmd.request_id.clone(), cmd.now);
+            rec.finish(
+                StoredOutcome::of(outcome.clone(), None),
+                cmd.request_id.clone(),
+                cmd.now,
+            );
             return Ok(Reservation::Rejected(outcome));
         }
         let Some(cell) = guard.as_mut() else {
@@ -450,7 +463,7 @@ impl PurchaseRepository for MemoryStore {
             subscription_id: sub.id,
         };
         drop(rec);
-        self.subscriptions.insert(sub.id, sub.clone());
+        self.subscriptions.insert(sub.id, Arc::new(sub.clone()));
         self.incomplete.insert(sub.id, ());
         self.by_customer
             .entry(sub.customer_id.clone())
@@ -471,15 +484,19 @@ impl PurchaseRepository for MemoryStore {
             .cell(plan_id)
             .ok_or_else(|| StoreError::internal(format!("subscription {id} has no plan")))?;
         let mut cell = cell.lock();
-        let mut sub = self
+        let mut entry = self
             .subscriptions
-            .get(&id)
-            .map(|s| s.clone())
+            .get_mut(&id)
             .ok_or(CompleteError::NotFound(id))?;
-        if sub.status != SubscriptionStatus::Incomplete {
-            return Err(CompleteError::NotIncomplete(Box::new(sub)));
+        if entry.status != SubscriptionStatus::Incomplete {
+            return Err(CompleteError::NotIncomplete(Box::new(Subscription::clone(
+                &entry,
+            ))));
         }
-        let change = cmd.apply(&mut sub);
+        let change = cmd.apply(Arc::make_mut(&mut entry));
+        let shared = Arc::clone(&entry);
+        drop(entry);
+        let sub = Subscription::clone(&shared);
         cell.counts
             .moved(SubscriptionStatus::Incomplete, sub.status);
         let before = cell.plan.seats_left;
@@ -497,12 +514,11 @@ impl PurchaseRepository for MemoryStore {
             self.finish_key(
                 &(sub.customer_id.clone(), key.clone()),
                 id,
-                &outcome,
+                StoredOutcome::of(outcome.clone(), Some(&shared)),
                 &cmd.request_id,
                 cmd.now,
             );
         }
-        self.subscriptions.insert(id, sub.clone());
         self.incomplete.remove(&id);
         self.recovery.remove(&id);
         if let (Some(at), ChargeResult::Declined { .. }) = (cmd.verify_after, &cmd.result) {
@@ -573,7 +589,7 @@ impl RecoveryRepository for MemoryStore {
             if tasks.len() >= claim.limit as usize {
                 return Ok(tasks);
             }
-            let Some(sub) = self.subscriptions.get(&id).map(|s| s.clone()) else {
+            let Some(sub) = self.subscriptions.get(&id).map(|s| Subscription::clone(&s)) else {
                 continue;
             };
             if sub.status != SubscriptionStatus::Incomplete || sub.updated_at > claim.stale_before {
@@ -622,7 +638,10 @@ impl RecoveryRepository for MemoryStore {
                 }
                 _ => false,
             };
-            if let (true, Some(sub)) = (taken, self.subscriptions.get(&id).map(|s| s.clone())) {
+            if let (true, Some(sub)) = (
+                taken,
+                self.subscriptions.get(&id).map(|s| Subscription::clone(&s)),
+            ) {
                 tasks.push(RecoveryTask {
                     subscription: sub,
                     phase: RecoveryPhase::Verify,

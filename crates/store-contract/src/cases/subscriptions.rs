@@ -5,14 +5,14 @@
 
 use seatkeeper_domain::{
     ports::{CancelError, Cancellation},
-    AuditAction, AuditEntry, CustomerId, SubscriptionId, SubscriptionStatus,
+    AuditAction, AuditEntry, CustomerId, PurchaseOutcome, SubscriptionId, SubscriptionStatus,
 };
 use uuid::Uuid;
 
 use crate::{
     support::{
-        admin, assert_invariants, assert_same_entry, create_plan, customer, now, plan_now, secs,
-        snapshot, stats_now, stats_of, subscription_now, whole_audit, Purchase,
+        admin, assert_invariants, assert_same_entry, create_plan, customer, finished_outcome, now,
+        plan_now, secs, snapshot, stats_now, stats_of, subscription_now, whole_audit, Purchase,
     },
     StoreFactory,
 };
@@ -215,6 +215,40 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
     );
     assert_eq!(snapshot(&*store, plan.id).await, after_first);
     assert_eq!(subscription_now(&*store, active.id).await, expected);
+    assert_invariants(&*store, plan.id).await;
+}
+
+/// A finished key replays the answer its purchase gave, not the subscription as it is now.
+pub async fn a_cancelled_purchase_still_replays_the_subscription_as_it_was_sold(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 3).await;
+    let purchase = Purchase::new(plan.id, "cus_1", "k1", now());
+    let active = purchase.active(&*store).await;
+    let sold = PurchaseOutcome::Created {
+        subscription: active.clone(),
+    };
+    assert_eq!(
+        finished_outcome(&*store, &purchase, now() + secs(1))
+            .await
+            .0,
+        sold
+    );
+
+    let at = now() + secs(5);
+    let canceled = store
+        .cancel_subscription(active.id, &admin("trace-cancel"), at)
+        .await
+        .expect("cancelling an active subscription failed")
+        .subscription;
+    assert_eq!(canceled.status, SubscriptionStatus::Canceled);
+    assert_eq!(subscription_now(&*store, active.id).await, canceled);
+    assert_eq!(
+        finished_outcome(&*store, &purchase, at + secs(1)).await,
+        (sold, purchase.reserve.request_id.clone()),
+        "the replay is the purchase's own answer, whatever happened to the subscription since"
+    );
     assert_invariants(&*store, plan.id).await;
 }
 

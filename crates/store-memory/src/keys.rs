@@ -1,0 +1,253 @@
+//! Idempotency records as the in-memory store keeps them.
+//!
+//! The domain's [`IdempotencyRecord`] is what crosses the port; held in memory for a
+//! day, a million of them would repeat what the map already has. So the store keeps a
+//! [`KeyEntry`]: the scope and key live only in the map's key, and a finished outcome
+//! shares the subscription snapshot with the subscription map (an `Arc`, copied on
+//! write: a later cancellation replaces the map's copy, never the snapshot a replay
+//! answers with). Records are rebuilt for the domain only where it needs one: a claim.
+
+use std::sync::Arc;
+
+use seatkeeper_domain::{
+    CustomerId, Fingerprint, IdempotencyKey, IdempotencyRecord, KeyLock, KeyState, LockToken,
+    PlanId, PurchaseOutcome, RecoveryPoint, Subscription, Timestamp,
+};
+
+/// A purchase outcome as stored on a finished key.
+#[derive(Debug, Clone)]
+pub(crate) enum StoredOutcome {
+    Created(Arc<Subscription>),
+    Declined {
+        subscription: Arc<Subscription>,
+        reason: String,
+    },
+    SoldOut(PlanId),
+    PlanNotFound(PlanId),
+    PlanInactive(PlanId),
+}
+
+impl StoredOutcome {
+    pub(crate) fn to_outcome(&self) -> PurchaseOutcome {
+        match self {
+            Self::Created(sub) => PurchaseOutcome::Created {
+                subscription: Subscription::clone(sub),
+            },
+            Self::Declined {
+                subscription,
+                reason,
+            } => PurchaseOutcome::Declined {
+                subscription: Subscription::clone(subscription),
+                reason: reason.clone(),
+            },
+            Self::SoldOut(plan_id) => PurchaseOutcome::SoldOut { plan_id: *plan_id },
+            Self::PlanNotFound(plan_id) => PurchaseOutcome::PlanNotFound { plan_id: *plan_id },
+            Self::PlanInactive(plan_id) => PurchaseOutcome::PlanInactive { plan_id: *plan_id },
+        }
+    }
+
+    /// Stores `outcome`; when it carries a subscription, `shared` is that subscription
+    /// as the subscription map holds it, so the two share one copy.
+    pub(crate) fn of(outcome: PurchaseOutcome, shared: Option<&Arc<Subscription>>) -> Self {
+        let share = |subscription: Subscription| match shared {
+            Some(s) if **s == subscription => Arc::clone(s),
+            _ => Arc::new(subscription),
+        };
+        match outcome {
+            PurchaseOutcome::Created { subscription } => Self::Created(share(subscription)),
+            PurchaseOutcome::Declined {
+                subscription,
+                reason,
+            } => Self::Declined {
+                subscription: share(subscription),
+                reason,
+            },
+            PurchaseOutcome::SoldOut { plan_id } => Self::SoldOut(plan_id),
+            PurchaseOutcome::PlanNotFound { plan_id } => Self::PlanNotFound(plan_id),
+            PurchaseOutcome::PlanInactive { plan_id } => Self::PlanInactive(plan_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum EntryState {
+    Open {
+        lock: Option<KeyLock>,
+    },
+    Finished {
+        outcome: StoredOutcome,
+        request_id: String,
+        finished_at: Timestamp,
+    },
+}
+
+/// An [`IdempotencyRecord`] without its scope and key (the map's key holds them).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyEntry {
+    fingerprint: Fingerprint,
+    pub(crate) state: EntryState,
+    pub(crate) recovery: RecoveryPoint,
+    created_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+}
+
+impl KeyEntry {
+    pub(crate) fn of_record(record: IdempotencyRecord) -> Self {
+        Self {
+            fingerprint: record.fingerprint,
+            state: match record.state {
+                KeyState::Open { lock } => EntryState::Open { lock },
+                KeyState::Finished {
+                    outcome,
+                    request_id,
+                    finished_at,
+                } => EntryState::Finished {
+                    outcome: StoredOutcome::of(*outcome, None),
+                    request_id,
+                    finished_at,
+                },
+            },
+            recovery: record.recovery,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        }
+    }
+
+    pub(crate) fn to_record(&self, scope: &CustomerId, key: &IdempotencyKey) -> IdempotencyRecord {
+        IdempotencyRecord {
+            scope: scope.clone(),
+            key: key.clone(),
+            fingerprint: self.fingerprint.clone(),
+            state: match &self.state {
+                EntryState::Open { lock } => KeyState::Open { lock: lock.clone() },
+                EntryState::Finished {
+                    outcome,
+                    request_id,
+                    finished_at,
+                } => KeyState::Finished {
+                    outcome: Box::new(outcome.to_outcome()),
+                    request_id: request_id.clone(),
+                    finished_at: *finished_at,
+                },
+            },
+            recovery: self.recovery.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// Whether `owner` holds a lock on this key (see [`IdempotencyRecord::is_locked_by`]).
+    pub(crate) fn is_locked_by(&self, owner: LockToken) -> bool {
+        matches!(&self.state, EntryState::Open { lock: Some(l) } if l.owner == owner)
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.state, EntryState::Finished { .. })
+    }
+
+    pub(crate) fn finish(&mut self, outcome: StoredOutcome, request_id: String, now: Timestamp) {
+        self.state = EntryState::Finished {
+            outcome,
+            request_id,
+            finished_at: now,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use seatkeeper_domain::{
+        Capacity, ClaimKey, Currency, Interval, NewPlan, PaymentMethod, Plan, PlanName,
+        SubscriptionId, UnitAmount,
+    };
+
+    use super::*;
+
+    fn claim() -> ClaimKey {
+        ClaimKey {
+            scope: CustomerId::parse("cus_1").unwrap(),
+            key: IdempotencyKey::parse("k1").unwrap(),
+            fingerprint: Fingerprint::from_stored("f".repeat(64)),
+            owner: LockToken::generate(),
+            now: chrono::Utc::now(),
+            lease: Duration::from_secs(30),
+            retention: Duration::from_secs(86_400),
+        }
+    }
+
+    fn subscription() -> Subscription {
+        let now = chrono::Utc::now();
+        let plan = Plan::create(
+            NewPlan {
+                name: PlanName::parse("Starter").unwrap(),
+                capacity: Capacity::try_from(10).unwrap(),
+                unit_amount: UnitAmount::try_from(900).unwrap(),
+                currency: Currency::parse("usd").unwrap(),
+                interval: Interval::Month,
+            },
+            now,
+        );
+        Subscription::reserve(
+            SubscriptionId::generate(),
+            &plan,
+            CustomerId::parse("cus_1").unwrap(),
+            PaymentMethod::parse("pm_card_visa").unwrap(),
+            Some(IdempotencyKey::parse("k1").unwrap()),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_record_survives_the_round_trip_through_an_entry_open_or_finished() {
+        let c = claim();
+        let open = c.fresh_record();
+        assert_eq!(
+            KeyEntry::of_record(open.clone()).to_record(&c.scope, &c.key),
+            open
+        );
+
+        let mut finished = open;
+        finished.finish(
+            PurchaseOutcome::Declined {
+                subscription: subscription(),
+                reason: "card_declined: no".into(),
+            },
+            "req-1".into(),
+            c.now,
+        );
+        assert_eq!(
+            KeyEntry::of_record(finished.clone()).to_record(&c.scope, &c.key),
+            finished
+        );
+    }
+
+    #[test]
+    fn a_finished_outcome_shares_the_subscription_it_equals_and_copies_one_it_does_not() {
+        let shared = Arc::new(subscription());
+        let same = StoredOutcome::of(
+            PurchaseOutcome::Created {
+                subscription: Subscription::clone(&shared),
+            },
+            Some(&shared),
+        );
+        assert!(matches!(&same, StoredOutcome::Created(s) if Arc::ptr_eq(s, &shared)));
+
+        let mut other = Subscription::clone(&shared);
+        other.cancel(chrono::Utc::now());
+        let copied = StoredOutcome::of(
+            PurchaseOutcome::Created {
+                subscription: other.clone(),
+            },
+            Some(&shared),
+        );
+        assert!(matches!(&copied, StoredOutcome::Created(s) if !Arc::ptr_eq(s, &shared)));
+        assert_eq!(
+            copied.to_outcome(),
+            PurchaseOutcome::Created {
+                subscription: other
+            }
+        );
+    }
+}
