@@ -2,11 +2,12 @@
 
 use seatkeeper_domain::{
     AuditEntry, Capacity, Currency, CustomerId, Interval, NewPlan, PaymentMethod, Plan, PlanId,
-    PlanName, PlanPatch, PlanStats, PlanStatus, Subscription, Timestamp, UnitAmount,
+    PlanName, PlanPatch, PlanStats, PlanStatus, Subscription, SubscriptionId, Timestamp,
+    UnitAmount,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{extract::Fields, problem::ApiError};
+use crate::{extract::Fields, problem::ApiError, timestamp};
 
 /// `{"data": [...], "next_cursor": ...}`
 #[derive(Debug, Serialize)]
@@ -25,6 +26,7 @@ pub struct PlanBody {
     pub currency: String,
     pub interval: &'static str,
     pub status: &'static str,
+    #[serde(serialize_with = "timestamp::serialize")]
     pub created_at: Timestamp,
 }
 
@@ -75,6 +77,7 @@ impl From<PlanStats> for StatsBody {
 pub struct AuditEntryBody {
     pub id: String,
     pub seq: u64,
+    #[serde(serialize_with = "timestamp::serialize")]
     pub at: Timestamp,
     pub action: &'static str,
     pub plan_id: PlanId,
@@ -104,27 +107,33 @@ impl From<&AuditEntry> for AuditEntryBody {
     }
 }
 
+/// A subscription as the API shows it; borrows from the domain value, so writing a
+/// purchase's answer copies no string.
 #[derive(Debug, Serialize)]
-pub struct SubscriptionBody {
-    pub id: String,
+pub struct SubscriptionBody<'a> {
+    pub id: SubscriptionId,
     pub plan_id: PlanId,
-    pub customer_id: String,
+    pub customer_id: &'a str,
     pub status: &'static str,
-    pub payment_id: Option<String>,
+    pub payment_id: Option<&'a str>,
+    #[serde(serialize_with = "timestamp::serialize_opt")]
     pub current_period_start: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp::serialize_opt")]
     pub current_period_end: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "timestamp::serialize_opt")]
     pub canceled_at: Option<Timestamp>,
 }
 
-impl From<&Subscription> for SubscriptionBody {
-    fn from(s: &Subscription) -> Self {
+impl<'a> From<&'a Subscription> for SubscriptionBody<'a> {
+    fn from(s: &'a Subscription) -> Self {
         Self {
-            id: s.id.to_string(),
+            id: s.id,
             plan_id: s.plan_id,
-            customer_id: s.customer_id.to_string(),
+            customer_id: s.customer_id.as_str(),
             status: s.status.as_str(),
-            payment_id: s.payment_id.clone(),
+            payment_id: s.payment_id.as_deref(),
             current_period_start: s.current_period_start,
             current_period_end: s.current_period_end,
             created_at: s.created_at,

@@ -13,6 +13,7 @@
 //! - [`request_id`]: the `X-Request-Id` middleware and per-request log span.
 //! - [`recovery`]: the reconciler's runs in this instance, for the admin API.
 //! - [`telemetry`]: the log subscriber.
+//! - [`timestamp`]: RFC 3339 timestamps in bodies, written without `core::fmt`.
 
 pub mod bench;
 pub mod configuration;
@@ -25,3 +26,4 @@ pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod timestamp;
