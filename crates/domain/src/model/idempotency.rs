@@ -72,11 +72,23 @@ impl Fingerprint {
     ) -> Self {
         let mut h = Sha256::new();
         h.update(b"POST /api/subscriptions/purchase\n");
-        h.update(format!(
-            "customer_id={customer_id}\npayment_method={}\nplan_id={plan_id}\n",
-            payment_method.as_str()
-        ));
-        Self(hex::encode(h.finalize()))
+        // `customer_id={}\npayment_method={}\nplan_id={}\n`, fed piece by piece.
+        h.update(b"customer_id=");
+        h.update(customer_id.as_str());
+        h.update(b"\npayment_method=");
+        h.update(payment_method.as_str());
+        h.update(b"\nplan_id=");
+        h.update(
+            plan_id
+                .as_uuid()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        h.update(b"\n");
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(h.finalize(), &mut hex).expect("32 bytes are 64 hex digits");
+        Self(String::from_utf8(hex.to_vec()).expect("hex digits are ASCII"))
     }
 
     pub fn from_stored(s: String) -> Self {
@@ -382,6 +394,22 @@ mod tests {
             Claim::Acquired(rec) => assert_eq!(rec.recovery, RecoveryPoint::Started),
             other => panic!("expected a fresh claim, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_purchase_fingerprint_is_the_sha_256_of_the_canonical_request() {
+        // Stored fingerprints must keep matching across versions: this is the digest of
+        // "POST /api/subscriptions/purchase\ncustomer_id=cus_1\npayment_method=pm_card_visa\nplan_id=0192f4a2-7c3e-7d7e-8f00-0123456789ab\n".
+        let plan: PlanId = "0192f4a2-7c3e-7d7e-8f00-0123456789ab".parse().unwrap();
+        let fingerprint = Fingerprint::of_purchase(
+            plan,
+            &CustomerId::parse("cus_1").unwrap(),
+            &PaymentMethod::parse("pm_card_visa").unwrap(),
+        );
+        let expected = hex::encode(Sha256::digest(
+            "POST /api/subscriptions/purchase\ncustomer_id=cus_1\npayment_method=pm_card_visa\nplan_id=0192f4a2-7c3e-7d7e-8f00-0123456789ab\n",
+        ));
+        assert_eq!(fingerprint.as_str(), expected);
     }
 
     #[test]
