@@ -113,6 +113,23 @@ impl KeyEntry {
         }
     }
 
+    /// The entry of a record just made by [`ClaimKey::fresh_record`]: open, so only
+    /// its fingerprint and lock are copied.
+    ///
+    /// [`ClaimKey::fresh_record`]: seatkeeper_domain::ClaimKey::fresh_record
+    pub(crate) fn of_open(record: &IdempotencyRecord) -> Self {
+        let KeyState::Open { lock } = &record.state else {
+            return Self::of_record(record.clone());
+        };
+        Self {
+            fingerprint: record.fingerprint.clone(),
+            state: EntryState::Open { lock: lock.clone() },
+            recovery: record.recovery.clone(),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        }
+    }
+
     pub(crate) fn to_record(&self, scope: &CustomerId, key: &IdempotencyKey) -> IdempotencyRecord {
         IdempotencyRecord {
             scope: scope.clone(),

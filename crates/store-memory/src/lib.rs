@@ -370,7 +370,7 @@ impl IdempotencyRepository for MemoryStore {
         match self.keys.entry((claim.scope.clone(), claim.key.clone())) {
             Entry::Vacant(v) => {
                 let record = claim.fresh_record();
-                v.insert(KeyEntry::of_record(record.clone()));
+                v.insert(KeyEntry::of_open(&record));
                 Ok(Claim::Acquired(record))
             }
             Entry::Occupied(mut o) => {
