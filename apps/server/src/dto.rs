@@ -1,5 +1,7 @@
 //! The JSON shapes of the API, and their conversion to and from domain values.
 
+use std::borrow::Cow;
+
 use seatkeeper_domain::{
     AuditEntry, Capacity, Currency, CustomerId, Interval, NewPlan, PaymentMethod, Plan, PlanId,
     PlanName, PlanPatch, PlanStats, PlanStatus, Subscription, SubscriptionId, Timestamp,
@@ -216,13 +218,17 @@ impl UpdatePlanRequest {
     }
 }
 
-/// `POST /api/subscriptions/purchase`
+/// `POST /api/subscriptions/purchase`. Borrows from the body where it can (strings
+/// without escapes), since each field is validated into a domain value at once.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PurchaseRequest {
-    pub plan_id: String,
-    pub customer_id: String,
-    pub payment_method: String,
+pub struct PurchaseRequest<'a> {
+    #[serde(borrow)]
+    pub plan_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub customer_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub payment_method: Cow<'a, str>,
 }
 
 pub struct ValidPurchase {
@@ -231,7 +237,7 @@ pub struct ValidPurchase {
     pub payment_method: PaymentMethod,
 }
 
-impl PurchaseRequest {
+impl PurchaseRequest<'_> {
     pub fn try_into_domain(self) -> Result<ValidPurchase, ApiError> {
         let mut f = Fields::default();
         let plan_id = f.check("plan_id", self.plan_id.parse::<PlanId>());

@@ -6,7 +6,7 @@ use std::future::{ready, Ready};
 
 use actix_web::{http::header, web, FromRequest, HttpRequest};
 use seatkeeper_domain::{IdempotencyKey, InvalidValue, Limit, PageRequest};
-use serde::{de::DeserializeOwned, Deserialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -16,19 +16,17 @@ use crate::{
 };
 
 /// Parses a JSON request body into `T`, naming the field at fault on failure.
-pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+///
+/// A body that parses is read once, by serde_json alone; only a body that fails is read
+/// again with `serde_path_to_error` (which allocates the name of every key it passes)
+/// to say which field is wrong.
+pub fn json_body<'a, T: Deserialize<'a>>(req: &HttpRequest, body: &'a [u8]) -> Result<T, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence != "application/json" && !essence.ends_with("+json") {
+    if !is_json(content_type) {
         return Err(ApiError::new(
             Code::UnsupportedMediaType,
             format!(
@@ -42,6 +40,9 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<
             "body",
             "must be a JSON object",
         )]));
+    }
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|err| {
@@ -61,6 +62,18 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<
         };
         ApiError::invalid(vec![FieldError::new(field, message)])
     })
+}
+
+/// Whether a `Content-Type` names JSON: `application/json` or any `…+json`, in any
+/// case, parameters ignored.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let json_suffix = essence
+        .len()
+        .checked_sub(5)
+        .and_then(|i| essence.get(i..))
+        .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
+    essence.eq_ignore_ascii_case("application/json") || json_suffix
 }
 
 /// serde_json appends " at line L column C"; the field name says more to a client.
@@ -236,6 +249,32 @@ fn check_admin(req: &HttpRequest) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_in_any_case_with_parameters() {
+        for yes in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+            "application/problem+json",
+            "application/vnd.api+JSON",
+        ] {
+            assert!(is_json(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "json",
+            "text/plain",
+            "application/jsonx",
+            "application/json-seq",
+            "application/x-www-form-urlencoded",
+            "text/json; x=application/json",
+            "applicación/json",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
+    }
 
     #[test]
     fn serde_positions_are_stripped_and_backticked_fields_found() {

@@ -46,12 +46,15 @@ impl StoredOutcome {
         }
     }
 
-    /// Stores `outcome`; when it carries a subscription, `shared` is that subscription
-    /// as the subscription map holds it, so the two share one copy.
-    pub(crate) fn of(outcome: PurchaseOutcome, shared: Option<&Arc<Subscription>>) -> Self {
-        let share = |subscription: Subscription| match shared {
-            Some(s) if **s == subscription => Arc::clone(s),
-            _ => Arc::new(subscription),
+    /// Stores `outcome`, sharing `shared` when the outcome's subscription equals it,
+    /// without copying anything else of the outcome.
+    pub(crate) fn of_ref(outcome: &PurchaseOutcome, shared: &Arc<Subscription>) -> Self {
+        let share = |subscription: &Subscription| {
+            if **shared == *subscription {
+                Arc::clone(shared)
+            } else {
+                Arc::new(subscription.clone())
+            }
         };
         match outcome {
             PurchaseOutcome::Created { subscription } => Self::Created(share(subscription)),
@@ -60,6 +63,24 @@ impl StoredOutcome {
                 reason,
             } => Self::Declined {
                 subscription: share(subscription),
+                reason: reason.clone(),
+            },
+            PurchaseOutcome::SoldOut { plan_id } => Self::SoldOut(*plan_id),
+            PurchaseOutcome::PlanNotFound { plan_id } => Self::PlanNotFound(*plan_id),
+            PurchaseOutcome::PlanInactive { plan_id } => Self::PlanInactive(*plan_id),
+        }
+    }
+
+    /// Stores an outcome that shares nothing (read from elsewhere, or without a
+    /// subscription).
+    pub(crate) fn of(outcome: PurchaseOutcome) -> Self {
+        match outcome {
+            PurchaseOutcome::Created { subscription } => Self::Created(Arc::new(subscription)),
+            PurchaseOutcome::Declined {
+                subscription,
+                reason,
+            } => Self::Declined {
+                subscription: Arc::new(subscription),
                 reason,
             },
             PurchaseOutcome::SoldOut { plan_id } => Self::SoldOut(plan_id),
@@ -102,7 +123,7 @@ impl KeyEntry {
                     request_id,
                     finished_at,
                 } => EntryState::Finished {
-                    outcome: StoredOutcome::of(*outcome, None),
+                    outcome: StoredOutcome::of(*outcome),
                     request_id,
                     finished_at,
                 },
@@ -243,21 +264,21 @@ mod tests {
     #[test]
     fn a_finished_outcome_shares_the_subscription_it_equals_and_copies_one_it_does_not() {
         let shared = Arc::new(subscription());
-        let same = StoredOutcome::of(
-            PurchaseOutcome::Created {
+        let same = StoredOutcome::of_ref(
+            &PurchaseOutcome::Created {
                 subscription: Subscription::clone(&shared),
             },
-            Some(&shared),
+            &shared,
         );
         assert!(matches!(&same, StoredOutcome::Created(s) if Arc::ptr_eq(s, &shared)));
 
         let mut other = Subscription::clone(&shared);
         other.cancel(chrono::Utc::now());
-        let copied = StoredOutcome::of(
-            PurchaseOutcome::Created {
+        let copied = StoredOutcome::of_ref(
+            &PurchaseOutcome::Created {
                 subscription: other.clone(),
             },
-            Some(&shared),
+            &shared,
         );
         assert!(matches!(&copied, StoredOutcome::Created(s) if !Arc::ptr_eq(s, &shared)));
         assert_eq!(

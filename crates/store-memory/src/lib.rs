@@ -431,7 +431,7 @@ impl PurchaseRepository for MemoryStore {
         };
         if let Some(outcome) = cmd.rejection(guard.as_ref().map(|c| &c.plan)) {
             rec.finish(
-                StoredOutcome::of(outcome.clone(), None),
+                StoredOutcome::of(outcome.clone()),
                 cmd.request_id.clone(),
                 cmd.now,
             );
@@ -514,7 +514,7 @@ impl PurchaseRepository for MemoryStore {
             self.finish_key(
                 &(sub.customer_id.clone(), key.clone()),
                 id,
-                StoredOutcome::of(outcome.clone(), Some(&shared)),
+                StoredOutcome::of_ref(&outcome, &shared),
                 &cmd.request_id,
                 cmd.now,
             );

@@ -191,9 +191,9 @@ impl PurchaseService {
         let result = self.charge(&subscription).await?;
         let complete = CompletePurchase {
             subscription_id: subscription.id,
-            result: result.clone(),
+            result,
             request_id: cmd.request_id.clone(),
-            ctx: ctx.clone(),
+            ctx,
             now: self.clock.now(),
             verify_after: None,
         };
@@ -203,11 +203,12 @@ impl PurchaseService {
                 if let (
                     ChargeResult::Charged { payment_id },
                     SubscriptionStatus::IncompleteExpired,
-                ) = (&result, finished.status)
+                ) = (&complete.result, finished.status)
                 {
                     // The reconciler gave this purchase up (its seat is back on sale)
                     // while this retry charged: the money goes back.
-                    self.refund_late_charge(finished.id, payment_id, &ctx).await;
+                    self.refund_late_charge(finished.id, payment_id, &complete.ctx)
+                        .await;
                 }
                 PurchaseOutcome::of_finished(*finished).ok_or_else(|| {
                     StoreError::internal("a completed subscription is still incomplete").into()
