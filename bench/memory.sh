@@ -4,7 +4,13 @@
 # (/proc/PID/status) every 2 s while the load runs; writes $BENCH_OUT/memory-*.tsv and a
 # summary. Takes a few minutes per retention.
 #
-#   bench/memory.sh [24h|5s|both]
+#   bench/memory.sh [24h|5s|sold-out|both|all]
+#
+# `sold-out` sends the same number of purchases, each with a new key and 5 s retention,
+# to one plan of 1,000 seats: after the first 1,000 every answer is 409 plan_sold_out,
+# so no subscription or audit entry is added and what stays is only the per-request state
+# (key records, within the retention) — the part that must stay flat. `both` is 24h + 5s,
+# `all` adds sold-out.
 #
 # Settings (environment): BENCH_PURCHASES=1000000, BENCH_MEMORY_CONNECTIONS=64,
 # BENCH_PORT=3900, BENCH_OUT=target/bench/<date>.
@@ -38,9 +44,9 @@ trap cleanup EXIT
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# measure TAG RETENTION_SECS SWEEP_SECS LOCK_LEASE_MS
+# measure TAG RETENTION_SECS SWEEP_SECS LOCK_LEASE_MS [PLANS SEATS]
 measure() {
-  local tag=$1 retention=$2 sweep=$3 lease=$4
+  local tag=$1 retention=$2 sweep=$3 lease=$4 plans=${5:-$plans} seats=${6:-1000000}
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL=memory:// \
     SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_DEMO__SEED=false SEATKEEPER_LOG__LEVEL=warn \
     SEATKEEPER_IDEMPOTENCY__RETENTION_SECS="$retention" \
@@ -65,9 +71,9 @@ measure() {
     done
   ) &
   sampler_pid=$!
-  echo "== memory, retention ${retention}s: $purchases purchases over $plans plans" >&2
+  echo "== memory, retention ${retention}s: $purchases purchases over $plans plans of $seats seats" >&2
   "$loadgen" --base-url "$base_url" --admin-token "$token" --connections "$conns" \
-    --requests "$purchases" --plans "$plans" --seats 1000000 --progress 10 \
+    --requests "$purchases" --plans "$plans" --seats "$seats" --progress 10 \
     --max-duration 1800 --json "$out/memory-$tag.json" >"$out/memory-$tag.txt" || true
   sed -n '2,3p;/verification/p' "$out/memory-$tag.txt" >&2
   local end_kib
@@ -83,18 +89,24 @@ measure() {
   server_pid=""
   local created
   created=$(jq '.created' "$out/memory-$tag.json")
-  printf '%s\tretention=%ss\tcreated=%s\tstart_mib=%s\tend_mib=%s\tsettled_mib=%s\tbytes_per_purchase=%s\n' \
-    "$tag" "$retention" "$created" "$((start_kib / 1024))" "$((end_kib / 1024))" "$((after_kib / 1024))" \
-    "$(((after_kib - start_kib) * 1024 / (created > 0 ? created : 1)))" | tee -a "$out/memory.txt"
+  printf '%s\tretention=%ss\trequests=%s\tcreated=%s\tstart_mib=%s\tend_mib=%s\tsettled_mib=%s\tbytes_per_request=%s\n' \
+    "$tag" "$retention" "$purchases" "$created" "$((start_kib / 1024))" "$((end_kib / 1024))" "$((after_kib / 1024))" \
+    "$(((after_kib - start_kib) * 1024 / purchases))" | tee -a "$out/memory.txt"
 }
 
 # The retention must outlast the key lock lease (30 s by default): 2 s for the short one.
 case "${1:-both}" in
   24h) measure retention-24h 86400 60 30000 ;;
   5s) measure retention-5s 5 1 2000 ;;
+  sold-out) measure sold-out-5s 5 1 2000 1 1000 ;;
   both)
     measure retention-24h 86400 60 30000
     measure retention-5s 5 1 2000
     ;;
-  *) echo "usage: $0 [24h|5s|both]" >&2; exit 2 ;;
+  all)
+    measure retention-24h 86400 60 30000
+    measure retention-5s 5 1 2000
+    measure sold-out-5s 5 1 2000 1 1000
+    ;;
+  *) echo "usage: $0 [24h|5s|sold-out|both|all]" >&2; exit 2 ;;
 esac

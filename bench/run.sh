@@ -18,6 +18,8 @@
 #   BENCH_OUT=target/bench/<date>
 #   BENCH_LOG_LEVEL=warn       the server's log level (info logs one line per purchase)
 #   BENCH_SKIP_BUILD=1         use the release binaries already in target/release
+#   BENCH_PIN=1                memory rows (echo included): the server on CPU 0 and the
+#                              loadgen on CPU 1 (taskset), as if on two machines; 0 = unpinned
 #   SEATKEEPER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,13 @@ stores=${BENCH_STORES:-"memory postgres"}
 port=${BENCH_PORT:-3900}
 out=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 log_level=${BENCH_LOG_LEVEL:-warn}
+pin=${BENCH_PIN:-1}
+if [ "$pin" = 1 ] && { ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; }; then
+  echo "BENCH_PIN=1 needs taskset and 2 CPUs; running unpinned" >&2
+  pin=0
+fi
+server_cpu=""
+loadgen_cpu=""
 pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 token=bench-admin-token-0123456789
 base_url="http://127.0.0.1:$port"
@@ -70,7 +79,7 @@ start_server() {
     SEATKEEPER_DEMO__SEED=false \
     SEATKEEPER_BENCH__ECHO=true \
     SEATKEEPER_LOG__LEVEL="$log_level" \
-    "$@" "$server" >"$out/server-$tag.log" 2>&1 &
+    "$@" $server_cpu "$server" >"$out/server-$tag.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
     if curl -fsS "$base_url/health" >/dev/null 2>&1; then
@@ -110,7 +119,7 @@ loadgen() {
   local name=$1
   shift
   echo "== $name" >&2
-  "$loadgen" --base-url "$base_url" --admin-token "$token" --progress 0 \
+  $loadgen_cpu "$loadgen" --base-url "$base_url" --admin-token "$token" --progress 0 \
     --duration "$duration" --json "$out/$name.json" "$@" >"$out/$name.txt" || {
     echo "   (exit $?: see $out/$name.txt)" >&2
   }
@@ -134,6 +143,10 @@ row() {
 for store in $stores; do
   case "$store" in
   memory)
+    if [ "$pin" = 1 ]; then
+      server_cpu="taskset -c 0"
+      loadgen_cpu="taskset -c 1"
+    fi
     # The ceiling: a trivial JSON POST on the same build, per connection count.
     start_server memory-echo memory:// 0
     declare -A echo_rps=()
@@ -155,6 +168,9 @@ for store in $stores; do
     done
     ;;
   postgres)
+    # PostgreSQL needs the cores too: nothing is pinned.
+    server_cpu=""
+    loadgen_cpu=""
     # The ceiling: pgbench, for the same plan counts, the best of 16 and 64 clients.
     declare -A pg_tps=()
     for plans in $plan_counts; do
@@ -190,6 +206,7 @@ done
 {
   echo
   echo "Ceilings: echo (memory rows) per connection count; pgbench (PostgreSQL rows) per plan count, best of 16/64 clients."
+  echo "Memory rows pinned (server CPU 0, loadgen CPU 1): $([ "$pin" = 1 ] && echo yes || echo no)."
   [ -f "$out/pgbench.txt" ] && sed 's/^/    /' "$out/pgbench.txt"
   for f in "$out"/echo-c*.json; do
     [ -f "$f" ] && jq -r '"    echo connections=\(.connections) rps=\(.throughput_rps | floor) p50_ms=\(.latency.p50_ms) p99_ms=\(.latency.p99_ms)"' "$f"
