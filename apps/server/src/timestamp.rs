@@ -58,6 +58,18 @@ fn write(t: &Timestamp, buf: &mut [u8; MAX_LEN]) -> Option<usize> {
     Some(len + 1)
 }
 
+/// Appends `t` to `out` as the text [`serialize`] writes (without quotes).
+pub fn write_to(t: &Timestamp, out: &mut Vec<u8>) {
+    let mut buf = [0u8; MAX_LEN];
+    match write(t, &mut buf) {
+        Some(len) => out.extend_from_slice(&buf[..len]),
+        None => {
+            let quoted = serde_json::to_string(t).expect("a timestamp serializes");
+            out.extend_from_slice(quoted.trim_matches('"').as_bytes());
+        }
+    }
+}
+
 /// `#[serde(serialize_with = "timestamp::serialize")]`
 pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     let mut buf = [0u8; MAX_LEN];

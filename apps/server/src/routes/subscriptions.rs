@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use actix_web::{
-    http::header::{HeaderName, HeaderValue},
+    http::header::{self, HeaderName, HeaderValue},
     web, HttpRequest, HttpResponse,
 };
 use seatkeeper_domain::{
@@ -11,7 +11,7 @@ use seatkeeper_domain::{
     AuditContext, PurchaseOutcome, SubscriptionId,
 };
 
-use super::{created_at, AppState};
+use super::AppState;
 use crate::{
     dto::{PurchaseRequest, SubscriptionBody},
     errors::{no_such_subscription, plan_not_found},
@@ -67,10 +67,17 @@ pub async fn purchase(
 /// produced the outcome.
 fn render(receipt: &PurchaseReceipt) -> HttpResponse {
     let mut res = match &receipt.outcome {
-        PurchaseOutcome::Created { subscription } => created_at(
-            format!("/api/subscriptions/{}", subscription.id),
-            SubscriptionBody::from(subscription),
-        ),
+        PurchaseOutcome::Created { subscription } => {
+            let mut body = Vec::with_capacity(512);
+            SubscriptionBody::from(subscription).write_json(&mut body);
+            HttpResponse::Created()
+                .insert_header((
+                    header::LOCATION,
+                    format!("/api/subscriptions/{}", subscription.id),
+                ))
+                .insert_header(header::ContentType::json())
+                .body(body)
+        }
         PurchaseOutcome::Declined {
             subscription,
             reason,
