@@ -35,7 +35,12 @@ impl RequestId {
                     })
             })
             .map(str::to_owned);
-        Self(sane.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
+        Self(sane.unwrap_or_else(|| {
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .to_owned()
+        }))
     }
 
     pub fn as_str(&self) -> &str {

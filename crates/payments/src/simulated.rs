@@ -177,6 +177,18 @@ impl SimulatedGateway {
     }
 }
 
+/// `pi_sim_` and 32 hex digits.
+fn payment_id() -> String {
+    let mut id = String::with_capacity(7 + uuid::fmt::Simple::LENGTH);
+    id.push_str("pi_sim_");
+    id.push_str(
+        uuid::Uuid::new_v4()
+            .simple()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    id
+}
+
 fn decline(code: &str, message: &str) -> ChargeError {
     ChargeError::Declined {
         code: code.into(),
@@ -220,7 +232,7 @@ impl PaymentGateway for SimulatedGateway {
                     _ => SimulatedStatus::Declined,
                 };
                 let charge = Row {
-                    payment_id: format!("pi_sim_{}", uuid::Uuid::new_v4().simple()),
+                    payment_id: payment_id(),
                     amount: req.amount.get(),
                     currency: req.currency,
                     payment_method: pm.to_owned(),
@@ -291,6 +303,19 @@ mod tests {
             amount: UnitAmount::new(1500).unwrap(),
             currency: Currency::parse("usd").unwrap(),
             payment_method: PaymentMethod::parse(pm).unwrap(),
+        }
+    }
+
+    #[test]
+    fn payment_ids_look_like_the_simulators_and_differ() {
+        let (a, b) = (payment_id(), payment_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let hex = id.strip_prefix("pi_sim_").expect("the pi_sim_ prefix");
+            assert_eq!(hex.len(), 32);
+            assert!(hex
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
     }
 

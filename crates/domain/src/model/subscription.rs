@@ -123,5 +123,30 @@ impl Subscription {
 
 /// The provider idempotency key of the subscription with this id.
 pub fn provider_key_for(id: SubscriptionId) -> String {
-    format!("seatkeeper-sub-{id}")
+    const PREFIX: &str = "seatkeeper-sub-";
+    let mut key = String::with_capacity(PREFIX.len() + uuid::fmt::Hyphenated::LENGTH);
+    key.push_str(PREFIX);
+    key.push_str(
+        id.as_uuid()
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_provider_key_is_the_prefix_and_the_hyphenated_subscription_id() {
+        // Retries after an upgrade must send the same key as before it.
+        let id: SubscriptionId = "0192f4a2-7c3e-7d7e-8f00-0123456789ab".parse().unwrap();
+        assert_eq!(
+            provider_key_for(id),
+            "seatkeeper-sub-0192f4a2-7c3e-7d7e-8f00-0123456789ab"
+        );
+        let fresh = SubscriptionId::generate();
+        assert_eq!(provider_key_for(fresh), format!("seatkeeper-sub-{fresh}"));
+    }
 }
