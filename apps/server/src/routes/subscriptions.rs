@@ -73,7 +73,15 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
             HttpResponse::Created()
                 .insert_header((
                     header::LOCATION,
-                    format!("/api/subscriptions/{}", subscription.id),
+                    [
+                        "/api/subscriptions/",
+                        subscription
+                            .id
+                            .as_uuid()
+                            .hyphenated()
+                            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+                    ]
+                    .concat(),
                 ))
                 .insert_header(header::ContentType::json())
                 .body(body)

@@ -105,7 +105,7 @@ impl AuditContext {
 
     pub fn customer(customer: &super::CustomerId, trace_id: impl Into<String>) -> Self {
         Self {
-            actor: format!("customer:{customer}"),
+            actor: ["customer:", customer.as_str()].concat(),
             trace_id: trace_id.into(),
         }
     }
