@@ -2,7 +2,8 @@
 # The main benchmark table of docs/benchmarks.md, in one run: release builds of the server
 # and seatkeeper-loadgen, then
 #   - memory store: the echo baseline (POST /bench/echo) at each connection count, then
-#     purchases for one hot plan / 16 plans x payment latency 0 / 50 ms x connections;
+#     purchases for one hot plan / 16 plans x payment latency 0 / 50 ms x connections,
+#     each row on a freshly started server;
 #   - PostgreSQL (a fresh scratch database per server start, dropped at the end): the
 #     pgbench ceiling (bench/pgbench.sh) for 1 and 16 plans, then the same purchase grid.
 # Every row's JSON report, the server logs and `table.md` (markdown rows with the ratio of
@@ -155,16 +156,18 @@ for store in $stores; do
       echo_rps[$c]=$(jq '.throughput_rps' "$out/echo-c$c.json")
     done
     stop_server
+    # A fresh server per row: the in-memory store keeps every subscription, so a server
+    # that had served the rows before would start each row holding millions of them.
     for latency in $latencies; do
-      start_server "memory-l$latency" memory:// "$latency"
       for plans in $plan_counts; do
         for c in $connections; do
           name="memory-p$plans-l$latency-c$c"
+          start_server "$name" memory:// "$latency"
           loadgen "$name" --connections "$c" --plans "$plans" --seats 1000000
+          stop_server
           row memory "$plans" "$latency" "$c" "$out/$name.json" "${echo_rps[$c]}"
         done
       done
-      stop_server
     done
     ;;
   postgres)
