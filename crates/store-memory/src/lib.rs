@@ -465,9 +465,14 @@ impl PurchaseRepository for MemoryStore {
         self.subscriptions.insert(sub.id, Arc::new(sub.clone()));
         self.incomplete.insert(sub.id, ());
         let mut ids = self.by_customer.entry(sub.customer_id.clone()).or_default();
-        let at = ids.partition_point(|id| *id < sub.id);
-        if ids.get(at) != Some(&sub.id) {
-            ids.insert(at, sub.id);
+        if ids.last().is_none_or(|last| *last < sub.id) {
+            // The usual case: ids are time-ordered, so the newest goes last.
+            ids.push(sub.id);
+        } else {
+            let at = ids.partition_point(|id| *id < sub.id);
+            if ids.get(at) != Some(&sub.id) {
+                ids.insert(at, sub.id);
+            }
         }
         Ok(Reservation::Reserved(sub))
     }
