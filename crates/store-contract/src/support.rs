@@ -309,8 +309,8 @@ impl Purchase {
                 self.claim.now,
             )
             .await;
-        assert_eq!(done.subscription.status, SubscriptionStatus::Active);
-        done.subscription
+        assert_eq!(done.subscription().status, SubscriptionStatus::Active);
+        done.subscription().clone()
     }
 
     /// The same purchase carried on by the owner of `claim` (a claim of the same key that

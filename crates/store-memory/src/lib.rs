@@ -499,9 +499,8 @@ impl PurchaseRepository for MemoryStore {
             ))));
         }
         let change = cmd.apply(Arc::make_mut(&mut entry));
-        let shared = Arc::clone(&entry);
+        let sub = Arc::clone(&entry);
         drop(entry);
-        let sub = Subscription::clone(&shared);
         cell.counts
             .moved(SubscriptionStatus::Incomplete, sub.status);
         let before = cell.plan.seats_left;
@@ -519,7 +518,7 @@ impl PurchaseRepository for MemoryStore {
             self.finish_key(
                 &(sub.customer_id.clone(), key.clone()),
                 id,
-                StoredOutcome::of_ref(&outcome, &shared),
+                StoredOutcome::of_ref(&outcome, &sub),
                 &cmd.request_id,
                 cmd.now,
             );
@@ -536,10 +535,7 @@ impl PurchaseRepository for MemoryStore {
                 },
             );
         }
-        Ok(Completion {
-            subscription: sub,
-            outcome,
-        })
+        Ok(Completion { outcome })
     }
 }
 

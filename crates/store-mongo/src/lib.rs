@@ -841,10 +841,7 @@ impl PurchaseRepository for MongoStore {
                     .insert_one(AuditDoc::from(&entry))
                     .session(&mut *s)
                     .await?;
-                Ok(Ok(Completion {
-                    subscription: sub,
-                    outcome,
-                }))
+                Ok(Ok(Completion { outcome }))
             });
         self.settle(run).await
     }

@@ -646,7 +646,6 @@ pub(crate) async fn complete_tx(
             change.reason,
         ));
         answers.push(Ok(Completion {
-            subscription: sub.clone(),
             outcome: change.outcome,
         }));
     }

@@ -175,6 +175,16 @@ impl PurchaseOutcome {
         }
     }
 
+    /// The subscription of a `Created` or `Declined` outcome.
+    pub fn subscription(&self) -> Option<&Subscription> {
+        match self {
+            Self::Created { subscription } | Self::Declined { subscription, .. } => {
+                Some(subscription)
+            }
+            Self::SoldOut { .. } | Self::PlanNotFound { .. } | Self::PlanInactive { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Created { .. } => "created",

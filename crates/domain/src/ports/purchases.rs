@@ -123,11 +123,24 @@ impl CompletePurchase {
     }
 }
 
-/// What a completion did.
+/// What a completion did: its definitive outcome, `Created` or `Declined`, which carries
+/// the subscription as the completion left it (`active` or `incomplete_expired`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    pub subscription: Subscription,
     pub outcome: PurchaseOutcome,
+}
+
+impl Completion {
+    /// The completed subscription.
+    ///
+    /// # Panics
+    /// If a store built a completion from an outcome without a subscription, which
+    /// [`CompletePurchase::apply`] never gives.
+    pub fn subscription(&self) -> &Subscription {
+        self.outcome
+            .subscription()
+            .expect("a completion's outcome carries its subscription")
+    }
 }
 
 /// Errors of [`PurchaseRepository::complete_purchase`].

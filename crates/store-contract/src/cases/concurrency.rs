@@ -490,7 +490,7 @@ pub async fn completing_one_purchase_many_times_at_once_completes_it_exactly_onc
             winners.len()
         );
         let (j, done) = winners.remove(0);
-        assert_eq!(done.subscription, current);
+        assert_eq!(*done.subscription(), current);
         if (i + j) % 2 == 0 {
             assert_eq!(current.status, SubscriptionStatus::Active);
             assert_eq!(current.payment_id, Some(format!("pi_{i}_{j}")));

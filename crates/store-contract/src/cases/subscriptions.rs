@@ -32,7 +32,8 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
     let active = charged
         .charged(&*store, "pi_read_back", at + secs(2))
         .await
-        .subscription;
+        .subscription()
+        .clone();
     assert_eq!(subscription_now(&*store, active.id).await, active);
 
     let declined = Purchase::new(plan.id, "cus_1", "k3", at);
@@ -44,7 +45,8 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
             at + secs(3),
         )
         .await
-        .subscription;
+        .subscription()
+        .clone();
     assert_eq!(subscription_now(&*store, expired.id).await, expired);
 
     assert_eq!(
