@@ -196,10 +196,7 @@ impl KeyEntry {
 mod tests {
     use std::time::Duration;
 
-    use seatkeeper_domain::{
-        Capacity, ClaimKey, Currency, Interval, NewPlan, PaymentMethod, Plan, PlanName,
-        SubscriptionId, UnitAmount,
-    };
+    use seatkeeper_domain::{ClaimKey, PaymentMethod, SubscriptionId};
 
     use super::*;
 
@@ -216,24 +213,14 @@ mod tests {
     }
 
     fn subscription() -> Subscription {
-        let now = chrono::Utc::now();
-        let plan = Plan::create(
-            NewPlan {
-                name: PlanName::parse("Starter").unwrap(),
-                capacity: Capacity::try_from(10).unwrap(),
-                unit_amount: UnitAmount::try_from(900).unwrap(),
-                currency: Currency::parse("usd").unwrap(),
-                interval: Interval::Month,
-            },
-            now,
-        );
+        let plan = seatkeeper_store_contract::support::new_plan("Starter", 10);
         Subscription::reserve(
             SubscriptionId::generate(),
             &plan,
             CustomerId::parse("cus_1").unwrap(),
             PaymentMethod::parse("pm_card_visa").unwrap(),
             Some(IdempotencyKey::parse("k1").unwrap()),
-            now,
+            plan.created_at,
         )
     }
 
