@@ -150,7 +150,7 @@ async fn a_charge_that_lands_after_its_purchase_was_given_up_is_refunded_and_aud
         .unwrap();
     let last = audit.last().unwrap();
     assert_eq!(last.action, AuditAction::PaymentRefunded);
-    assert_eq!(last.actor, "reconciler");
+    assert_eq!(&*last.actor, "reconciler");
     assert_eq!(lookups.load(Ordering::SeqCst), 2);
     w.assert_invariants(plan.id).await;
 }

@@ -262,8 +262,8 @@ impl From<&AuditEntry> for AuditDoc {
             at: date(e.at),
             action: e.action.as_str().to_owned(),
             subscription_id: e.subscription_id.map(|s| uuid(s.as_uuid())),
-            actor: e.actor.clone(),
-            trace_id: e.trace_id.clone(),
+            actor: e.actor.to_string(),
+            trace_id: e.trace_id.to_string(),
             seats_left_before: i64::from(e.seats_left_before),
             seats_left_after: i64::from(e.seats_left_after),
             reason: e.reason.clone(),
@@ -283,8 +283,8 @@ impl TryFrom<AuditDoc> for AuditEntry {
             subscription_id: d
                 .subscription_id
                 .map(|s| SubscriptionId::from_uuid(from_uuid(s))),
-            actor: d.actor,
-            trace_id: d.trace_id,
+            actor: d.actor.into(),
+            trace_id: d.trace_id.into(),
             seats_left_before: u32_of("seats_left_before", d.seats_left_before)?,
             seats_left_after: u32_of("seats_left_after", d.seats_left_after)?,
             reason: d.reason,

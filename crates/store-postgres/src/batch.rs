@@ -141,8 +141,8 @@ impl AuditInserts {
         self.action.push(e.action.as_str());
         self.subscription_id
             .push(e.subscription_id.map(|s| s.as_uuid()));
-        self.actor.push(e.actor);
-        self.trace_id.push(e.trace_id);
+        self.actor.push(e.actor.to_string());
+        self.trace_id.push(e.trace_id.to_string());
         self.before.push(e.seats_left_before as i32);
         self.after.push(e.seats_left_after as i32);
         self.reason.push(e.reason);

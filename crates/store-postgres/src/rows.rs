@@ -103,8 +103,8 @@ pub fn audit_entry(row: &PgRow) -> R<AuditEntry> {
         subscription_id: row
             .try_get::<Option<Uuid>, _>("subscription_id")?
             .map(SubscriptionId::from_uuid),
-        actor: row.try_get("actor")?,
-        trace_id: row.try_get("trace_id")?,
+        actor: row.try_get::<String, _>("actor")?.into(),
+        trace_id: row.try_get::<String, _>("trace_id")?.into(),
         seats_left_before: parsed("seats_left_before", u32::try_from(before))?,
         seats_left_after: parsed("seats_left_after", u32::try_from(after))?,
         reason: row.try_get("reason")?,

@@ -139,7 +139,7 @@ pub async fn cancel(
     // Customers are not authenticated yet, so the audit log cannot name who cancelled.
     let ctx = AuditContext {
         actor: "anonymous".into(),
-        trace_id: rid.0,
+        trace_id: rid.0.into(),
     };
     let done = state.subscriptions.cancel(id, &ctx).await?;
     Ok(HttpResponse::Ok().json(SubscriptionBody::from(&done.subscription)))

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{AuditEntryId, Plan, PlanChange, PlanId, SubscriptionId, Timestamp};
@@ -80,32 +82,35 @@ impl AuditAction {
 }
 
 /// Who made a change and under which request, carried into its audit entry.
+///
+/// Shared strings: a purchase writes two entries with the same actor and trace id, and
+/// the in-memory store keeps every entry, so each is one allocation, not one per entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditContext {
     /// `admin`, `customer:<id>` or `reconciler`.
-    pub actor: String,
+    pub actor: Arc<str>,
     /// The request id (or job id) the change was made under.
-    pub trace_id: String,
+    pub trace_id: Arc<str>,
 }
 
 impl AuditContext {
-    pub fn admin(trace_id: impl Into<String>) -> Self {
+    pub fn admin(trace_id: impl Into<Arc<str>>) -> Self {
         Self {
             actor: "admin".into(),
             trace_id: trace_id.into(),
         }
     }
 
-    pub fn reconciler(trace_id: impl Into<String>) -> Self {
+    pub fn reconciler(trace_id: impl Into<Arc<str>>) -> Self {
         Self {
             actor: "reconciler".into(),
             trace_id: trace_id.into(),
         }
     }
 
-    pub fn customer(customer: &super::CustomerId, trace_id: impl Into<String>) -> Self {
+    pub fn customer(customer: &super::CustomerId, trace_id: impl Into<Arc<str>>) -> Self {
         Self {
-            actor: ["customer:", customer.as_str()].concat(),
+            actor: ["customer:", customer.as_str()].concat().into(),
             trace_id: trace_id.into(),
         }
     }
@@ -120,8 +125,9 @@ pub struct AuditEntry {
     pub at: Timestamp,
     pub action: AuditAction,
     pub subscription_id: Option<SubscriptionId>,
-    pub actor: String,
-    pub trace_id: String,
+    /// Shared with the [`AuditContext`] it was recorded under.
+    pub actor: Arc<str>,
+    pub trace_id: Arc<str>,
     pub seats_left_before: u32,
     pub seats_left_after: u32,
     pub reason: Option<String>,

@@ -149,7 +149,7 @@ impl PurchaseService {
         owner: LockToken,
         record: &IdempotencyRecord,
     ) -> Result<PurchaseOutcome, PurchaseError> {
-        let ctx = AuditContext::customer(&cmd.customer_id, &cmd.request_id);
+        let ctx = AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str());
         let subscription = match &record.recovery {
             RecoveryPoint::Started => {
                 let reserve = ReserveSeat {

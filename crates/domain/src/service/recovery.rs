@@ -141,7 +141,7 @@ impl Reconciler {
             in_doubt: 0,
             skipped: 0,
         };
-        let ctx = AuditContext::reconciler(&run_id);
+        let ctx = AuditContext::reconciler(run_id.as_str());
         for task in tasks {
             let id = task.subscription.id;
             let done = match self.work(&task, owner, &ctx).await {
@@ -234,7 +234,7 @@ impl Reconciler {
         let cmd = CompletePurchase {
             subscription_id: sub.id,
             result: result.clone(),
-            request_id: ctx.trace_id.clone(),
+            request_id: ctx.trace_id.to_string(),
             ctx: ctx.clone(),
             now,
             verify_after,

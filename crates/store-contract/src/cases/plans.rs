@@ -420,7 +420,7 @@ pub async fn the_audit_log_pages_by_seq_and_is_none_for_an_unknown_plan(
     assert_eq!(page(Some(4), 1).await, all[4..5], "a limit of one");
     for (i, e) in all[1..].iter().enumerate() {
         assert_eq!(
-            (e.action, e.trace_id.as_str(), e.at),
+            (e.action, &*e.trace_id, e.at),
             (
                 AuditAction::PlanUpdated,
                 &*format!("rename-{i}"),
