@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main benchmark table of docs/benchmarks.md, in one run: release builds of the server
 # and seatkeeper-loadgen, then
-#   - memory store: the echo baseline (POST /bench/echo) at each connection count, then
+#   - memory store: the echo baseline (POST /bench/echo) at each connection count, the
+#     same echo waiting as long as each non-zero payment latency (the control), then
 #     purchases for one hot plan / 16 plans x payment latency 0 / 50 ms x connections,
 #     each row on a freshly started server;
 #   - PostgreSQL (a fresh scratch database per server start, dropped at the end): the
@@ -136,6 +137,14 @@ row() {
     "$json" >>"$table"
 }
 
+# echo_row WAIT CONNECTIONS JSON CEILING: the echo control, against the plain echo.
+echo_row() {
+  local wait=$1 conns=$2 json=$3 ceiling=$4
+  jq -r --arg wait "$wait" --arg conns "$conns" --argjson ceiling "$ceiling" '
+    "| memory | echo (control) | \($wait) ms wait | \($conns) | \(.throughput_rps | floor) | \(.latency.p50_ms * 100 | round / 100) | \(.latency.p99_ms * 100 | round / 100) | \($ceiling | floor) | \((.throughput_rps / $ceiling) * 100 | round / 100) | — |"' \
+    "$json" >>"$table"
+}
+
 {
   echo "| store | plans | payment latency | connections | purchases/s | p50 ms | p99 ms | ceiling/s | ratio | invariants |"
   echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
@@ -156,6 +165,19 @@ for store in $stores; do
       echo_rps[$c]=$(jq '.throughput_rps' "$out/echo-c$c.json")
     done
     stop_server
+    # The control of the payment-latency rows: the same echo, waiting on a timer as long
+    # as a payment before answering (`bench.echo_wait_ms`); its ratio to the plain echo is
+    # the framework's own cost of holding that many requests mid-flight.
+    for latency in $latencies; do
+      [ "$latency" = 0 ] && continue
+      start_server "memory-echo-w$latency" memory:// 0 SEATKEEPER_BENCH__ECHO_WAIT_MS="$latency"
+      for c in $connections; do
+        name="echo-w$latency-c$c"
+        loadgen "$name" --target echo --connections "$c"
+        echo_row "$latency" "$c" "$out/$name.json" "${echo_rps[$c]}"
+      done
+      stop_server
+    done
     # A fresh server per row: the in-memory store keeps every subscription, so a server
     # that had served the rows before would start each row holding millions of them.
     for latency in $latencies; do

@@ -4,33 +4,65 @@
 //! JSON POST through the same actix-web build, middleware (request id, log span) and body
 //! handling as the API, without touching the store. `seatkeeper-loadgen --target echo`
 //! measures it, as the ceiling the in-memory purchase rate is compared with
-//! (docs/benchmarks.md). It is not part of the API, so it is not in `routes::router()`
+//! (docs/benchmarks.md). With `bench.echo_wait_ms` set it first waits that long on a timer,
+//! as a purchase waits on its payment: the framework's own cost of thousands of requests
+//! parked mid-flight, the control of the payment-latency rows. It is not part of the API, so it is not in `routes::router()`
 //! nor in `openapi.yaml`.
+
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::{extract::json_body, problem::ApiError};
+use crate::{configuration::BenchSettings, extract::json_body, problem::ApiError};
 
 pub const ECHO_PATH: &str = "/bench/echo";
 
 /// A body shaped like a purchase request.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct Echo {
+struct EchoBody {
     plan_id: String,
     customer_id: String,
     payment_method: String,
 }
 
-/// Adds the benchmark routes when `echo` is on.
-pub fn configure(cfg: &mut web::ServiceConfig, echo: bool) {
-    if echo {
-        cfg.route(ECHO_PATH, web::post().to(echo_handler));
+/// Whether the echo is served, and how long it waits before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoRoute {
+    pub on: bool,
+    pub wait: Duration,
+}
+
+impl EchoRoute {
+    pub fn of(settings: &BenchSettings) -> Self {
+        Self {
+            on: settings.echo,
+            wait: Duration::from_millis(settings.echo_wait_ms),
+        }
     }
 }
 
-async fn echo_handler(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let echo: Echo = json_body(&req, &body)?;
+/// Adds the benchmark routes when the echo is on.
+pub fn configure(cfg: &mut web::ServiceConfig, echo: EchoRoute) {
+    if echo.on {
+        let wait = echo.wait;
+        cfg.route(
+            ECHO_PATH,
+            web::post().to(move |req: HttpRequest, body: web::Bytes| echo_handler(req, body, wait)),
+        );
+    }
+}
+
+/// Parses the body, waits (like a purchase on its payment) when asked to, sends it back.
+async fn echo_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    wait: Duration,
+) -> Result<HttpResponse, ApiError> {
+    let echo: EchoBody = json_body(&req, &body)?;
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     Ok(HttpResponse::Ok().json(echo))
 }

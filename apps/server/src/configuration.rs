@@ -119,6 +119,11 @@ pub struct BenchSettings {
     /// default; never part of the API.
     #[serde(default)]
     pub echo: bool,
+    /// How long the echo waits on a timer before answering, in milliseconds (0 by
+    /// default): the framework's own cost of a handler that waits as long as a payment,
+    /// the control of the payment-latency benchmark.
+    #[serde(default)]
+    pub echo_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -545,6 +550,16 @@ mod tests {
         assert!(!Settings::load_from(None, env(&[])).unwrap().bench.echo);
         let s = Settings::load_from(None, env(&[("SEATKEEPER_BENCH__ECHO", "true")])).unwrap();
         assert!(s.bench.echo);
+        assert_eq!(s.bench.echo_wait_ms, 0);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SEATKEEPER_BENCH__ECHO", "true"),
+                ("SEATKEEPER_BENCH__ECHO_WAIT_MS", "50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.bench.echo_wait_ms, 50);
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Application {
         let recovery = state.recovery.clone();
         let token = web::Data::new(AdminToken(admin_token.clone()));
         let body_limit = settings.http.body_limit_bytes;
-        let bench_echo = settings.bench.echo;
+        let bench_echo = crate::bench::EchoRoute::of(&settings.bench);
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(request_id::middleware)

@@ -2,6 +2,7 @@
 //! `helpers::spawn_app`) and talks to it over real HTTP. Set `TEST_LOG=1` to see the
 //! server's logs.
 
+mod bench;
 mod concurrency;
 mod errors;
 mod health;
