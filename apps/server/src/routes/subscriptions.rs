@@ -41,6 +41,9 @@ pub async fn purchase(
         payment_method: input.payment_method,
         request_id: rid.0,
     };
+    // The command owns what the purchase needs: the body (a slice of the connection's
+    // read buffer) is let go before the purchase waits on its payment.
+    drop(body);
     let result = state.purchases.purchase(&cmd).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &result {

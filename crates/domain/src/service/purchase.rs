@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     model::{
-        AuditContext, Claim, ClaimKey, CustomerId, Fingerprint, IdempotencyKey, IdempotencyRecord,
-        LockToken, PaymentMethod, PlanId, PurchaseOutcome, RecoveryPoint, Subscription,
-        SubscriptionId, SubscriptionStatus,
+        AuditContext, Claim, ClaimKey, CustomerId, Fingerprint, IdempotencyKey, LockToken,
+        PaymentMethod, PlanId, PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId,
+        SubscriptionStatus,
     },
     ports::{
         ChargeError, ChargeRequest, ChargeResult, Clock, CompleteError, CompletePurchase,
@@ -101,21 +101,27 @@ impl PurchaseService {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id, customer_id = %cmd.customer_id))]
     pub async fn purchase(&self, cmd: &PurchaseCommand) -> Result<PurchaseReceipt, PurchaseError> {
         let owner = LockToken::generate();
-        let claim = ClaimKey {
-            scope: cmd.customer_id.clone(),
-            key: cmd.key.clone(),
-            fingerprint: Fingerprint::of_purchase(
-                cmd.plan_id,
-                &cmd.customer_id,
-                &cmd.payment_method,
-            ),
-            owner,
-            now: self.clock.now(),
-            lease: self.settings.lock_lease,
-            retention: self.settings.retention,
+        // A block, so that the claim's copies of the key are freed before the purchase
+        // waits on its payment, not held by every parked request.
+        let claimed = {
+            let claim = ClaimKey {
+                scope: cmd.customer_id.clone(),
+                key: cmd.key.clone(),
+                fingerprint: Fingerprint::of_purchase(
+                    cmd.plan_id,
+                    &cmd.customer_id,
+                    &cmd.payment_method,
+                ),
+                owner,
+                now: self.clock.now(),
+                lease: self.settings.lock_lease,
+                retention: self.settings.retention,
+            };
+            self.store.claim_key(&claim).await?
         };
-        let record = match self.store.claim_key(&claim).await? {
-            Claim::Acquired(record) => record,
+        // Only the recovery point goes on: the rest of the record is freed before the wait.
+        let recovery = match claimed {
+            Claim::Acquired(record) => record.recovery,
             Claim::Finished {
                 outcome,
                 request_id,
@@ -129,7 +135,7 @@ impl PurchaseService {
             Claim::InUse => return Err(PurchaseError::KeyInUse),
             Claim::FingerprintMismatch => return Err(PurchaseError::KeyReused),
         };
-        let result = self.run(cmd, owner, &record).await;
+        let result = self.run(cmd, owner, recovery).await;
         if let Err(err) = &result {
             if !matches!(err, PurchaseError::KeyInUse) {
                 self.let_go(cmd, owner).await;
@@ -147,10 +153,10 @@ impl PurchaseService {
         &self,
         cmd: &PurchaseCommand,
         owner: LockToken,
-        record: &IdempotencyRecord,
+        recovery: RecoveryPoint,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let ctx = AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str());
-        let subscription = match &record.recovery {
+        let subscription = match recovery {
             RecoveryPoint::Started => {
                 let reserve = ReserveSeat {
                     customer_id: cmd.customer_id.clone(),
@@ -173,7 +179,7 @@ impl PurchaseService {
             RecoveryPoint::Reserved { subscription_id } => {
                 let subscription = self
                     .store
-                    .get_subscription(*subscription_id)
+                    .get_subscription(subscription_id)
                     .await?
                     .ok_or_else(|| {
                         StoreError::internal(format!(
