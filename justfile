@@ -24,3 +24,7 @@ bench:
 # Resident memory after 1,000,000 in-memory purchases (24 h and 5 s key retention) and over 1,000,000 sold-out requests.
 bench-memory:
     bash bench/memory.sh all
+
+# The payment-latency target in memory: interleaved 0 / 50 ms pairs with the echo control (~5 minutes).
+bench-latency:
+    bash bench/latency.sh
