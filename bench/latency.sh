@@ -10,7 +10,7 @@
 # that waits as long as a payment with that many requests in flight.
 #
 # Settings (environment):
-#   LATENCY_ROUNDS=5            rounds
+#   LATENCY_ROUNDS=7            rounds
 #   LATENCY_CONNECTIONS=4096    connections (the loadgen's maximum)
 #   LATENCY_MS=50               payment latency / echo wait, ms
 #   LATENCY_DURATION=8          seconds per run
@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=${LATENCY_ROUNDS:-5}
+rounds=${LATENCY_ROUNDS:-7}
 conns=${LATENCY_CONNECTIONS:-4096}
 latency=${LATENCY_MS:-50}
 duration=${LATENCY_DURATION:-8}
