@@ -297,9 +297,8 @@ impl AuditLog for MemoryStore {
         self.up()?;
         Ok(self.cell(plan_id).map(|c| {
             let c = c.lock();
-            let start = (after_seq.unwrap_or(0) as usize).min(c.audit.len());
             c.audit
-                .iter_from(start)
+                .iter_from(after_seq.unwrap_or(0) as usize)
                 .take(limit as usize)
                 .cloned()
                 .collect()
