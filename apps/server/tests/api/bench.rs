@@ -5,7 +5,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{assert_problem, body, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, body, spawn_app, spawn_app_with, TestApp};
+
+/// A server with the echo on, waiting `wait_ms` before each answer.
+async fn spawn_echo(wait_ms: u64) -> TestApp {
+    spawn_app_with(Duration::ZERO, |s| {
+        s.bench.echo = true;
+        s.bench.echo_wait_ms = wait_ms;
+    })
+    .await
+}
 
 #[tokio::test]
 async fn the_echo_route_is_not_served_unless_switched_on() {
@@ -22,11 +31,7 @@ async fn the_echo_route_is_not_served_unless_switched_on() {
 
 #[tokio::test]
 async fn the_echo_sends_its_body_back_after_the_configured_wait() {
-    let app = spawn_app_with(Duration::ZERO, |s| {
-        s.bench.echo = true;
-        s.bench.echo_wait_ms = 200;
-    })
-    .await;
+    let app = spawn_echo(200).await;
     let sent =
         json!({"plan_id": "plan_1", "customer_id": "cus_1", "payment_method": "pm_card_visa"});
     let started = Instant::now();
@@ -49,11 +54,7 @@ async fn the_echo_sends_its_body_back_after_the_configured_wait() {
 
 #[tokio::test]
 async fn an_echo_body_that_is_not_the_expected_json_is_a_problem_and_not_waited_for() {
-    let app = spawn_app_with(Duration::ZERO, |s| {
-        s.bench.echo = true;
-        s.bench.echo_wait_ms = 60_000;
-    })
-    .await;
+    let app = spawn_echo(60_000).await;
     let res = app
         .client
         .post(app.url("/bench/echo"))
