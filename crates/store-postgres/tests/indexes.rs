@@ -36,16 +36,21 @@ async fn no_query_of_the_api_needs_a_sequential_scan() {
     // without a usable index.
     let mut conn = store.pool().acquire().await.expect("a connection");
     for (what, sql) in QUERIES {
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
-        let plan = plan.join("\n");
-        assert!(
-            !plan.contains("Seq Scan"),
-            "{what} needs a sequential scan:\n{plan}"
-        );
+        assert_no_seq_scan(&mut conn, what, &format!("EXPLAIN {sql}")).await;
     }
+}
+
+/// Fails when the plan `explain` prints scans a table whole.
+async fn assert_no_seq_scan(conn: &mut sqlx::PgConnection, what: &str, explain: &str) {
+    let plan: Vec<String> = sqlx::query_scalar(explain)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{explain} ({what}): {e}"));
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("Seq Scan"),
+        "{what} scans a table whole:\n{plan}"
+    );
 }
 
 /// The batch statements as the store sends them: with parameters, planned once per
@@ -121,14 +126,6 @@ async fn generic_plans_made_on_a_young_database_never_scan_a_table_whole() {
             .execute(&mut *conn)
             .await
             .unwrap_or_else(|e| panic!("PREPARE {what}: {e}"));
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE q{i}{args}"))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
-        let plan = plan.join("\n");
-        assert!(
-            !plan.contains("Seq Scan"),
-            "the generic plan of {what} scans a table whole:\n{plan}"
-        );
+        assert_no_seq_scan(&mut conn, what, &format!("EXPLAIN EXECUTE q{i}{args}")).await;
     }
 }
