@@ -147,6 +147,38 @@ async fn one_bad_row_among_many_fails_its_whole_statement() {
     assert_eq!(count(&mut c, "audit_entries").await, 0);
 }
 
+/// The batches write several tables, and one table twice, in one statement of
+/// data-modifying `WITH` parts: every part's rows are checked.
+#[tokio::test]
+async fn every_part_of_a_statement_of_with_parts_is_checked() {
+    let Some(store) = store("every_part_of_a_statement_of_with_parts_is_checked").await else {
+        return;
+    };
+    let mut c = store.pool().acquire().await.expect("a connection");
+    let (p, s, missing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    run(&mut c, &plan(p)).await;
+    run(&mut c, &subscription(s, p)).await;
+    run(&mut c, &key("k1", None)).await;
+    run(&mut c, &key("k2", None)).await;
+    let two_updates = |first: Uuid, second: Uuid| {
+        format!(
+            "WITH a AS (UPDATE idempotency_keys SET recovery_subscription_id = '{first}' WHERE key = 'k1'), \
+             b AS (UPDATE idempotency_keys SET recovery_subscription_id = '{second}' WHERE key = 'k2') \
+             SELECT 1"
+        )
+    };
+    assert_eq!(refused(&mut c, &two_updates(s, missing)).await, "23503");
+    assert_eq!(refused(&mut c, &two_updates(missing, s)).await, "23503");
+    let insert_and_audit = format!(
+        "WITH a AS ({}), b AS ({}) SELECT 1",
+        subscription(Uuid::new_v4(), p),
+        audit(p, &[Some(missing)])
+    );
+    assert_eq!(refused(&mut c, &insert_and_audit).await, "23503");
+    run(&mut c, &two_updates(s, s)).await;
+    assert_eq!(count(&mut c, "subscriptions").await, 1);
+}
+
 #[tokio::test]
 async fn plans_and_subscriptions_stay_and_the_audit_log_is_append_only() {
     let Some(store) = store("plans_and_subscriptions_stay_and_the_audit_log_is_append_only").await
