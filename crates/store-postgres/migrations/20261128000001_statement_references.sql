@@ -4,12 +4,15 @@
 -- row it refers to. A reservation batch of 63 purchases ran 252 of them (plan and
 -- subscription of each audit entry and subscription, the subscription of each key), two
 -- thirds of the batch's time by auto_explain, inside the transaction that holds the hot
--- plan row. Here each writing statement checks all its new rows with one anti-join over
--- its transition table. The share locks were there so that a referred-to row cannot go
--- away before the commit; instead, plans and subscriptions are never deleted and their ids
--- never change (the triggers below refuse it), so a check that passes stays true. The
--- guarantee is the foreign keys': no row refers to a plan or subscription that does not
--- exist. `recovery_tasks` keeps its foreign key: it is not written per purchase.
+-- plan row. Here each writing statement checks all its new rows with one query over its
+-- transition table, a primary-key probe per row (the functions plan once per connection,
+-- with sequential scans off, so that a plan made while the tables were tiny never scans
+-- them whole later; planning at every call cost more than the foreign keys). The share
+-- locks were there so that a referred-to row cannot go away before the commit; instead,
+-- plans and subscriptions are never deleted and their ids never change (the triggers
+-- below refuse it), so a check that passes stays true. The guarantee is the foreign
+-- keys': no row refers to a plan or subscription that does not exist. `recovery_tasks`
+-- keeps its foreign key: it is not written per purchase.
 
 ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_plan_id_fkey;
 ALTER TABLE audit_entries DROP CONSTRAINT audit_entries_plan_id_fkey;
