@@ -2,7 +2,7 @@
 -- decrement of a plan row (the hot row when plans = 1), one subscription insert, one
 -- audit insert, in one transaction with one commit. The schema is the server's own
 -- (bench/pgbench.sh applies crates/store-postgres/migrations), so the same constraints,
--- foreign keys and indexes are checked. Run with `-D plans=N`; plan n has the id
+-- reference checks and indexes apply. Run with `-D plans=N`; plan n has the id
 -- 00000000-0000-0000-0000-<n as 12 digits>.
 \set p random(1, :plans)
 BEGIN;
