@@ -8,9 +8,14 @@ use seatkeeper_store_postgres::{testing::TestDatabases, PostgresStore};
 use sqlx::{pool::PoolConnection, Postgres};
 use uuid::Uuid;
 
-async fn store(test: &str) -> Option<PostgresStore> {
+/// A store on a fresh database and one of its connections (the store keeps the database).
+async fn connect(test: &str) -> Option<(PostgresStore, PoolConnection<Postgres>)> {
     match TestDatabases::connect().await {
-        Ok(dbs) => Some(dbs.fresh_store().await),
+        Ok(dbs) => {
+            let store = dbs.fresh_store().await;
+            let c = store.pool().acquire().await.expect("a connection");
+            Some((store, c))
+        }
         Err(reason) => {
             eprintln!("skipped {test}: {reason}");
             None
@@ -90,11 +95,11 @@ fn key(name: &str, recovery: Option<Uuid>) -> String {
 
 #[tokio::test]
 async fn rows_that_name_a_missing_plan_or_subscription_are_refused() {
-    let Some(store) = store("rows_that_name_a_missing_plan_or_subscription_are_refused").await
+    let Some((_store, mut c)) =
+        connect("rows_that_name_a_missing_plan_or_subscription_are_refused").await
     else {
         return;
     };
-    let mut c = store.pool().acquire().await.expect("a connection");
     let (p, s, missing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     run(&mut c, &plan(p)).await;
     run(&mut c, &subscription(s, p)).await;
@@ -130,10 +135,10 @@ async fn rows_that_name_a_missing_plan_or_subscription_are_refused() {
 
 #[tokio::test]
 async fn one_bad_row_among_many_fails_its_whole_statement() {
-    let Some(store) = store("one_bad_row_among_many_fails_its_whole_statement").await else {
+    let Some((_store, mut c)) = connect("one_bad_row_among_many_fails_its_whole_statement").await
+    else {
         return;
     };
-    let mut c = store.pool().acquire().await.expect("a connection");
     let p = Uuid::new_v4();
     run(&mut c, &plan(p)).await;
     let mut subs = Vec::new();
@@ -151,10 +156,10 @@ async fn one_bad_row_among_many_fails_its_whole_statement() {
 /// data-modifying `WITH` parts: every part's rows are checked.
 #[tokio::test]
 async fn every_part_of_a_statement_of_with_parts_is_checked() {
-    let Some(store) = store("every_part_of_a_statement_of_with_parts_is_checked").await else {
+    let Some((_store, mut c)) = connect("every_part_of_a_statement_of_with_parts_is_checked").await
+    else {
         return;
     };
-    let mut c = store.pool().acquire().await.expect("a connection");
     let (p, s, missing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     run(&mut c, &plan(p)).await;
     run(&mut c, &subscription(s, p)).await;
@@ -181,11 +186,11 @@ async fn every_part_of_a_statement_of_with_parts_is_checked() {
 
 #[tokio::test]
 async fn plans_and_subscriptions_stay_and_the_audit_log_is_append_only() {
-    let Some(store) = store("plans_and_subscriptions_stay_and_the_audit_log_is_append_only").await
+    let Some((_store, mut c)) =
+        connect("plans_and_subscriptions_stay_and_the_audit_log_is_append_only").await
     else {
         return;
     };
-    let mut c = store.pool().acquire().await.expect("a connection");
     let (p, other, s) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     run(&mut c, &plan(p)).await;
     run(&mut c, &plan(other)).await;
@@ -244,12 +249,11 @@ async fn seq_scans(c: &mut PoolConnection<Postgres>) -> i64 {
 /// they hold millions of rows. The checks never scan a referenced table.
 #[tokio::test]
 async fn the_checks_find_rows_by_index_even_with_the_statistics_of_tiny_tables() {
-    let Some(store) =
-        store("the_checks_find_rows_by_index_even_with_the_statistics_of_tiny_tables").await
+    let Some((_store, mut c)) =
+        connect("the_checks_find_rows_by_index_even_with_the_statistics_of_tiny_tables").await
     else {
         return;
     };
-    let mut c = store.pool().acquire().await.expect("a connection");
     let p = Uuid::new_v4();
     run(&mut c, &plan(p)).await;
     let s = Uuid::new_v4();
