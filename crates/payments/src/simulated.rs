@@ -24,6 +24,7 @@ use seatkeeper_domain::{
     Currency,
 };
 use tokio::sync::{watch, Notify};
+use uuid::Uuid;
 
 use super::PaymentGateway;
 
@@ -45,11 +46,12 @@ pub enum SimulatedStatus {
     Refunded,
 }
 
-/// A ledger row: a [`SimulatedCharge`] without its provider key, which is the row's key.
-/// The in-memory benchmarks keep a million of these.
-#[derive(Debug, Clone)]
+/// A ledger row: a [`SimulatedCharge`] without its provider key, which is the row's key,
+/// and with its payment id as the UUID it is written from. The in-memory benchmarks keep a
+/// million of these.
+#[derive(Debug)]
 struct Row {
-    payment_id: String,
+    payment: Uuid,
     amount: i64,
     currency: Currency,
     payment_method: String,
@@ -57,10 +59,14 @@ struct Row {
 }
 
 impl Row {
+    fn payment_id(&self) -> String {
+        payment_id(self.payment)
+    }
+
     fn to_charge(&self, provider_key: &str) -> SimulatedCharge {
         SimulatedCharge {
             provider_key: provider_key.to_owned(),
-            payment_id: self.payment_id.clone(),
+            payment_id: self.payment_id(),
             amount: self.amount,
             currency: self.currency.to_string(),
             payment_method: self.payment_method.clone(),
@@ -93,7 +99,10 @@ impl Default for SimulatedGateway {
     fn default() -> Self {
         Self {
             latency: Duration::ZERO,
-            ledger: DashMap::default(),
+            // As many shards as the in-memory store's maps, for the same reason: a shard's
+            // table doubles at once, and with a million rows in the default 8 shards a
+            // charge landing on a growing shard waits for 60,000 rows to move.
+            ledger: DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), 256),
             calls: AtomicU64::new(0),
             hold: watch::Sender::new(false),
             held: AtomicUsize::new(0),
@@ -177,16 +186,22 @@ impl SimulatedGateway {
     }
 }
 
-/// `pi_sim_` and 32 hex digits.
-fn payment_id() -> String {
-    let mut id = String::with_capacity(7 + uuid::fmt::Simple::LENGTH);
-    id.push_str("pi_sim_");
-    id.push_str(
-        uuid::Uuid::new_v4()
-            .simple()
-            .encode_lower(&mut uuid::Uuid::encode_buffer()),
-    );
+const PAYMENT_PREFIX: &str = "pi_sim_";
+
+/// `pi_sim_` and the 32 lowercase hex digits of `payment`.
+fn payment_id(payment: Uuid) -> String {
+    let mut id = String::with_capacity(PAYMENT_PREFIX.len() + uuid::fmt::Simple::LENGTH);
+    id.push_str(PAYMENT_PREFIX);
+    id.push_str(payment.simple().encode_lower(&mut Uuid::encode_buffer()));
     id
+}
+
+/// The UUID a payment id of this simulator was written from; `None` for any other text.
+fn parse_payment_id(id: &str) -> Option<Uuid> {
+    let hex = id.strip_prefix(PAYMENT_PREFIX)?;
+    let ok = hex.len() == uuid::fmt::Simple::LENGTH
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then(|| Uuid::try_parse(hex).ok()).flatten()
 }
 
 fn decline(code: &str, message: &str) -> ChargeError {
@@ -199,7 +214,7 @@ fn decline(code: &str, message: &str) -> ChargeError {
 fn answer(charge: &Row) -> Result<Charge, ChargeError> {
     match charge.status {
         SimulatedStatus::Succeeded | SimulatedStatus::Refunded => Ok(Charge {
-            payment_id: charge.payment_id.clone(),
+            payment_id: charge.payment_id(),
         }),
         SimulatedStatus::Declined => Err(match charge.payment_method.as_str() {
             "pm_card_chargeDeclined" => decline("card_declined", "Your card was declined."),
@@ -222,8 +237,9 @@ impl PaymentGateway for SimulatedGateway {
         self.park_while_held().await;
         self.wait().await;
         let pm = req.payment_method.as_str();
-        let (charge, first) = match self.ledger.entry(req.provider_key.clone()) {
-            Entry::Occupied(o) => (o.get().clone(), false),
+        // The answer is read from the row under the shard's lock, never from a copy of it.
+        let (result, first) = match self.ledger.entry(req.provider_key.clone()) {
+            Entry::Occupied(o) => (answer(o.get()), false),
             Entry::Vacant(v) => {
                 let status = match pm {
                     "pm_card_visa" | "pm_card_mastercard" | "pm_card_amex" | "pm_card_timeout" => {
@@ -231,15 +247,14 @@ impl PaymentGateway for SimulatedGateway {
                     }
                     _ => SimulatedStatus::Declined,
                 };
-                let charge = Row {
-                    payment_id: payment_id(),
+                let row = Row {
+                    payment: Uuid::new_v4(),
                     amount: req.amount.get(),
                     currency: req.currency,
                     payment_method: pm.to_owned(),
                     status,
                 };
-                v.insert(charge.clone());
-                (charge, true)
+                (answer(v.insert(row).value()), true)
             }
         };
         if first && pm == "pm_card_timeout" {
@@ -247,7 +262,7 @@ impl PaymentGateway for SimulatedGateway {
                 "the simulated provider charged but its answer was lost (pm_card_timeout)".into(),
             ));
         }
-        answer(&charge)
+        result
     }
 
     async fn lookup(&self, provider_key: &str) -> Result<ChargeStatus, GatewayError> {
@@ -256,10 +271,10 @@ impl PaymentGateway for SimulatedGateway {
             None => ChargeStatus::NotFound,
             Some(c) => match c.status {
                 SimulatedStatus::Succeeded => ChargeStatus::Succeeded {
-                    payment_id: c.payment_id.clone(),
+                    payment_id: c.payment_id(),
                 },
                 SimulatedStatus::Refunded => ChargeStatus::Refunded {
-                    payment_id: c.payment_id.clone(),
+                    payment_id: c.payment_id(),
                 },
                 SimulatedStatus::Declined => ChargeStatus::Failed {
                     reason: answer(&c).err().map(|e| e.to_string()).unwrap_or_default(),
@@ -270,8 +285,9 @@ impl PaymentGateway for SimulatedGateway {
 
     async fn refund(&self, payment_id: &str) -> Result<(), GatewayError> {
         self.wait().await;
+        let payment = parse_payment_id(payment_id);
         for mut c in self.ledger.iter_mut() {
-            if c.payment_id == payment_id {
+            if Some(c.payment) == payment {
                 return match c.status {
                     SimulatedStatus::Succeeded | SimulatedStatus::Refunded => {
                         c.status = SimulatedStatus::Refunded;
@@ -308,14 +324,31 @@ mod tests {
 
     #[test]
     fn payment_ids_look_like_the_simulators_and_differ() {
-        let (a, b) = (payment_id(), payment_id());
-        assert_ne!(a, b);
-        for id in [a, b] {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (id_a, id_b) = (payment_id(a), payment_id(b));
+        assert_ne!(id_a, id_b);
+        for (uuid, id) in [(a, id_a), (b, id_b)] {
             let hex = id.strip_prefix("pi_sim_").expect("the pi_sim_ prefix");
             assert_eq!(hex.len(), 32);
             assert!(hex
                 .bytes()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert_eq!(parse_payment_id(&id), Some(uuid));
+        }
+    }
+
+    #[test]
+    fn only_the_simulators_own_payment_ids_are_read_back() {
+        let id = payment_id(Uuid::new_v4());
+        for other in [
+            id.to_uppercase(),
+            id.replace("pi_sim_", "pi_"),
+            format!("{id}0"),
+            id[..id.len() - 1].to_owned(),
+            "pi_sim_0123456789abcdef0123456789abcdeg".to_owned(),
+            "pi_sim_01234567-89ab-cdef-0123-456789abcdef".to_owned(),
+        ] {
+            assert_eq!(parse_payment_id(&other), None, "{other}");
         }
     }
 
