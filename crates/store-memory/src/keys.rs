@@ -7,12 +7,90 @@
 //! write: a later cancellation replaces the map's copy, never the snapshot a replay
 //! answers with). Records are rebuilt for the domain only where it needs one: a claim.
 
-use std::sync::Arc;
+use std::{
+    borrow::Borrow,
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
 use seatkeeper_domain::{
     CustomerId, Fingerprint, IdempotencyKey, IdempotencyRecord, KeyLock, KeyState, LockToken,
     PlanId, PurchaseOutcome, RecoveryPoint, Subscription, Timestamp,
 };
+
+/// The key map's key: the scope (customer) and the idempotency key.
+///
+/// Lookups borrow it as a [`KeyRef`], so that finding a record (every reservation and
+/// completion does) never copies its two strings; only a claim that inserts one owns them.
+#[derive(Debug)]
+pub(crate) struct KeyId {
+    pub(crate) scope: CustomerId,
+    pub(crate) key: IdempotencyKey,
+}
+
+impl KeyId {
+    pub(crate) fn new(scope: &CustomerId, key: &IdempotencyKey) -> Self {
+        Self {
+            scope: scope.clone(),
+            key: key.clone(),
+        }
+    }
+}
+
+/// A scope and key, owned ([`KeyId`]) or borrowed (`(&CustomerId, &IdempotencyKey)`),
+/// hashed and compared by their text alone, so that either finds the other in a map.
+pub(crate) trait KeyRef {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyRef for KeyId {
+    fn parts(&self) -> (&str, &str) {
+        (self.scope.as_str(), self.key.as_str())
+    }
+}
+
+impl KeyRef for (&CustomerId, &IdempotencyKey) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0.as_str(), self.1.as_str())
+    }
+}
+
+impl Hash for dyn KeyRef + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (scope, key) = self.parts();
+        scope.hash(state);
+        key.hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyRef + '_ {}
+
+// The owned key hashes and compares exactly as its borrowed form, as `Borrow` requires.
+impl Hash for KeyId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn KeyRef).hash(state);
+    }
+}
+
+impl PartialEq for KeyId {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for KeyId {}
+
+impl<'a> Borrow<dyn KeyRef + 'a> for KeyId {
+    fn borrow(&self) -> &(dyn KeyRef + 'a) {
+        self
+    }
+}
 
 /// A purchase outcome as stored on a finished key.
 #[derive(Debug, Clone)]
@@ -274,5 +352,33 @@ mod tests {
                 subscription: other
             }
         );
+    }
+
+    #[test]
+    fn a_borrowed_scope_and_key_find_the_owned_one_and_nothing_else() {
+        let scope = CustomerId::parse("cus_1").unwrap();
+        let key = IdempotencyKey::parse("k1").unwrap();
+        let hasher = ahash::RandomState::new();
+        let owned = KeyId::new(&scope, &key);
+        let borrowed: &dyn KeyRef = &(&scope, &key);
+        assert_eq!(
+            hasher.hash_one(&owned),
+            hasher.hash_one(borrowed),
+            "Borrow needs equal hashes"
+        );
+        let map = dashmap::DashMap::with_hasher(hasher);
+        map.insert(owned, 7);
+        assert_eq!(map.get(borrowed).map(|v| *v), Some(7));
+        // The parts are not concatenated: ("cus_1", "k1") is not ("cus_1k", "1").
+        let (other_scope, other_key) = (
+            CustomerId::parse("cus_1k").unwrap(),
+            IdempotencyKey::parse("1").unwrap(),
+        );
+        assert!(map
+            .get(&(&other_scope, &other_key) as &dyn KeyRef)
+            .is_none());
+        assert!(map
+            .get(&(&scope, &IdempotencyKey::parse("k2").unwrap()) as &dyn KeyRef)
+            .is_none());
     }
 }

@@ -28,7 +28,7 @@ use std::{
 
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
-use keys::{EntryState, KeyEntry, StoredOutcome};
+use keys::{EntryState, KeyEntry, KeyId, KeyRef, StoredOutcome};
 use parking_lot::{Mutex, RwLock};
 use seatkeeper_domain::{
     ports::{
@@ -43,7 +43,6 @@ use seatkeeper_domain::{
 };
 use trail::AuditTrail;
 
-type KeyId = (CustomerId, IdempotencyKey);
 type DashMap<K, V> = dashmap::DashMap<K, V, ahash::RandomState>;
 
 /// Everything about one plan that must change together.
@@ -194,7 +193,7 @@ impl MemoryStore {
     /// the key started afresh) and is left alone.
     fn finish_key(
         &self,
-        key_id: &KeyId,
+        key_id: &dyn KeyRef,
         subscription_id: SubscriptionId,
         outcome: StoredOutcome,
         request_id: &str,
@@ -392,7 +391,7 @@ impl SubscriptionRepository for MemoryStore {
 impl IdempotencyRepository for MemoryStore {
     async fn claim_key(&self, claim: &ClaimKey) -> Result<Claim, StoreError> {
         self.up()?;
-        match self.keys.entry((claim.scope.clone(), claim.key.clone())) {
+        match self.keys.entry(KeyId::new(&claim.scope, &claim.key)) {
             Entry::Vacant(v) => {
                 let record = claim.fresh_record();
                 v.insert(KeyEntry::of_open(&record));
@@ -415,7 +414,7 @@ impl IdempotencyRepository for MemoryStore {
         owner: LockToken,
     ) -> Result<bool, StoreError> {
         self.up()?;
-        let Some(mut rec) = self.keys.get_mut(&(scope.clone(), key.clone())) else {
+        let Some(mut rec) = self.keys.get_mut(&(scope, key) as &dyn KeyRef) else {
             return Ok(false);
         };
         if !rec.is_locked_by(owner) {
@@ -445,10 +444,10 @@ impl IdempotencyRepository for MemoryStore {
 impl PurchaseRepository for MemoryStore {
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
         self.up()?;
-        let key_id = (cmd.customer_id.clone(), cmd.key.clone());
+        let key_id = (&cmd.customer_id, &cmd.key);
         let cell = self.cell(cmd.plan_id);
         let mut guard = cell.as_ref().map(|c| c.lock());
-        let mut rec = match self.keys.get_mut(&key_id) {
+        let mut rec = match self.keys.get_mut(&key_id as &dyn KeyRef) {
             Some(rec) if rec.is_locked_by(cmd.owner) && rec.recovery == RecoveryPoint::Started => {
                 rec
             }
@@ -542,7 +541,7 @@ impl PurchaseRepository for MemoryStore {
         let outcome = change.outcome;
         if let Some(key) = &sub.idempotency_key {
             self.finish_key(
-                &(sub.customer_id.clone(), key.clone()),
+                &(&sub.customer_id, key),
                 id,
                 StoredOutcome::of_ref(&outcome, &sub),
                 &cmd.request_id,
