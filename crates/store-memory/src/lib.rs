@@ -489,7 +489,12 @@ impl PurchaseRepository for MemoryStore {
         drop(rec);
         self.subscriptions.insert(sub.id, Arc::new(sub.clone()));
         self.incomplete.insert(sub.id, ());
-        let mut ids = self.by_customer.entry(sub.customer_id.clone()).or_default();
+        // Looked up first: `entry` takes its key by value, a copy of the customer id that
+        // only a customer's first subscription needs.
+        let mut ids = match self.by_customer.get_mut(&sub.customer_id) {
+            Some(ids) => ids,
+            None => self.by_customer.entry(sub.customer_id.clone()).or_default(),
+        };
         if ids.last().is_none_or(|last| *last < sub.id) {
             // The usual case: ids are time-ordered, so the newest goes last.
             ids.push(sub.id);
