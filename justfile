@@ -17,7 +17,7 @@ lint:
 ci:
     bash .ci/run
 
-# The benchmark table of docs/benchmarks.md (release build; takes ~10 minutes; needs PostgreSQL and pgbench).
+# The benchmark table of docs/benchmarks.md (release build, ~10 minutes from scratch; the table ~10 minutes; needs PostgreSQL and pgbench).
 bench:
     bash bench/run.sh
 
