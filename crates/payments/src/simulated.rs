@@ -199,9 +199,12 @@ fn payment_id(payment: Uuid) -> String {
 /// The UUID a payment id of this simulator was written from; `None` for any other text.
 fn parse_payment_id(id: &str) -> Option<Uuid> {
     let hex = id.strip_prefix(PAYMENT_PREFIX)?;
-    let ok = hex.len() == uuid::fmt::Simple::LENGTH
+    let written_here = hex.len() == uuid::fmt::Simple::LENGTH
         && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    ok.then(|| Uuid::try_parse(hex).ok()).flatten()
+    if !written_here {
+        return None;
+    }
+    Uuid::try_parse(hex).ok()
 }
 
 fn decline(code: &str, message: &str) -> ChargeError {

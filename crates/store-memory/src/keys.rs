@@ -24,8 +24,8 @@ use seatkeeper_domain::{
 /// completion does) never copies its two strings; only a claim that inserts one owns them.
 #[derive(Debug)]
 pub(crate) struct KeyId {
-    pub(crate) scope: CustomerId,
-    pub(crate) key: IdempotencyKey,
+    scope: CustomerId,
+    key: IdempotencyKey,
 }
 
 impl KeyId {
