@@ -151,6 +151,9 @@ macro_rules! __contract_cases {
             purchases::completing_an_unknown_subscription_is_not_found,
             purchases::completing_a_purchase_finishes_its_key_even_after_a_release_or_a_takeover,
             purchases::completing_an_old_purchase_leaves_a_newer_purchase_under_the_same_key_alone,
+            purchases::reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step,
+            purchases::reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_nothing,
+            purchases::reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_key,
             concurrency::two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactly_fifty,
             concurrency::a_hundred_simultaneous_claims_of_one_new_key_acquire_it_exactly_once,
             concurrency::a_hundred_simultaneous_claims_of_one_abandoned_key_take_it_over_exactly_once,
@@ -161,6 +164,9 @@ macro_rules! __contract_cases {
             concurrency::cancelling_one_subscription_many_times_at_once_releases_its_seat_once,
             concurrency::completions_racing_cancellations_of_the_same_subscriptions_keep_every_invariant,
             concurrency::purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_record,
+            concurrency::a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exactly_once,
+            concurrency::new_key_reservations_racing_claims_of_the_same_keys_give_each_key_one_holder,
+            concurrency::two_hundred_simultaneous_reservations_new_keys_and_held_keys_mixed_reserve_exactly_fifty,
         }
     };
 }

@@ -10,7 +10,10 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use chrono::SubsecRound;
 use seatkeeper_domain::{
     invariants::check_store_plan,
-    ports::{ChargeResult, CompletePurchase, Completion, Reservation, ReserveSeat, Store},
+    ports::{
+        ChargeResult, CompletePurchase, Completion, NewKeyReservation, Reservation, ReserveSeat,
+        ReserveWithNewKey, Store,
+    },
     AuditContext, AuditEntry, Capacity, Claim, ClaimKey, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, LockToken, NewPlan, PaymentMethod, Plan, PlanId,
     PlanName, PlanStats, PurchaseOutcome, Subscription, SubscriptionId, SubscriptionStatus,
@@ -241,6 +244,27 @@ impl Purchase {
             .reserve_seat(&self.reserve)
             .await
             .expect("reserve_seat failed")
+    }
+
+    /// This purchase's claim and reservation as one step for a new key.
+    pub fn with_new_key(&self) -> ReserveWithNewKey {
+        ReserveWithNewKey::new(self.claim.clone(), self.reserve.clone())
+    }
+
+    /// Claims the new key and reserves a seat in one step; fails on an error or when the
+    /// key has a record.
+    pub async fn reserve_with_new_key(&self, store: &dyn Store) -> Reservation {
+        match store
+            .reserve_with_new_key(&self.with_new_key())
+            .await
+            .expect("reserve_with_new_key failed")
+        {
+            NewKeyReservation::Claimed(reservation) => reservation,
+            NewKeyReservation::KeyExists => panic!(
+                "key {} of {} should be new, but it has a record",
+                self.claim.key, self.claim.scope
+            ),
+        }
     }
 
     /// Claims the key and reserves a seat; fails unless a seat was reserved.

@@ -33,9 +33,10 @@ use parking_lot::{Mutex, RwLock};
 use seatkeeper_domain::{
     ports::{
         AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, PlanRepository, PurchaseRepository,
-        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
-        ReserveError, ReserveSeat, Store, StoreError, SubscriptionRepository, UpdatePlanError,
+        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
+        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
+        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        SubscriptionRepository, UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken,
     PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint, Subscription,
@@ -206,6 +207,77 @@ impl MemoryStore {
             }
         }
     }
+}
+
+impl MemoryStore {
+    /// Files a reserved subscription in the subscription map, the incomplete set and its
+    /// customer's index (after the key map, in the lock order).
+    fn file(&self, reservation: &Reservation) {
+        let Reservation::Reserved(sub) = reservation else {
+            return;
+        };
+        self.subscriptions.insert(sub.id, Arc::new(sub.clone()));
+        self.incomplete.insert(sub.id, ());
+        // Looked up first: `entry` takes its key by value, a copy of the customer id that
+        // only a customer's first subscription needs.
+        let mut ids = match self.by_customer.get_mut(&sub.customer_id) {
+            Some(ids) => ids,
+            None => self.by_customer.entry(sub.customer_id.clone()).or_default(),
+        };
+        if ids.last().is_none_or(|last| *last < sub.id) {
+            // The usual case: ids are time-ordered, so the newest goes last.
+            ids.push(sub.id);
+        } else {
+            let at = ids.partition_point(|id| *id < sub.id);
+            if ids.get(at) != Some(&sub.id) {
+                ids.insert(at, sub.id);
+            }
+        }
+    }
+}
+
+/// The reservation of `cmd` under its plan's lock (`cell`, `None` when the plan does not
+/// exist) by the key record `rec`, which the caller holds at `Started`: a rejection
+/// finishes the key; a seat moves the key to `Reserved`.
+fn reserve_under(
+    cmd: &ReserveSeat,
+    cell: Option<&mut PlanCell>,
+    rec: &mut KeyEntry,
+) -> Result<Reservation, StoreError> {
+    if let Some(outcome) = cmd.rejection(cell.as_ref().map(|c| &c.plan)) {
+        rec.finish(
+            StoredOutcome::of(outcome.clone()),
+            cmd.request_id.clone(),
+            cmd.now,
+        );
+        return Ok(Reservation::Rejected(outcome));
+    }
+    let Some(cell) = cell else {
+        return Err(StoreError::internal("a missing plan was not rejected"));
+    };
+    let before = cell.plan.seats_left;
+    cell.plan.seats_left -= 1;
+    cell.counts.incomplete += 1;
+    let sub = Subscription::reserve(
+        cmd.subscription_id,
+        &cell.plan,
+        cmd.customer_id.clone(),
+        cmd.payment_method.clone(),
+        Some(cmd.key.clone()),
+        cmd.now,
+    );
+    cell.record(
+        AuditAction::SeatReserved,
+        before,
+        Some(sub.id),
+        None,
+        &cmd.ctx,
+        cmd.now,
+    );
+    rec.recovery = RecoveryPoint::Reserved {
+        subscription_id: sub.id,
+    };
+    Ok(Reservation::Reserved(sub))
 }
 
 #[async_trait]
@@ -444,67 +516,39 @@ impl IdempotencyRepository for MemoryStore {
 impl PurchaseRepository for MemoryStore {
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
         self.up()?;
-        let key_id = (&cmd.customer_id, &cmd.key);
         let cell = self.cell(cmd.plan_id);
         let mut guard = cell.as_ref().map(|c| c.lock());
+        let key_id = (&cmd.customer_id, &cmd.key);
         let mut rec = match self.keys.get_mut(&key_id as &dyn KeyRef) {
             Some(rec) if rec.is_locked_by(cmd.owner) && rec.recovery == RecoveryPoint::Started => {
                 rec
             }
             _ => return Err(ReserveError::LockLost),
         };
-        if let Some(outcome) = cmd.rejection(guard.as_ref().map(|c| &c.plan)) {
-            rec.finish(
-                StoredOutcome::of(outcome.clone()),
-                cmd.request_id.clone(),
-                cmd.now,
-            );
-            return Ok(Reservation::Rejected(outcome));
-        }
-        let Some(cell) = guard.as_mut() else {
-            return Err(StoreError::internal("a missing plan was not rejected").into());
-        };
-        let before = cell.plan.seats_left;
-        cell.plan.seats_left -= 1;
-        cell.counts.incomplete += 1;
-        let sub = Subscription::reserve(
-            cmd.subscription_id,
-            &cell.plan,
-            cmd.customer_id.clone(),
-            cmd.payment_method.clone(),
-            Some(cmd.key.clone()),
-            cmd.now,
-        );
-        cell.record(
-            AuditAction::SeatReserved,
-            before,
-            Some(sub.id),
-            None,
-            &cmd.ctx,
-            cmd.now,
-        );
-        rec.recovery = RecoveryPoint::Reserved {
-            subscription_id: sub.id,
-        };
+        let reservation = reserve_under(cmd, guard.as_deref_mut(), &mut rec)?;
         drop(rec);
-        self.subscriptions.insert(sub.id, Arc::new(sub.clone()));
-        self.incomplete.insert(sub.id, ());
-        // Looked up first: `entry` takes its key by value, a copy of the customer id that
-        // only a customer's first subscription needs.
-        let mut ids = match self.by_customer.get_mut(&sub.customer_id) {
-            Some(ids) => ids,
-            None => self.by_customer.entry(sub.customer_id.clone()).or_default(),
+        self.file(&reservation);
+        Ok(reservation)
+    }
+
+    async fn reserve_with_new_key(
+        &self,
+        cmd: &ReserveWithNewKey,
+    ) -> Result<NewKeyReservation, StoreError> {
+        self.up()?;
+        let (claim, seat) = (cmd.claim(), cmd.seat());
+        let cell = self.cell(seat.plan_id);
+        let mut guard = cell.as_ref().map(|c| c.lock());
+        // The key map's shard stays locked from the check to the reservation: no claim
+        // of the same key can come between.
+        let Entry::Vacant(vacant) = self.keys.entry(KeyId::new(&claim.scope, &claim.key)) else {
+            return Ok(NewKeyReservation::KeyExists);
         };
-        if ids.last().is_none_or(|last| *last < sub.id) {
-            // The usual case: ids are time-ordered, so the newest goes last.
-            ids.push(sub.id);
-        } else {
-            let at = ids.partition_point(|id| *id < sub.id);
-            if ids.get(at) != Some(&sub.id) {
-                ids.insert(at, sub.id);
-            }
-        }
-        Ok(Reservation::Reserved(sub))
+        let mut rec = vacant.insert(KeyEntry::of_open(&claim.fresh_record()));
+        let reservation = reserve_under(seat, guard.as_deref_mut(), &mut rec)?;
+        drop(rec);
+        self.file(&reservation);
+        Ok(NewKeyReservation::Claimed(reservation))
     }
 
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {

@@ -49,9 +49,10 @@ use mongodb::{
 use seatkeeper_domain::{
     ports::{
         AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, PlanRepository, PurchaseRepository,
-        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
-        ReserveError, ReserveSeat, Store, StoreError, SubscriptionRepository, UpdatePlanError,
+        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
+        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
+        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        SubscriptionRepository, UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
     IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
@@ -151,6 +152,91 @@ fn unmatched(what: &str) -> mongodb::error::Error {
     )))
 }
 
+/// The collections a purchase writes, cloned (cheap handles) into its transaction.
+#[derive(Clone)]
+struct PurchaseCollections {
+    plans: Collection<PlanDoc>,
+    subscriptions: Collection<SubscriptionDoc>,
+    audit: Collection<AuditDoc>,
+    keys: Collection<KeyDoc>,
+}
+
+/// The reservation of `cmd` inside transaction `s`, whose caller holds the key at
+/// `Started` (checked by the caller in the same transaction): a rejection finishes the
+/// key; a seat inserts the `incomplete` subscription, records the recovery point, takes
+/// the seat with the guarded decrement and appends its audit entry.
+async fn reserve_in(
+    s: &mut ClientSession,
+    c: &PurchaseCollections,
+    cmd: &ReserveSeat,
+) -> mongodb::error::Result<Reservation> {
+    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
+    // 2. The plan as this snapshot has it: a rejection finishes the key.
+    let plan = c
+        .plans
+        .find_one(queries::plan_by_id(cmd.plan_id))
+        .session(&mut *s)
+        .await?
+        .map(Plan::try_from)
+        .transpose()
+        .map_err(corrupt)?;
+    if let Some(outcome) = cmd.rejection(plan.as_ref()) {
+        let finish = queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
+        let written = c.keys.update_one(held, finish).session(&mut *s).await?;
+        if written.matched_count != 1 {
+            return Err(unmatched("finishing the key"));
+        }
+        return Ok(Reservation::Rejected(outcome));
+    }
+    let Some(plan) = plan else {
+        return Err(corrupt(Corrupt("a missing plan was not rejected".into())));
+    };
+    // 3. The subscription and the recovery point.
+    let sub = Subscription::reserve(
+        cmd.subscription_id,
+        &plan,
+        cmd.customer_id.clone(),
+        cmd.payment_method.clone(),
+        Some(cmd.key.clone()),
+        cmd.now,
+    );
+    c.subscriptions
+        .insert_one(SubscriptionDoc::from(&sub))
+        .session(&mut *s)
+        .await?;
+    let written = c
+        .keys
+        .update_one(held, queries::record_reservation(sub.id))
+        .session(&mut *s)
+        .await?;
+    if written.matched_count != 1 {
+        return Err(unmatched("recording the reservation on the key"));
+    }
+    // 4. The hot plan document last: the guarded decrement, then its entry.
+    let after = c
+        .plans
+        .find_one_and_update(queries::seat_guard(cmd.plan_id), queries::take_seat())
+        .return_document(ReturnDocument::After)
+        .session(&mut *s)
+        .await?
+        .ok_or_else(|| unmatched("the guarded seat decrement"))?;
+    let after = Plan::try_from(after).map_err(corrupt)?;
+    let entry = AuditEntry::record(
+        &after,
+        AuditAction::SeatReserved,
+        after.seats_left + 1,
+        Some(sub.id),
+        None,
+        &cmd.ctx,
+        cmd.now,
+    );
+    c.audit
+        .insert_one(AuditDoc::from(&entry))
+        .session(&mut *s)
+        .await?;
+    Ok(Reservation::Reserved(sub))
+}
+
 impl MongoStore {
     /// Connects, checks that the server is a replica set member or `mongos` (else an
     /// error saying how to make a replica set), and creates the collections and indexes.
@@ -199,6 +285,15 @@ impl MongoStore {
             self.subscriptions.clone(),
             self.audit.clone(),
         )
+    }
+
+    fn purchase_collections(&self) -> PurchaseCollections {
+        PurchaseCollections {
+            plans: self.plans.clone(),
+            subscriptions: self.subscriptions.clone(),
+            audit: self.audit.clone(),
+            keys: self.keys.clone(),
+        }
     }
 
     async fn session(&self) -> Result<ClientSession, StoreError> {
@@ -681,20 +776,15 @@ impl PurchaseRepository for MongoStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
         let cmd = cmd.clone();
-        let (plans, subscriptions, audit, keys) = (
-            self.plans.clone(),
-            self.subscriptions.clone(),
-            self.audit.clone(),
-            self.keys.clone(),
-        );
+        let c = self.purchase_collections();
         let mut session = self.session().await?;
         let run = session
             .start_transaction()
             .with_options(transaction_options())
             .and_run2(async move |s| {
                 // 1. The caller still holds the key, and the key has reserved nothing.
-                let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
-                let record = keys
+                let record = c
+                    .keys
                     .find_one(queries::key(&cmd.customer_id, &cmd.key))
                     .session(&mut *s)
                     .await?
@@ -707,70 +797,53 @@ impl PurchaseRepository for MongoStore {
                 if !ours {
                     return refuse(s, ReserveError::LockLost).await;
                 }
-                // 2. The plan as this snapshot has it: a rejection finishes the key.
-                let plan = plans
-                    .find_one(queries::plan_by_id(cmd.plan_id))
-                    .session(&mut *s)
-                    .await?
-                    .map(Plan::try_from)
-                    .transpose()
-                    .map_err(corrupt)?;
-                if let Some(outcome) = cmd.rejection(plan.as_ref()) {
-                    let finish =
-                        queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-                    let written = keys.update_one(held, finish).session(&mut *s).await?;
-                    if written.matched_count != 1 {
-                        return Err(unmatched("finishing the key"));
-                    }
-                    return Ok(Ok(Reservation::Rejected(outcome)));
-                }
-                let Some(plan) = plan else {
-                    return Err(corrupt(Corrupt("a missing plan was not rejected".into())));
-                };
-                // 3. The subscription and the recovery point.
-                let sub = Subscription::reserve(
-                    cmd.subscription_id,
-                    &plan,
-                    cmd.customer_id.clone(),
-                    cmd.payment_method.clone(),
-                    Some(cmd.key.clone()),
-                    cmd.now,
-                );
-                subscriptions
-                    .insert_one(SubscriptionDoc::from(&sub))
-                    .session(&mut *s)
-                    .await?;
-                let written = keys
-                    .update_one(held, queries::record_reservation(sub.id))
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("recording the reservation on the key"));
-                }
-                // 4. The hot plan document last: the guarded decrement, then its entry.
-                let after = plans
-                    .find_one_and_update(queries::seat_guard(cmd.plan_id), queries::take_seat())
-                    .return_document(ReturnDocument::After)
-                    .session(&mut *s)
-                    .await?
-                    .ok_or_else(|| unmatched("the guarded seat decrement"))?;
-                let after = Plan::try_from(after).map_err(corrupt)?;
-                let entry = AuditEntry::record(
-                    &after,
-                    AuditAction::SeatReserved,
-                    after.seats_left + 1,
-                    Some(sub.id),
-                    None,
-                    &cmd.ctx,
-                    cmd.now,
-                );
-                audit
-                    .insert_one(AuditDoc::from(&entry))
-                    .session(&mut *s)
-                    .await?;
-                Ok(Ok(Reservation::Reserved(sub)))
+                reserve_in(s, &c, &cmd).await.map(Ok)
             });
         self.settle(run).await
+    }
+
+    #[tracing::instrument(skip_all, fields(plan_id = %cmd.seat().plan_id))]
+    async fn reserve_with_new_key(
+        &self,
+        cmd: &ReserveWithNewKey,
+    ) -> Result<NewKeyReservation, StoreError> {
+        let cmd = cmd.clone();
+        let c = self.purchase_collections();
+        let mut session = self.session().await?;
+        let run = session
+            .start_transaction()
+            .with_options(transaction_options())
+            .and_run2(async move |s| {
+                // 1. The key has no record: insert the claim's fresh one. Two transactions
+                // inserting the same new key conflict on the unique (scope, key) index,
+                // and the loser is answered `KeyExists` below, as if it had looked later.
+                let claim = cmd.claim();
+                let found = c
+                    .keys
+                    .find_one(queries::key(&claim.scope, &claim.key))
+                    .session(&mut *s)
+                    .await?;
+                if found.is_some() {
+                    s.abort_transaction().await?;
+                    return Ok(NewKeyReservation::KeyExists);
+                }
+                c.keys
+                    .insert_one(KeyDoc::from(&claim.fresh_record()))
+                    .session(&mut *s)
+                    .await?;
+                // 2. The reservation under it.
+                reserve_in(s, &c, cmd.seat())
+                    .await
+                    .map(NewKeyReservation::Claimed)
+            });
+        match self.limited(run).await? {
+            Ok(done) => Ok(done),
+            Err(e) if retry_claim(&Facts::of(&e)) == Retry::Claim => {
+                tracing::debug!("a concurrent claim inserted the new key first");
+                Ok(NewKeyReservation::KeyExists)
+            }
+            Err(e) => Err(classify(e)),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]

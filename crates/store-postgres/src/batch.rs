@@ -1,7 +1,7 @@
 //! The purchase phases as batches, for the [`Coalescer`](crate::coalesce): one
 //! transaction reserves seats for many requests, or completes many purchases, of any
-//! plans, with one lock of each plan row and one commit; new keys are claimed by one
-//! insert.
+//! plans, with one lock of each plan row and one commit; the new keys that reservations
+//! claim are inserted by one statement of the same transaction.
 //!
 //! Each request in a batch keeps the semantics of the port method it comes from: it is
 //! checked, decided and written exactly as it would be alone, in queue order, as if the
@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use seatkeeper_domain::{
     ports::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
-        ReserveSeat, StoreError,
+        ReserveSeat, ReserveWithNewKey,
     },
     AuditAction, AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
     Subscription, SubscriptionStatus,
@@ -481,34 +481,92 @@ async fn lock_plans(
 
 // ----- the phases -----
 
-/// [`PurchaseRepository::reserve_seat`](seatkeeper_domain::ports::PurchaseRepository::reserve_seat)
-/// for every request of `cmds`, of any plans, in one transaction: lock the keys, lock
-/// the plans, write.
+/// A reservation as a batch takes it.
+#[derive(Debug, Clone)]
+pub(crate) enum Reserve {
+    /// [`PurchaseRepository::reserve_seat`](seatkeeper_domain::ports::PurchaseRepository::reserve_seat):
+    /// under a key the caller holds.
+    Held(ReserveSeat),
+    /// [`PurchaseRepository::reserve_with_new_key`](seatkeeper_domain::ports::PurchaseRepository::reserve_with_new_key):
+    /// under a key the same transaction claims.
+    New(ReserveWithNewKey),
+}
+
+impl Reserve {
+    fn seat(&self) -> &ReserveSeat {
+        match self {
+            Self::Held(seat) => seat,
+            Self::New(cmd) => cmd.seat(),
+        }
+    }
+}
+
+/// What a batch did for one [`Reserve`].
+#[allow(clippy::large_enum_variant)] // as `NewKeyReservation`: one per request, never kept
+#[derive(Debug)]
+pub(crate) enum Reserved {
+    /// The reservation ran (under a new key: the key is claimed).
+    Seat(Reservation),
+    /// A new key had a record already: nothing was done for this request.
+    KeyExists,
+}
+
+/// The reservations of `reqs`, of any plans, in one transaction: claim the new keys, lock
+/// the held ones, lock the plans, write.
 pub(crate) async fn reserve_tx(
     c: &mut PgConnection,
-    cmds: Vec<ReserveSeat>,
-) -> Result<Vec<Result<Reservation, ReserveError>>, sqlx::Error> {
-    let wanted: Vec<(String, String)> = cmds
+    reqs: Vec<Reserve>,
+) -> Result<Vec<Result<Reserved, ReserveError>>, sqlx::Error> {
+    let new_keys: Vec<&ClaimKey> = reqs
         .iter()
-        .map(|c| (c.customer_id.as_str().to_owned(), c.key.as_str().to_owned()))
-        .collect();
-    let keys = lock_keys(c, &wanted).await?;
-    // Whose key is still theirs and has reserved nothing; a key appears at most once.
-    let mut taken = HashSet::new();
-    let holds: Vec<bool> = cmds
-        .iter()
-        .zip(&wanted)
-        .map(|(cmd, id)| {
-            keys.get(id)
-                .is_some_and(|k| k.is_locked_by(cmd.owner) && k.recovery == RecoveryPoint::Started)
-                && taken.insert(id.clone())
+        .filter_map(|r| match r {
+            Reserve::New(cmd) => Some(cmd.claim()),
+            Reserve::Held(_) => None,
         })
         .collect();
-    if !holds.contains(&true) {
-        return Ok(cmds.iter().map(|_| Err(ReserveError::LockLost)).collect());
+    let claimed = insert_fresh_keys(c, &new_keys).await?;
+    let wanted: Vec<(String, String)> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            Reserve::Held(cmd) => Some((
+                cmd.customer_id.as_str().to_owned(),
+                cmd.key.as_str().to_owned(),
+            )),
+            Reserve::New(_) => None,
+        })
+        .collect();
+    let keys = lock_keys(c, &wanted).await?;
+    // Who may reserve: a new key this transaction inserted for its owner; a held key
+    // that is still its caller's and has reserved nothing. A key appears at most once.
+    let mut taken = HashSet::new();
+    let holds: Vec<Option<bool>> = reqs
+        .iter()
+        .map(|req| {
+            let cmd = req.seat();
+            let id = (cmd.customer_id.as_str(), cmd.key.as_str());
+            match req {
+                Reserve::New(_) if !claimed.contains(&cmd.owner.as_uuid()) => None,
+                Reserve::New(_) => Some(taken.insert(id)),
+                Reserve::Held(_) => Some(
+                    keys.get(&(id.0.to_owned(), id.1.to_owned()))
+                        .is_some_and(|k| {
+                            k.is_locked_by(cmd.owner) && k.recovery == RecoveryPoint::Started
+                        })
+                        && taken.insert(id),
+                ),
+            }
+        })
+        .collect();
+    let refused = |hold: &Option<bool>| match hold {
+        None => Ok(Reserved::KeyExists),
+        Some(_) => Err(ReserveError::LockLost),
+    };
+    if !holds.contains(&Some(true)) {
+        return Ok(holds.iter().map(refused).collect());
     }
+    let cmds: Vec<&ReserveSeat> = reqs.iter().map(Reserve::seat).collect();
 
-    let held = cmds.iter().zip(&holds).filter(|(_, h)| **h);
+    let held = cmds.iter().zip(&holds).filter(|(_, h)| **h == Some(true));
     let mut plans = lock_plans(c, held.map(|(cmd, _)| cmd.plan_id)).await?;
     let before = plans.clone();
     let mut answers = Vec::with_capacity(cmds.len());
@@ -516,9 +574,9 @@ pub(crate) async fn reserve_tx(
     let mut entries = AuditInserts::default();
     let mut points = RecoveryPoints::default();
     let mut finished = FinishedKeys::default();
-    for (cmd, holds) in cmds.iter().zip(holds) {
-        if !holds {
-            answers.push(Err(ReserveError::LockLost));
+    for (cmd, hold) in cmds.iter().zip(&holds) {
+        if *hold != Some(true) {
+            answers.push(refused(hold));
             continue;
         }
         let plan = plans.get_mut(&cmd.plan_id);
@@ -531,7 +589,7 @@ pub(crate) async fn reserve_tx(
                 cmd.now,
                 None,
             )?;
-            answers.push(Ok(Reservation::Rejected(outcome)));
+            answers.push(Ok(Reserved::Seat(Reservation::Rejected(outcome))));
             continue;
         }
         let p = plan.expect("a plan that gives a seat exists");
@@ -558,7 +616,7 @@ pub(crate) async fn reserve_tx(
         points.scope.push(cmd.customer_id.as_str().to_owned());
         points.key.push(cmd.key.as_str().to_owned());
         points.subscription_id.push(sub.id.as_uuid());
-        answers.push(Ok(Reservation::Reserved(sub)));
+        answers.push(Ok(Reserved::Seat(Reservation::Reserved(sub))));
     }
 
     let sql = write_statement(&[
@@ -690,14 +748,16 @@ pub(crate) async fn complete_tx(
     Ok(answers)
 }
 
-/// The fast path of [`IdempotencyRepository::claim_key`](seatkeeper_domain::ports::IdempotencyRepository::claim_key)
-/// for many claims: inserts the fresh record of each claim whose key has none, with one
-/// statement. `true` where it did (the claim is acquired); `false` where the key has a
-/// record, or another claim of this batch took it first: that claim is decided alone.
-pub(crate) async fn insert_fresh_keys(
+/// Inserts the fresh record of each claim whose key has none, with one statement;
+/// returns the owners of the claims it inserted. A key that has a record, or that an
+/// earlier claim of the same call took, is not inserted.
+async fn insert_fresh_keys(
     c: &mut PgConnection,
-    claims: Vec<ClaimKey>,
-) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
+    claims: &[&ClaimKey],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    if claims.is_empty() {
+        return Ok(HashSet::new());
+    }
     let n = claims.len();
     let mut first = HashSet::with_capacity(n);
     let (mut scope, mut key, mut fingerprint, mut owner) = (
@@ -713,7 +773,7 @@ pub(crate) async fn insert_fresh_keys(
     );
     // In (scope, key) order, so that two batches inserting the same keys (two
     // instances) wait for each other in one direction and never deadlock.
-    let mut sorted: Vec<&ClaimKey> = claims.iter().collect();
+    let mut sorted: Vec<&ClaimKey> = claims.to_vec();
     sorted.sort_by(|a, b| {
         (a.scope.as_str(), a.key.as_str()).cmp(&(b.scope.as_str(), b.key.as_str()))
     });
@@ -754,8 +814,5 @@ pub(crate) async fn insert_fresh_keys(
         use sqlx::Row;
         inserted.insert(row.try_get::<Uuid, _>("lock_owner")?);
     }
-    Ok(claims
-        .iter()
-        .map(|claim| Ok(inserted.contains(&claim.owner.as_uuid())))
-        .collect())
+    Ok(inserted)
 }

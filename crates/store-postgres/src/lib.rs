@@ -2,8 +2,8 @@
 //!
 //! Each store operation is one transaction (READ COMMITTED) made of guarded statements,
 //! and a seat is only ever taken under its plan row's lock, with the schema's
-//! `seats_left BETWEEN 0 AND capacity` behind it, never across a payment call. The three
-//! steps of the purchase path — claiming a new key, reserving a seat, completing a
+//! `seats_left BETWEEN 0 AND capacity` behind it, never across a payment call. The two
+//! steps of the purchase path — claiming a new key with its reservation, completing a
 //! purchase — are coalesced: requests that arrive while a transaction of their kind runs
 //! are taken together by the next one (`coalesce.rs`, `batch.rs`), each decided as if alone,
 //! so one lock of a hot plan row and one commit serve many purchases. Rows are always
@@ -35,9 +35,10 @@ use futures::future::BoxFuture;
 use seatkeeper_domain::{
     ports::{
         AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
-        Completion, IdempotencyRepository, PlanRepository, PurchaseRepository, RecoveryBacklog,
-        RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation, ReserveError, ReserveSeat,
-        Store, StoreError, SubscriptionRepository, UpdatePlanError,
+        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PurchaseRepository,
+        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
+        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
+        UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
     IdempotencyRecord, KeyState, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
@@ -78,7 +79,6 @@ impl PostgresSettings {
 /// Batches and requests of each coalesced purchase phase.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurchaseBatchStats {
-    pub claims: BatchStats,
     pub reservations: BatchStats,
     pub completions: BatchStats,
 }
@@ -86,16 +86,15 @@ pub struct PurchaseBatchStats {
 /// How many requests one batch transaction takes at most.
 const MAX_BATCH: usize = 128;
 
-type ReserveAnswer = Result<Reservation, ReserveError>;
+type ReserveAnswer = Result<batch::Reserved, ReserveError>;
 type CompleteAnswer = Result<Completion, CompleteError>;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: PgPool,
-    /// Concurrent claims of new keys share one insert.
-    claims: Coalescer<(), ClaimKey, Result<bool, StoreError>>,
-    /// Concurrent reservations share a transaction: one lock of each plan row for many.
-    reservations: Coalescer<(), ReserveSeat, ReserveAnswer>,
+    /// Concurrent reservations share a transaction: one lock of each plan row for many,
+    /// and one insert for the new keys they claim.
+    reservations: Coalescer<(), batch::Reserve, ReserveAnswer>,
     /// Concurrent completions share a transaction.
     completions: Coalescer<(), CompletePurchase, CompleteAnswer>,
     /// Something to drop with the store (a test database to remove).
@@ -135,11 +134,7 @@ impl PostgresStore {
     }
 
     fn with_pool(pool: PgPool) -> Self {
-        let claim: RunBatch<ClaimKey, Result<bool, StoreError>> = {
-            let pool = pool.clone();
-            Arc::new(move |claims| Box::pin(run_batch(pool.clone(), claims, batch_claim)))
-        };
-        let reserve: RunBatch<ReserveSeat, ReserveAnswer> = {
+        let reserve: RunBatch<batch::Reserve, ReserveAnswer> = {
             let pool = pool.clone();
             Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_reserve)))
         };
@@ -148,7 +143,6 @@ impl PostgresStore {
             Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_complete)))
         };
         Self {
-            claims: Coalescer::new("claims", MAX_BATCH, claim, || Err(lost_batch())),
             reservations: Coalescer::new("reservations", MAX_BATCH, reserve, || {
                 Err(lost_batch().into())
             }),
@@ -173,7 +167,6 @@ impl PostgresStore {
     /// How much the purchase phases were coalesced so far.
     pub fn batch_stats(&self) -> PurchaseBatchStats {
         PurchaseBatchStats {
-            claims: self.claims.stats(),
             reservations: self.reservations.stats(),
             completions: self.completions.stats(),
         }
@@ -182,11 +175,6 @@ impl PostgresStore {
     /// How many reservations wait for the next batch.
     pub fn queued_reservations(&self) -> usize {
         self.reservations.queued(&())
-    }
-
-    /// How many claims of new keys wait for the next batch.
-    pub fn queued_claims(&self) -> usize {
-        self.claims.queued(&())
     }
 
     /// How many completions wait for the next batch.
@@ -238,16 +226,9 @@ where
 type BatchTx<Req, Res> =
     for<'c> fn(&'c mut PgConnection, Vec<Req>) -> BoxFuture<'c, Result<Vec<Res>, sqlx::Error>>;
 
-fn batch_claim(
-    c: &mut PgConnection,
-    claims: Vec<ClaimKey>,
-) -> BoxFuture<'_, Result<Vec<Result<bool, StoreError>>, sqlx::Error>> {
-    Box::pin(batch::insert_fresh_keys(c, claims))
-}
-
 fn batch_reserve(
     c: &mut PgConnection,
-    cmds: Vec<ReserveSeat>,
+    cmds: Vec<batch::Reserve>,
 ) -> BoxFuture<'_, Result<Vec<ReserveAnswer>, sqlx::Error>> {
     Box::pin(batch::reserve_tx(c, cmds))
 }
@@ -945,11 +926,8 @@ impl SubscriptionRepository for PostgresStore {
 #[async_trait]
 impl IdempotencyRepository for PostgresStore {
     async fn claim_key(&self, claim: &ClaimKey) -> Result<Claim, StoreError> {
-        // A new key, the usual case, is one row of a shared insert: no transaction of its
-        // own. A key that has a record is decided alone, in a transaction.
-        if self.claims.submit(&(), claim.clone()).await? {
-            return Ok(Claim::Acquired(claim.fresh_record()));
-        }
+        // A purchase claims a new key with its reservation (`reserve_with_new_key`); a
+        // claim comes here for a key that has a record, decided alone.
         self.tx(|c| Box::pin(claim_tx(c, claim.clone()))).await
     }
 
@@ -986,7 +964,33 @@ impl IdempotencyRepository for PostgresStore {
 impl PurchaseRepository for PostgresStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        self.reservations.submit(&(), cmd.clone()).await
+        let req = batch::Reserve::Held(cmd.clone());
+        match self.reservations.submit(&(), req).await? {
+            batch::Reserved::Seat(reservation) => Ok(reservation),
+            batch::Reserved::KeyExists => Err(StoreError::internal(
+                "a reservation under a held key was answered as a new key's",
+            )
+            .into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(plan_id = %cmd.seat().plan_id))]
+    async fn reserve_with_new_key(
+        &self,
+        cmd: &ReserveWithNewKey,
+    ) -> Result<NewKeyReservation, StoreError> {
+        match self
+            .reservations
+            .submit(&(), batch::Reserve::New(cmd.clone()))
+            .await
+        {
+            Ok(batch::Reserved::Seat(reservation)) => Ok(NewKeyReservation::Claimed(reservation)),
+            Ok(batch::Reserved::KeyExists) => Ok(NewKeyReservation::KeyExists),
+            Err(ReserveError::Store(e)) => Err(e),
+            Err(ReserveError::LockLost) => Err(StoreError::internal(
+                "a key claimed in the reservation's own transaction was lost",
+            )),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]

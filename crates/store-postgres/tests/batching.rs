@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use seatkeeper_domain::{
     ports::{
-        ChargeResult, CompleteError, IdempotencyRepository, PurchaseRepository, Reservation,
+        ChargeResult, CompleteError, NewKeyReservation, PurchaseRepository, Reservation,
         ReserveError, StoreError,
     },
     PlanId, PurchaseOutcome,
@@ -278,35 +278,28 @@ async fn reservations_of_several_plans_share_a_batch_and_each_gets_its_own_answe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn claims_of_new_keys_share_one_insert_and_a_key_claimed_twice_is_acquired_once() {
-    let Some(store) = store_or_skip("claims_of_new_keys_share_one_insert").await else {
+async fn reservations_with_new_keys_share_a_transaction_with_held_ones_and_a_new_key_is_claimed_once(
+) {
+    let Some(store) = store_or_skip("reservations_with_new_keys_share_a_transaction").await else {
         return;
     };
-    let plan = create_plan(&*store, 5).await;
-    // Another transaction inserts the first claim's key and waits: the first batch
-    // blocks on it until that transaction rolls back.
-    let first = Purchase::new(plan.id, "cus_first", "k", now());
-    let mut blocker = store.pool().begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, state, created_at, expires_at) \
-         VALUES ($1, $2, 'x', 'open', now(), now() + interval '1 hour')",
-    )
-    .bind(first.customer().as_str())
-    .bind(first.claim.key.as_str())
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let plan = create_plan(&*store, 50).await;
     let used = Purchase::new(plan.id, "cus_used", "k", now());
-    used.claim(&*store).await; // holds its key: a second claim of it is InUse
-    let before = store.batch_stats().claims;
+    used.claim(&*store).await; // has a record: a new-key reservation of it is KeyExists
+    let held = Purchase::new(plan.id, "cus_held", "k", now());
+    held.claim(&*store).await; // reserves with reserve_seat, in the same batch
 
-    let claim = |p: &Purchase| {
-        let (store, claim) = (store.clone(), p.claim.clone());
-        tokio::spawn(async move { store.claim_key(&claim).await })
+    // The first batch claims its key and then waits for the plan row; everything else
+    // queues behind it.
+    let blocker = hold_plan_row(&store, plan.id).await;
+    let new_key = |p: &Purchase| {
+        let (store, cmd) = (store.clone(), p.with_new_key());
+        tokio::spawn(async move { store.reserve_with_new_key(&cmd).await.map(Some) })
     };
-    let mut tasks = vec![claim(&first)];
+    let first = Purchase::new(plan.id, "cus_first", "k", now());
+    let mut tasks = vec![new_key(&first)];
     until("the first batch", || {
-        store.batch_stats().claims.batches == before.batches + 1
+        store.batch_stats().reservations.batches == 1
     })
     .await;
     let mut queued: Vec<Purchase> = (0..20)
@@ -314,18 +307,29 @@ async fn claims_of_new_keys_share_one_insert_and_a_key_claimed_twice_is_acquired
         .collect();
     queued.push(Purchase::new(plan.id, "cus_0", "k", now())); // cus_0's key, again
     queued.push(Purchase::new(plan.id, "cus_used", "k", now()));
-    tasks.extend(queued.iter().map(claim));
-    until("the others to queue", || store.queued_claims() == 22).await;
-    blocker.rollback().await.unwrap();
+    tasks.extend(queued.iter().map(new_key));
+    tasks.push({
+        let (store, cmd) = (store.clone(), held.reserve.clone());
+        tokio::spawn(async move {
+            match store.reserve_seat(&cmd).await {
+                Ok(r) => Ok(Some(NewKeyReservation::Claimed(r))),
+                Err(ReserveError::Store(e)) => Err(e),
+                Err(ReserveError::LockLost) => Ok(None),
+            }
+        })
+    });
+    until("the others to queue", || store.queued_reservations() == 23).await;
+    blocker.commit().await.unwrap();
 
     let mut answers = std::collections::BTreeMap::new();
     let customers = std::iter::once(&first)
         .chain(&queued)
+        .chain(std::iter::once(&held))
         .map(|p| p.customer().as_str().to_owned());
     for (customer, t) in customers.zip(tasks) {
         let answer = match t.await.unwrap().unwrap() {
-            seatkeeper_domain::Claim::Acquired(_) => "acquired",
-            seatkeeper_domain::Claim::InUse => "in use",
+            Some(NewKeyReservation::Claimed(Reservation::Reserved(_))) => "reserved",
+            Some(NewKeyReservation::KeyExists) => "key exists",
             other => panic!("unexpected {other:?}"),
         };
         answers
@@ -333,20 +337,18 @@ async fn claims_of_new_keys_share_one_insert_and_a_key_claimed_twice_is_acquired
             .or_insert_with(Vec::new)
             .push(answer);
     }
-    assert_eq!(answers["cus_first"], ["acquired"]);
+    assert_eq!(answers["cus_first"], ["reserved"]);
     let mut twice = answers["cus_0"].clone();
     twice.sort();
-    assert_eq!(twice, ["acquired", "in use"]);
-    assert_eq!(answers["cus_used"], ["in use"]);
+    assert_eq!(twice, ["key exists", "reserved"]);
+    assert_eq!(answers["cus_used"], ["key exists"]);
+    assert_eq!(answers["cus_held"], ["reserved"]);
     for i in 1..20 {
-        assert_eq!(answers[&format!("cus_{i}")], ["acquired"]);
+        assert_eq!(answers[&format!("cus_{i}")], ["reserved"]);
     }
-    let after = store.batch_stats().claims;
-    assert_eq!(
-        (
-            after.batches - before.batches,
-            after.requests - before.requests
-        ),
-        (2, 23)
-    );
+    let stats = store.batch_stats().reservations;
+    assert_eq!((stats.batches, stats.requests), (2, 24));
+    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
+    assert_eq!(plan_now.seats_left, 50 - 22);
+    assert_invariants(&*store, plan.id).await;
 }

@@ -2,14 +2,16 @@
 //!
 //! [`PurchaseRepository::reserve_seat`] takes a seat and records the recovery point;
 //! [`PurchaseRepository::complete_purchase`] records what the charge did. The charge
-//! itself happens between them, outside any transaction or lock.
+//! itself happens between them, outside any transaction or lock. For a key the store has
+//! never seen — nearly every purchase — [`PurchaseRepository::reserve_with_new_key`]
+//! claims the key and reserves in one step, one transaction instead of two.
 
 use async_trait::async_trait;
 
 use super::StoreError;
 use crate::model::{
-    AuditAction, AuditContext, CustomerId, IdempotencyKey, LockToken, PaymentMethod, Plan, PlanId,
-    PlanStatus, PurchaseOutcome, Subscription, SubscriptionId, Timestamp,
+    AuditAction, AuditContext, ClaimKey, CustomerId, IdempotencyKey, LockToken, PaymentMethod,
+    Plan, PlanId, PlanStatus, PurchaseOutcome, Subscription, SubscriptionId, Timestamp,
 };
 
 /// Reserve a seat of `plan_id` for the purchase that holds `(customer_id, key)`.
@@ -58,6 +60,53 @@ pub enum ReserveError {
     LockLost,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Claim a key that has no record yet and reserve a seat under it: the first two phases
+/// of a purchase, for the usual case of a new key. The claim and the reservation name the
+/// same customer, key and owner ([`ReserveWithNewKey::new`] checks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveWithNewKey {
+    claim: ClaimKey,
+    seat: ReserveSeat,
+}
+
+impl ReserveWithNewKey {
+    /// # Panics
+    /// If `claim` and `seat` differ in customer, key or owner: a programming error, never
+    /// the caller's input.
+    pub fn new(claim: ClaimKey, seat: ReserveSeat) -> Self {
+        assert!(
+            claim.scope == seat.customer_id && claim.key == seat.key && claim.owner == seat.owner,
+            "a reservation with a new key claims the key it reserves under"
+        );
+        Self { claim, seat }
+    }
+
+    /// The claim: its fresh record ([`ClaimKey::fresh_record`]) is what the key starts as.
+    pub fn claim(&self) -> &ClaimKey {
+        &self.claim
+    }
+
+    /// The reservation made under the new key.
+    pub fn seat(&self) -> &ReserveSeat {
+        &self.seat
+    }
+}
+
+/// What [`PurchaseRepository::reserve_with_new_key`] did.
+// Returned once per purchase and never stored: boxing the reservation would allocate on
+// every purchase to save stack space for a moment.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewKeyReservation {
+    /// The key was new: it is now held by the caller, and this is what the reservation
+    /// under it did (`Reserved`: recovery point `Reserved`; `Rejected`: key finished).
+    Claimed(Reservation),
+    /// The key has a record (live, finished, abandoned or past its retention): nothing
+    /// changed. [`IdempotencyRepository::claim_key`](super::IdempotencyRepository::claim_key)
+    /// decides what it means.
+    KeyExists,
 }
 
 /// What the charge of a reserved subscription did.
@@ -165,6 +214,18 @@ pub trait PurchaseRepository: Send + Sync {
     /// `incomplete` subscription built by [`Subscription::reserve`], appends a
     /// `seat_reserved` audit entry and sets the key's recovery point to `Reserved`.
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError>;
+
+    /// In one atomic step, only if `cmd.claim()`'s `(scope, key)` has no record at all:
+    /// inserts [`ClaimKey::fresh_record`] and does with it what [`Self::reserve_seat`]
+    /// does, so the key is never seen claimed without its reservation (`Claimed`).
+    /// Otherwise changes nothing and returns `KeyExists`, whatever the record is — one
+    /// past its retention and not yet purged included. Of many concurrent calls for one
+    /// new key, at most one gets `Claimed`, and never alongside a `claim_key` that
+    /// acquired the same new key.
+    async fn reserve_with_new_key(
+        &self,
+        cmd: &ReserveWithNewKey,
+    ) -> Result<NewKeyReservation, StoreError>;
 
     /// In one atomic step, only if the subscription is `incomplete`: `Charged` makes it
     /// `active` ([`Subscription::activate`]) with a `purchase_activated` audit entry;

@@ -1,5 +1,6 @@
-//! The purchase state machine of `purchase-flow.md`: claim the key, reserve a seat,
-//! charge outside any transaction, complete; resume from the recovery point on retry.
+//! The purchase state machine of `purchase-flow.md`: claim the key, reserve a seat (one
+//! store step for both when the key is new), charge outside any transaction, complete;
+//! resume from the recovery point on retry.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +12,8 @@ use crate::{
     },
     ports::{
         ChargeError, ChargeRequest, ChargeResult, Clock, CompleteError, CompletePurchase,
-        PaymentGateway, Reservation, ReserveError, ReserveSeat, Store, StoreError,
+        NewKeyReservation, PaymentGateway, Reservation, ReserveError, ReserveSeat,
+        ReserveWithNewKey, Store, StoreError,
     },
 };
 
@@ -73,6 +75,19 @@ pub enum PurchaseError {
     Store(#[from] StoreError),
 }
 
+/// Where a purchase stands once its key is claimed, before any charge.
+enum Start {
+    /// The key was finished by an earlier request: replay its outcome.
+    Replay {
+        outcome: PurchaseOutcome,
+        request_id: String,
+    },
+    /// The purchase ended without a charge (sold out, say) or was already completed.
+    Done(PurchaseOutcome),
+    /// A seat is reserved: charge for it.
+    Charge(Subscription),
+}
+
 /// Runs purchases.
 #[derive(Clone)]
 pub struct PurchaseService {
@@ -101,43 +116,26 @@ impl PurchaseService {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id, customer_id = %cmd.customer_id))]
     pub async fn purchase(&self, cmd: &PurchaseCommand) -> Result<PurchaseReceipt, PurchaseError> {
         let owner = LockToken::generate();
-        // A block, so that the claim's copies of the key are freed before the purchase
-        // waits on its payment, not held by every parked request.
-        let claimed = {
-            let claim = ClaimKey {
-                scope: cmd.customer_id.clone(),
-                key: cmd.key.clone(),
-                fingerprint: Fingerprint::of_purchase(
-                    cmd.plan_id,
-                    &cmd.customer_id,
-                    &cmd.payment_method,
-                ),
-                owner,
-                now: self.clock.now(),
-                lease: self.settings.lock_lease,
-                retention: self.settings.retention,
-            };
-            self.store.claim_key(&claim).await?
-        };
-        // Only the recovery point goes on: the rest of the record is freed before the wait.
-        let recovery = match claimed {
-            Claim::Acquired(record) => record.recovery,
-            Claim::Finished {
+        let result = match self.start(cmd, owner).await {
+            Ok(Start::Replay {
                 outcome,
                 request_id,
-            } => {
+            }) => {
                 return Ok(PurchaseReceipt {
                     outcome,
                     replayed: true,
                     request_id,
                 })
             }
-            Claim::InUse => return Err(PurchaseError::KeyInUse),
-            Claim::FingerprintMismatch => return Err(PurchaseError::KeyReused),
+            Ok(Start::Done(outcome)) => Ok(outcome),
+            Ok(Start::Charge(subscription)) => self.finish(cmd, subscription).await,
+            Err(e) => Err(e),
         };
-        let result = self.run(cmd, owner, recovery).await;
         if let Err(err) = &result {
-            if !matches!(err, PurchaseError::KeyInUse) {
+            // `KeyInUse` and `KeyReused`: the key is somebody else's. Anything else may
+            // have left it held by this request (a commit whose answer was lost, say), so
+            // it is let go for a retry to resume at once.
+            if !matches!(err, PurchaseError::KeyInUse | PurchaseError::KeyReused) {
                 self.let_go(cmd, owner).await;
             }
         }
@@ -148,32 +146,47 @@ impl PurchaseService {
         })
     }
 
-    /// Runs the purchase from the key's recovery point, holding its lock.
-    async fn run(
-        &self,
-        cmd: &PurchaseCommand,
-        owner: LockToken,
-        recovery: RecoveryPoint,
-    ) -> Result<PurchaseOutcome, PurchaseError> {
-        let ctx = AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str());
-        let subscription = match recovery {
+    /// The key's claim and the reservation, as far as they go before the charge. A new
+    /// key — nearly every purchase — takes one store step for both; a key with a record
+    /// is claimed first and goes on from its recovery point.
+    async fn start(&self, cmd: &PurchaseCommand, owner: LockToken) -> Result<Start, PurchaseError> {
+        // A block, so that the step's copies of the key are freed before the purchase
+        // waits on its payment, not held by every parked request.
+        let first = {
+            let step = ReserveWithNewKey::new(self.claim(cmd, owner), self.reservation(cmd, owner));
+            self.store.reserve_with_new_key(&step).await?
+        };
+        match first {
+            NewKeyReservation::Claimed(Reservation::Reserved(subscription)) => {
+                return Ok(Start::Charge(subscription))
+            }
+            NewKeyReservation::Claimed(Reservation::Rejected(outcome)) => {
+                return Ok(Start::Done(outcome))
+            }
+            NewKeyReservation::KeyExists => {}
+        }
+        // Only the recovery point goes on: the rest of the record is freed before the wait.
+        let recovery = match self.store.claim_key(&self.claim(cmd, owner)).await? {
+            Claim::Acquired(record) => record.recovery,
+            Claim::Finished {
+                outcome,
+                request_id,
+            } => {
+                return Ok(Start::Replay {
+                    outcome,
+                    request_id,
+                })
+            }
+            Claim::InUse => return Err(PurchaseError::KeyInUse),
+            Claim::FingerprintMismatch => return Err(PurchaseError::KeyReused),
+        };
+        match recovery {
             RecoveryPoint::Started => {
-                let reserve = ReserveSeat {
-                    customer_id: cmd.customer_id.clone(),
-                    key: cmd.key.clone(),
-                    owner,
-                    plan_id: cmd.plan_id,
-                    subscription_id: SubscriptionId::generate(),
-                    payment_method: cmd.payment_method.clone(),
-                    request_id: cmd.request_id.clone(),
-                    ctx: ctx.clone(),
-                    now: self.clock.now(),
-                };
-                match self.store.reserve_seat(&reserve).await {
-                    Ok(Reservation::Reserved(subscription)) => subscription,
-                    Ok(Reservation::Rejected(outcome)) => return Ok(outcome),
-                    Err(ReserveError::LockLost) => return Err(PurchaseError::KeyInUse),
-                    Err(ReserveError::Store(e)) => return Err(e.into()),
+                match self.store.reserve_seat(&self.reservation(cmd, owner)).await {
+                    Ok(Reservation::Reserved(subscription)) => Ok(Start::Charge(subscription)),
+                    Ok(Reservation::Rejected(outcome)) => Ok(Start::Done(outcome)),
+                    Err(ReserveError::LockLost) => Err(PurchaseError::KeyInUse),
+                    Err(ReserveError::Store(e)) => Err(e.into()),
                 }
             }
             RecoveryPoint::Reserved { subscription_id } => {
@@ -188,18 +201,58 @@ impl PurchaseService {
                         ))
                     })?;
                 if let Some(outcome) = PurchaseOutcome::of_finished(subscription.clone()) {
-                    return Ok(outcome);
+                    return Ok(Start::Done(outcome));
                 }
                 tracing::info!(subscription_id = %subscription.id, "resuming a reserved purchase at the charge");
-                subscription
+                Ok(Start::Charge(subscription))
             }
-        };
+        }
+    }
+
+    /// The claim of the purchase's key by `owner`.
+    fn claim(&self, cmd: &PurchaseCommand, owner: LockToken) -> ClaimKey {
+        ClaimKey {
+            scope: cmd.customer_id.clone(),
+            key: cmd.key.clone(),
+            fingerprint: Fingerprint::of_purchase(
+                cmd.plan_id,
+                &cmd.customer_id,
+                &cmd.payment_method,
+            ),
+            owner,
+            now: self.clock.now(),
+            lease: self.settings.lock_lease,
+            retention: self.settings.retention,
+        }
+    }
+
+    /// The reservation of a seat under the purchase's key, held by `owner`.
+    fn reservation(&self, cmd: &PurchaseCommand, owner: LockToken) -> ReserveSeat {
+        ReserveSeat {
+            customer_id: cmd.customer_id.clone(),
+            key: cmd.key.clone(),
+            owner,
+            plan_id: cmd.plan_id,
+            subscription_id: SubscriptionId::generate(),
+            payment_method: cmd.payment_method.clone(),
+            request_id: cmd.request_id.clone(),
+            ctx: AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str()),
+            now: self.clock.now(),
+        }
+    }
+
+    /// Charges the reserved subscription and completes the purchase with the result.
+    async fn finish(
+        &self,
+        cmd: &PurchaseCommand,
+        subscription: Subscription,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         let result = self.charge(&subscription).await?;
         let complete = CompletePurchase {
             subscription_id: subscription.id,
             result,
             request_id: cmd.request_id.clone(),
-            ctx,
+            ctx: AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str()),
             now: self.clock.now(),
             verify_after: None,
         };

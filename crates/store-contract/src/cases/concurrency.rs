@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use seatkeeper_domain::{
     ports::{
-        CancelError, Cancellation, ChargeResult, CompleteError, Completion, Reservation,
-        ReserveError, StoreError, UpdatePlanError,
+        CancelError, Cancellation, ChargeResult, CompleteError, Completion, NewKeyReservation,
+        Reservation, ReserveError, StoreError, UpdatePlanError,
     },
     AuditAction, Capacity, Claim, PlanPatch, PlanStatus, PurchaseOutcome, RecoveryPoint,
     SubscriptionId, SubscriptionStatus,
@@ -781,6 +781,209 @@ pub async fn purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_
 }
 
 /// The index of the only `Acquired` claim; fails unless every other one is `InUse`.
+pub async fn a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exactly_once(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 5).await;
+    let at = now();
+    let base = Purchase::new(plan.id, "cus_1", "k", at);
+    let attempts: Vec<Purchase> = (0..100)
+        .map(|_| {
+            base.taken_over_by(&base.reclaim(at))
+                .with_subscription_id(SubscriptionId::generate())
+        })
+        .collect();
+    let results = race(
+        attempts
+            .iter()
+            .map(|p| {
+                let (store, cmd) = (store.clone(), p.with_new_key());
+                task(async move { store.reserve_with_new_key(&cmd).await })
+            })
+            .collect(),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (i, (p, result)) in attempts.iter().zip(&results).enumerate() {
+        match result {
+            Ok(NewKeyReservation::Claimed(Reservation::Reserved(sub)))
+                if sub.id == p.subscription_id() =>
+            {
+                winners.push(i)
+            }
+            Ok(NewKeyReservation::KeyExists) => {}
+            other => panic!(
+                "a simultaneous new-key reservation of one key must be Reserved or KeyExists, got {other:?}"
+            ),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one key claimed {} times", winners.len());
+    let winner = &attempts[winners[0]];
+    for p in &attempts {
+        let stored = store
+            .get_subscription(p.subscription_id())
+            .await
+            .expect("get_subscription failed");
+        assert_eq!(
+            stored.is_some(),
+            p.subscription_id() == winner.subscription_id(),
+            "only the winner stored a subscription"
+        );
+    }
+    assert_key_in_use(&*store, winner, at + secs(1)).await;
+    assert!(store
+        .release_key(winner.customer(), &winner.claim.key, winner.claim.owner)
+        .await
+        .expect("release_key failed"));
+    let stats = stats_now(&*store, plan.id).await;
+    assert_eq!((stats.seats_left, stats.incomplete), (4, 1));
+    assert_invariants(&*store, plan.id).await;
+}
+
+pub async fn new_key_reservations_racing_claims_of_the_same_keys_give_each_key_one_holder(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 100).await;
+    let at = now();
+    let keys = 50;
+    let reservers: Vec<Purchase> = (0..keys)
+        .map(|i| Purchase::new(plan.id, &format!("cus_{}", i % 5), &format!("k{i}"), at))
+        .collect();
+    let claimers: Vec<Purchase> = reservers
+        .iter()
+        .map(|p| {
+            p.taken_over_by(&p.reclaim(at))
+                .with_subscription_id(SubscriptionId::generate())
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (r, c) in reservers.iter().zip(&claimers) {
+        let (reserving, cmd) = (store.clone(), r.with_new_key());
+        tasks.push(task(async move {
+            (Some(reserving.reserve_with_new_key(&cmd).await), None)
+        }));
+        let (claiming, claim) = (store.clone(), c.claim.clone());
+        tasks.push(task(async move {
+            (None, Some(claiming.claim_key(&claim).await))
+        }));
+    }
+    let results = race(tasks).await;
+    let mut reserved = 0u32;
+    for (i, pair) in results.chunks(2).enumerate() {
+        let (Some(reservation), Some(claim)) = (&pair[0].0, &pair[1].1) else {
+            unreachable!("each key has a reservation and a claim, in that order");
+        };
+        match (reservation, claim) {
+            (Ok(NewKeyReservation::Claimed(Reservation::Reserved(_))), Ok(Claim::InUse)) => {
+                reserved += 1;
+            }
+            (Ok(NewKeyReservation::KeyExists), Ok(Claim::Acquired(record)))
+                if record.recovery == RecoveryPoint::Started =>
+            {
+                // The claim holds the key: its own reservation goes through.
+                assert!(matches!(
+                    claimers[i].reserve(&*store).await,
+                    Reservation::Reserved(_)
+                ));
+                reserved += 1;
+            }
+            other => panic!(
+                "key k{i}: exactly one of a new-key reservation and a claim may take a new key, got {other:?}"
+            ),
+        }
+    }
+    assert_eq!(reserved, keys as u32);
+    let stats = stats_now(&*store, plan.id).await;
+    assert_eq!((stats.seats_left, stats.incomplete), (50, 50));
+    assert_invariants(&*store, plan.id).await;
+}
+
+pub async fn two_hundred_simultaneous_reservations_new_keys_and_held_keys_mixed_reserve_exactly_fifty(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 50).await;
+    let at = now();
+    let purchases: Vec<Purchase> = (0..200)
+        .map(|i| Purchase::new(plan.id, &format!("cus_{}", i % 4), &format!("k{i}"), at))
+        .collect();
+    // The odd ones claim their keys first and reserve with `reserve_seat`; the even ones
+    // reserve with new keys.
+    all(purchases
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|p| {
+            let (store, p) = (store.clone(), p.clone());
+            task(async move {
+                p.claim(&*store).await;
+            })
+        })
+        .collect())
+    .await;
+    let results = race(
+        purchases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let store = store.clone();
+                if i % 2 == 0 {
+                    let cmd = p.with_new_key();
+                    task(async move {
+                        match store.reserve_with_new_key(&cmd).await {
+                            Ok(NewKeyReservation::Claimed(r)) => Ok(r),
+                            other => Err(format!("{other:?}")),
+                        }
+                    })
+                } else {
+                    let cmd = p.reserve.clone();
+                    task(
+                        async move { store.reserve_seat(&cmd).await.map_err(|e| format!("{e:?}")) },
+                    )
+                }
+            })
+            .collect(),
+    )
+    .await;
+    let mut reserved = BTreeSet::new();
+    let mut sold_out = Vec::new();
+    for (p, result) in purchases.iter().zip(results) {
+        match result {
+            Ok(Reservation::Reserved(sub)) if sub.id == p.subscription_id() => {
+                reserved.insert(sub.id);
+            }
+            Ok(Reservation::Rejected(PurchaseOutcome::SoldOut { plan_id }))
+                if plan_id == plan.id =>
+            {
+                sold_out.push(p.clone());
+            }
+            other => panic!("a reservation may only be Reserved or SoldOut here, got {other:?}"),
+        }
+    }
+    assert_eq!((reserved.len(), sold_out.len()), (50, 150));
+    assert_eq!(plan_now(&*store, plan.id).await.seats_left, 0);
+    for p in &sold_out {
+        assert_eq!(
+            finished_outcome(&*store, p, at + secs(1)).await,
+            (
+                PurchaseOutcome::SoldOut { plan_id: plan.id },
+                p.reserve.request_id.clone()
+            )
+        );
+    }
+    let audit = whole_audit(&*store, plan.id).await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.action == AuditAction::SeatReserved)
+            .count(),
+        50
+    );
+    assert_invariants(&*store, plan.id).await;
+}
+
 fn one_acquired(results: &[Result<Claim, StoreError>], what: &str) -> usize {
     let mut winners = Vec::new();
     for (i, r) in results.iter().enumerate() {

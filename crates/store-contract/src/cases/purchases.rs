@@ -1,12 +1,19 @@
 //! Contract cases of [`PurchaseRepository`]: the two atomic phases around the charge.
 //! Reserving (lock checks, the three rejections that finish the key, the seat, the
-//! `incomplete` subscription, its audit entry and the recovery point) and completing
-//! (charged, declined, at most once, and the key finished with the outcome).
+//! `incomplete` subscription, its audit entry and the recovery point), reserving with a
+//! new key (the same, with the key's fresh record, and `KeyExists` for any key that has
+//! a record) and completing (charged, declined, at most once, and the key finished with
+//! the outcome).
 //!
 //! [`PurchaseRepository`]: seatkeeper_domain::ports::PurchaseRepository
 
+use std::time::Duration;
+
 use seatkeeper_domain::{
-    ports::{ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError},
+    ports::{
+        ChargeResult, CompleteError, CompletePurchase, Completion, NewKeyReservation, Reservation,
+        ReserveError,
+    },
     AuditAction, AuditEntry, Claim, LockToken, PlanId, PlanPatch, PlanStatus, PurchaseOutcome,
     RecoveryPoint, Subscription, SubscriptionId,
 };
@@ -642,4 +649,263 @@ pub async fn completing_an_old_purchase_leaves_a_newer_purchase_under_the_same_k
         (done.outcome, newer.reserve.request_id.clone())
     );
     assert_invariants(&*store, plan.id).await;
+}
+
+pub async fn reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 3).await;
+    let at = now() + secs(1);
+    let purchase = Purchase::new(plan.id, "cus_1", "k1", at);
+    let got = purchase.reserve_with_new_key(&*store).await;
+
+    let expected = Subscription::reserve(
+        purchase.subscription_id(),
+        &plan,
+        purchase.customer().clone(),
+        purchase.reserve.payment_method.clone(),
+        Some(purchase.claim.key.clone()),
+        at,
+    );
+    assert_eq!(got, Reservation::Reserved(expected.clone()));
+    assert_eq!(subscription_now(&*store, expected.id).await, expected);
+    let mut expected_plan = plan.clone();
+    expected_plan.seats_left = 2;
+    expected_plan.seq = 2;
+    assert_eq!(plan_now(&*store, plan.id).await, expected_plan);
+    let audit = whole_audit(&*store, plan.id).await;
+    assert_eq!(audit.len(), 2);
+    assert_same_entry(
+        &audit[1],
+        &AuditEntry::record(
+            &expected_plan,
+            AuditAction::SeatReserved,
+            3,
+            Some(expected.id),
+            None,
+            &purchase.reserve.ctx,
+            at,
+        ),
+    );
+    assert_eq!(
+        stats_now(&*store, plan.id).await,
+        stats_of(&expected_plan, [1, 0, 0, 0])
+    );
+
+    // The key is the claim's fresh record, held by the purchase, at `Reserved`.
+    assert_key_in_use(&*store, &purchase, at + secs(1)).await;
+    let released = store
+        .release_key(
+            purchase.customer(),
+            &purchase.claim.key,
+            purchase.claim.owner,
+        )
+        .await
+        .expect("release_key failed");
+    assert!(released, "the purchase holds the key it claimed");
+    let fresh = purchase.claim.fresh_record();
+    match store
+        .claim_key(&purchase.reclaim(at + secs(2)))
+        .await
+        .expect("claim_key failed")
+    {
+        Claim::Acquired(record) => {
+            assert_eq!(
+                record.recovery,
+                RecoveryPoint::Reserved {
+                    subscription_id: expected.id
+                },
+                "the key records the reservation made with it"
+            );
+            assert_eq!(
+                (record.fingerprint, record.created_at, record.expires_at),
+                (fresh.fingerprint, fresh.created_at, fresh.expires_at),
+                "the key was stored as the claim's fresh record"
+            );
+        }
+        other => panic!("a released key should be acquired again, got {other:?}"),
+    }
+    // The same key of another customer is another, new key.
+    let other = Purchase::new(plan.id, "cus_2", "k1", at);
+    assert!(matches!(
+        other.reserve_with_new_key(&*store).await,
+        Reservation::Reserved(_)
+    ));
+    assert_invariants(&*store, plan.id).await;
+}
+
+pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_nothing(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 3).await;
+    let t = now();
+
+    // Held by another request, and by the very owner that claimed it: either way the
+    // key is not new.
+    let held = Purchase::new(plan.id, "cus_1", "held", t);
+    held.claim(&*store).await;
+    let other_owner = held
+        .taken_over_by(&held.reclaim(t))
+        .with_subscription_id(SubscriptionId::generate());
+    let same_owner = held
+        .clone()
+        .with_subscription_id(SubscriptionId::generate());
+    // Finished (a rejection on an unknown plan), then tried on the real plan.
+    let finished = Purchase::new(PlanId::generate(), "cus_1", "finished", t);
+    finished.claim(&*store).await;
+    finished.reserve(&*store).await;
+    let mut finished_retry = finished
+        .taken_over_by(&finished.reclaim(t))
+        .with_subscription_id(SubscriptionId::generate());
+    finished_retry.reserve.plan_id = plan.id;
+    // Open at `Reserved`, released by its owner.
+    let released = Purchase::new(plan.id, "cus_1", "released", t);
+    released.reserved(&*store).await;
+    assert!(store
+        .release_key(
+            released.customer(),
+            &released.claim.key,
+            released.claim.owner
+        )
+        .await
+        .expect("release_key failed"));
+    let released_retry = released
+        .taken_over_by(&released.reclaim(t))
+        .with_subscription_id(SubscriptionId::generate());
+    // Past its retention and not purged yet: `claim_key` decides it starts afresh.
+    let mut expired = Purchase::new(PlanId::generate(), "cus_1", "expired", t - secs(120));
+    expired.claim.retention = Duration::from_secs(60);
+    expired.claim(&*store).await;
+    expired.reserve(&*store).await;
+    let mut expired_retry = expired
+        .taken_over_by(&expired.reclaim(t))
+        .with_subscription_id(SubscriptionId::generate());
+    expired_retry.reserve.plan_id = plan.id;
+
+    for (what, attempt) in [
+        ("a key held by another request", &other_owner),
+        ("a key its owner claimed", &same_owner),
+        ("a finished key", &finished_retry),
+        ("a released key at Reserved", &released_retry),
+        ("a key past its retention", &expired_retry),
+    ] {
+        let before = snapshot(&*store, plan.id).await;
+        match store.reserve_with_new_key(&attempt.with_new_key()).await {
+            Ok(NewKeyReservation::KeyExists) => {}
+            other => panic!("reserving with {what} as a new key must be KeyExists, got {other:?}"),
+        }
+        assert_eq!(
+            snapshot(&*store, plan.id).await,
+            before,
+            "reserving with {what} as a new key changed the plan"
+        );
+        assert_eq!(
+            store
+                .get_subscription(attempt.subscription_id())
+                .await
+                .expect("get_subscription failed"),
+            None,
+            "reserving with {what} as a new key stored a subscription"
+        );
+    }
+    // The keys are as they were: the held one is still its owner's, the finished one
+    // replays, the expired one starts afresh for `claim_key`.
+    assert_key_in_use(&*store, &held, t + secs(1)).await;
+    assert!(matches!(
+        held.reserve(&*store).await,
+        Reservation::Reserved(_)
+    ));
+    assert_eq!(
+        finished_outcome(&*store, &finished, t + secs(1)).await.0,
+        PurchaseOutcome::PlanNotFound {
+            plan_id: finished.reserve.plan_id
+        }
+    );
+    match store
+        .claim_key(&released.reclaim(t + secs(1)))
+        .await
+        .expect("claim_key failed")
+    {
+        Claim::Acquired(record) => assert_eq!(
+            record.recovery,
+            RecoveryPoint::Reserved {
+                subscription_id: released.subscription_id()
+            }
+        ),
+        other => panic!("a released key should be acquired again, got {other:?}"),
+    }
+    let again = expired.reclaim(t);
+    assert_eq!(
+        store.claim_key(&again).await.expect("claim_key failed"),
+        Claim::Acquired(again.fresh_record())
+    );
+    assert_invariants(&*store, plan.id).await;
+}
+
+pub async fn reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_key(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let at = now();
+    // Sold out: one seat, taken by the first purchase.
+    let sold = create_plan(&*store, 1).await;
+    Purchase::new(sold.id, "cus_first", "k", at)
+        .reserve_with_new_key(&*store)
+        .await;
+    // Archived, with seats left.
+    let archived = create_plan(&*store, 2).await;
+    let archive = PlanPatch {
+        status: Some(PlanStatus::Archived),
+        ..Default::default()
+    };
+    store
+        .update_plan(archived.id, &archive, &admin("archive"), at)
+        .await
+        .expect("update_plan failed");
+    let unknown = PlanId::generate();
+
+    for (plan_id, outcome) in [
+        (sold.id, PurchaseOutcome::SoldOut { plan_id: sold.id }),
+        (
+            archived.id,
+            PurchaseOutcome::PlanInactive {
+                plan_id: archived.id,
+            },
+        ),
+        (unknown, PurchaseOutcome::PlanNotFound { plan_id: unknown }),
+    ] {
+        let purchase = Purchase::new(plan_id, "cus_2", &format!("k-{plan_id}"), at);
+        let before = if plan_id == unknown {
+            None
+        } else {
+            Some(snapshot(&*store, plan_id).await)
+        };
+        assert_eq!(
+            purchase.reserve_with_new_key(&*store).await,
+            Reservation::Rejected(outcome.clone())
+        );
+        if let Some(before) = before {
+            assert_eq!(
+                snapshot(&*store, plan_id).await,
+                before,
+                "a rejection changes nothing of the plan"
+            );
+        }
+        assert_eq!(
+            store
+                .get_subscription(purchase.subscription_id())
+                .await
+                .expect("get_subscription failed"),
+            None
+        );
+        assert_eq!(
+            finished_outcome(&*store, &purchase, at + secs(1)).await,
+            (outcome, purchase.reserve.request_id.clone()),
+            "the new key is stored finished with the rejection"
+        );
+    }
+    assert_invariants(&*store, sold.id).await;
+    assert_invariants(&*store, archived.id).await;
 }
