@@ -634,8 +634,9 @@ pub(crate) async fn reserve_tx(
 
 /// [`PurchaseRepository::complete_purchase`](seatkeeper_domain::ports::PurchaseRepository::complete_purchase)
 /// for every request of `cmds`, of any plans, in one transaction: lock the keys (found
-/// through the subscriptions, whose customer and key never change), lock the
-/// subscriptions, write them, then lock the plans and write them with the audit.
+/// through the subscriptions, whose customer and key never change) and the
+/// subscriptions with one statement, write them, then lock the plans and write them with
+/// the audit.
 pub(crate) async fn complete_tx(
     c: &mut PgConnection,
     cmds: Vec<CompletePurchase>,
@@ -643,16 +644,14 @@ pub(crate) async fn complete_tx(
     let mut ids: Vec<Uuid> = cmds.iter().map(|c| c.subscription_id.as_uuid()).collect();
     ids.sort_unstable();
     ids.dedup();
-    sqlx::query(
-        "SELECT 1 FROM idempotency_keys WHERE (scope, key) IN \
-         (SELECT customer_id, idempotency_key FROM subscriptions WHERE id = ANY($1) AND idempotency_key IS NOT NULL) \
-         ORDER BY scope, key FOR UPDATE",
-    )
-    .bind(&ids)
-    .execute(&mut *c)
-    .await?;
+    // One statement, two locks in the store's order: the keys first (an init plan, run
+    // once before the scan: `tests/indexes.rs` checks the plan), then the subscriptions.
     let sql = format!(
-        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        "WITH k AS (SELECT 1 FROM idempotency_keys WHERE (scope, key) IN \
+         (SELECT customer_id, idempotency_key FROM subscriptions WHERE id = ANY($1) AND idempotency_key IS NOT NULL) \
+         ORDER BY scope, key FOR UPDATE) \
+         SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
+         WHERE id = ANY($1) AND (SELECT count(*) FROM k) >= 0 ORDER BY id FOR UPDATE"
     );
     let mut subs = HashMap::with_capacity(ids.len());
     for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *c).await? {
