@@ -537,14 +537,20 @@ impl PurchaseRepository for MemoryStore {
     ) -> Result<NewKeyReservation, StoreError> {
         self.up()?;
         let (claim, seat) = (cmd.claim(), cmd.seat());
+        // Built before the plan's lock, which a hot plan's purchases queue for: a key
+        // that turns out to exist (rare) wastes them.
+        let (id, fresh) = (
+            KeyId::new(&claim.scope, &claim.key),
+            KeyEntry::of_open(&claim.fresh_record()),
+        );
         let cell = self.cell(seat.plan_id);
         let mut guard = cell.as_ref().map(|c| c.lock());
         // The key map's shard stays locked from the check to the reservation: no claim
         // of the same key can come between.
-        let Entry::Vacant(vacant) = self.keys.entry(KeyId::new(&claim.scope, &claim.key)) else {
+        let Entry::Vacant(vacant) = self.keys.entry(id) else {
             return Ok(NewKeyReservation::KeyExists);
         };
-        let mut rec = vacant.insert(KeyEntry::of_open(&claim.fresh_record()));
+        let mut rec = vacant.insert(fresh);
         let reservation = reserve_under(seat, guard.as_deref_mut(), &mut rec)?;
         drop(rec);
         self.file(&reservation);
