@@ -166,7 +166,6 @@ macro_rules! __contract_cases {
             concurrency::purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_record,
             concurrency::a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exactly_once,
             concurrency::new_key_reservations_racing_claims_of_the_same_keys_give_each_key_one_holder,
-            concurrency::two_hundred_simultaneous_reservations_new_keys_and_held_keys_mixed_reserve_exactly_fifty,
         }
     };
 }

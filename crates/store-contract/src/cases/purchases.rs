@@ -12,17 +12,17 @@ use std::time::Duration;
 use seatkeeper_domain::{
     ports::{
         ChargeResult, CompleteError, CompletePurchase, Completion, NewKeyReservation, Reservation,
-        ReserveError,
+        ReserveError, Store,
     },
-    AuditAction, AuditEntry, Claim, LockToken, PlanId, PlanPatch, PlanStatus, PurchaseOutcome,
-    RecoveryPoint, Subscription, SubscriptionId,
+    AuditAction, AuditEntry, Claim, IdempotencyRecord, LockToken, Plan, PlanId, PlanPatch,
+    PlanStatus, PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId, Timestamp,
 };
 
 use crate::{
     support::{
         admin, assert_invariants, assert_key_in_use, assert_same_entry, create_plan,
         finished_outcome, now, plan_now, secs, snapshot, span, stats_now, stats_of,
-        subscription_now, whole_audit, Purchase, LEASE,
+        subscription_now, whole_audit, PlanSnapshot, Purchase, LEASE,
     },
     StoreFactory,
 };
@@ -34,43 +34,7 @@ pub async fn reserving_a_seat_takes_it_and_records_the_recovery_point(factory: &
     let purchase = Purchase::new(plan.id, "cus_1", "k1", at);
     purchase.claim(&*store).await;
     let got = purchase.reserve(&*store).await;
-
-    let expected = Subscription::reserve(
-        purchase.subscription_id(),
-        &plan,
-        purchase.customer().clone(),
-        purchase.reserve.payment_method.clone(),
-        Some(purchase.claim.key.clone()),
-        at,
-    );
-    assert_eq!(
-        got,
-        Reservation::Reserved(expected.clone()),
-        "the reservation is the subscription built by Subscription::reserve"
-    );
-    assert_eq!(subscription_now(&*store, expected.id).await, expected);
-    let mut expected_plan = plan.clone();
-    expected_plan.seats_left = 2;
-    expected_plan.seq = 2;
-    assert_eq!(plan_now(&*store, plan.id).await, expected_plan);
-    let audit = whole_audit(&*store, plan.id).await;
-    assert_eq!(audit.len(), 2);
-    assert_same_entry(
-        &audit[1],
-        &AuditEntry::record(
-            &expected_plan,
-            AuditAction::SeatReserved,
-            3,
-            Some(expected.id),
-            None,
-            &purchase.reserve.ctx,
-            at,
-        ),
-    );
-    assert_eq!(
-        stats_now(&*store, plan.id).await,
-        stats_of(&expected_plan, [1, 0, 0, 0])
-    );
+    let expected = assert_first_seat_reserved(&*store, &plan, &purchase, got, at).await;
     assert_eq!(
         store
             .customer_subscriptions(purchase.customer(), None, 10)
@@ -80,30 +44,14 @@ pub async fn reserving_a_seat_takes_it_and_records_the_recovery_point(factory: &
     );
 
     // The key is still held by the purchase, and now records where a retry resumes.
-    assert_key_in_use(&*store, &purchase, at + secs(1)).await;
-    let released = store
-        .release_key(
-            purchase.customer(),
-            &purchase.claim.key,
-            purchase.claim.owner,
-        )
-        .await
-        .expect("release_key failed");
-    assert!(released, "the purchase still holds its key after reserving");
-    match store
-        .claim_key(&purchase.reclaim(at + secs(2)))
-        .await
-        .expect("claim_key failed")
-    {
-        Claim::Acquired(record) => assert_eq!(
-            record.recovery,
-            RecoveryPoint::Reserved {
-                subscription_id: expected.id
-            },
-            "the reservation sets the key's recovery point in the same step"
-        ),
-        other => panic!("a released key should be acquired again, got {other:?}"),
-    }
+    let record = released_and_reclaimed(&*store, &purchase, at).await;
+    assert_eq!(
+        record.recovery,
+        RecoveryPoint::Reserved {
+            subscription_id: expected.id
+        },
+        "the reservation sets the key's recovery point in the same step"
+    );
     assert_invariants(&*store, plan.id).await;
 }
 
@@ -168,19 +116,7 @@ pub async fn reserving_without_holding_the_key_is_lock_lost_and_changes_nothing(
             Err(ReserveError::LockLost) => {}
             other => panic!("reserving with {what} must be LockLost, got {other:?}"),
         }
-        assert_eq!(
-            snapshot(&*store, plan.id).await,
-            before,
-            "reserving with {what} changed the plan"
-        );
-        assert_eq!(
-            store
-                .get_subscription(attempt.subscription_id())
-                .await
-                .expect("get_subscription failed"),
-            None,
-            "reserving with {what} stored a subscription"
-        );
+        assert_nothing_reserved(&*store, &before, attempt, what).await;
     }
     // The refused attempts left the keys as they were.
     assert_key_in_use(&*store, &held, at + secs(1)).await;
@@ -659,73 +595,23 @@ pub async fn reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step(
     let at = now() + secs(1);
     let purchase = Purchase::new(plan.id, "cus_1", "k1", at);
     let got = purchase.reserve_with_new_key(&*store).await;
-
-    let expected = Subscription::reserve(
-        purchase.subscription_id(),
-        &plan,
-        purchase.customer().clone(),
-        purchase.reserve.payment_method.clone(),
-        Some(purchase.claim.key.clone()),
-        at,
-    );
-    assert_eq!(got, Reservation::Reserved(expected.clone()));
-    assert_eq!(subscription_now(&*store, expected.id).await, expected);
-    let mut expected_plan = plan.clone();
-    expected_plan.seats_left = 2;
-    expected_plan.seq = 2;
-    assert_eq!(plan_now(&*store, plan.id).await, expected_plan);
-    let audit = whole_audit(&*store, plan.id).await;
-    assert_eq!(audit.len(), 2);
-    assert_same_entry(
-        &audit[1],
-        &AuditEntry::record(
-            &expected_plan,
-            AuditAction::SeatReserved,
-            3,
-            Some(expected.id),
-            None,
-            &purchase.reserve.ctx,
-            at,
-        ),
-    );
-    assert_eq!(
-        stats_now(&*store, plan.id).await,
-        stats_of(&expected_plan, [1, 0, 0, 0])
-    );
+    let expected = assert_first_seat_reserved(&*store, &plan, &purchase, got, at).await;
 
     // The key is the claim's fresh record, held by the purchase, at `Reserved`.
-    assert_key_in_use(&*store, &purchase, at + secs(1)).await;
-    let released = store
-        .release_key(
-            purchase.customer(),
-            &purchase.claim.key,
-            purchase.claim.owner,
-        )
-        .await
-        .expect("release_key failed");
-    assert!(released, "the purchase holds the key it claimed");
+    let record = released_and_reclaimed(&*store, &purchase, at).await;
+    assert_eq!(
+        record.recovery,
+        RecoveryPoint::Reserved {
+            subscription_id: expected.id
+        },
+        "the key records the reservation made with it"
+    );
     let fresh = purchase.claim.fresh_record();
-    match store
-        .claim_key(&purchase.reclaim(at + secs(2)))
-        .await
-        .expect("claim_key failed")
-    {
-        Claim::Acquired(record) => {
-            assert_eq!(
-                record.recovery,
-                RecoveryPoint::Reserved {
-                    subscription_id: expected.id
-                },
-                "the key records the reservation made with it"
-            );
-            assert_eq!(
-                (record.fingerprint, record.created_at, record.expires_at),
-                (fresh.fingerprint, fresh.created_at, fresh.expires_at),
-                "the key was stored as the claim's fresh record"
-            );
-        }
-        other => panic!("a released key should be acquired again, got {other:?}"),
-    }
+    assert_eq!(
+        (record.fingerprint, record.created_at, record.expires_at),
+        (fresh.fingerprint, fresh.created_at, fresh.expires_at),
+        "the key was stored as the claim's fresh record"
+    );
     // The same key of another customer is another, new key.
     let other = Purchase::new(plan.id, "cus_2", "k1", at);
     assert!(matches!(
@@ -796,19 +682,7 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
             Ok(NewKeyReservation::KeyExists) => {}
             other => panic!("reserving with {what} as a new key must be KeyExists, got {other:?}"),
         }
-        assert_eq!(
-            snapshot(&*store, plan.id).await,
-            before,
-            "reserving with {what} as a new key changed the plan"
-        );
-        assert_eq!(
-            store
-                .get_subscription(attempt.subscription_id())
-                .await
-                .expect("get_subscription failed"),
-            None,
-            "reserving with {what} as a new key stored a subscription"
-        );
+        assert_nothing_reserved(&*store, &before, attempt, what).await;
     }
     // The keys are as they were: the held one is still its owner's, the finished one
     // replays, the expired one starts afresh for `claim_key`.
@@ -908,4 +782,103 @@ pub async fn reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_
     }
     assert_invariants(&*store, sold.id).await;
     assert_invariants(&*store, archived.id).await;
+}
+
+/// Fails unless `got`, the first reservation of `plan` (3 seats, untouched), by `purchase`
+/// at `at`, is the subscription `Subscription::reserve` builds, stored, with the seat taken,
+/// its `seat_reserved` entry and the stats to match; returns the subscription.
+async fn assert_first_seat_reserved(
+    store: &dyn Store,
+    plan: &Plan,
+    purchase: &Purchase,
+    got: Reservation,
+    at: Timestamp,
+) -> Subscription {
+    let expected = Subscription::reserve(
+        purchase.subscription_id(),
+        plan,
+        purchase.customer().clone(),
+        purchase.reserve.payment_method.clone(),
+        Some(purchase.claim.key.clone()),
+        at,
+    );
+    assert_eq!(
+        got,
+        Reservation::Reserved(expected.clone()),
+        "the reservation is the subscription built by Subscription::reserve"
+    );
+    assert_eq!(subscription_now(store, expected.id).await, expected);
+    let mut expected_plan = plan.clone();
+    expected_plan.seats_left = 2;
+    expected_plan.seq = 2;
+    assert_eq!(plan_now(store, plan.id).await, expected_plan);
+    let audit = whole_audit(store, plan.id).await;
+    assert_eq!(audit.len(), 2);
+    assert_same_entry(
+        &audit[1],
+        &AuditEntry::record(
+            &expected_plan,
+            AuditAction::SeatReserved,
+            3,
+            Some(expected.id),
+            None,
+            &purchase.reserve.ctx,
+            at,
+        ),
+    );
+    assert_eq!(
+        stats_now(store, plan.id).await,
+        stats_of(&expected_plan, [1, 0, 0, 0])
+    );
+    expected
+}
+
+/// Fails unless the refused reservation of `attempt` (described by `what`) left the plan as
+/// `before` and stored no subscription.
+async fn assert_nothing_reserved(
+    store: &dyn Store,
+    before: &PlanSnapshot,
+    attempt: &Purchase,
+    what: &str,
+) {
+    assert_eq!(
+        &snapshot(store, before.plan.id).await,
+        before,
+        "reserving with {what} changed the plan"
+    );
+    assert_eq!(
+        store
+            .get_subscription(attempt.subscription_id())
+            .await
+            .expect("get_subscription failed"),
+        None,
+        "reserving with {what} stored a subscription"
+    );
+}
+
+/// Fails unless `purchase`, which reserved at `at`, still holds its key and can let it go;
+/// returns the record a claim by another owner then acquires.
+async fn released_and_reclaimed(
+    store: &dyn Store,
+    purchase: &Purchase,
+    at: Timestamp,
+) -> IdempotencyRecord {
+    assert_key_in_use(store, purchase, at + secs(1)).await;
+    let released = store
+        .release_key(
+            purchase.customer(),
+            &purchase.claim.key,
+            purchase.claim.owner,
+        )
+        .await
+        .expect("release_key failed");
+    assert!(released, "the purchase holds its key after reserving");
+    match store
+        .claim_key(&purchase.reclaim(at + secs(2)))
+        .await
+        .expect("claim_key failed")
+    {
+        Claim::Acquired(record) => record,
+        other => panic!("a released key should be acquired again, got {other:?}"),
+    }
 }
