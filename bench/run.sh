@@ -5,8 +5,9 @@
 #     same echo waiting as long as each non-zero payment latency (the control), then
 #     purchases for one hot plan / 16 plans x payment latency 0 / 50 ms x connections,
 #     each row on a freshly started server;
-#   - PostgreSQL (a fresh scratch database per server start, dropped at the end): the
-#     pgbench ceiling (bench/pgbench.sh) for 1 and 16 plans, then the same purchase grid.
+#   - PostgreSQL (a fresh scratch database per server start — one per plan count ×
+#     payment latency — dropped at the end): the pgbench ceiling (bench/pgbench.sh) for 1
+#     and 16 plans, then the same purchase grid.
 # Every row's JSON report, the server logs and `table.md` (markdown rows with the ratio of
 # each row to its ceiling measured in this run) land in $BENCH_OUT.
 #
@@ -208,17 +209,20 @@ for store in $stores; do
       done
       pg_tps[$plans]=$best
     done
+    # A fresh database and server per plan count × payment latency: the rows of one
+    # block share their database (as a server's traffic would), but no block starts on
+    # the tables another one grew.
     for latency in $latencies; do
-      new_scratch_db
-      start_server "postgres-l$latency" "$scratch_url" "$latency"
       for plans in $plan_counts; do
+        new_scratch_db
+        start_server "postgres-p$plans-l$latency" "$scratch_url" "$latency"
         for c in $connections; do
           name="postgres-p$plans-l$latency-c$c"
           loadgen "$name" --connections "$c" --plans "$plans" --seats 1000000
           row postgres "$plans" "$latency" "$c" "$out/$name.json" "${pg_tps[$plans]}"
         done
+        stop_server
       done
-      stop_server
     done
     ;;
   *)
