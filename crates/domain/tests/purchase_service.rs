@@ -47,6 +47,29 @@ async fn a_purchase_reserves_a_seat_charges_once_and_activates_the_subscription(
 }
 
 #[tokio::test]
+async fn a_purchases_two_audit_entries_share_one_actor_and_one_trace_id() {
+    // Each purchase keeps two audit entries for the life of the plan: one copy of their
+    // strings, not two (the in-memory store keeps the context's `Arc`s as they come).
+    let w = world(Arc::new(SimulatedGateway::new()));
+    let plan = w.plan(10).await;
+    w.purchases
+        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let audit = w.store.plan_audit(plan.id, None, 10).await.unwrap().unwrap();
+    let [reserved, activated] = &audit[1..] else {
+        panic!("expected two entries after the creation, got {audit:#?}")
+    };
+    assert_eq!(
+        (reserved.action, activated.action),
+        (AuditAction::SeatReserved, AuditAction::PurchaseActivated)
+    );
+    assert_eq!(&*reserved.actor, "customer:cus_1");
+    assert!(Arc::ptr_eq(&reserved.actor, &activated.actor));
+    assert!(Arc::ptr_eq(&reserved.trace_id, &activated.trace_id));
+}
+
+#[tokio::test]
 async fn a_retry_with_the_same_key_replays_the_outcome_without_charging_again() {
     let gateway = Arc::new(SimulatedGateway::new());
     let w = world(gateway.clone());

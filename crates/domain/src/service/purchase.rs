@@ -116,7 +116,9 @@ impl PurchaseService {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id, customer_id = %cmd.customer_id))]
     pub async fn purchase(&self, cmd: &PurchaseCommand) -> Result<PurchaseReceipt, PurchaseError> {
         let owner = LockToken::generate();
-        let result = match self.start(cmd, owner).await {
+        // One context for both of the purchase's audit entries: they share its strings.
+        let ctx = AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str());
+        let result = match self.start(cmd, owner, &ctx).await {
             Ok(Start::Replay {
                 outcome,
                 request_id,
@@ -128,7 +130,7 @@ impl PurchaseService {
                 })
             }
             Ok(Start::Done(outcome)) => Ok(outcome),
-            Ok(Start::Charge(subscription)) => self.finish(cmd, subscription).await,
+            Ok(Start::Charge(subscription)) => self.finish(cmd, subscription, ctx).await,
             Err(e) => Err(e),
         };
         if let Err(err) = &result {
@@ -149,11 +151,17 @@ impl PurchaseService {
     /// The key's claim and the reservation, as far as they go before the charge. A new
     /// key — nearly every purchase — takes one store step for both; a key with a record
     /// is claimed first and goes on from its recovery point.
-    async fn start(&self, cmd: &PurchaseCommand, owner: LockToken) -> Result<Start, PurchaseError> {
+    async fn start(
+        &self,
+        cmd: &PurchaseCommand,
+        owner: LockToken,
+        ctx: &AuditContext,
+    ) -> Result<Start, PurchaseError> {
         // A block, so that the step's copies of the key are freed before the purchase
         // waits on its payment, not held by every parked request.
         let first = {
-            let step = ReserveWithNewKey::new(self.claim(cmd, owner), self.reservation(cmd, owner));
+            let step =
+                ReserveWithNewKey::new(self.claim(cmd, owner), self.reservation(cmd, owner, ctx));
             self.store.reserve_with_new_key(&step).await?
         };
         match first {
@@ -182,7 +190,11 @@ impl PurchaseService {
         };
         match recovery {
             RecoveryPoint::Started => {
-                match self.store.reserve_seat(&self.reservation(cmd, owner)).await {
+                match self
+                    .store
+                    .reserve_seat(&self.reservation(cmd, owner, ctx))
+                    .await
+                {
                     Ok(Reservation::Reserved(subscription)) => Ok(Start::Charge(subscription)),
                     Ok(Reservation::Rejected(outcome)) => Ok(Start::Done(outcome)),
                     Err(ReserveError::LockLost) => Err(PurchaseError::KeyInUse),
@@ -227,7 +239,12 @@ impl PurchaseService {
     }
 
     /// The reservation of a seat under the purchase's key, held by `owner`.
-    fn reservation(&self, cmd: &PurchaseCommand, owner: LockToken) -> ReserveSeat {
+    fn reservation(
+        &self,
+        cmd: &PurchaseCommand,
+        owner: LockToken,
+        ctx: &AuditContext,
+    ) -> ReserveSeat {
         ReserveSeat {
             customer_id: cmd.customer_id.clone(),
             key: cmd.key.clone(),
@@ -236,7 +253,7 @@ impl PurchaseService {
             subscription_id: SubscriptionId::generate(),
             payment_method: cmd.payment_method.clone(),
             request_id: cmd.request_id.clone(),
-            ctx: AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str()),
+            ctx: ctx.clone(),
             now: self.clock.now(),
         }
     }
@@ -246,13 +263,14 @@ impl PurchaseService {
         &self,
         cmd: &PurchaseCommand,
         subscription: Subscription,
+        ctx: AuditContext,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let result = self.charge(&subscription).await?;
         let complete = CompletePurchase {
             subscription_id: subscription.id,
             result,
             request_id: cmd.request_id.clone(),
-            ctx: AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str()),
+            ctx,
             now: self.clock.now(),
             verify_after: None,
         };
