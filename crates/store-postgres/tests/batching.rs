@@ -278,6 +278,72 @@ async fn reservations_of_several_plans_share_a_batch_and_each_gets_its_own_answe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn completions_of_several_plans_share_a_batch_and_each_plan_audits_its_own_moves_in_order() {
+    let Some(store) = store_or_skip("completions_of_several_plans_share_a_batch").await else {
+        return;
+    };
+    let (a, b) = (create_plan(&*store, 6).await, create_plan(&*store, 6).await);
+    let mut purchases = Vec::new();
+    for i in 0..6 {
+        purchases.push(Purchase::new(a.id, &format!("cus_a{i}"), "k", now()));
+        purchases.push(Purchase::new(b.id, &format!("cus_b{i}"), "k", now()));
+    }
+    for p in &purchases {
+        p.claim(&*store).await;
+        let reserved = store.reserve_seat(&p.reserve).await.expect("a reservation");
+        assert!(matches!(reserved, Reservation::Reserved(_)), "{reserved:?}");
+    }
+    // Plan a's row is held: the first completion batch waits for it when it locks the
+    // plans, and the eleven others queue behind it, the two plans interleaved and every
+    // third one declined (a seat back, between its plan's other moves).
+    let blocker = hold_plan_row(&store, a.id).await;
+    let complete = |i: usize, p: &Purchase| {
+        let result = if i % 3 == 2 {
+            ChargeResult::Declined {
+                reason: "card_declined".into(),
+            }
+        } else {
+            ChargeResult::Charged {
+                payment_id: format!("pi_{i}"),
+            }
+        };
+        let (store, cmd) = (store.clone(), p.completion(result, "req", now()));
+        tokio::spawn(async move { store.complete_purchase(&cmd).await })
+    };
+    let mut tasks = vec![complete(0, &purchases[0])];
+    until("the first completion batch", || {
+        store.batch_stats().completions.batches == 1
+    })
+    .await;
+    tasks.extend(
+        purchases
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, p)| complete(i, p)),
+    );
+    until("the others to queue", || store.queued_completions() == 11).await;
+    blocker.commit().await.unwrap();
+    let mut declined = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap().outcome {
+            PurchaseOutcome::Created { .. } => {}
+            PurchaseOutcome::Declined { .. } => declined += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(declined, 4);
+    let stats = store.batch_stats().completions;
+    assert_eq!((stats.batches, stats.requests), (2, 12));
+    for plan in [a.id, b.id] {
+        let now = seatkeeper_store_contract::support::plan_now(&*store, plan).await;
+        // Six reserved, two of them given back; seq: created, 6 reserved, 6 completed.
+        assert_eq!((now.seats_left, now.seq), (2, 13));
+        assert_invariants(&*store, plan).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reservations_with_new_keys_share_a_transaction_with_held_ones_and_a_new_key_is_claimed_once(
 ) {
     let Some(store) = store_or_skip("reservations_with_new_keys_share_a_transaction").await else {
