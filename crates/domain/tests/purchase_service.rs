@@ -56,7 +56,12 @@ async fn a_purchases_two_audit_entries_share_one_actor_and_one_trace_id() {
         .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
-    let audit = w.store.plan_audit(plan.id, None, 10).await.unwrap().unwrap();
+    let audit = w
+        .store
+        .plan_audit(plan.id, None, 10)
+        .await
+        .unwrap()
+        .unwrap();
     let [reserved, activated] = &audit[1..] else {
         panic!("expected two entries after the creation, got {audit:#?}")
     };
