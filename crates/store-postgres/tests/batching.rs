@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use seatkeeper_domain::{
     ports::{
-        ChargeResult, CompleteError, NewKeyReservation, PurchaseRepository, Reservation,
-        ReserveError, StoreError,
+        ChargeResult, CompleteError, Completion, NewKeyReservation, PurchaseRepository,
+        Reservation, ReserveError, StoreError,
     },
     PlanId, PurchaseOutcome,
 };
@@ -35,6 +35,26 @@ async fn hold_plan_row(store: &PostgresStore, plan: PlanId) -> Transaction<'stat
         .await
         .expect("lock the plan row");
     tx
+}
+
+/// Completes `p` in a task of its own: declined, or charged with payment `pi_{i}`.
+fn spawn_completion(
+    store: &Arc<PostgresStore>,
+    p: &Purchase,
+    i: usize,
+    declined: bool,
+) -> tokio::task::JoinHandle<Result<Completion, CompleteError>> {
+    let result = if declined {
+        ChargeResult::Declined {
+            reason: "card_declined".into(),
+        }
+    } else {
+        ChargeResult::Charged {
+            payment_id: format!("pi_{i}"),
+        }
+    };
+    let (store, cmd) = (store.clone(), p.completion(result, "req", now()));
+    tokio::spawn(async move { store.complete_purchase(&cmd).await })
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -103,19 +123,7 @@ async fn purchases_that_queue_behind_a_locked_plan_row_reserve_and_complete_in_o
     let tasks: Vec<_> = reserved
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let result = if i % 5 == 4 {
-                ChargeResult::Declined {
-                    reason: "card_declined".into(),
-                }
-            } else {
-                ChargeResult::Charged {
-                    payment_id: format!("pi_{i}"),
-                }
-            };
-            let (store, cmd) = (store.clone(), p.completion(result, "req", now()));
-            tokio::spawn(async move { store.complete_purchase(&cmd).await })
-        })
+        .map(|(i, p)| spawn_completion(&store, p, i, i % 5 == 4))
         .collect();
     until("the first completion batch", || {
         store.batch_stats().completions.batches == 1
@@ -297,19 +305,7 @@ async fn completions_of_several_plans_share_a_batch_and_each_plan_audits_its_own
     // plans, and the eleven others queue behind it, the two plans interleaved and every
     // third one declined (a seat back, between its plan's other moves).
     let blocker = hold_plan_row(&store, a.id).await;
-    let complete = |i: usize, p: &Purchase| {
-        let result = if i % 3 == 2 {
-            ChargeResult::Declined {
-                reason: "card_declined".into(),
-            }
-        } else {
-            ChargeResult::Charged {
-                payment_id: format!("pi_{i}"),
-            }
-        };
-        let (store, cmd) = (store.clone(), p.completion(result, "req", now()));
-        tokio::spawn(async move { store.complete_purchase(&cmd).await })
-    };
+    let complete = |i: usize, p: &Purchase| spawn_completion(&store, p, i, i % 3 == 2);
     let mut tasks = vec![complete(0, &purchases[0])];
     until("the first completion batch", || {
         store.batch_stats().completions.batches == 1
