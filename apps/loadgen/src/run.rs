@@ -1,5 +1,6 @@
-//! A load run: create the plans, drive `connections` keep-alive connections (one task
-//! each) until the request budget or the time limit is used up, resend the purchases
+//! A load run: create the plans, open `connections` keep-alive connections, start the
+//! clock, drive them (one task each) until the request budget or the time limit is used
+//! up, resend the purchases
 //! whose outcome was unknown until it is known, then read the plans back and verify.
 
 use std::{
@@ -155,6 +156,13 @@ pub struct Report {
     pub seats_per_plan: u32,
     pub retry_share: f64,
     pub payment_methods: Vec<WeightedMethod>,
+    /// Connections opened before the clock started (the others were opened by their
+    /// first request, and their handshake counted in its latency).
+    #[serde(default)]
+    pub connections_opened: usize,
+    /// How long opening them took, before the clock started.
+    #[serde(default)]
+    pub connect_secs: f64,
     /// Requests answered or failed while sending (retries included, settling not).
     pub requests: u64,
     pub elapsed_secs: f64,
@@ -199,6 +207,11 @@ impl Report {
                 self.base_url, self.connections
             ),
         };
+        let _ = writeln!(
+            s,
+            "  connections   {} of {} opened in {:.3} s, before the clock",
+            self.connections_opened, self.connections, self.connect_secs
+        );
         let _ = writeln!(
             s,
             "  requests      {} in {:.2} s: {:.1} req/s (first 201s: {:.1}/s)",
@@ -298,6 +311,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         .iter()
         .flat_map(|m| std::iter::repeat_n(m.name.clone(), m.weight as usize))
         .collect();
+    let opening = Instant::now();
+    let conns = open_connections(&target, opts.connections).await;
+    let connections_opened = conns.iter().filter(|c| c.is_some()).count();
+    let connect_secs = opening.elapsed().as_secs_f64();
     let started = Instant::now();
     let limit = opts.duration.unwrap_or(opts.max_duration);
     let shared = Arc::new(Shared {
@@ -317,8 +334,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         let done = done.clone();
         tokio::spawn(report_progress(shared, done, started, every))
     });
-    let workers: Vec<_> = (0..opts.connections)
-        .map(|i| tokio::spawn(worker(i, shared.clone())))
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| tokio::spawn(worker(i, shared.clone(), conn)))
         .collect();
     let mut latencies = Vec::new();
     let mut tally = Tally::new(opts.mode, plan_ids.len());
@@ -348,6 +367,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         seats_per_plan: opts.seats,
         retry_share: opts.retry_share,
         payment_methods: opts.payment_methods.clone(),
+        connections_opened,
+        connect_secs,
         requests,
         elapsed_secs: elapsed,
         throughput_rps: requests as f64 / elapsed,
@@ -555,7 +576,26 @@ fn is_final(o: &Observation) -> bool {
     )
 }
 
-async fn worker(index: usize, shared: Arc<Shared>) -> WorkerResult {
+/// Opens `n` connections at once, before the run's clock starts, so that a request's
+/// latency is the request's and not its connection's handshake: a thousand handshakes at
+/// once can take a second on loopback when the listener's queue drops some SYNs. One that
+/// cannot be opened now is `None`; its worker opens it with its first request, whose
+/// latency then counts the handshake, as a reconnect during the run does.
+async fn open_connections(target: &Target, n: usize) -> Vec<Option<Conn>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move { Conn::connect(&target).await.ok() })
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(n);
+    for t in tasks {
+        conns.push(t.await.ok().flatten());
+    }
+    conns
+}
+
+async fn worker(index: usize, shared: Arc<Shared>, mut conn: Option<Conn>) -> WorkerResult {
     let opts = &shared.opts;
     let path = match opts.mode {
         Mode::Purchase => PURCHASE_PATH,
@@ -564,7 +604,6 @@ async fn worker(index: usize, shared: Arc<Shared>) -> WorkerResult {
     let customer = format!("lg{}-c{index}", shared.run_id);
     let budget = opts.requests.unwrap_or(u64::MAX);
     let mut rng = Rng(opts.seed ^ (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let mut conn: Option<Conn> = None;
     let mut latencies = Vec::new();
     let mut tally = Tally::new(opts.mode, shared.plan_ids.len());
     let mut recent: Vec<(Sent, Original)> = Vec::new();
@@ -715,6 +754,8 @@ mod tests {
             seats_per_plan: 1000,
             retry_share: 0.0,
             payment_methods: parse_payment_methods("pm_card_visa").unwrap(),
+            connections_opened: 64,
+            connect_secs: 0.01,
             requests: 1000,
             elapsed_secs: 0.5,
             throughput_rps: 2000.0,
@@ -734,6 +775,7 @@ mod tests {
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(v["mode"], "purchase");
         assert_eq!(v["throughput_rps"], 2000.0);
+        assert_eq!(v["connections_opened"], 64);
         assert_eq!(v["latency"]["p50_ms"], 2.0);
         for field in ["p90_ms", "p99_ms", "max_ms", "mean_ms"] {
             assert!(v["latency"][field].is_number(), "{field}");

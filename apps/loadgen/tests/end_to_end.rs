@@ -48,6 +48,7 @@ async fn a_mixed_run_against_the_in_memory_store_passes_every_invariant_check() 
         .expect("the run completes");
 
     assert!(report.verification.passed, "{}", report.render());
+    assert_eq!(report.connections_opened, 8, "opened before the clock");
     assert_eq!(report.requests, 400);
     assert_eq!(report.plan_ids.len(), 2);
     for status in ["201", "402", "409", "503"] {
@@ -77,6 +78,8 @@ async fn the_echo_baseline_answers_every_request_with_200() {
         .expect("the run completes");
 
     assert!(report.verification.passed, "{}", report.render());
+    assert_eq!(report.connections_opened, 4, "opened before the clock");
+    assert!(report.render().contains("4 of 4 opened in"));
     assert_eq!(report.statuses.get("200"), Some(&200));
     assert!(report.plan_ids.is_empty());
 }
