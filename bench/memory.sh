@@ -75,7 +75,7 @@ measure() {
   "$loadgen" --base-url "$base_url" --admin-token "$token" --connections "$conns" \
     --requests "$purchases" --plans "$plans" --seats "$seats" --progress 10 \
     --max-duration 1800 --json "$out/memory-$tag.json" >"$out/memory-$tag.txt" || true
-  sed -n '2,3p;/verification/p' "$out/memory-$tag.txt" >&2
+  sed -n '2,4p;/verification/p' "$out/memory-$tag.txt" >&2
   local end_kib
   end_kib=$(rss_kib "$server_pid")
   # Past the retention (and a sweep), for the short one.

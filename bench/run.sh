@@ -126,7 +126,7 @@ loadgen() {
     --duration "$duration" --json "$out/$name.json" "$@" >"$out/$name.txt" || {
     echo "   (exit $?: see $out/$name.txt)" >&2
   }
-  sed -n '2,3p' "$out/$name.txt" >&2
+  sed -n '2,4p' "$out/$name.txt" >&2
 }
 
 # row STORE PLANS LATENCY CONNECTIONS JSON CEILING: one markdown row.
