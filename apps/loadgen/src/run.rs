@@ -1,7 +1,7 @@
 //! A load run: create the plans, open `connections` keep-alive connections, start the
 //! clock, drive them (one task each) until the request budget or the time limit is used
-//! up, resend the purchases
-//! whose outcome was unknown until it is known, then read the plans back and verify.
+//! up, resend the purchases whose outcome was unknown until it is known, then read the
+//! plans back and verify.
 
 use std::{
     sync::{
