@@ -28,3 +28,7 @@ bench-memory:
 # The payment-latency target in memory: interleaved 0 / 50 ms pairs with the echo control (~5 minutes).
 bench-latency:
     bash bench/latency.sh
+
+# A single-node MongoDB 6.0 replica set on 127.0.0.1:27017 without Docker (start | stop | url | binary).
+mongodb action="start":
+    bash deploy/mongodb.sh {{action}}

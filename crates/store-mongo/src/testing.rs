@@ -1,17 +1,18 @@
 //! Test support: a fresh, empty database per store, dropped with it.
 //!
-//! The live tests (the storage contract suite and `tests/live.rs`) run against the
-//! MongoDB replica set named by `SEATKEEPER_TEST_MONGODB_URL` — for example
-//! `mongodb://mongo:27017/?replicaSet=rs0` inside Compose (`docker compose run --rm
-//! store-tests`) or `mongodb://127.0.0.1:27017/?directConnection=true` from the host.
-//! Each store gets a database named `seatkeeper_test_<unix seconds>_<random>`, created
-//! with the store's collections and indexes and dropped when the store is dropped;
-//! databases left behind by a killed run are dropped an hour later by the next run.
+//! The live tests (the storage contract suite, `tests/live.rs` and the server's tests on
+//! MongoDB) run against the replica set named by `SEATKEEPER_TEST_MONGODB_URL`, or by
+//! default against `mongodb://127.0.0.1:27017/?directConnection=true`, the single-node
+//! replica set `bash deploy/mongodb.sh start` runs (and `.ci/run` starts). Each store gets
+//! a database named `seatkeeper_test_<unix seconds>_<random>`, created with the store's
+//! collections and indexes and dropped when the store is dropped; databases left behind by
+//! a killed run are dropped an hour later by the next run.
 //!
-//! Without the variable, [`TestDatabases::connect`] returns the reason and every live test
-//! says it was skipped — also under CI, where no MongoDB exists. With the variable set but
-//! the server unreachable (or not a replica set), it is an error: skipped with the reason,
-//! except when `CI` is set, where it panics so that a broken setup cannot pass by skipping.
+//! When nothing listens at the default address and the variable is unset,
+//! [`TestDatabases::connect`] returns the reason at once and every live test says, under its
+//! own name, that it was skipped. A server that listens but cannot be used (not a replica
+//! set, no rights) is skipped with the reason too. Under `CI` both panic instead, so that a
+//! broken setup cannot pass by skipping.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,8 @@ use mongodb::{bson::doc, options::ClientOptions, Client};
 use crate::{open, topology::hosts_of, MongoSettings, MongoStore};
 
 pub const URL_VARIABLE: &str = "SEATKEEPER_TEST_MONGODB_URL";
+/// Where `bash deploy/mongodb.sh start` serves its replica set.
+pub const DEFAULT_URL: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
 const PREFIX: &str = "seatkeeper_test_";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -68,15 +71,21 @@ async fn client(url: &str) -> Option<Client> {
 impl TestDatabases {
     /// The deployment named by `SEATKEEPER_TEST_MONGODB_URL`, or why there is none.
     pub async fn connect() -> Result<Self, String> {
-        let Some(url) = std::env::var(URL_VARIABLE)
+        let given = std::env::var(URL_VARIABLE)
             .ok()
-            .filter(|u| !u.trim().is_empty())
-        else {
-            return Err(format!(
-                "{URL_VARIABLE} is not set; these tests need a MongoDB replica set \
-                 (`docker compose run --rm store-tests` runs them against one)"
-            ));
-        };
+            .filter(|u| !u.trim().is_empty());
+        let url = given.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+        if given.is_none() {
+            if let Some(e) = nothing_listens(&url).await {
+                return Err(unusable(
+                    &url,
+                    &format!(
+                        "nothing listens there ({e}); `bash deploy/mongodb.sh start` runs a \
+                         replica set there, or set {URL_VARIABLE}"
+                    ),
+                ));
+            }
+        }
         let mut settings = MongoSettings::new(url.clone());
         settings.server_selection_timeout = TIMEOUT;
         match open(&settings).await {
@@ -85,7 +94,7 @@ impl TestDatabases {
                 client.shutdown().await;
                 Ok(Self { url })
             }
-            Err(e) => Err(unusable(&url, &e)),
+            Err(e) => Err(unusable(&url, &cause_chain(&e))),
         }
     }
 
@@ -127,7 +136,7 @@ fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn unusable(url: &str, e: &dyn std::error::Error) -> String {
+fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut why = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -135,12 +144,37 @@ fn unusable(url: &str, e: &dyn std::error::Error) -> String {
         why.push_str(&cause.to_string());
         source = cause.source();
     }
+    why
+}
+
+/// The connection error when nothing accepts a TCP connection at the URL's first host
+/// within a second; `None` when something does.
+async fn nothing_listens(url: &str) -> Option<String> {
+    let host = hosts_of(url).split(',').next()?.to_owned();
+    let addr = if host.contains(':') {
+        host
+    } else {
+        format!("{host}:27017")
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 1 s".to_owned()),
+    }
+}
+
+fn unusable(url: &str, why: &str) -> String {
     let message = format!(
         "MongoDB at {} cannot run the tests ({why}); set {URL_VARIABLE} to a replica set the tests may create databases on",
         hosts_of(url)
     );
     if std::env::var_os("CI").is_some() {
-        panic!("{message} (CI is set and {URL_VARIABLE} names a server, so this fails instead of skipping)");
+        panic!("{message} (CI is set, so this fails instead of skipping)");
     }
     message
 }

@@ -33,7 +33,7 @@ fn plan() -> Plan {
             currency: Currency::parse("usd").unwrap(),
             interval: Interval::Month,
         },
-        chrono::Utc::now(),
+        seatkeeper_domain::ports::Clock::now(&seatkeeper_domain::ports::SystemClock),
     )
 }
 
