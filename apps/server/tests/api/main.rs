@@ -23,3 +23,4 @@ mod purchase;
 mod recovery;
 mod stripe;
 mod subscriptions;
+mod timestamps;
