@@ -161,7 +161,7 @@ async fn three_instances_sell_exactly_the_capacity_and_replay_across_instances(k
                 barrier.wait().await;
                 // A client retries what is not definitive (503, 409 key in use) with the
                 // same key, as the API asks; the count of retries stays small.
-                for _ in 0..30 {
+                for tries in 1..=30 {
                     let res = purchase(
                         &client,
                         &urls[i % 3],
@@ -174,7 +174,7 @@ async fn three_instances_sell_exactly_the_capacity_and_replay_across_instances(k
                     let body = json_of(res).await;
                     let code = body["code"].as_str().unwrap_or("created").to_owned();
                     if status != 503 && code != "idempotency_key_in_use" {
-                        return (i, status, code);
+                        return (i, status, code, tries);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -184,13 +184,20 @@ async fn three_instances_sell_exactly_the_capacity_and_replay_across_instances(k
         .collect();
     let mut counts: HashMap<(u16, String), usize> = HashMap::new();
     let mut winner = None;
+    let mut retries = 0;
     for t in tasks {
-        let (i, status, code) = t.await.unwrap();
+        let (i, status, code, tries) = t.await.unwrap();
         if status == 201 && winner.is_none() {
             winner = Some(i);
         }
         *counts.entry((status, code)).or_default() += 1;
+        retries += tries - 1;
     }
+    eprintln!(
+        "{test} on {kind}: 600 buyers answered after {:.1} s: {counts:?}; {retries} retries \
+         (503 or key in use)",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(
         counts.get(&(201, "created".into())),
         Some(&100),
