@@ -1,3 +1,7 @@
+//! HTTP-level errors and request ids: unknown paths, wrong methods, `X-Request-Id`, the
+//! admin bearer token. None of it reaches the store, so these run on the in-memory store
+//! only.
+
 use crate::helpers::{assert_problem, spawn_memory_app, ADMIN_TOKEN};
 
 #[tokio::test]

@@ -1,3 +1,6 @@
+//! Liveness and readiness. Readiness following the store down and back up uses the
+//! in-memory store's off switch, so that test runs on it only.
+
 use crate::helpers::{assert_problem, body, spawn_memory_app, TestApp};
 
 on_every_store!(health_answers_ok);

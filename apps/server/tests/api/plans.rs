@@ -1,3 +1,6 @@
+//! Plans over HTTP: create, read, list, update, archive, and the validation of each, on
+//! every store.
+
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, body, TestApp};

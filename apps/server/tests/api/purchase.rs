@@ -1,3 +1,7 @@
+//! The purchase route's answers: created, declined, sold out, inactive or unknown plan,
+//! invalid bodies, a lost payment answer, on every store; an unreachable store (the
+//! in-memory store's off switch) on the in-memory store only.
+
 use serde_json::json;
 
 use crate::helpers::{assert_problem, body, spawn_memory_app, TestApp};

@@ -1,3 +1,6 @@
+//! Subscriptions over HTTP: read by id, cancel, and a customer's list in pages, on every
+//! store.
+
 use crate::helpers::{assert_problem, body, TestApp};
 
 on_every_store!(a_subscription_can_be_read_by_id);
