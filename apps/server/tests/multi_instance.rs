@@ -43,17 +43,18 @@ impl Drop for Servers {
 }
 
 /// Starts `n` servers on the database; each one's log goes to
-/// `<temp dir>/seatkeeper-multi-instance-<kind>-<i>.log` (printed).
+/// `<temp dir>/seatkeeper-multi-instance-<kind>-<port>.log` (printed), so that runs at the
+/// same time (other checkouts) keep their own.
 async fn start_servers(n: usize, database_url: &str, kind: DatabaseKind) -> Servers {
     let mut servers = Servers {
         children: Vec::new(),
         urls: Vec::new(),
     };
     for i in 0..n {
-        let log = std::env::temp_dir().join(format!("seatkeeper-multi-instance-{kind}-{i}.log"));
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("seatkeeper-multi-instance-{kind}-{port}.log"));
         eprintln!("instance {i} on {kind} logs to {}", log.display());
         let log = std::fs::File::create(&log).expect("a log file");
-        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_seatkeeper-server"))
             .env("SEATKEEPER_HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("SEATKEEPER_HTTP__WORKERS", "2")
