@@ -19,6 +19,8 @@
 //!
 //! # Layout
 //!
+//! - `batch`: the purchase steps (reserve, reserve under a new key, complete) as
+//!   batches: concurrent steps share one transaction (see "Purchase steps" below);
 //! - [`documents`]: the stored documents and their conversions (UUIDs as binary subtype
 //!   4, BSON dates, `i64` money);
 //! - [`queries`]: every filter, update and pipeline, as pure functions;
@@ -30,6 +32,7 @@
 //! Transactions need a replica set: [`MongoStore::connect`] refuses a standalone server
 //! with a message saying how to make one.
 
+mod batch;
 pub mod documents;
 pub mod errors;
 pub mod indexes;
@@ -37,7 +40,7 @@ pub mod queries;
 pub mod testing;
 pub mod topology;
 
-use std::{any::Any, future::Future, time::Duration};
+use std::{any::Any, future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -48,22 +51,28 @@ use mongodb::{
 };
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
-        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
-        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
-        SubscriptionRepository, UpdatePlanError,
+        AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
+        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PurchaseRepository,
+        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
+        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
+        UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
-    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
-    RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, Subscription,
+    SubscriptionId, SubscriptionStatus, Timestamp,
 };
 
+use seatkeeper_coalesce::{Coalescer, RunBatch};
+
 use crate::{
+    batch::{Done, Step},
     documents::{AuditDoc, Corrupt, KeyDoc, PlanDoc, SubscriptionDoc},
     errors::{classify, corrupt, retry_claim, Facts, Retry},
     topology::{hosts_of, Deployment},
 };
+
+/// The most purchase steps one transaction takes.
+const MAX_BATCH: usize = 128;
 
 /// How many times a claim runs when its insert of a new key loses to another claim's.
 const CLAIM_ATTEMPTS: u32 = 3;
@@ -126,6 +135,8 @@ pub struct MongoStore {
     keys: Collection<KeyDoc>,
     deployment: Deployment,
     time_limit: Duration,
+    /// The purchase steps, one batch (one transaction) at a time.
+    steps: Coalescer<(), batch::Step, batch::Done>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -155,86 +166,11 @@ fn unmatched(what: &str) -> mongodb::error::Error {
 /// The collections a purchase writes, cloned (cheap handles) into its transaction.
 #[derive(Clone)]
 struct PurchaseCollections {
+    db: Database,
     plans: Collection<PlanDoc>,
     subscriptions: Collection<SubscriptionDoc>,
     audit: Collection<AuditDoc>,
     keys: Collection<KeyDoc>,
-}
-
-/// The reservation of `cmd` inside transaction `s`, whose caller holds the key at
-/// `Started` (checked by the caller in the same transaction): a rejection finishes the
-/// key; a seat inserts the `incomplete` subscription, records the recovery point, takes
-/// the seat with the guarded decrement and appends its audit entry.
-async fn reserve_in(
-    s: &mut ClientSession,
-    c: &PurchaseCollections,
-    cmd: &ReserveSeat,
-) -> mongodb::error::Result<Reservation> {
-    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
-    // 2. The plan as this snapshot has it: a rejection finishes the key.
-    let plan = c
-        .plans
-        .find_one(queries::plan_by_id(cmd.plan_id))
-        .session(&mut *s)
-        .await?
-        .map(Plan::try_from)
-        .transpose()
-        .map_err(corrupt)?;
-    if let Some(outcome) = cmd.rejection(plan.as_ref()) {
-        let finish = queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-        let written = c.keys.update_one(held, finish).session(&mut *s).await?;
-        if written.matched_count != 1 {
-            return Err(unmatched("finishing the key"));
-        }
-        return Ok(Reservation::Rejected(outcome));
-    }
-    let Some(plan) = plan else {
-        return Err(corrupt(Corrupt("a missing plan was not rejected".into())));
-    };
-    // 3. The subscription and the recovery point.
-    let sub = Subscription::reserve(
-        cmd.subscription_id,
-        &plan,
-        cmd.customer_id.clone(),
-        cmd.payment_method.clone(),
-        Some(cmd.key.clone()),
-        cmd.now,
-    );
-    c.subscriptions
-        .insert_one(SubscriptionDoc::from(&sub))
-        .session(&mut *s)
-        .await?;
-    let written = c
-        .keys
-        .update_one(held, queries::record_reservation(sub.id))
-        .session(&mut *s)
-        .await?;
-    if written.matched_count != 1 {
-        return Err(unmatched("recording the reservation on the key"));
-    }
-    // 4. The hot plan document last: the guarded decrement, then its entry.
-    let after = c
-        .plans
-        .find_one_and_update(queries::seat_guard(cmd.plan_id), queries::take_seat())
-        .return_document(ReturnDocument::After)
-        .session(&mut *s)
-        .await?
-        .ok_or_else(|| unmatched("the guarded seat decrement"))?;
-    let after = Plan::try_from(after).map_err(corrupt)?;
-    let entry = AuditEntry::record(
-        &after,
-        AuditAction::SeatReserved,
-        after.seats_left + 1,
-        Some(sub.id),
-        None,
-        &cmd.ctx,
-        cmd.now,
-    );
-    c.audit
-        .insert_one(AuditDoc::from(&entry))
-        .session(&mut *s)
-        .await?;
-    Ok(Reservation::Reserved(sub))
 }
 
 impl MongoStore {
@@ -247,7 +183,24 @@ impl MongoStore {
         let db = client.database(&database);
         prepare(&db).await?;
         tracing::info!(database, ?deployment, "MongoDB store ready");
+        let runner = StepRunner {
+            client: client.clone(),
+            c: PurchaseCollections {
+                db: db.clone(),
+                plans: db.collection(queries::PLANS),
+                subscriptions: db.collection(queries::SUBSCRIPTIONS),
+                audit: db.collection(queries::AUDIT_ENTRIES),
+                keys: db.collection(queries::IDEMPOTENCY_KEYS),
+            },
+            time_limit: settings.transaction_time_limit,
+        };
+        let run: RunBatch<Step, Done> = Arc::new(move |steps| Box::pin(runner.clone().run(steps)));
         Ok(Self {
+            steps: Coalescer::new("purchase steps", MAX_BATCH, run, || {
+                Done::Failed(StoreError::internal(
+                    "a purchase batch ended without answering",
+                ))
+            }),
             plans: db.collection(queries::PLANS),
             subscriptions: db.collection(queries::SUBSCRIPTIONS),
             audit: db.collection(queries::AUDIT_ENTRIES),
@@ -285,15 +238,6 @@ impl MongoStore {
             self.subscriptions.clone(),
             self.audit.clone(),
         )
-    }
-
-    fn purchase_collections(&self) -> PurchaseCollections {
-        PurchaseCollections {
-            plans: self.plans.clone(),
-            subscriptions: self.subscriptions.clone(),
-            audit: self.audit.clone(),
-            keys: self.keys.clone(),
-        }
     }
 
     async fn session(&self) -> Result<ClientSession, StoreError> {
@@ -775,31 +719,14 @@ impl IdempotencyRepository for MongoStore {
 impl PurchaseRepository for MongoStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        let cmd = cmd.clone();
-        let c = self.purchase_collections();
-        let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                // 1. The caller still holds the key, and the key has reserved nothing.
-                let record = c
-                    .keys
-                    .find_one(queries::key(&cmd.customer_id, &cmd.key))
-                    .session(&mut *s)
-                    .await?
-                    .map(IdempotencyRecord::try_from)
-                    .transpose()
-                    .map_err(corrupt)?;
-                let ours = record.is_some_and(|r| {
-                    r.is_locked_by(cmd.owner) && r.recovery == RecoveryPoint::Started
-                });
-                if !ours {
-                    return refuse(s, ReserveError::LockLost).await;
-                }
-                reserve_in(s, &c, &cmd).await.map(Ok)
-            });
-        self.settle(run).await
+        match self.steps.submit(&(), Step::Held(cmd.clone())).await {
+            Done::Reserved(reservation) => reservation,
+            Done::Failed(e) => Err(e.into()),
+            other => Err(StoreError::internal(format!(
+                "a reservation under a held key was answered with {other:?}"
+            ))
+            .into()),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.seat().plan_id))]
@@ -807,117 +734,95 @@ impl PurchaseRepository for MongoStore {
         &self,
         cmd: &ReserveWithNewKey,
     ) -> Result<NewKeyReservation, StoreError> {
-        let cmd = cmd.clone();
-        let c = self.purchase_collections();
-        let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                // 1. The key has no record: insert the claim's fresh one. Two transactions
-                // inserting the same new key conflict on the unique (scope, key) index,
-                // and the loser is answered `KeyExists` below, as if it had looked later.
-                let claim = cmd.claim();
-                let found = c
-                    .keys
-                    .find_one(queries::key(&claim.scope, &claim.key))
-                    .session(&mut *s)
-                    .await?;
-                if found.is_some() {
-                    s.abort_transaction().await?;
-                    return Ok(NewKeyReservation::KeyExists);
-                }
-                c.keys
-                    .insert_one(KeyDoc::from(&claim.fresh_record()))
-                    .session(&mut *s)
-                    .await?;
-                // 2. The reservation under it.
-                reserve_in(s, &c, cmd.seat())
-                    .await
-                    .map(NewKeyReservation::Claimed)
-            });
-        match self.limited(run).await? {
-            Ok(done) => Ok(done),
-            Err(e) if retry_claim(&Facts::of(&e)) == Retry::Claim => {
-                tracing::debug!("a concurrent claim inserted the new key first");
-                Ok(NewKeyReservation::KeyExists)
-            }
-            Err(e) => Err(classify(e)),
+        match self.steps.submit(&(), Step::New(cmd.clone())).await {
+            Done::Reserved(Ok(reservation)) => Ok(NewKeyReservation::Claimed(reservation)),
+            Done::KeyExists => Ok(NewKeyReservation::KeyExists),
+            Done::Reserved(Err(ReserveError::Store(e))) | Done::Failed(e) => Err(e),
+            other => Err(StoreError::internal(format!(
+                "a reservation under a new key was answered with {other:?}"
+            ))),
         }
     }
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
-        let cmd = cmd.clone();
-        let (plans, subscriptions, audit, keys) = (
-            self.plans.clone(),
-            self.subscriptions.clone(),
-            self.audit.clone(),
-            self.keys.clone(),
-        );
-        let mut session = self.session().await?;
+        match self.steps.submit(&(), Step::Complete(cmd.clone())).await {
+            Done::Completed(completion) => completion,
+            Done::Failed(e) => Err(e.into()),
+            other => Err(
+                StoreError::internal(format!("a completion was answered with {other:?}")).into(),
+            ),
+        }
+    }
+}
+
+/// Runs the purchase steps of one batch in one transaction; when that fails for any
+/// reason but unavailability and the batch holds more than one step, runs each step
+/// alone, so that one step's failure (another instance's insert of the same new key, a
+/// corrupt document) is that step's answer only.
+#[derive(Clone)]
+struct StepRunner {
+    client: Client,
+    c: PurchaseCollections,
+    time_limit: Duration,
+}
+
+impl StepRunner {
+    /// One transaction for `steps`, within the time limit (retries included).
+    async fn attempt(
+        &self,
+        steps: &[Step],
+    ) -> Result<mongodb::error::Result<Vec<Done>>, StoreError> {
+        let mut session = self.client.start_session().await.map_err(classify)?;
+        let (c, steps) = (self.c.clone(), steps.to_vec());
         let run = session
             .start_transaction()
             .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let id = cmd.subscription_id;
-                let Some(found) = subscriptions
-                    .find_one(queries::subscription_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return refuse(s, CompleteError::NotFound(id)).await;
-                };
-                let mut sub = Subscription::try_from(found).map_err(corrupt)?;
-                if sub.status != SubscriptionStatus::Incomplete {
-                    return refuse(s, CompleteError::NotIncomplete(Box::new(sub))).await;
-                }
-                let change = cmd.apply(&mut sub);
-                let outcome = change.outcome;
-                // Any recovery lease ends; a decline by the reconciler schedules the
-                // late-charge check.
-                let verify_after = match cmd.result {
-                    ChargeResult::Declined { .. } => cmd.verify_after,
-                    ChargeResult::Charged { .. } => None,
-                };
-                let written = subscriptions
-                    .update_one(
-                        queries::subscription_in(id, SubscriptionStatus::Incomplete),
-                        queries::complete_subscription(&sub, verify_after),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("the completion"));
-                }
-                if let Some(key) = &sub.idempotency_key {
-                    // Only the record this purchase reserved through, if still open.
-                    let finish =
-                        queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-                    keys.update_one(queries::key_of_purchase(&sub.customer_id, key, id), finish)
-                        .session(&mut *s)
-                        .await?;
-                }
-                // The hot plan document last.
-                let plan = bump_plan(&plans, s, sub.plan_id, i64::from(change.seat_delta)).await?;
-                let before = plan.seats_left - change.seat_delta;
-                let entry = AuditEntry::record(
-                    &plan,
-                    change.action,
-                    before,
-                    Some(id),
-                    change.reason,
-                    &cmd.ctx,
-                    cmd.now,
-                );
-                audit
-                    .insert_one(AuditDoc::from(&entry))
-                    .session(&mut *s)
-                    .await?;
-                Ok(Ok(Completion { outcome }))
-            });
-        self.settle(run).await
+            .and_run2(async move |s| batch::run(s, &c, &steps).await);
+        tokio::time::timeout(self.time_limit, run)
+            .await
+            .map_err(|_| StoreError::unavailable(TimeLimitExceeded(self.time_limit)))
     }
+
+    async fn run(self, steps: Vec<Step>) -> Vec<Done> {
+        let failure = match self.attempt(&steps).await {
+            Ok(Ok(done)) => return done,
+            Ok(Err(e)) if steps.len() == 1 => return vec![failed(&steps[0], e)],
+            Ok(Err(e)) => classify(e),
+            Err(e) => e,
+        };
+        if let StoreError::Unavailable(cause) = &failure {
+            let cause = seatkeeper_domain::error_chain(&**cause);
+            return steps
+                .iter()
+                .map(|_| Done::Failed(StoreError::unavailable(cause.clone())))
+                .collect();
+        }
+        tracing::warn!(
+            steps = steps.len(),
+            error = %seatkeeper_domain::error_chain(&failure),
+            "a purchase batch failed; running its steps one by one"
+        );
+        let this = &self;
+        let alone = steps.iter().map(|step| async move {
+            match this.attempt(std::slice::from_ref(step)).await {
+                Ok(Ok(mut done)) => done.pop().expect("one answer for one step"),
+                Ok(Err(e)) => failed(step, e),
+                Err(e) => Done::Failed(e),
+            }
+        });
+        futures::future::join_all(alone).await
+    }
+}
+
+/// The answer of a step whose transaction failed with `e`: a new key's insert that lost
+/// to another instance's is `KeyExists`, as if the step had looked later.
+fn failed(step: &Step, e: mongodb::error::Error) -> Done {
+    if matches!(step, Step::New(_)) && retry_claim(&Facts::of(&e)) == Retry::Claim {
+        tracing::debug!("a concurrent claim inserted the new key first");
+        return Done::KeyExists;
+    }
+    Done::Failed(classify(e))
 }
 
 /// What [`audit_refund`] writes to.
