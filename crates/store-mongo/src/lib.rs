@@ -40,6 +40,8 @@ pub mod queries;
 pub mod testing;
 pub mod topology;
 
+pub use seatkeeper_coalesce::BatchStats;
+
 use std::{any::Any, future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -238,6 +240,16 @@ impl MongoStore {
             self.subscriptions.clone(),
             self.audit.clone(),
         )
+    }
+
+    /// How much the purchase steps were coalesced so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.steps.stats()
+    }
+
+    /// How many purchase steps wait for the next batch.
+    pub fn queued_steps(&self) -> usize {
+        self.steps.queued(&())
     }
 
     async fn session(&self) -> Result<ClientSession, StoreError> {
