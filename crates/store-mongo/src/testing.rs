@@ -106,17 +106,27 @@ impl TestDatabases {
     /// A store on a new, empty database with its collections and indexes. The database
     /// lives as long as the store.
     pub async fn fresh_store(&self) -> MongoStore {
+        let (store, _url) = self.fresh_store_with_url().await;
+        store
+    }
+
+    /// A store on a new, empty database with its collections and indexes, and a URL that
+    /// names that database (for server processes that should share it). The database
+    /// lives as long as the store.
+    pub async fn fresh_store_with_url(&self) -> (MongoStore, String) {
         let name = self.fresh_name();
-        let mut settings = MongoSettings::new(self.url.clone());
+        let url = url_naming(&self.url, &name);
+        let mut settings = MongoSettings::new(url.clone());
         settings.server_selection_timeout = TIMEOUT;
         settings.database = Some(name.clone());
         let store = MongoStore::connect(&settings)
             .await
             .expect("connect to the test MongoDB deployment and prepare a fresh database");
-        store.with_guard(DropDatabase {
+        let guard = DropDatabase {
             url: self.url.clone(),
             name,
-        })
+        };
+        (store.with_guard(guard), url)
     }
 
     /// A new database name (nothing is created).
@@ -126,6 +136,38 @@ impl TestDatabases {
             unix_secs(),
             &uuid::Uuid::new_v4().simple().to_string()[..16]
         )
+    }
+}
+
+/// `url` with `database` as its path (the database a server opens). Credentials keep
+/// authenticating where they did: against the URL's own database, else `admin`.
+fn url_naming(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mongodb", url));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (tail, ""),
+    };
+    let mut options: Vec<String> = query
+        .split('&')
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let has_auth_source = options
+        .iter()
+        .any(|o| o.to_ascii_lowercase().starts_with("authsource="));
+    if authority.contains('@') && !has_auth_source {
+        let own = path.trim_start_matches('/');
+        options.push(format!(
+            "authSource={}",
+            if own.is_empty() { "admin" } else { own }
+        ));
+    }
+    if options.is_empty() {
+        format!("{scheme}://{authority}/{database}")
+    } else {
+        format!("{scheme}://{authority}/{database}?{}", options.join("&"))
     }
 }
 
@@ -197,5 +239,38 @@ async fn drop_stale(client: &Client) {
         if created.is_some_and(|t| t + 3600 < now) {
             let _ = client.database(&name).drop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_naming;
+
+    #[test]
+    fn the_default_url_names_the_database_and_keeps_its_options() {
+        assert_eq!(
+            url_naming("mongodb://127.0.0.1:27017/?directConnection=true", "db1"),
+            "mongodb://127.0.0.1:27017/db1?directConnection=true"
+        );
+        assert_eq!(
+            url_naming("mongodb://a:1,b:2", "db1"),
+            "mongodb://a:1,b:2/db1"
+        );
+    }
+
+    #[test]
+    fn credentials_keep_authenticating_against_the_database_they_named() {
+        assert_eq!(
+            url_naming("mongodb://u:p@h:1/app?replicaSet=rs0", "db1"),
+            "mongodb://u:p@h:1/db1?replicaSet=rs0&authSource=app"
+        );
+        assert_eq!(
+            url_naming("mongodb://u:p@h:1/", "db1"),
+            "mongodb://u:p@h:1/db1?authSource=admin"
+        );
+        assert_eq!(
+            url_naming("mongodb://u:p@h:1/?authSource=x", "db1"),
+            "mongodb://u:p@h:1/db1?authSource=x"
+        );
     }
 }

@@ -1,7 +1,10 @@
-//! What the process-level test binaries share: free ports, and a TCP proxy in front of
-//! PostgreSQL that a test can cut to make the database unreachable without stopping the
-//! machine's PostgreSQL service (other tests use it).
+//! What the process-level test binaries share: free ports, a fresh database on each
+//! durable store ([`stores`]), and a TCP proxy in front of a database server that a test
+//! can cut to make the database unreachable without stopping the machine's PostgreSQL or
+//! MongoDB (other tests use them).
 #![allow(dead_code)] // each test binary uses its own part
+
+pub mod stores;
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -16,8 +19,8 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Forwards 127.0.0.1:<port> to PostgreSQL until cut; cutting drops every connection
-/// and refuses new ones, restoring accepts again on the same port.
+/// Forwards 127.0.0.1:<port> to a database server (`host:port`) until cut; cutting drops
+/// every connection and refuses new ones, restoring accepts again on the same port.
 pub struct Proxy {
     pub port: u16,
     up: watch::Sender<bool>,
