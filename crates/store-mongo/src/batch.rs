@@ -350,12 +350,11 @@ async fn write(
             continue;
         };
         let delta = i64::from(plan.seats_left) - i64::from(was.seats_left);
-        let moves = (plan.seq - was.seq) as i64;
         let after = c
             .plans
             .find_one_and_update(
                 queries::plan_at_seq(plan.id, was.seq),
-                doc! { "$inc": { "seats_left": delta, "seq": moves } },
+                queries::move_plan(delta, plan.seq - was.seq),
             )
             .return_document(ReturnDocument::After)
             .session(&mut *s)

@@ -1,21 +1,22 @@
 //! A MongoDB implementation of every Seatkeeper store port.
 //!
 //! Every store operation that touches more than one document is one multi-document
-//! transaction (read concern `snapshot`, write concern `majority`) run by the driver's
-//! convenient API, `start_transaction().and_run2(..)`: it runs the body again on the
-//! `TransientTransactionError` label (a WriteConflict, a failover mid-transaction) and
-//! the commit again on `UnknownTransactionCommitResult`, with jittered backoff, and the
-//! store bounds the whole by [`MongoSettings::transaction_time_limit`]. Business outcomes
-//! (lock lost, not found, not incomplete, capacity below held) are never driver errors:
-//! the body aborts its transaction and returns them as the inner value of a
+//! transaction (read concern `snapshot`, write concern `majority`) run by the store's
+//! runner (`transaction.rs`): it runs the body again when the server reports a conflict
+//! with another transaction (a WriteConflict), with jittered backoff, and gives up at
+//! once on anything else — an unreachable server answers 503 without spinning in retries
+//! — and the store bounds the whole by [`MongoSettings::transaction_time_limit`].
+//! Business outcomes (lock lost, not found, not incomplete, capacity below held) are never
+//! driver errors: the body returns them, before writing anything, as the inner value of a
 //! `Result<Result<T, E>, mongodb::error::Error>`, so they are neither retried nor
 //! classified.
 //!
-//! The seat decrement is `findOneAndUpdate({_id, status: "active", seats_left: {$gt: 0}},
-//! {$inc: {seats_left: -1, seq: 1}})`, returning the document after; it runs inside the
-//! reservation's transaction, as its last-but-one statement, so that the hot plan
-//! document is held for as short a time as possible (see docs/architecture.md, "The
-//! MongoDB store", for why inside and not beside the transaction).
+//! The purchase steps are coalesced (`batch.rs`): concurrent reservations and completions
+//! share one transaction, which moves each plan with one guarded
+//! `findOneAndUpdate({_id, seq: <seq read>}, {$inc: {seats_left, seq}})` returning the
+//! document after, as the last write before the audit insert and the commit, so that the
+//! hot plan document is written once per batch and held for as short a time as possible
+//! (see docs/architecture.md, "The purchase steps: one batch at a time").
 //!
 //! # Layout
 //!
@@ -26,6 +27,7 @@
 //! - [`queries`]: every filter, update and pipeline, as pure functions;
 //! - [`indexes`]: the indexes created at start-up;
 //! - [`errors`]: which failures are retried, unavailable or internal;
+//! - `transaction`: the transaction runner: what is run again, what answers at once;
 //! - [`topology`]: the start-up check that the server is a replica set or `mongos`;
 //! - [`testing`]: fresh databases for the contract suite.
 //!
@@ -39,6 +41,7 @@ pub mod indexes;
 pub mod queries;
 pub mod testing;
 pub mod topology;
+mod transaction;
 
 pub use seatkeeper_coalesce::BatchStats;
 
@@ -151,10 +154,10 @@ fn transaction_options() -> TransactionOptions {
         .build()
 }
 
-/// Ends the transaction without writing anything and hands a business outcome back as a
-/// value (never as a driver error, so the driver neither retries it nor reports it).
-async fn refuse<T, E>(s: &mut ClientSession, outcome: E) -> mongodb::error::Result<Result<T, E>> {
-    s.abort_transaction().await?;
+/// Hands a business outcome back as a value (never as a driver error, so that it is
+/// neither retried nor classified). Every refusal comes before the body's first write, so
+/// the transaction that commits after it writes nothing.
+async fn refuse<T, E>(_: &mut ClientSession, outcome: E) -> mongodb::error::Result<Result<T, E>> {
     Ok(Err(outcome))
 }
 
@@ -370,14 +373,11 @@ impl PlanRepository for MongoStore {
         let created = AuditDoc::from(&AuditEntry::plan_created(plan, ctx));
         let (plans, audit) = (self.plans.clone(), self.audit.clone());
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                plans.insert_one(&plan_doc).session(&mut *s).await?;
-                audit.insert_one(&created).session(&mut *s).await?;
-                Ok(Ok::<_, StoreError>(()))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            plans.insert_one(&plan_doc).session(&mut *s).await?;
+            audit.insert_one(&created).session(&mut *s).await?;
+            Ok(Ok::<_, StoreError>(()))
+        });
         self.settle(run).await
     }
 
@@ -421,46 +421,42 @@ impl PlanRepository for MongoStore {
         let (patch, ctx) = (patch.clone(), ctx.clone());
         let (plans, audit) = (self.plans.clone(), self.audit.clone());
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let Some(found) = plans
-                    .find_one(queries::plan_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return refuse(s, UpdatePlanError::NotFound(id)).await;
-                };
-                let mut plan = Plan::try_from(found).map_err(corrupt)?;
-                let read_seq = plan.seq;
-                let changes = match plan.apply(&patch) {
-                    Ok(changes) => changes,
-                    Err(PatchRejection::CapacityBelowHeld { held, requested }) => {
-                        return refuse(s, UpdatePlanError::CapacityBelowHeld { held, requested })
-                            .await;
-                    }
-                };
-                if changes.is_empty() {
-                    return Ok(Ok(plan));
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = plans
+                .find_one(queries::plan_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(s, UpdatePlanError::NotFound(id)).await;
+            };
+            let mut plan = Plan::try_from(found).map_err(corrupt)?;
+            let read_seq = plan.seq;
+            let changes = match plan.apply(&patch) {
+                Ok(changes) => changes,
+                Err(PatchRejection::CapacityBelowHeld { held, requested }) => {
+                    return refuse(s, UpdatePlanError::CapacityBelowHeld { held, requested }).await;
                 }
-                let written = plans
-                    .update_one(
-                        queries::plan_at_seq(id, read_seq),
-                        queries::patch_plan(&plan),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("the plan update"));
-                }
-                let entries: Vec<AuditDoc> = AuditEntry::plan_changes(&plan, &changes, &ctx, now)
-                    .iter()
-                    .map(AuditDoc::from)
-                    .collect();
-                audit.insert_many(&entries).session(&mut *s).await?;
-                Ok(Ok(plan))
-            });
+            };
+            if changes.is_empty() {
+                return Ok(Ok(plan));
+            }
+            let written = plans
+                .update_one(
+                    queries::plan_at_seq(id, read_seq),
+                    queries::patch_plan(&plan),
+                )
+                .session(&mut *s)
+                .await?;
+            if written.matched_count != 1 {
+                return Err(unmatched("the plan update"));
+            }
+            let entries: Vec<AuditDoc> = AuditEntry::plan_changes(&plan, &changes, &ctx, now)
+                .iter()
+                .map(AuditDoc::from)
+                .collect();
+            audit.insert_many(&entries).session(&mut *s).await?;
+            Ok(Ok(plan))
+        });
         self.settle(run).await
     }
 
@@ -468,26 +464,23 @@ impl PlanRepository for MongoStore {
         let (plans, subscriptions) = (self.plans.clone(), self.subscriptions.clone());
         let mut session = self.session().await?;
         // A read-only transaction: the plan and the counts from one snapshot.
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let Some(found) = plans
-                    .find_one(queries::plan_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return Ok(Ok(None));
-                };
-                let plan = Plan::try_from(found).map_err(corrupt)?;
-                let mut cursor = subscriptions
-                    .aggregate(queries::count_by_status(id))
-                    .session(&mut *s)
-                    .await?;
-                let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
-                let stats = documents::stats(&plan, &counts).map_err(corrupt)?;
-                Ok(Ok::<_, StoreError>(Some(stats)))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = plans
+                .find_one(queries::plan_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return Ok(Ok(None));
+            };
+            let plan = Plan::try_from(found).map_err(corrupt)?;
+            let mut cursor = subscriptions
+                .aggregate(queries::count_by_status(id))
+                .session(&mut *s)
+                .await?;
+            let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
+            let stats = documents::stats(&plan, &counts).map_err(corrupt)?;
+            Ok(Ok::<_, StoreError>(Some(stats)))
+        });
         self.settle(run).await
     }
 }
@@ -577,59 +570,56 @@ impl SubscriptionRepository for MongoStore {
             self.audit.clone(),
         );
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let Some(found) = subscriptions
-                    .find_one(queries::subscription_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return refuse(s, CancelError::NotFound(id)).await;
-                };
-                let mut sub = Subscription::try_from(found).map_err(corrupt)?;
-                match sub.status {
-                    SubscriptionStatus::Canceled => {
-                        return Ok(Ok(Cancellation {
-                            subscription: sub,
-                            already_canceled: true,
-                        }))
-                    }
-                    SubscriptionStatus::Active => {}
-                    other => return refuse(s, CancelError::NotActive(other)).await,
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = subscriptions
+                .find_one(queries::subscription_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(s, CancelError::NotFound(id)).await;
+            };
+            let mut sub = Subscription::try_from(found).map_err(corrupt)?;
+            match sub.status {
+                SubscriptionStatus::Canceled => {
+                    return Ok(Ok(Cancellation {
+                        subscription: sub,
+                        already_canceled: true,
+                    }))
                 }
-                sub.cancel(now);
-                let written = subscriptions
-                    .update_one(
-                        queries::subscription_in(id, SubscriptionStatus::Active),
-                        queries::change_subscription(&sub),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("the cancellation"));
-                }
-                // The hot plan document last.
-                let plan = bump_plan(&plans, s, sub.plan_id, 1).await?;
-                let entry = AuditEntry::record(
-                    &plan,
-                    AuditAction::SubscriptionCanceled,
-                    plan.seats_left - 1,
-                    Some(id),
-                    None,
-                    &ctx,
-                    now,
-                );
-                audit
-                    .insert_one(AuditDoc::from(&entry))
-                    .session(&mut *s)
-                    .await?;
-                Ok(Ok(Cancellation {
-                    subscription: sub,
-                    already_canceled: false,
-                }))
-            });
+                SubscriptionStatus::Active => {}
+                other => return refuse(s, CancelError::NotActive(other)).await,
+            }
+            sub.cancel(now);
+            let written = subscriptions
+                .update_one(
+                    queries::subscription_in(id, SubscriptionStatus::Active),
+                    queries::change_subscription(&sub),
+                )
+                .session(&mut *s)
+                .await?;
+            if written.matched_count != 1 {
+                return Err(unmatched("the cancellation"));
+            }
+            // The hot plan document last.
+            let plan = bump_plan(&plans, s, sub.plan_id, 1).await?;
+            let entry = AuditEntry::record(
+                &plan,
+                AuditAction::SubscriptionCanceled,
+                plan.seats_left - 1,
+                Some(id),
+                None,
+                &ctx,
+                now,
+            );
+            audit
+                .insert_one(AuditDoc::from(&entry))
+                .session(&mut *s)
+                .await?;
+            Ok(Ok(Cancellation {
+                subscription: sub,
+                already_canceled: false,
+            }))
+        });
         self.settle(run).await
     }
 }
@@ -658,32 +648,29 @@ impl IdempotencyRepository for MongoStore {
             let claim = claim.clone();
             let keys = self.keys.clone();
             let mut session = self.session().await?;
-            let run = session
-                .start_transaction()
-                .with_options(transaction_options())
-                .and_run2(async move |s| {
-                    let filter = queries::key(&claim.scope, &claim.key);
-                    let Some(found) = keys.find_one(filter.clone()).session(&mut *s).await? else {
-                        // The unique (scope, key) index settles a race between two inserts.
-                        let fresh = claim.fresh_record();
-                        keys.insert_one(KeyDoc::from(&fresh))
-                            .session(&mut *s)
-                            .await?;
-                        return Ok(Claim::Acquired(fresh));
-                    };
-                    let existing = IdempotencyRecord::try_from(found).map_err(corrupt)?;
-                    let decision = claim.decide(&existing);
-                    if let Claim::Acquired(record) = &decision {
-                        let written = keys
-                            .replace_one(filter, KeyDoc::from(record))
-                            .session(&mut *s)
-                            .await?;
-                        if written.matched_count != 1 {
-                            return Err(unmatched("the key takeover"));
-                        }
+            let run = transaction::run(&mut session, async move |s| {
+                let filter = queries::key(&claim.scope, &claim.key);
+                let Some(found) = keys.find_one(filter.clone()).session(&mut *s).await? else {
+                    // The unique (scope, key) index settles a race between two inserts.
+                    let fresh = claim.fresh_record();
+                    keys.insert_one(KeyDoc::from(&fresh))
+                        .session(&mut *s)
+                        .await?;
+                    return Ok(Claim::Acquired(fresh));
+                };
+                let existing = IdempotencyRecord::try_from(found).map_err(corrupt)?;
+                let decision = claim.decide(&existing);
+                if let Claim::Acquired(record) = &decision {
+                    let written = keys
+                        .replace_one(filter, KeyDoc::from(record))
+                        .session(&mut *s)
+                        .await?;
+                    if written.matched_count != 1 {
+                        return Err(unmatched("the key takeover"));
                     }
-                    Ok(decision)
-                });
+                }
+                Ok(decision)
+            });
             match self.limited(run).await? {
                 Ok(claim) => return Ok(claim),
                 Err(e)
@@ -787,10 +774,7 @@ impl StepRunner {
     ) -> Result<mongodb::error::Result<Vec<Done>>, StoreError> {
         let mut session = self.client.start_session().await.map_err(classify)?;
         let (c, steps) = (self.c.clone(), steps.to_vec());
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| batch::run(s, &c, &steps).await);
+        let run = transaction::run(&mut session, async move |s| batch::run(s, &c, &steps).await);
         tokio::time::timeout(self.time_limit, run)
             .await
             .map_err(|_| StoreError::unavailable(TimeLimitExceeded(self.time_limit)))
@@ -898,66 +882,63 @@ impl RecoveryRepository for MongoStore {
         let claim = claim.clone();
         let subscriptions = self.subscriptions.clone();
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let mut tasks = Vec::new();
-                let (filter, sort) = queries::stale_incomplete(claim.stale_before, claim.now);
+        let run = transaction::run(&mut session, async move |s| {
+            let mut tasks = Vec::new();
+            let (filter, sort) = queries::stale_incomplete(claim.stale_before, claim.now);
+            let mut cursor = subscriptions
+                .find(filter)
+                .sort(sort)
+                .limit(i64::from(claim.limit))
+                .session(&mut *s)
+                .await?;
+            let stale: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
+            for found in stale {
+                let sub = Subscription::try_from(found).map_err(corrupt)?;
+                let leased = subscriptions
+                    .update_one(
+                        queries::stale_incomplete_one(sub.id, claim.stale_before, claim.now),
+                        queries::lease_completion(claim.owner, claim.lease_until),
+                    )
+                    .session(&mut *s)
+                    .await?;
+                if leased.matched_count != 1 {
+                    return Err(unmatched("leasing a stale purchase"));
+                }
+                tasks.push(RecoveryTask {
+                    subscription: sub,
+                    phase: RecoveryPhase::Complete,
+                });
+            }
+            let room = i64::from(claim.limit) - tasks.len() as i64;
+            if room > 0 {
+                let (filter, sort) = queries::due_verifications(claim.now);
                 let mut cursor = subscriptions
                     .find(filter)
                     .sort(sort)
-                    .limit(i64::from(claim.limit))
+                    .limit(room)
                     .session(&mut *s)
                     .await?;
-                let stale: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
-                for found in stale {
+                let due: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
+                for found in due {
                     let sub = Subscription::try_from(found).map_err(corrupt)?;
                     let leased = subscriptions
                         .update_one(
-                            queries::stale_incomplete_one(sub.id, claim.stale_before, claim.now),
-                            queries::lease_completion(claim.owner, claim.lease_until),
+                            queries::due_verification_one(sub.id, claim.now),
+                            queries::lease_verification(claim.owner, claim.lease_until),
                         )
                         .session(&mut *s)
                         .await?;
                     if leased.matched_count != 1 {
-                        return Err(unmatched("leasing a stale purchase"));
+                        return Err(unmatched("leasing a due verification"));
                     }
                     tasks.push(RecoveryTask {
                         subscription: sub,
-                        phase: RecoveryPhase::Complete,
+                        phase: RecoveryPhase::Verify,
                     });
                 }
-                let room = i64::from(claim.limit) - tasks.len() as i64;
-                if room > 0 {
-                    let (filter, sort) = queries::due_verifications(claim.now);
-                    let mut cursor = subscriptions
-                        .find(filter)
-                        .sort(sort)
-                        .limit(room)
-                        .session(&mut *s)
-                        .await?;
-                    let due: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
-                    for found in due {
-                        let sub = Subscription::try_from(found).map_err(corrupt)?;
-                        let leased = subscriptions
-                            .update_one(
-                                queries::due_verification_one(sub.id, claim.now),
-                                queries::lease_verification(claim.owner, claim.lease_until),
-                            )
-                            .session(&mut *s)
-                            .await?;
-                        if leased.matched_count != 1 {
-                            return Err(unmatched("leasing a due verification"));
-                        }
-                        tasks.push(RecoveryTask {
-                            subscription: sub,
-                            phase: RecoveryPhase::Verify,
-                        });
-                    }
-                }
-                Ok(Ok::<_, StoreError>(tasks))
-            });
+            }
+            Ok(Ok::<_, StoreError>(tasks))
+        });
         self.settle(run).await
     }
 
@@ -988,26 +969,23 @@ impl RecoveryRepository for MongoStore {
         let collections = self.refund_collections();
         let subscriptions = self.subscriptions.clone();
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let ended = subscriptions
-                    .update_one(
-                        queries::task_held(id, owner, Some("verify")),
-                        queries::end_task(),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if ended.matched_count == 0 {
-                    // Not (or no longer) ours: nothing was written.
-                    return Ok(Ok(false));
-                }
-                if let Some(payment_id) = &refunded {
-                    audit_refund(&collections, s, id, payment_id, &ctx, now).await?;
-                }
-                Ok(Ok::<_, StoreError>(true))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            let ended = subscriptions
+                .update_one(
+                    queries::task_held(id, owner, Some("verify")),
+                    queries::end_task(),
+                )
+                .session(&mut *s)
+                .await?;
+            if ended.matched_count == 0 {
+                // Not (or no longer) ours: nothing was written.
+                return Ok(Ok(false));
+            }
+            if let Some(payment_id) = &refunded {
+                audit_refund(&collections, s, id, payment_id, &ctx, now).await?;
+            }
+            Ok(Ok::<_, StoreError>(true))
+        });
         self.settle(run).await
     }
 
@@ -1021,13 +999,10 @@ impl RecoveryRepository for MongoStore {
         let (payment_id, ctx) = (payment_id.to_owned(), ctx.clone());
         let collections = self.refund_collections();
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let appended = audit_refund(&collections, s, id, &payment_id, &ctx, now).await?;
-                Ok(Ok::<_, StoreError>(appended))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            let appended = audit_refund(&collections, s, id, &payment_id, &ctx, now).await?;
+            Ok(Ok::<_, StoreError>(appended))
+        });
         self.settle(run).await
     }
 
