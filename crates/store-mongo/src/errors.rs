@@ -154,6 +154,16 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// The server could not be reached at all (a network error, no server to select).
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Network | Kind::ServerSelection | Kind::PoolCleared | Kind::Dns
+        )
+    }
+}
+
 /// What a failure means for the caller of a store method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -168,10 +178,7 @@ pub fn verdict(f: &Facts) -> Verdict {
     let unavailable = f.transient_transaction
         || f.unknown_commit
         || f.retryable_write
-        || matches!(
-            f.kind,
-            Kind::Network | Kind::ServerSelection | Kind::PoolCleared | Kind::Dns
-        )
+        || f.unreachable()
         || f.code.is_some_and(|c| UNAVAILABLE_CODES.contains(&c));
     if unavailable {
         Verdict::Unavailable

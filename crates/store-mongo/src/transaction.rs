@@ -45,9 +45,16 @@ where
         let value = match body(session).await {
             Ok(value) => value,
             Err(e) => {
+                let facts = Facts::of(&e);
+                if facts.unreachable() {
+                    // Nobody to tell: the server ends it (its lifetime limit), and the
+                    // session's drop sends an abort in the background. Waiting here for
+                    // a server to abort on would double the time to answer 503.
+                    return Err(e);
+                }
                 // The server may have aborted it already; either way it is over.
                 let _ = session.abort_transaction().await;
-                if retry_transaction(&Facts::of(&e)) {
+                if retry_transaction(&facts) {
                     tracing::debug!(attempt, error = %e, "transaction conflict; running it again");
                     continue;
                 }
