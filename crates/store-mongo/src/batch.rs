@@ -18,7 +18,7 @@
 //! A batch is all-or-nothing only in that a failure rolls all of it back; the store then
 //! answers each request alone (`MongoStore::run_steps`).
 //!
-//! Round trips of a batch: find keys, find subscriptions, find plans, insert new keys,
+//! Round trips of a batch: find keys, find subscriptions, mark and find plans, insert new keys,
 //! update keys (one `update` command of many statements), insert subscriptions, update
 //! subscriptions, one `findOneAndUpdate` per moved plan, insert audit entries, commit —
 //! each only when the batch has something for it.
@@ -160,6 +160,17 @@ async fn read(
             .iter()
             .map(|id| uuid(id.as_uuid()).into())
             .collect();
+        // Write the plans first, then read them: a batch of another instance that got
+        // there first makes this one conflict now, before it has done any work, instead
+        // of at its last write; and from here on no other batch can move these plans
+        // until this one commits or aborts.
+        c.plans
+            .update_many(
+                doc! { "_id": { "$in": ids.clone() } },
+                queries::mark_batch(uuid::Uuid::new_v4()),
+            )
+            .session(&mut *s)
+            .await?;
         let found: Vec<_> = c
             .plans
             .find(doc! { "_id": { "$in": ids } })

@@ -32,6 +32,13 @@ pub fn plan_by_id(id: PlanId) -> Document {
     doc! { "_id": uuid(id.as_uuid()) }
 }
 
+/// A purchase batch's first write to the plans it will move: the batch's id in `batch`
+/// (a field no reader uses). A real change, so that it takes the documents for the
+/// transaction: a concurrent batch conflicts at once.
+pub fn mark_batch(batch: uuid::Uuid) -> Document {
+    doc! { "$set": { "batch": uuid(batch) } }
+}
+
 /// A purchase batch's moves of one plan: `seats_left` by `delta` (net: seats taken and
 /// given back) and `seq` by `entries`, the audit entries that record them.
 pub fn move_plan(delta: i64, entries: u64) -> Document {
