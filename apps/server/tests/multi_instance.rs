@@ -1,9 +1,11 @@
-//! Several server instances, one PostgreSQL database: three `seatkeeper-server`
-//! processes share a fresh database, 600 buyers race for 100 seats spread over them, and
-//! a key retried against another instance replays instead of charging again.
+//! Several server instances, one database: three `seatkeeper-server` processes share a
+//! fresh database, 600 buyers race for 100 seats spread over them, and a key retried
+//! against another instance replays instead of charging again. The same test runs on
+//! PostgreSQL and on MongoDB.
 //!
-//! Skipped (with a message naming `SEATKEEPER_TEST_POSTGRES_URL`) when PostgreSQL cannot
-//! be reached, except under `CI`, where that fails.
+//! Each is skipped by name (with a message naming `SEATKEEPER_TEST_POSTGRES_URL` or
+//! `SEATKEEPER_TEST_MONGODB_URL`) when its database server cannot be reached, except
+//! under `CI`, where that fails.
 
 use std::{
     collections::HashMap,
@@ -13,13 +15,15 @@ use std::{
 };
 
 use seatkeeper_domain::{invariants::check_store_plan, PlanId};
-use seatkeeper_store_postgres::testing::TestDatabases;
 use serde_json::{json, Value};
 use tokio::sync::Barrier;
 
 mod common;
 
-use common::free_port;
+use common::{
+    free_port,
+    stores::{DatabaseKind, FreshDatabase},
+};
 
 const TOKEN: &str = "multi-instance-admin-token";
 
@@ -38,12 +42,17 @@ impl Drop for Servers {
     }
 }
 
-async fn start_servers(n: usize, database_url: &str) -> Servers {
+/// Starts `n` servers on the database; each one's log goes to
+/// `<temp dir>/seatkeeper-multi-instance-<kind>-<i>.log` (printed).
+async fn start_servers(n: usize, database_url: &str, kind: DatabaseKind) -> Servers {
     let mut servers = Servers {
         children: Vec::new(),
         urls: Vec::new(),
     };
-    for _ in 0..n {
+    for i in 0..n {
+        let log = std::env::temp_dir().join(format!("seatkeeper-multi-instance-{kind}-{i}.log"));
+        eprintln!("instance {i} on {kind} logs to {}", log.display());
+        let log = std::fs::File::create(&log).expect("a log file");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_seatkeeper-server"))
             .env("SEATKEEPER_HTTP__ADDR", format!("127.0.0.1:{port}"))
@@ -56,7 +65,8 @@ async fn start_servers(n: usize, database_url: &str) -> Servers {
             .env("SEATKEEPER_AUTH__ADMIN_TOKEN", TOKEN)
             .env("SEATKEEPER_PAYMENTS__LATENCY_MS", "5")
             .env("SEATKEEPER_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("the log file")))
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start seatkeeper-server");
         servers.children.push(child);
@@ -102,16 +112,26 @@ async fn json_of(res: reqwest::Response) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_instances_on_one_database_sell_exactly_the_capacity_and_replay_across_instances() {
-    let dbs = match TestDatabases::connect().await {
-        Ok(dbs) => dbs,
-        Err(reason) => {
-            eprintln!("skipped three_instances_on_one_database…: {reason}");
-            return;
-        }
+async fn three_instances_on_one_postgres_database_sell_exactly_the_capacity_and_replay_across_instances(
+) {
+    three_instances_sell_exactly_the_capacity_and_replay_across_instances(DatabaseKind::Postgres)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_on_one_mongodb_database_sell_exactly_the_capacity_and_replay_across_instances(
+) {
+    three_instances_sell_exactly_the_capacity_and_replay_across_instances(DatabaseKind::Mongo)
+        .await;
+}
+
+async fn three_instances_sell_exactly_the_capacity_and_replay_across_instances(kind: DatabaseKind) {
+    let test = "three_instances_on_one_database_sell_exactly_the_capacity…";
+    let Some(db) = FreshDatabase::or_skip(kind, test).await else {
+        return;
     };
-    let (store, database_url) = dbs.fresh_store_with_url().await;
-    let servers = start_servers(3, &database_url).await;
+    let started = std::time::Instant::now();
+    let servers = start_servers(3, &db.url, kind).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -141,7 +161,7 @@ async fn three_instances_on_one_database_sell_exactly_the_capacity_and_replay_ac
                 barrier.wait().await;
                 // A client retries what is not definitive (503, 409 key in use) with the
                 // same key, as the API asks; the count of retries stays small.
-                for _ in 0..30 {
+                for tries in 1..=30 {
                     let res = purchase(
                         &client,
                         &urls[i % 3],
@@ -154,7 +174,7 @@ async fn three_instances_on_one_database_sell_exactly_the_capacity_and_replay_ac
                     let body = json_of(res).await;
                     let code = body["code"].as_str().unwrap_or("created").to_owned();
                     if status != 503 && code != "idempotency_key_in_use" {
-                        return (i, status, code);
+                        return (i, status, code, tries);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -164,13 +184,20 @@ async fn three_instances_on_one_database_sell_exactly_the_capacity_and_replay_ac
         .collect();
     let mut counts: HashMap<(u16, String), usize> = HashMap::new();
     let mut winner = None;
+    let mut retries = 0;
     for t in tasks {
-        let (i, status, code) = t.await.unwrap();
+        let (i, status, code, tries) = t.await.unwrap();
         if status == 201 && winner.is_none() {
             winner = Some(i);
         }
         *counts.entry((status, code)).or_default() += 1;
+        retries += tries - 1;
     }
+    eprintln!(
+        "{test} on {kind}: 600 buyers answered after {:.1} s: {counts:?}; {retries} retries \
+         (503 or key in use)",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(
         counts.get(&(201, "created".into())),
         Some(&100),
@@ -244,7 +271,8 @@ async fn three_instances_on_one_database_sell_exactly_the_capacity_and_replay_ac
             "{s}"
         );
     }
-    let violations = check_store_plan(&store, plan.parse::<PlanId>().unwrap()).await;
+    let violations = check_store_plan(db.store.as_ref(), plan.parse::<PlanId>().unwrap()).await;
     assert!(violations.is_empty(), "{violations:#?}");
     drop(servers);
+    eprintln!("{test} on {kind}: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -1,24 +1,26 @@
 //! The benchmark-only echo route: off by default, and when on a trivial JSON POST that
-//! answers its body back, after the configured wait.
+//! answers its body back, after the configured wait. It never touches the store, so these
+//! tests run on the in-memory store only.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{assert_problem, body, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, body, spawn_app_with, spawn_memory_app, StoreKind, TestApp};
 
 /// A server with the echo on, waiting `wait_ms` before each answer.
 async fn spawn_echo(wait_ms: u64) -> TestApp {
-    spawn_app_with(Duration::ZERO, |s| {
+    spawn_app_with(StoreKind::Memory, Duration::ZERO, |s| {
         s.bench.echo = true;
         s.bench.echo_wait_ms = wait_ms;
     })
     .await
+    .expect("the in-memory store")
 }
 
 #[tokio::test]
 async fn the_echo_route_is_not_served_unless_switched_on() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     let res = app
         .client
         .post(app.url("/bench/echo"))

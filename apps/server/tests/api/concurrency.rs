@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
 
-use crate::helpers::{body, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{body, spawn_app_with, StoreKind, TestApp};
 
 /// Runs `n` purchases released at once; returns the count of each (status, code).
 async fn stampede(
@@ -62,9 +62,14 @@ fn count(counts: &HashMap<(u16, String), usize>, status: u16, code: &str) -> usi
     counts.get(&(status, code.to_owned())).copied().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_give_ten_201_and_forty_409() {
-    let app = Arc::new(spawn_app_with(Duration::from_millis(10), |_| {}).await);
+on_every_store!(fifty_simultaneous_purchases_of_a_ten_seat_plan_give_ten_201_and_forty_409(kind));
+async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_give_ten_201_and_forty_409(
+    kind: StoreKind,
+) {
+    let Some(app) = spawn_app_with(kind, Duration::from_millis(10), |_| {}).await else {
+        return;
+    };
+    let app = Arc::new(app);
     let plan = app.create_plan(10).await;
     let counts = stampede(&app, 50, 50, |i| {
         (
@@ -88,9 +93,13 @@ async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_give_ten_201_and_forty_
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_thousand_purchases_over_four_plans_of_a_hundred_seats_sell_exactly_four_hundred() {
-    let app = Arc::new(spawn_app().await);
+on_every_store!(
+    two_thousand_purchases_over_four_plans_of_a_hundred_seats_sell_exactly_four_hundred
+);
+async fn two_thousand_purchases_over_four_plans_of_a_hundred_seats_sell_exactly_four_hundred(
+    app: TestApp,
+) {
+    let app = Arc::new(app);
     let mut plans = Vec::new();
     for _ in 0..4 {
         plans.push(app.create_plan(100).await);
@@ -113,9 +122,11 @@ async fn two_thousand_purchases_over_four_plans_of_a_hundred_seats_sell_exactly_
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_never_answer_5xx() {
-    let app = Arc::new(spawn_app().await);
+on_every_store!(a_hundred_simultaneous_requests_with_one_key_charge_once_and_never_answer_5xx);
+async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_never_answer_5xx(
+    app: TestApp,
+) {
+    let app = Arc::new(app);
     let plan = app.create_plan(10).await;
     // Whichever request wins the key is held inside its charge until the other 99 have
     // their answers: they overlap it for certain, whatever the machine's load.
@@ -162,9 +173,12 @@ async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_never_answ
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn simultaneous_declines_give_every_seat_back() {
-    let app = Arc::new(spawn_app_with(Duration::from_millis(10), |_| {}).await);
+on_every_store!(simultaneous_declines_give_every_seat_back(kind));
+async fn simultaneous_declines_give_every_seat_back(kind: StoreKind) {
+    let Some(app) = spawn_app_with(kind, Duration::from_millis(10), |_| {}).await else {
+        return;
+    };
+    let app = Arc::new(app);
     let plan = app.create_plan(10).await;
     let counts = stampede(&app, 60, 60, |i| {
         (
@@ -209,9 +223,11 @@ async fn simultaneous_declines_give_every_seat_back() {
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn purchases_racing_cancellations_and_capacity_changes_over_http_keep_the_invariants() {
-    let app = Arc::new(spawn_app().await);
+on_every_store!(purchases_racing_cancellations_and_capacity_changes_over_http_keep_the_invariants);
+async fn purchases_racing_cancellations_and_capacity_changes_over_http_keep_the_invariants(
+    app: TestApp,
+) {
+    let app = Arc::new(app);
     let plan = app.create_plan(30).await;
     let mut subs = Vec::new();
     for i in 0..15 {

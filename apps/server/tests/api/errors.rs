@@ -1,8 +1,12 @@
-use crate::helpers::{assert_problem, spawn_app, ADMIN_TOKEN};
+//! HTTP-level errors and request ids: unknown paths, wrong methods, `X-Request-Id`, the
+//! admin bearer token. None of it reaches the store, so these run on the in-memory store
+//! only.
+
+use crate::helpers::{assert_problem, spawn_memory_app, ADMIN_TOKEN};
 
 #[tokio::test]
 async fn an_unknown_path_is_a_404_problem() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     let problem = assert_problem(app.get("/api/nothing-here").await, 404, "not_found").await;
     assert!(problem["detail"]
         .as_str()
@@ -12,7 +16,7 @@ async fn an_unknown_path_is_a_404_problem() {
 
 #[tokio::test]
 async fn a_wrong_method_is_a_405_problem_with_allow() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     let res = app
         .client
         .delete(app.url("/api/plans"))
@@ -34,7 +38,7 @@ async fn a_wrong_method_is_a_405_problem_with_allow() {
 
 #[tokio::test]
 async fn a_sane_request_id_is_echoed_and_an_insane_one_replaced() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     let res = app
         .client
         .get(app.url("/api/nope"))
@@ -62,7 +66,7 @@ async fn a_sane_request_id_is_echoed_and_an_insane_one_replaced() {
 
 #[tokio::test]
 async fn every_success_also_carries_a_request_id() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     for path in ["/health", "/api/plans"] {
         assert!(app.get(path).await.headers().contains_key("x-request-id"));
     }
@@ -70,7 +74,7 @@ async fn every_success_also_carries_a_request_id() {
 
 #[tokio::test]
 async fn admin_routes_answer_401_without_the_right_bearer_token() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     let plan = app.create_plan(3).await;
     let body = serde_json::json!({"name": "X", "capacity": 1, "unit_amount": 1, "currency": "usd", "interval": "month"});
     let attempts = [

@@ -1,8 +1,10 @@
-use crate::helpers::{assert_problem, body, spawn_app};
+//! Liveness and readiness. Readiness following the store down and back up uses the
+//! in-memory store's off switch, so that test runs on it only.
 
-#[tokio::test]
-async fn health_answers_ok() {
-    let app = spawn_app().await;
+use crate::helpers::{assert_problem, body, spawn_memory_app, TestApp};
+
+on_every_store!(health_answers_ok);
+async fn health_answers_ok(app: TestApp) {
     let res = app.get("/health").await;
     assert_eq!(res.status(), 200);
     assert_eq!(body(res).await["status"], "ok");
@@ -10,10 +12,10 @@ async fn health_answers_ok() {
 
 #[tokio::test]
 async fn ready_answers_ok_while_the_store_answers_and_503_while_it_does_not() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
 
-    app.store.set_unavailable(true);
+    app.memory_store().set_unavailable(true);
     let res = app.get("/health/ready").await;
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "store_unavailable").await;
@@ -23,6 +25,6 @@ async fn ready_answers_ok_while_the_store_answers_and_503_while_it_does_not() {
         "liveness does not depend on the store"
     );
 
-    app.store.set_unavailable(false);
+    app.memory_store().set_unavailable(false);
     assert_eq!(app.get("/health/ready").await.status(), 200);
 }

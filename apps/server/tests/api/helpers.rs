@@ -1,7 +1,17 @@
-use std::{sync::Arc, time::Duration};
+//! The server under test: [`spawn_app`] starts one on a free port over a fresh store of
+//! the given [`StoreKind`] (in memory, or a new PostgreSQL or MongoDB database), and
+//! [`on_every_store!`] turns one test function into a test per store. A test whose
+//! database server cannot be reached says `skipped <test name>: <reason>` and passes (under
+//! `CI` it fails instead).
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use reqwest::{Response, StatusCode};
-use seatkeeper_domain::{invariants::check_store_plan, ports::SystemClock, PlanId};
+use seatkeeper_domain::{
+    invariants::check_store_plan,
+    ports::{Store, SystemClock},
+    PlanId,
+};
 use seatkeeper_payments::SimulatedGateway;
 use seatkeeper_server::{
     configuration::{Secret, Settings},
@@ -11,36 +21,112 @@ use seatkeeper_server::{
 use seatkeeper_store_memory::MemoryStore;
 use serde_json::{json, Value};
 
+use crate::common::stores::{DatabaseKind, FreshDatabase};
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Makes `name::on_memory`, `name::on_postgres` and `name::on_mongodb` tests of the async
+/// function `name` defined next to it. `on_every_store!(name);` hands it a fresh
+/// [`TestApp`] (`async fn name(app: TestApp)`); `on_every_store!(name(kind));` hands it
+/// the [`StoreKind`] (`async fn name(kind: StoreKind)`), for a test that spawns its own
+/// server with [`spawn_app_with`].
+macro_rules! on_every_store {
+    ($name:ident) => {
+        on_every_store!(@tests $name, |kind| $crate::helpers::run(super::$name, kind));
+    };
+    ($name:ident(kind)) => {
+        on_every_store!(@tests $name, |kind| super::$name(kind));
+    };
+    (@tests $name:ident, $run:expr) => {
+        mod $name {
+            use $crate::helpers::StoreKind;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_memory() {
+                ($run)(StoreKind::Memory).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                ($run)(StoreKind::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_mongodb() {
+                ($run)(StoreKind::Mongo).await
+            }
+        }
+    };
+}
+
+/// The store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Postgres,
+    Mongo,
+}
 
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub store: Arc<MemoryStore>,
+    pub kind: StoreKind,
+    /// The server's store; a database store's database is dropped with it.
+    pub store: Arc<dyn Store>,
+    /// The store when it is the in-memory one (for its switches and counters).
+    memory: Option<Arc<MemoryStore>>,
+    /// The database's URL when the store is PostgreSQL or MongoDB.
+    database_url: Option<String>,
     pub gateway: Arc<SimulatedGateway>,
 }
 
-/// A server on a free port, the in-memory store, no demo plans, instant payments.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Duration::ZERO, |_| {}).await
+/// Runs `test` on a fresh server over `kind`, unless that store cannot be had (skipped).
+pub async fn run<F, Fut>(test: F, kind: StoreKind)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(app) = spawn_app(kind).await {
+        test(app).await
+    }
+}
+
+/// A server on a free port over a fresh `kind` store, no demo plans, instant payments; or,
+/// when the database server cannot be reached, `None` after saying the test was skipped.
+pub async fn spawn_app(kind: StoreKind) -> Option<TestApp> {
+    spawn_app_with(kind, Duration::ZERO, |_| {}).await
+}
+
+/// [`spawn_app`] on the in-memory store, for the tests that use its switches.
+pub async fn spawn_memory_app() -> TestApp {
+    spawn_app(StoreKind::Memory)
+        .await
+        .expect("the in-memory store")
 }
 
 /// A server whose simulated payments take `latency`, with settings adjusted by `configure`.
-pub async fn spawn_app_with(latency: Duration, configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(latency, configure, false).await
+pub async fn spawn_app_with(
+    kind: StoreKind,
+    latency: Duration,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
+    spawn(kind, latency, configure, false).await
 }
 
-/// A server whose payment gateway is the one the settings (adjusted by `configure`) name,
-/// as in production; `TestApp::gateway` is then unused.
+/// A server on the in-memory store whose payment gateway is the one the settings (adjusted
+/// by `configure`) name, as in production; `TestApp::gateway` is then unused.
 pub async fn spawn_app_with_configured_gateway(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(Duration::ZERO, configure, true).await
+    spawn(StoreKind::Memory, Duration::ZERO, configure, true)
+        .await
+        .expect("the in-memory store")
 }
 
 async fn spawn(
+    kind: StoreKind,
     latency: Duration,
     configure: impl FnOnce(&mut Settings),
     configured_gateway: bool,
-) -> TestApp {
+) -> Option<TestApp> {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings");
     if std::env::var_os("TEST_LOG").is_some() {
         telemetry::init(&settings.log);
@@ -50,7 +136,27 @@ async fn spawn(
     settings.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
     settings.demo.seed = Some(false);
     configure(&mut settings);
-    let store = Arc::new(MemoryStore::new());
+    let (store, memory, database_url): (Arc<dyn Store>, _, _) = match kind {
+        StoreKind::Memory => {
+            let memory = Arc::new(MemoryStore::new());
+            (memory.clone(), Some(memory), None)
+        }
+        StoreKind::Postgres | StoreKind::Mongo => {
+            let database = match kind {
+                StoreKind::Postgres => DatabaseKind::Postgres,
+                _ => DatabaseKind::Mongo,
+            };
+            let db = match FreshDatabase::new(database).await {
+                Ok(db) => db,
+                Err(reason) => {
+                    let test = std::thread::current().name().unwrap_or("?").to_owned();
+                    eprintln!("skipped {test}: {reason}");
+                    return None;
+                }
+            };
+            (db.store, None, Some(db.url))
+        }
+    };
     let gateway = Arc::new(SimulatedGateway::with_latency(latency));
     let mut wiring = Wiring {
         store: store.clone(),
@@ -68,18 +174,60 @@ async fn spawn(
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp {
+    Some(TestApp {
         address,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .build()
             .unwrap(),
+        kind,
         store,
+        memory,
+        database_url,
         gateway,
-    }
+    })
 }
 
 impl TestApp {
+    /// The in-memory store; panics on another store (memory-only tests use it).
+    pub fn memory_store(&self) -> &MemoryStore {
+        self.memory
+            .as_deref()
+            .expect("a test of the in-memory store's switches runs on it only")
+    }
+
+    /// How many idempotency records the store holds (expired or not), read directly.
+    pub async fn key_count(&self) -> u64 {
+        match (self.kind, &self.database_url) {
+            (StoreKind::Memory, _) => self.memory_store().key_count() as u64,
+            (StoreKind::Postgres, Some(url)) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = conn.close().await;
+                n as u64
+            }
+            (StoreKind::Mongo, Some(url)) => {
+                let client = mongodb::Client::with_uri_str(url).await.unwrap();
+                let n = client
+                    .default_database()
+                    .expect("the URL names the database")
+                    .collection::<mongodb::bson::Document>(
+                        seatkeeper_store_mongo::queries::IDEMPOTENCY_KEYS,
+                    )
+                    .count_documents(mongodb::bson::doc! {})
+                    .await
+                    .unwrap();
+                client.shutdown().await;
+                n
+            }
+            _ => unreachable!("a database store has its URL"),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

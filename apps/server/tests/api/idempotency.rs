@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{assert_problem, body, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, body, spawn_app_with, StoreKind, TestApp};
 
 async fn raw_purchase(
     app: &crate::helpers::TestApp,
@@ -21,9 +21,8 @@ async fn raw_purchase(
     req.send().await.unwrap()
 }
 
-#[tokio::test]
-async fn row_1_a_purchase_without_a_key_is_400_idempotency_key_missing() {
-    let app = spawn_app().await;
+on_every_store!(row_1_a_purchase_without_a_key_is_400_idempotency_key_missing);
+async fn row_1_a_purchase_without_a_key_is_400_idempotency_key_missing(app: TestApp) {
     let plan = app.create_plan(1).await;
     assert_problem(
         raw_purchase(&app, None, &plan).await,
@@ -32,12 +31,11 @@ async fn row_1_a_purchase_without_a_key_is_400_idempotency_key_missing() {
     )
     .await;
     assert_eq!(app.plan(&plan).await["seats_left"], 1);
-    assert_eq!(app.store.key_count(), 0);
+    assert_eq!(app.key_count().await, 0);
 }
 
-#[tokio::test]
-async fn row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid() {
-    let app = spawn_app().await;
+on_every_store!(row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid);
+async fn row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid(app: TestApp) {
     let plan = app.create_plan(1).await;
     let long = "k".repeat(256);
     for key in ["", long.as_str()] {
@@ -70,7 +68,7 @@ async fn row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid() {
         .await
         .unwrap();
     assert_problem(res, 400, "idempotency_key_invalid").await;
-    assert_eq!(app.store.key_count(), 0);
+    assert_eq!(app.key_count().await, 0);
     assert_eq!(
         raw_purchase(&app, Some(&"k".repeat(255)), &plan)
             .await
@@ -79,9 +77,8 @@ async fn row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid() {
     );
 }
 
-#[tokio::test]
-async fn row_5_a_finished_key_replays_the_byte_identical_response_marked_replayed() {
-    let app = spawn_app().await;
+on_every_store!(row_5_a_finished_key_replays_the_byte_identical_response_marked_replayed);
+async fn row_5_a_finished_key_replays_the_byte_identical_response_marked_replayed(app: TestApp) {
     let plan = app.create_plan(5).await;
     let first = app.purchase(&plan, "cus_1", "k1", "pm_card_visa").await;
     assert_eq!(first.status(), 201);
@@ -94,9 +91,8 @@ async fn row_5_a_finished_key_replays_the_byte_identical_response_marked_replaye
     assert_eq!(app.plan(&plan).await["seats_left"], 4);
 }
 
-#[tokio::test]
-async fn row_6_the_same_key_with_a_different_body_is_422_idempotency_key_reused() {
-    let app = spawn_app().await;
+on_every_store!(row_6_the_same_key_with_a_different_body_is_422_idempotency_key_reused);
+async fn row_6_the_same_key_with_a_different_body_is_422_idempotency_key_reused(app: TestApp) {
     let plan = app.create_plan(5).await;
     let other = app.create_plan(5).await;
     app.purchase(&plan, "cus_1", "k1", "pm_card_visa").await;
@@ -117,9 +113,10 @@ async fn row_6_the_same_key_with_a_different_body_is_422_idempotency_key_reused(
     assert_eq!(app.gateway.charge_calls(), 1);
 }
 
-#[tokio::test]
-async fn row_7_the_same_key_while_the_first_request_runs_is_409_idempotency_key_in_use() {
-    let app = spawn_app().await;
+on_every_store!(row_7_the_same_key_while_the_first_request_runs_is_409_idempotency_key_in_use);
+async fn row_7_the_same_key_while_the_first_request_runs_is_409_idempotency_key_in_use(
+    app: TestApp,
+) {
     let plan = app.create_plan(5).await;
     app.gateway.hold_charges();
     let slow = {
@@ -153,9 +150,8 @@ async fn row_7_the_same_key_while_the_first_request_runs_is_409_idempotency_key_
     assert_eq!(app.gateway.charge_calls(), 1);
 }
 
-#[tokio::test]
-async fn row_9_the_same_key_from_two_customers_makes_two_purchases() {
-    let app = spawn_app().await;
+on_every_store!(row_9_the_same_key_from_two_customers_makes_two_purchases);
+async fn row_9_the_same_key_from_two_customers_makes_two_purchases(app: TestApp) {
     let plan = app.create_plan(5).await;
     let a = body(app.purchase(&plan, "cus_a", "shared", "pm_card_visa").await).await;
     let b = body(app.purchase(&plan, "cus_b", "shared", "pm_card_visa").await).await;
@@ -165,9 +161,10 @@ async fn row_9_the_same_key_from_two_customers_makes_two_purchases() {
     assert_eq!(app.gateway.succeeded_charges().len(), 2);
 }
 
-#[tokio::test]
-async fn row_10_declines_and_sold_outs_are_stored_and_replayed_with_the_first_request_id() {
-    let app = spawn_app().await;
+on_every_store!(row_10_declines_and_sold_outs_are_stored_and_replayed_with_the_first_request_id);
+async fn row_10_declines_and_sold_outs_are_stored_and_replayed_with_the_first_request_id(
+    app: TestApp,
+) {
     let plan = app.create_plan(1).await;
     let declined = app
         .purchase(&plan, "cus_1", "k-declined", "pm_card_chargeDeclined")
@@ -209,14 +206,17 @@ async fn row_10_declines_and_sold_outs_are_stored_and_replayed_with_the_first_re
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn row_13_keys_past_the_retention_are_swept_and_may_start_a_new_purchase() {
-    let app = spawn_app_with(Duration::ZERO, |s| {
+on_every_store!(row_13_keys_past_the_retention_are_swept_and_may_start_a_new_purchase(kind));
+async fn row_13_keys_past_the_retention_are_swept_and_may_start_a_new_purchase(kind: StoreKind) {
+    let Some(app) = spawn_app_with(kind, Duration::ZERO, |s| {
         s.idempotency.retention_secs = 1;
         s.idempotency.lock_lease_ms = 500;
         s.idempotency.sweep_interval_secs = 1;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let plan = app.create_plan(5).await;
     assert_eq!(
         app.purchase(&plan, "cus_1", "k1", "pm_card_visa")
@@ -224,9 +224,9 @@ async fn row_13_keys_past_the_retention_are_swept_and_may_start_a_new_purchase()
             .status(),
         201
     );
-    assert_eq!(app.store.key_count(), 1);
+    assert_eq!(app.key_count().await, 1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.store.key_count() > 0 {
+    while app.key_count().await > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the sweeper never removed the key"

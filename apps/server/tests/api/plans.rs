@@ -1,6 +1,9 @@
+//! Plans over HTTP: create, read, list, update, archive, and the validation of each, on
+//! every store.
+
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, body, spawn_app, TestApp};
+use crate::helpers::{assert_problem, body, TestApp};
 
 fn valid_plan() -> Value {
     json!({"name": "Team", "capacity": 25, "unit_amount": 4900, "currency": "eur", "interval": "year"})
@@ -13,9 +16,8 @@ async fn plan_count(app: &TestApp) -> usize {
         .len()
 }
 
-#[tokio::test]
-async fn creating_a_plan_returns_201_with_every_field_and_a_location() {
-    let app = spawn_app().await;
+on_every_store!(creating_a_plan_returns_201_with_every_field_and_a_location);
+async fn creating_a_plan_returns_201_with_every_field_and_a_location(app: TestApp) {
     let res = app.admin_post("/api/plans", &valid_plan()).await;
     assert_eq!(res.status(), 201);
     let location = res.headers()["location"].to_str().unwrap().to_owned();
@@ -36,9 +38,8 @@ async fn creating_a_plan_returns_201_with_every_field_and_a_location() {
     assert_eq!(app.plan(plan["id"].as_str().unwrap()).await, plan);
 }
 
-#[tokio::test]
-async fn a_unicode_plan_name_is_accepted_and_trimmed() {
-    let app = spawn_app().await;
+on_every_store!(a_unicode_plan_name_is_accepted_and_trimmed);
+async fn a_unicode_plan_name_is_accepted_and_trimmed(app: TestApp) {
     let mut p = valid_plan();
     p["name"] = json!("  Équipe 東京 🚀 ");
     let res = app.admin_post("/api/plans", &p).await;
@@ -46,9 +47,8 @@ async fn a_unicode_plan_name_is_accepted_and_trimmed() {
     assert_eq!(body(res).await["name"], "Équipe 東京 🚀");
 }
 
-#[tokio::test]
-async fn invalid_plans_are_400_problems_naming_the_field_and_store_nothing() {
-    let app = spawn_app().await;
+on_every_store!(invalid_plans_are_400_problems_naming_the_field_and_store_nothing);
+async fn invalid_plans_are_400_problems_naming_the_field_and_store_nothing(app: TestApp) {
     let cases: Vec<(Value, &str)> = vec![
         (
             json!({"capacity": 1, "unit_amount": 1, "currency": "usd", "interval": "month"}),
@@ -137,9 +137,8 @@ async fn invalid_plans_are_400_problems_naming_the_field_and_store_nothing() {
     assert_eq!(plan_count(&app).await, 0);
 }
 
-#[tokio::test]
-async fn every_invalid_field_is_named_at_once() {
-    let app = spawn_app().await;
+on_every_store!(every_invalid_field_is_named_at_once);
+async fn every_invalid_field_is_named_at_once(app: TestApp) {
     let res = app
         .admin_post(
             "/api/plans",
@@ -150,9 +149,8 @@ async fn every_invalid_field_is_named_at_once() {
     assert_eq!(problem["errors"].as_array().unwrap().len(), 5, "{problem}");
 }
 
-#[tokio::test]
-async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_cleanly() {
-    let app = spawn_app().await;
+on_every_store!(malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_cleanly);
+async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_cleanly(app: TestApp) {
     let post = |body: Vec<u8>, content_type: &str| {
         app.client
             .post(app.url("/api/plans"))
@@ -194,9 +192,8 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_cle
     assert_eq!(plan_count(&app).await, 1);
 }
 
-#[tokio::test]
-async fn plans_are_listed_in_pages_that_follow_the_cursor() {
-    let app = spawn_app().await;
+on_every_store!(plans_are_listed_in_pages_that_follow_the_cursor);
+async fn plans_are_listed_in_pages_that_follow_the_cursor(app: TestApp) {
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(app.create_plan(1).await);
@@ -216,9 +213,8 @@ async fn plans_are_listed_in_pages_that_follow_the_cursor() {
     assert_eq!(seen, ids);
 }
 
-#[tokio::test]
-async fn bad_list_parameters_are_400_problems_naming_the_parameter() {
-    let app = spawn_app().await;
+on_every_store!(bad_list_parameters_are_400_problems_naming_the_parameter);
+async fn bad_list_parameters_are_400_problems_naming_the_parameter(app: TestApp) {
     for (query, field) in [
         ("limit=0", "limit"),
         ("limit=101", "limit"),
@@ -238,9 +234,8 @@ async fn bad_list_parameters_are_400_problems_naming_the_parameter() {
     assert_eq!(app.get("/api/plans?limit=1").await.status(), 200);
 }
 
-#[tokio::test]
-async fn an_unknown_or_malformed_plan_id_is_404_plan_not_found() {
-    let app = spawn_app().await;
+on_every_store!(an_unknown_or_malformed_plan_id_is_404_plan_not_found);
+async fn an_unknown_or_malformed_plan_id_is_404_plan_not_found(app: TestApp) {
     for id in [
         uuid::Uuid::now_v7().to_string(),
         "not-a-uuid".into(),
@@ -275,9 +270,8 @@ async fn an_unknown_or_malformed_plan_id_is_404_plan_not_found() {
     }
 }
 
-#[tokio::test]
-async fn patching_a_plan_changes_name_capacity_and_status_and_audits_each() {
-    let app = spawn_app().await;
+on_every_store!(patching_a_plan_changes_name_capacity_and_status_and_audits_each);
+async fn patching_a_plan_changes_name_capacity_and_status_and_audits_each(app: TestApp) {
     let id = app.create_plan(10).await;
     let res = app
         .admin_patch(
@@ -317,9 +311,8 @@ async fn patching_a_plan_changes_name_capacity_and_status_and_audits_each() {
     app.assert_invariants(&id).await;
 }
 
-#[tokio::test]
-async fn invalid_patches_are_400_and_change_nothing() {
-    let app = spawn_app().await;
+on_every_store!(invalid_patches_are_400_and_change_nothing);
+async fn invalid_patches_are_400_and_change_nothing(app: TestApp) {
     let id = app.create_plan(10).await;
     for (payload, field) in [
         (json!({}), "body"),
@@ -343,9 +336,8 @@ async fn invalid_patches_are_400_and_change_nothing() {
     assert_eq!(app.audit(&id).await.len(), 1);
 }
 
-#[tokio::test]
-async fn capacity_may_not_drop_below_the_seats_held() {
-    let app = spawn_app().await;
+on_every_store!(capacity_may_not_drop_below_the_seats_held);
+async fn capacity_may_not_drop_below_the_seats_held(app: TestApp) {
     let id = app.create_plan(5).await;
     for i in 0..3 {
         assert_eq!(
@@ -368,9 +360,8 @@ async fn capacity_may_not_drop_below_the_seats_held() {
     app.assert_invariants(&id).await;
 }
 
-#[tokio::test]
-async fn stats_count_subscriptions_by_status() {
-    let app = spawn_app().await;
+on_every_store!(stats_count_subscriptions_by_status);
+async fn stats_count_subscriptions_by_status(app: TestApp) {
     let id = app.create_plan(3).await;
     app.purchase(&id, "cus_1", "k", "pm_card_visa").await;
     app.purchase(&id, "cus_2", "k", "pm_card_chargeDeclined")
@@ -394,9 +385,8 @@ async fn stats_count_subscriptions_by_status() {
     app.assert_invariants(&id).await;
 }
 
-#[tokio::test]
-async fn the_audit_log_is_paged_in_the_order_changes_took_effect() {
-    let app = spawn_app().await;
+on_every_store!(the_audit_log_is_paged_in_the_order_changes_took_effect);
+async fn the_audit_log_is_paged_in_the_order_changes_took_effect(app: TestApp) {
     let id = app.create_plan(5).await;
     for i in 0..4 {
         app.purchase(&id, &format!("cus_{i}"), "k", "pm_card_visa")

@@ -1,10 +1,13 @@
+//! The purchase route's answers: created, declined, sold out, inactive or unknown plan,
+//! invalid bodies, a lost payment answer, on every store; an unreachable store (the
+//! in-memory store's off switch) on the in-memory store only.
+
 use serde_json::json;
 
-use crate::helpers::{assert_problem, body, spawn_app};
+use crate::helpers::{assert_problem, body, spawn_memory_app, TestApp};
 
-#[tokio::test]
-async fn a_purchase_returns_201_with_the_active_subscription() {
-    let app = spawn_app().await;
+on_every_store!(a_purchase_returns_201_with_the_active_subscription);
+async fn a_purchase_returns_201_with_the_active_subscription(app: TestApp) {
     let plan = app.create_plan(10).await;
     let res = app
         .purchase(&plan, "cus_42", "order-1", "pm_card_visa")
@@ -31,9 +34,8 @@ async fn a_purchase_returns_201_with_the_active_subscription() {
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn a_declined_card_answers_402_and_gives_the_seat_back() {
-    let app = spawn_app().await;
+on_every_store!(a_declined_card_answers_402_and_gives_the_seat_back);
+async fn a_declined_card_answers_402_and_gives_the_seat_back(app: TestApp) {
     let plan = app.create_plan(1).await;
     let res = app
         .purchase(&plan, "cus_1", "k1", "pm_card_chargeDeclined")
@@ -56,9 +58,8 @@ async fn a_declined_card_answers_402_and_gives_the_seat_back() {
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn a_sold_out_plan_answers_409_plan_sold_out() {
-    let app = spawn_app().await;
+on_every_store!(a_sold_out_plan_answers_409_plan_sold_out);
+async fn a_sold_out_plan_answers_409_plan_sold_out(app: TestApp) {
     let plan = app.create_plan(1).await;
     assert_eq!(
         app.purchase(&plan, "cus_1", "k", "pm_card_visa")
@@ -77,9 +78,8 @@ async fn a_sold_out_plan_answers_409_plan_sold_out() {
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn an_archived_plan_answers_409_plan_inactive_and_sells_again_when_reactivated() {
-    let app = spawn_app().await;
+on_every_store!(an_archived_plan_answers_409_plan_inactive_and_sells_again_when_reactivated);
+async fn an_archived_plan_answers_409_plan_inactive_and_sells_again_when_reactivated(app: TestApp) {
     let plan = app.create_plan(2).await;
     app.admin_patch(
         &format!("/api/plans/{plan}"),
@@ -104,9 +104,8 @@ async fn an_archived_plan_answers_409_plan_inactive_and_sells_again_when_reactiv
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn a_plan_that_does_not_exist_answers_404_plan_not_found() {
-    let app = spawn_app().await;
+on_every_store!(a_plan_that_does_not_exist_answers_404_plan_not_found);
+async fn a_plan_that_does_not_exist_answers_404_plan_not_found(app: TestApp) {
     let missing = uuid::Uuid::now_v7().to_string();
     assert_problem(
         app.purchase(&missing, "cus_1", "k", "pm_card_visa").await,
@@ -117,9 +116,8 @@ async fn a_plan_that_does_not_exist_answers_404_plan_not_found() {
     assert_eq!(app.gateway.charge_calls(), 0);
 }
 
-#[tokio::test]
-async fn invalid_purchase_bodies_are_400_naming_the_field_and_store_nothing() {
-    let app = spawn_app().await;
+on_every_store!(invalid_purchase_bodies_are_400_naming_the_field_and_store_nothing);
+async fn invalid_purchase_bodies_are_400_naming_the_field_and_store_nothing(app: TestApp) {
     let plan = app.create_plan(3).await;
     let cases = vec![
         (
@@ -168,7 +166,7 @@ async fn invalid_purchase_bodies_are_400_naming_the_field_and_store_nothing() {
         assert_eq!(problem["errors"][0]["field"], field, "{payload}: {problem}");
     }
     // Nothing was stored, not even the key: a valid request with it runs the flow.
-    assert_eq!(app.store.key_count(), 0);
+    assert_eq!(app.key_count().await, 0);
     assert_eq!(
         app.purchase(&plan, "cus_1", "k-invalid", "pm_card_visa")
             .await
@@ -178,10 +176,12 @@ async fn invalid_purchase_bodies_are_400_naming_the_field_and_store_nothing() {
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
+on_every_store!(
+    a_lost_payment_answer_is_503_with_retry_after_and_the_retry_completes_without_a_second_charge
+);
 async fn a_lost_payment_answer_is_503_with_retry_after_and_the_retry_completes_without_a_second_charge(
+    app: TestApp,
 ) {
-    let app = spawn_app().await;
     let plan = app.create_plan(2).await;
     let res = app.purchase(&plan, "cus_1", "k1", "pm_card_timeout").await;
     assert_eq!(res.headers()["retry-after"], "1");
@@ -208,14 +208,14 @@ async fn a_lost_payment_answer_is_503_with_retry_after_and_the_retry_completes_w
 
 #[tokio::test]
 async fn an_unreachable_store_answers_503_store_unavailable_and_nothing_is_half_written() {
-    let app = spawn_app().await;
+    let app = spawn_memory_app().await;
     let plan = app.create_plan(2).await;
-    app.store.set_unavailable(true);
+    app.memory_store().set_unavailable(true);
     let res = app.purchase(&plan, "cus_1", "k1", "pm_card_visa").await;
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "store_unavailable").await;
     assert_problem(app.get("/api/plans").await, 503, "store_unavailable").await;
-    app.store.set_unavailable(false);
+    app.memory_store().set_unavailable(false);
     assert_eq!(app.gateway.charge_calls(), 0);
     assert_eq!(app.plan(&plan).await["seats_left"], 2);
     assert_eq!(

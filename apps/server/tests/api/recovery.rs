@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use crate::helpers::{assert_problem, body, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, body, spawn_app_with, StoreKind, TestApp};
 
-#[tokio::test]
-async fn the_reconciliation_report_is_for_admins_only() {
-    let app = spawn_app().await;
+on_every_store!(the_reconciliation_report_is_for_admins_only);
+async fn the_reconciliation_report_is_for_admins_only(app: TestApp) {
     let res = app.get("/api/admin/reconciliation").await;
     assert_problem(res, 401, "unauthorized").await;
     let res = app.admin_get("/api/admin/reconciliation").await;
@@ -18,14 +17,19 @@ async fn the_reconciliation_report_is_for_admins_only() {
     assert!(report["runs"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purchase_whose_answer_was_lost_is_finished_by_the_reconciler_and_reported() {
-    let app = spawn_app_with(Duration::ZERO, |s| {
+on_every_store!(a_purchase_whose_answer_was_lost_is_finished_by_the_reconciler_and_reported(kind));
+async fn a_purchase_whose_answer_was_lost_is_finished_by_the_reconciler_and_reported(
+    kind: StoreKind,
+) {
+    let Some(app) = spawn_app_with(kind, Duration::ZERO, |s| {
         s.idempotency.lock_lease_ms = 300;
         s.recovery.lease_ms = 600;
         s.recovery.interval_ms = 100;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let plan = app.create_plan(2).await;
     let res = app.purchase(&plan, "cus_1", "k1", "pm_card_timeout").await;
     assert_problem(res, 503, "payment_unavailable").await;

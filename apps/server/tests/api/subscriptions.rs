@@ -1,8 +1,10 @@
-use crate::helpers::{assert_problem, body, spawn_app};
+//! Subscriptions over HTTP: read by id, cancel, and a customer's list in pages, on every
+//! store.
 
-#[tokio::test]
-async fn a_subscription_can_be_read_by_id() {
-    let app = spawn_app().await;
+use crate::helpers::{assert_problem, body, TestApp};
+
+on_every_store!(a_subscription_can_be_read_by_id);
+async fn a_subscription_can_be_read_by_id(app: TestApp) {
     let plan = app.create_plan(2).await;
     let created = body(app.purchase(&plan, "cus_1", "k", "pm_card_visa").await).await;
     let res = app
@@ -15,9 +17,8 @@ async fn a_subscription_can_be_read_by_id() {
     assert_eq!(body(res).await, created);
 }
 
-#[tokio::test]
-async fn an_unknown_or_malformed_subscription_id_is_404() {
-    let app = spawn_app().await;
+on_every_store!(an_unknown_or_malformed_subscription_id_is_404);
+async fn an_unknown_or_malformed_subscription_id_is_404(app: TestApp) {
     for id in [uuid::Uuid::now_v7().to_string(), "nope".to_owned()] {
         assert_problem(
             app.get(&format!("/api/subscriptions/{id}")).await,
@@ -35,9 +36,8 @@ async fn an_unknown_or_malformed_subscription_id_is_404() {
     }
 }
 
-#[tokio::test]
-async fn cancelling_releases_the_seat_and_cancelling_again_returns_the_same_200() {
-    let app = spawn_app().await;
+on_every_store!(cancelling_releases_the_seat_and_cancelling_again_returns_the_same_200);
+async fn cancelling_releases_the_seat_and_cancelling_again_returns_the_same_200(app: TestApp) {
     let plan = app.create_plan(1).await;
     let sub = body(app.purchase(&plan, "cus_1", "k", "pm_card_visa").await).await;
     let id = sub["id"].as_str().unwrap();
@@ -73,9 +73,8 @@ async fn cancelling_releases_the_seat_and_cancelling_again_returns_the_same_200(
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn cancelling_a_subscription_that_is_not_active_is_409() {
-    let app = spawn_app().await;
+on_every_store!(cancelling_a_subscription_that_is_not_active_is_409);
+async fn cancelling_a_subscription_that_is_not_active_is_409(app: TestApp) {
     let plan = app.create_plan(2).await;
     let declined = body(
         app.purchase(&plan, "cus_1", "k1", "pm_card_chargeDeclined")
@@ -112,9 +111,8 @@ async fn cancelling_a_subscription_that_is_not_active_is_409() {
     app.assert_invariants(&plan).await;
 }
 
-#[tokio::test]
-async fn a_customers_subscriptions_are_listed_in_pages() {
-    let app = spawn_app().await;
+on_every_store!(a_customers_subscriptions_are_listed_in_pages);
+async fn a_customers_subscriptions_are_listed_in_pages(app: TestApp) {
     let plan = app.create_plan(10).await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -149,9 +147,8 @@ async fn a_customers_subscriptions_are_listed_in_pages() {
     assert!(none["next_cursor"].is_null());
 }
 
-#[tokio::test]
-async fn a_malformed_customer_id_or_cursor_is_400() {
-    let app = spawn_app().await;
+on_every_store!(a_malformed_customer_id_or_cursor_is_400);
+async fn a_malformed_customer_id_or_cursor_is_400(app: TestApp) {
     let problem = assert_problem(
         app.get("/api/customers/bad%20id/subscriptions").await,
         400,
