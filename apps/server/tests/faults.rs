@@ -232,7 +232,7 @@ async fn a_database_outage_during_load_answers_503_problems_then_recovers_by_its
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut extra = Vec::new();
-    let outage = sc.outage(Duration::from_secs(4), &mut extra).await;
+    let outage = sc.outage(Duration::from_secs(6), &mut extra).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let jobs = load.finish().await;
 
