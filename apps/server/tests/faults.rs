@@ -1,10 +1,11 @@
 //! The fault-injection suite of issue 6: real `seatkeeper-server` processes on a fresh
-//! PostgreSQL database, charging through the payment simulator (`seatkeeper-paysim`, run in
+//! database — each scenario runs twice, on PostgreSQL (`<scenario>::on_postgres`) and on
+//! the MongoDB replica set (`<scenario>::on_mongodb`) — charging through the payment simulator (`seatkeeper-paysim`, run in
 //! this test process, so it outlives every server it serves), under faults:
 //!
 //! 1. `kill -9` of server processes at random moments during a load of purchases;
 //! 2. payment faults: declines, dropped answers, provider 500s and 429s;
-//! 3. PostgreSQL cut away (behind a TCP proxy in this process) for several seconds;
+//! 3. the database cut away (behind a TCP proxy in this process) for several seconds;
 //! 4. all of them at once, with two clients per key retrying every failure with the same key;
 //! 5. a charge landing after the reconciler gave its purchase up (the simulator holds it);
 //! 6. a provider that cannot answer the reconciler's look-ups.
@@ -17,8 +18,9 @@
 //! [`check_invariants`]: seats, audit log and subscriptions through the API, money through
 //! the simulator's ledger. Each prints a one-line summary (run with `--nocapture` to see it).
 //!
-//! Skipped (with a message naming `SEATKEEPER_TEST_POSTGRES_URL`) when PostgreSQL cannot be
-//! reached, except under `CI`, where that fails. The scenarios run one at a time.
+//! A scenario is skipped (with a message naming the database and the reason) when its
+//! database server cannot be reached, except under `CI`, where that fails. The scenarios
+//! run one at a time.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -43,29 +45,62 @@ use parking_lot::Mutex;
 use rand::Rng;
 use seatkeeper_domain::{invariants::check_store_plan, PlanId};
 use seatkeeper_paysim::{Faults, Simulator};
-use seatkeeper_store_postgres::{testing::TestDatabases, PostgresStore};
 use serde_json::{json, Value};
-use sqlx::{postgres::PgConnectOptions, ConnectOptions};
 use tokio::task::JoinHandle;
 
 mod common;
 
-use common::{free_port, Proxy};
+use common::{
+    free_port,
+    stores::{DatabaseKind, FreshDatabase},
+    Proxy,
+};
 
 const TOKEN: &str = "fault-suite-admin-token";
 const SECRET: &str = "sk_test_fault_suite";
 /// The longest a client waits for one answer; anything longer is a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The scenarios share two cores with PostgreSQL and their servers: one at a time.
+/// The scenarios share two cores with the database and their servers: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ----- the scenarios -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_at_random_moments_during_load_loses_no_purchase_and_charges_no_key_twice() {
+/// Runs a scenario on every durable store: `<scenario>::on_postgres` and
+/// `<scenario>::on_mongodb`.
+macro_rules! on_every_store {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                super::$scenario(DatabaseKind::Postgres).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_mongodb() {
+                super::$scenario(DatabaseKind::Mongo).await;
+            }
+        }
+    )+};
+}
+
+on_every_store!(
+    kill_9_at_random_moments_during_load_loses_no_purchase_and_charges_no_key_twice,
+    payment_declines_dropped_answers_provider_500s_and_429s_during_load_leave_every_charge_attached_or_refunded,
+    a_database_outage_during_load_answers_503_problems_then_recovers_by_itself_with_invariants_intact,
+    clients_retrying_every_failure_with_the_same_key_through_kills_payment_faults_and_an_outage_are_charged_once_per_key,
+    a_charge_that_lands_after_the_reconciler_gave_its_purchase_up_is_refunded_and_audited,
+    while_the_provider_is_down_purchases_wait_in_doubt_without_a_busy_loop_and_finish_when_it_is_back,
+);
+
+async fn kill_9_at_random_moments_during_load_loses_no_purchase_and_charges_no_key_twice(
+    kind: DatabaseKind,
+) {
     let _serial = SERIAL.lock().await;
     let Some(sc) = Scenario::start(
+        kind,
         "kill-9",
         Knobs::FAST,
         2,
@@ -101,11 +136,12 @@ async fn kill_9_at_random_moments_during_load_loses_no_purchase_and_charges_no_k
     sc.conclude(&load, &jobs, &[]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payment_declines_dropped_answers_provider_500s_and_429s_during_load_leave_every_charge_attached_or_refunded(
+    kind: DatabaseKind,
 ) {
     let _serial = SERIAL.lock().await;
     let Some(sc) = Scenario::start(
+        kind,
         "payment-faults",
         Knobs::FAST,
         1,
@@ -162,12 +198,13 @@ async fn payment_declines_dropped_answers_provider_500s_and_429s_during_load_lea
     sc.conclude(&load, &jobs, &extra).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_postgres_outage_during_load_answers_503_problems_then_recovers_by_itself_with_invariants_intact(
+async fn a_database_outage_during_load_answers_503_problems_then_recovers_by_itself_with_invariants_intact(
+    kind: DatabaseKind,
 ) {
     let _serial = SERIAL.lock().await;
     let Some(sc) = Scenario::start(
-        "postgres-outage",
+        kind,
+        "database-outage",
         Knobs::FAST,
         2,
         Faults {
@@ -195,7 +232,7 @@ async fn a_postgres_outage_during_load_answers_503_problems_then_recovers_by_its
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut extra = Vec::new();
-    let outage = sc.outage(Duration::from_secs(4), &mut extra).await;
+    let outage = sc.outage(Duration::from_secs(6), &mut extra).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let jobs = load.finish().await;
 
@@ -240,11 +277,12 @@ async fn a_postgres_outage_during_load_answers_503_problems_then_recovers_by_its
     sc.conclude(&load, &jobs, &extra).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_retrying_every_failure_with_the_same_key_through_kills_payment_faults_and_an_outage_are_charged_once_per_key(
+    kind: DatabaseKind,
 ) {
     let _serial = SERIAL.lock().await;
     let Some(sc) = Scenario::start(
+        kind,
         "same-key-retries",
         // The adapter retries once here (backoff included it fits in the 4 s lock lease).
         Knobs::RETRYING,
@@ -286,10 +324,12 @@ async fn clients_retrying_every_failure_with_the_same_key_through_kills_payment_
     sc.conclude(&load, &jobs, &extra).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_charge_that_lands_after_the_reconciler_gave_its_purchase_up_is_refunded_and_audited() {
+async fn a_charge_that_lands_after_the_reconciler_gave_its_purchase_up_is_refunded_and_audited(
+    kind: DatabaseKind,
+) {
     let _serial = SERIAL.lock().await;
     let Some(sc) = Scenario::start(
+        kind,
         "late-charge",
         Knobs::LATE,
         1,
@@ -435,11 +475,12 @@ async fn a_charge_that_lands_after_the_reconciler_gave_its_purchase_up_is_refund
     sc.conclude(&load, &jobs, &extra).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn while_the_provider_is_down_purchases_wait_in_doubt_without_a_busy_loop_and_finish_when_it_is_back(
+    kind: DatabaseKind,
 ) {
     let _serial = SERIAL.lock().await;
     let Some(sc) = Scenario::start(
+        kind,
         "provider-down",
         Knobs::FAST,
         1,
@@ -1016,8 +1057,8 @@ struct Scenario {
     /// `(id, capacity)`
     plans: Vec<(String, u64)>,
     notes: Mutex<Vec<String>>,
-    /// The database, directly (it lives as long as this store).
-    store: PostgresStore,
+    /// The database, directly (it lives as long as this).
+    db: FreshDatabase,
 }
 
 /// When an outage began, ended, and when every instance was ready again.
@@ -1029,9 +1070,10 @@ struct Outage {
 
 impl Scenario {
     /// A fresh database, the simulator, `instances` servers and three plans: 25 seats
-    /// (sells out early), 120 seats, and 100,000 seats. `None` when PostgreSQL is not
-    /// reachable (and `CI` is not set).
+    /// (sells out early), 120 seats, and 100,000 seats. `None` when the database server is
+    /// not reachable (and `CI` is not set).
     async fn start(
+        kind: DatabaseKind,
         name: &'static str,
         knobs: Knobs,
         instances: usize,
@@ -1039,27 +1081,16 @@ impl Scenario {
         jitter: Duration,
         through_proxy: bool,
     ) -> Option<Self> {
-        let dbs = match TestDatabases::connect().await {
-            Ok(dbs) => dbs,
-            Err(reason) => {
-                eprintln!("skipped the fault scenario {name}: {reason}");
-                return None;
-            }
-        };
+        let db = FreshDatabase::or_skip(kind, &format!("the fault scenario {name}")).await?;
         let started = Instant::now();
-        let (store, url) = dbs.fresh_store_with_url().await;
         let proxy = if through_proxy {
-            let options: PgConnectOptions = url.parse().unwrap();
-            Some(Proxy::start(format!("{}:{}", options.get_host(), options.get_port())).await)
+            Some(Proxy::start(db.upstream.clone()).await)
         } else {
             None
         };
         let server_url = match &proxy {
-            Some(proxy) => {
-                let options: PgConnectOptions = url.parse().unwrap();
-                options.port(proxy.port).to_url_lossy().to_string()
-            }
-            None => url,
+            Some(proxy) => db.url_through(proxy.port),
+            None => db.url.clone(),
         };
         let paysim = Paysim::start(faults, jitter);
         let http = reqwest::Client::builder()
@@ -1097,7 +1128,7 @@ impl Scenario {
         Some(Self {
             name,
             started,
-            store,
+            db,
             paysim,
             proxy,
             fleet,
@@ -1132,7 +1163,7 @@ impl Scenario {
         }
     }
 
-    /// Cuts PostgreSQL away for `length`, probing readiness meanwhile, then restores it and
+    /// Cuts the database away for `length`, probing readiness meanwhile, then restores it and
     /// waits until every instance is ready again (at most 20 s).
     async fn outage(&self, length: Duration, problems: &mut Vec<String>) -> Outage {
         let proxy = self
@@ -1340,8 +1371,9 @@ impl Scenario {
         }
         let notes = self.notes.lock().join("; ");
         println!(
-            "[faults/{}] {} kills · {} keys, {requests} requests ({outcomes}) · {} · {} · {settled} · {notes}{}{verdict} · {:.1} s",
+            "[faults/{}/{}] {} kills · {} keys, {requests} requests ({outcomes}) · {} · {} · {settled} · {notes}{}{verdict} · {:.1} s",
             self.name,
+            self.db.kind,
             self.fleet.kills(),
             jobs.len(),
             checked.keys,
@@ -2044,7 +2076,7 @@ async fn check_invariants(sc: &Scenario, jobs: &[JobResult]) -> Checked {
 
         // The database agrees.
         let plan_id: PlanId = plan.parse().unwrap();
-        for problem in check_store_plan(&sc.store, plan_id).await {
+        for problem in check_store_plan(sc.db.store.as_ref(), plan_id).await {
             v.push(format!("plan {plan} in the database: {problem}"));
         }
     }

@@ -4,11 +4,11 @@
 //! Retrying happens in two places, neither of which sees business outcomes (those are
 //! values, never driver errors):
 //!
-//! - the driver's convenient transaction API (`and_run2`) runs the whole transaction again
-//!   on the `TransientTransactionError` label (a WriteConflict on the hot plan document,
-//!   a network error or a primary step-down in the middle of the transaction) and the
-//!   commit again on `UnknownTransactionCommitResult`, with jittered backoff, within a
-//!   time limit;
+//! - the store's transaction runner (`transaction.rs`) runs the whole transaction again
+//!   when the server reports a conflict with another transaction ([`retry_transaction`]:
+//!   a WriteConflict on the hot plan document, a transaction the server aborted), with
+//!   jittered backoff, within a time limit; a network error or an unreachable server is
+//!   not retried, so that it answers 503 at once;
 //! - a claim whose insert of a new key lost to another claim's (duplicate key on the
 //!   unique `(scope, key)` index) is run again: it then finds the winner's record and
 //!   decides against it ([`Retry::Claim`]).
@@ -53,6 +53,17 @@ pub const UNAVAILABLE_CODES: &[i32] = &[
     11602, // InterruptedDueToReplStateChange
     13435, // NotPrimaryNoSecondaryOk
     13436, // NotPrimaryOrSecondary
+];
+
+/// Server error codes of conflicts between transactions, worth running the transaction
+/// again for: another transaction wrote the document first, the server aborted this one
+/// (its lifetime limit, a killed session), a lock or snapshot was not available in time.
+pub const CONFLICT_CODES: &[i32] = &[
+    24,  // LockTimeout
+    112, // WriteConflict
+    239, // SnapshotTooOld
+    246, // SnapshotUnavailable (a collection newer than the snapshot)
+    251, // NoSuchTransaction
 ];
 
 /// Duplicate key on a unique index.
@@ -143,6 +154,16 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// The server could not be reached at all (a network error, no server to select).
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Network | Kind::ServerSelection | Kind::PoolCleared | Kind::Dns
+        )
+    }
+}
+
 /// What a failure means for the caller of a store method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -157,16 +178,22 @@ pub fn verdict(f: &Facts) -> Verdict {
     let unavailable = f.transient_transaction
         || f.unknown_commit
         || f.retryable_write
-        || matches!(
-            f.kind,
-            Kind::Network | Kind::ServerSelection | Kind::PoolCleared | Kind::Dns
-        )
+        || f.unreachable()
         || f.code.is_some_and(|c| UNAVAILABLE_CODES.contains(&c));
     if unavailable {
         Verdict::Unavailable
     } else {
         Verdict::Internal
     }
+}
+
+/// Whether a transaction that failed so should run again from the start: a conflict with
+/// another transaction the server reported (labelled `TransientTransactionError`), never a
+/// network error or an unreachable server, which answer 503 at once.
+pub fn retry_transaction(f: &Facts) -> bool {
+    f.transient_transaction
+        && f.kind == Kind::Server
+        && f.code.is_some_and(|c| CONFLICT_CODES.contains(&c))
 }
 
 /// Whether the store itself runs an operation again after this failure.
@@ -302,6 +329,38 @@ mod tests {
             ..facts(Kind::Server, Some(9999))
         };
         assert_eq!(verdict(&retried_write), Verdict::Unavailable);
+    }
+
+    #[test]
+    fn only_conflicts_between_transactions_run_a_transaction_again() {
+        for code in CONFLICT_CODES {
+            let conflict = Facts {
+                transient_transaction: true,
+                ..facts(Kind::Server, Some(*code))
+            };
+            assert!(retry_transaction(&conflict), "code {code}");
+            assert!(!retry_transaction(&facts(Kind::Server, Some(*code))));
+        }
+        // A network error or an unreachable server carries the label inside a transaction
+        // too, but waiting cannot help now: it answers 503 at once.
+        for kind in [
+            Kind::Network,
+            Kind::ServerSelection,
+            Kind::PoolCleared,
+            Kind::Dns,
+        ] {
+            let gone = Facts {
+                transient_transaction: true,
+                ..Facts::of_kind(kind)
+            };
+            assert!(!retry_transaction(&gone), "{kind:?}");
+            assert_eq!(verdict(&gone), Verdict::Unavailable);
+        }
+        let stepped_down = Facts {
+            transient_transaction: true,
+            ..facts(Kind::Server, Some(10107))
+        };
+        assert!(!retry_transaction(&stepped_down));
     }
 
     #[test]

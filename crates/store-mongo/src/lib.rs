@@ -1,43 +1,51 @@
 //! A MongoDB implementation of every Seatkeeper store port.
 //!
 //! Every store operation that touches more than one document is one multi-document
-//! transaction (read concern `snapshot`, write concern `majority`) run by the driver's
-//! convenient API, `start_transaction().and_run2(..)`: it runs the body again on the
-//! `TransientTransactionError` label (a WriteConflict, a failover mid-transaction) and
-//! the commit again on `UnknownTransactionCommitResult`, with jittered backoff, and the
-//! store bounds the whole by [`MongoSettings::transaction_time_limit`]. Business outcomes
-//! (lock lost, not found, not incomplete, capacity below held) are never driver errors:
-//! the body aborts its transaction and returns them as the inner value of a
+//! transaction (read concern `snapshot`, write concern `majority`) run by the store's
+//! runner (`transaction.rs`): it runs the body again when the server reports a conflict
+//! with another transaction (a WriteConflict), with jittered backoff, and gives up at
+//! once on anything else — an unreachable server answers 503 without spinning in retries
+//! — and the store bounds the whole by [`MongoSettings::transaction_time_limit`].
+//! Business outcomes (lock lost, not found, not incomplete, capacity below held) are never
+//! driver errors: the body returns them, before writing anything, as the inner value of a
 //! `Result<Result<T, E>, mongodb::error::Error>`, so they are neither retried nor
 //! classified.
 //!
-//! The seat decrement is `findOneAndUpdate({_id, status: "active", seats_left: {$gt: 0}},
-//! {$inc: {seats_left: -1, seq: 1}})`, returning the document after; it runs inside the
-//! reservation's transaction, as its last-but-one statement, so that the hot plan
-//! document is held for as short a time as possible (see docs/architecture.md, "The
-//! MongoDB store", for why inside and not beside the transaction).
+//! The purchase steps are coalesced (`batch.rs`): concurrent reservations and completions
+//! share one transaction, which moves each plan with one guarded
+//! `findOneAndUpdate({_id, seq: <seq read>}, {$inc: {seats_left, seq}})` returning the
+//! document after, as the last write before the audit insert and the commit, so that the
+//! hot plan document is written once per batch and held for as short a time as possible
+//! (see docs/architecture.md, "The purchase steps: one batch at a time").
 //!
 //! # Layout
 //!
+//! - `batch`: the purchase steps (reserve, reserve under a new key, complete) as
+//!   batches: concurrent steps share one transaction (see "Purchase steps" below);
 //! - [`documents`]: the stored documents and their conversions (UUIDs as binary subtype
 //!   4, BSON dates, `i64` money);
 //! - [`queries`]: every filter, update and pipeline, as pure functions;
 //! - [`indexes`]: the indexes created at start-up;
 //! - [`errors`]: which failures are retried, unavailable or internal;
+//! - `transaction`: the transaction runner: what is run again, what answers at once;
 //! - [`topology`]: the start-up check that the server is a replica set or `mongos`;
 //! - [`testing`]: fresh databases for the contract suite.
 //!
 //! Transactions need a replica set: [`MongoStore::connect`] refuses a standalone server
 //! with a message saying how to make one.
 
+mod batch;
 pub mod documents;
 pub mod errors;
 pub mod indexes;
 pub mod queries;
 pub mod testing;
 pub mod topology;
+mod transaction;
 
-use std::{any::Any, future::Future, time::Duration};
+pub use seatkeeper_coalesce::BatchStats;
+
+use std::{any::Any, future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -48,22 +56,28 @@ use mongodb::{
 };
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
-        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
-        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
-        SubscriptionRepository, UpdatePlanError,
+        AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
+        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PurchaseRepository,
+        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
+        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
+        UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
-    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
-    RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, Subscription,
+    SubscriptionId, SubscriptionStatus, Timestamp,
 };
 
+use seatkeeper_coalesce::{Coalescer, RunBatch};
+
 use crate::{
+    batch::{Done, Step},
     documents::{AuditDoc, Corrupt, KeyDoc, PlanDoc, SubscriptionDoc},
     errors::{classify, corrupt, retry_claim, Facts, Retry},
     topology::{hosts_of, Deployment},
 };
+
+/// The most purchase steps one transaction takes.
+const MAX_BATCH: usize = 128;
 
 /// How many times a claim runs when its insert of a new key loses to another claim's.
 const CLAIM_ATTEMPTS: u32 = 3;
@@ -126,6 +140,8 @@ pub struct MongoStore {
     keys: Collection<KeyDoc>,
     deployment: Deployment,
     time_limit: Duration,
+    /// The purchase steps, one batch (one transaction) at a time.
+    steps: Coalescer<(), batch::Step, batch::Done>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -138,10 +154,10 @@ fn transaction_options() -> TransactionOptions {
         .build()
 }
 
-/// Ends the transaction without writing anything and hands a business outcome back as a
-/// value (never as a driver error, so the driver neither retries it nor reports it).
-async fn refuse<T, E>(s: &mut ClientSession, outcome: E) -> mongodb::error::Result<Result<T, E>> {
-    s.abort_transaction().await?;
+/// Hands a business outcome back as a value (never as a driver error, so that it is
+/// neither retried nor classified). Every refusal comes before the body's first write, so
+/// the transaction that commits after it writes nothing.
+async fn refuse<T, E>(_: &mut ClientSession, outcome: E) -> mongodb::error::Result<Result<T, E>> {
     Ok(Err(outcome))
 }
 
@@ -155,86 +171,11 @@ fn unmatched(what: &str) -> mongodb::error::Error {
 /// The collections a purchase writes, cloned (cheap handles) into its transaction.
 #[derive(Clone)]
 struct PurchaseCollections {
+    db: Database,
     plans: Collection<PlanDoc>,
     subscriptions: Collection<SubscriptionDoc>,
     audit: Collection<AuditDoc>,
     keys: Collection<KeyDoc>,
-}
-
-/// The reservation of `cmd` inside transaction `s`, whose caller holds the key at
-/// `Started` (checked by the caller in the same transaction): a rejection finishes the
-/// key; a seat inserts the `incomplete` subscription, records the recovery point, takes
-/// the seat with the guarded decrement and appends its audit entry.
-async fn reserve_in(
-    s: &mut ClientSession,
-    c: &PurchaseCollections,
-    cmd: &ReserveSeat,
-) -> mongodb::error::Result<Reservation> {
-    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
-    // 2. The plan as this snapshot has it: a rejection finishes the key.
-    let plan = c
-        .plans
-        .find_one(queries::plan_by_id(cmd.plan_id))
-        .session(&mut *s)
-        .await?
-        .map(Plan::try_from)
-        .transpose()
-        .map_err(corrupt)?;
-    if let Some(outcome) = cmd.rejection(plan.as_ref()) {
-        let finish = queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-        let written = c.keys.update_one(held, finish).session(&mut *s).await?;
-        if written.matched_count != 1 {
-            return Err(unmatched("finishing the key"));
-        }
-        return Ok(Reservation::Rejected(outcome));
-    }
-    let Some(plan) = plan else {
-        return Err(corrupt(Corrupt("a missing plan was not rejected".into())));
-    };
-    // 3. The subscription and the recovery point.
-    let sub = Subscription::reserve(
-        cmd.subscription_id,
-        &plan,
-        cmd.customer_id.clone(),
-        cmd.payment_method.clone(),
-        Some(cmd.key.clone()),
-        cmd.now,
-    );
-    c.subscriptions
-        .insert_one(SubscriptionDoc::from(&sub))
-        .session(&mut *s)
-        .await?;
-    let written = c
-        .keys
-        .update_one(held, queries::record_reservation(sub.id))
-        .session(&mut *s)
-        .await?;
-    if written.matched_count != 1 {
-        return Err(unmatched("recording the reservation on the key"));
-    }
-    // 4. The hot plan document last: the guarded decrement, then its entry.
-    let after = c
-        .plans
-        .find_one_and_update(queries::seat_guard(cmd.plan_id), queries::take_seat())
-        .return_document(ReturnDocument::After)
-        .session(&mut *s)
-        .await?
-        .ok_or_else(|| unmatched("the guarded seat decrement"))?;
-    let after = Plan::try_from(after).map_err(corrupt)?;
-    let entry = AuditEntry::record(
-        &after,
-        AuditAction::SeatReserved,
-        after.seats_left + 1,
-        Some(sub.id),
-        None,
-        &cmd.ctx,
-        cmd.now,
-    );
-    c.audit
-        .insert_one(AuditDoc::from(&entry))
-        .session(&mut *s)
-        .await?;
-    Ok(Reservation::Reserved(sub))
 }
 
 impl MongoStore {
@@ -247,7 +188,24 @@ impl MongoStore {
         let db = client.database(&database);
         prepare(&db).await?;
         tracing::info!(database, ?deployment, "MongoDB store ready");
+        let runner = StepRunner {
+            client: client.clone(),
+            c: PurchaseCollections {
+                db: db.clone(),
+                plans: db.collection(queries::PLANS),
+                subscriptions: db.collection(queries::SUBSCRIPTIONS),
+                audit: db.collection(queries::AUDIT_ENTRIES),
+                keys: db.collection(queries::IDEMPOTENCY_KEYS),
+            },
+            time_limit: settings.transaction_time_limit,
+        };
+        let run: RunBatch<Step, Done> = Arc::new(move |steps| Box::pin(runner.clone().run(steps)));
         Ok(Self {
+            steps: Coalescer::new("purchase steps", MAX_BATCH, run, || {
+                Done::Failed(StoreError::internal(
+                    "a purchase batch ended without answering",
+                ))
+            }),
             plans: db.collection(queries::PLANS),
             subscriptions: db.collection(queries::SUBSCRIPTIONS),
             audit: db.collection(queries::AUDIT_ENTRIES),
@@ -287,13 +245,14 @@ impl MongoStore {
         )
     }
 
-    fn purchase_collections(&self) -> PurchaseCollections {
-        PurchaseCollections {
-            plans: self.plans.clone(),
-            subscriptions: self.subscriptions.clone(),
-            audit: self.audit.clone(),
-            keys: self.keys.clone(),
-        }
+    /// How much the purchase steps were coalesced so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.steps.stats()
+    }
+
+    /// How many purchase steps wait for the next batch.
+    pub fn queued_steps(&self) -> usize {
+        self.steps.queued(&())
     }
 
     async fn session(&self) -> Result<ClientSession, StoreError> {
@@ -414,14 +373,11 @@ impl PlanRepository for MongoStore {
         let created = AuditDoc::from(&AuditEntry::plan_created(plan, ctx));
         let (plans, audit) = (self.plans.clone(), self.audit.clone());
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                plans.insert_one(&plan_doc).session(&mut *s).await?;
-                audit.insert_one(&created).session(&mut *s).await?;
-                Ok(Ok::<_, StoreError>(()))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            plans.insert_one(&plan_doc).session(&mut *s).await?;
+            audit.insert_one(&created).session(&mut *s).await?;
+            Ok(Ok::<_, StoreError>(()))
+        });
         self.settle(run).await
     }
 
@@ -465,46 +421,42 @@ impl PlanRepository for MongoStore {
         let (patch, ctx) = (patch.clone(), ctx.clone());
         let (plans, audit) = (self.plans.clone(), self.audit.clone());
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let Some(found) = plans
-                    .find_one(queries::plan_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return refuse(s, UpdatePlanError::NotFound(id)).await;
-                };
-                let mut plan = Plan::try_from(found).map_err(corrupt)?;
-                let read_seq = plan.seq;
-                let changes = match plan.apply(&patch) {
-                    Ok(changes) => changes,
-                    Err(PatchRejection::CapacityBelowHeld { held, requested }) => {
-                        return refuse(s, UpdatePlanError::CapacityBelowHeld { held, requested })
-                            .await;
-                    }
-                };
-                if changes.is_empty() {
-                    return Ok(Ok(plan));
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = plans
+                .find_one(queries::plan_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(s, UpdatePlanError::NotFound(id)).await;
+            };
+            let mut plan = Plan::try_from(found).map_err(corrupt)?;
+            let read_seq = plan.seq;
+            let changes = match plan.apply(&patch) {
+                Ok(changes) => changes,
+                Err(PatchRejection::CapacityBelowHeld { held, requested }) => {
+                    return refuse(s, UpdatePlanError::CapacityBelowHeld { held, requested }).await;
                 }
-                let written = plans
-                    .update_one(
-                        queries::plan_at_seq(id, read_seq),
-                        queries::patch_plan(&plan),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("the plan update"));
-                }
-                let entries: Vec<AuditDoc> = AuditEntry::plan_changes(&plan, &changes, &ctx, now)
-                    .iter()
-                    .map(AuditDoc::from)
-                    .collect();
-                audit.insert_many(&entries).session(&mut *s).await?;
-                Ok(Ok(plan))
-            });
+            };
+            if changes.is_empty() {
+                return Ok(Ok(plan));
+            }
+            let written = plans
+                .update_one(
+                    queries::plan_at_seq(id, read_seq),
+                    queries::patch_plan(&plan),
+                )
+                .session(&mut *s)
+                .await?;
+            if written.matched_count != 1 {
+                return Err(unmatched("the plan update"));
+            }
+            let entries: Vec<AuditDoc> = AuditEntry::plan_changes(&plan, &changes, &ctx, now)
+                .iter()
+                .map(AuditDoc::from)
+                .collect();
+            audit.insert_many(&entries).session(&mut *s).await?;
+            Ok(Ok(plan))
+        });
         self.settle(run).await
     }
 
@@ -512,26 +464,23 @@ impl PlanRepository for MongoStore {
         let (plans, subscriptions) = (self.plans.clone(), self.subscriptions.clone());
         let mut session = self.session().await?;
         // A read-only transaction: the plan and the counts from one snapshot.
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let Some(found) = plans
-                    .find_one(queries::plan_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return Ok(Ok(None));
-                };
-                let plan = Plan::try_from(found).map_err(corrupt)?;
-                let mut cursor = subscriptions
-                    .aggregate(queries::count_by_status(id))
-                    .session(&mut *s)
-                    .await?;
-                let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
-                let stats = documents::stats(&plan, &counts).map_err(corrupt)?;
-                Ok(Ok::<_, StoreError>(Some(stats)))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = plans
+                .find_one(queries::plan_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return Ok(Ok(None));
+            };
+            let plan = Plan::try_from(found).map_err(corrupt)?;
+            let mut cursor = subscriptions
+                .aggregate(queries::count_by_status(id))
+                .session(&mut *s)
+                .await?;
+            let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
+            let stats = documents::stats(&plan, &counts).map_err(corrupt)?;
+            Ok(Ok::<_, StoreError>(Some(stats)))
+        });
         self.settle(run).await
     }
 }
@@ -621,59 +570,56 @@ impl SubscriptionRepository for MongoStore {
             self.audit.clone(),
         );
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let Some(found) = subscriptions
-                    .find_one(queries::subscription_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return refuse(s, CancelError::NotFound(id)).await;
-                };
-                let mut sub = Subscription::try_from(found).map_err(corrupt)?;
-                match sub.status {
-                    SubscriptionStatus::Canceled => {
-                        return Ok(Ok(Cancellation {
-                            subscription: sub,
-                            already_canceled: true,
-                        }))
-                    }
-                    SubscriptionStatus::Active => {}
-                    other => return refuse(s, CancelError::NotActive(other)).await,
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = subscriptions
+                .find_one(queries::subscription_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(s, CancelError::NotFound(id)).await;
+            };
+            let mut sub = Subscription::try_from(found).map_err(corrupt)?;
+            match sub.status {
+                SubscriptionStatus::Canceled => {
+                    return Ok(Ok(Cancellation {
+                        subscription: sub,
+                        already_canceled: true,
+                    }))
                 }
-                sub.cancel(now);
-                let written = subscriptions
-                    .update_one(
-                        queries::subscription_in(id, SubscriptionStatus::Active),
-                        queries::change_subscription(&sub),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("the cancellation"));
-                }
-                // The hot plan document last.
-                let plan = bump_plan(&plans, s, sub.plan_id, 1).await?;
-                let entry = AuditEntry::record(
-                    &plan,
-                    AuditAction::SubscriptionCanceled,
-                    plan.seats_left - 1,
-                    Some(id),
-                    None,
-                    &ctx,
-                    now,
-                );
-                audit
-                    .insert_one(AuditDoc::from(&entry))
-                    .session(&mut *s)
-                    .await?;
-                Ok(Ok(Cancellation {
-                    subscription: sub,
-                    already_canceled: false,
-                }))
-            });
+                SubscriptionStatus::Active => {}
+                other => return refuse(s, CancelError::NotActive(other)).await,
+            }
+            sub.cancel(now);
+            let written = subscriptions
+                .update_one(
+                    queries::subscription_in(id, SubscriptionStatus::Active),
+                    queries::change_subscription(&sub),
+                )
+                .session(&mut *s)
+                .await?;
+            if written.matched_count != 1 {
+                return Err(unmatched("the cancellation"));
+            }
+            // The hot plan document last.
+            let plan = bump_plan(&plans, s, sub.plan_id, 1).await?;
+            let entry = AuditEntry::record(
+                &plan,
+                AuditAction::SubscriptionCanceled,
+                plan.seats_left - 1,
+                Some(id),
+                None,
+                &ctx,
+                now,
+            );
+            audit
+                .insert_one(AuditDoc::from(&entry))
+                .session(&mut *s)
+                .await?;
+            Ok(Ok(Cancellation {
+                subscription: sub,
+                already_canceled: false,
+            }))
+        });
         self.settle(run).await
     }
 }
@@ -702,32 +648,29 @@ impl IdempotencyRepository for MongoStore {
             let claim = claim.clone();
             let keys = self.keys.clone();
             let mut session = self.session().await?;
-            let run = session
-                .start_transaction()
-                .with_options(transaction_options())
-                .and_run2(async move |s| {
-                    let filter = queries::key(&claim.scope, &claim.key);
-                    let Some(found) = keys.find_one(filter.clone()).session(&mut *s).await? else {
-                        // The unique (scope, key) index settles a race between two inserts.
-                        let fresh = claim.fresh_record();
-                        keys.insert_one(KeyDoc::from(&fresh))
-                            .session(&mut *s)
-                            .await?;
-                        return Ok(Claim::Acquired(fresh));
-                    };
-                    let existing = IdempotencyRecord::try_from(found).map_err(corrupt)?;
-                    let decision = claim.decide(&existing);
-                    if let Claim::Acquired(record) = &decision {
-                        let written = keys
-                            .replace_one(filter, KeyDoc::from(record))
-                            .session(&mut *s)
-                            .await?;
-                        if written.matched_count != 1 {
-                            return Err(unmatched("the key takeover"));
-                        }
+            let run = transaction::run(&mut session, async move |s| {
+                let filter = queries::key(&claim.scope, &claim.key);
+                let Some(found) = keys.find_one(filter.clone()).session(&mut *s).await? else {
+                    // The unique (scope, key) index settles a race between two inserts.
+                    let fresh = claim.fresh_record();
+                    keys.insert_one(KeyDoc::from(&fresh))
+                        .session(&mut *s)
+                        .await?;
+                    return Ok(Claim::Acquired(fresh));
+                };
+                let existing = IdempotencyRecord::try_from(found).map_err(corrupt)?;
+                let decision = claim.decide(&existing);
+                if let Claim::Acquired(record) = &decision {
+                    let written = keys
+                        .replace_one(filter, KeyDoc::from(record))
+                        .session(&mut *s)
+                        .await?;
+                    if written.matched_count != 1 {
+                        return Err(unmatched("the key takeover"));
                     }
-                    Ok(decision)
-                });
+                }
+                Ok(decision)
+            });
             match self.limited(run).await? {
                 Ok(claim) => return Ok(claim),
                 Err(e)
@@ -775,31 +718,14 @@ impl IdempotencyRepository for MongoStore {
 impl PurchaseRepository for MongoStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        let cmd = cmd.clone();
-        let c = self.purchase_collections();
-        let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                // 1. The caller still holds the key, and the key has reserved nothing.
-                let record = c
-                    .keys
-                    .find_one(queries::key(&cmd.customer_id, &cmd.key))
-                    .session(&mut *s)
-                    .await?
-                    .map(IdempotencyRecord::try_from)
-                    .transpose()
-                    .map_err(corrupt)?;
-                let ours = record.is_some_and(|r| {
-                    r.is_locked_by(cmd.owner) && r.recovery == RecoveryPoint::Started
-                });
-                if !ours {
-                    return refuse(s, ReserveError::LockLost).await;
-                }
-                reserve_in(s, &c, &cmd).await.map(Ok)
-            });
-        self.settle(run).await
+        match self.steps.submit(&(), Step::Held(cmd.clone())).await {
+            Done::Reserved(reservation) => reservation,
+            Done::Failed(e) => Err(e.into()),
+            other => Err(StoreError::internal(format!(
+                "a reservation under a held key was answered with {other:?}"
+            ))
+            .into()),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.seat().plan_id))]
@@ -807,117 +733,92 @@ impl PurchaseRepository for MongoStore {
         &self,
         cmd: &ReserveWithNewKey,
     ) -> Result<NewKeyReservation, StoreError> {
-        let cmd = cmd.clone();
-        let c = self.purchase_collections();
-        let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                // 1. The key has no record: insert the claim's fresh one. Two transactions
-                // inserting the same new key conflict on the unique (scope, key) index,
-                // and the loser is answered `KeyExists` below, as if it had looked later.
-                let claim = cmd.claim();
-                let found = c
-                    .keys
-                    .find_one(queries::key(&claim.scope, &claim.key))
-                    .session(&mut *s)
-                    .await?;
-                if found.is_some() {
-                    s.abort_transaction().await?;
-                    return Ok(NewKeyReservation::KeyExists);
-                }
-                c.keys
-                    .insert_one(KeyDoc::from(&claim.fresh_record()))
-                    .session(&mut *s)
-                    .await?;
-                // 2. The reservation under it.
-                reserve_in(s, &c, cmd.seat())
-                    .await
-                    .map(NewKeyReservation::Claimed)
-            });
-        match self.limited(run).await? {
-            Ok(done) => Ok(done),
-            Err(e) if retry_claim(&Facts::of(&e)) == Retry::Claim => {
-                tracing::debug!("a concurrent claim inserted the new key first");
-                Ok(NewKeyReservation::KeyExists)
-            }
-            Err(e) => Err(classify(e)),
+        match self.steps.submit(&(), Step::New(cmd.clone())).await {
+            Done::Reserved(Ok(reservation)) => Ok(NewKeyReservation::Claimed(reservation)),
+            Done::KeyExists => Ok(NewKeyReservation::KeyExists),
+            Done::Reserved(Err(ReserveError::Store(e))) | Done::Failed(e) => Err(e),
+            other => Err(StoreError::internal(format!(
+                "a reservation under a new key was answered with {other:?}"
+            ))),
         }
     }
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
-        let cmd = cmd.clone();
-        let (plans, subscriptions, audit, keys) = (
-            self.plans.clone(),
-            self.subscriptions.clone(),
-            self.audit.clone(),
-            self.keys.clone(),
-        );
-        let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let id = cmd.subscription_id;
-                let Some(found) = subscriptions
-                    .find_one(queries::subscription_by_id(id))
-                    .session(&mut *s)
-                    .await?
-                else {
-                    return refuse(s, CompleteError::NotFound(id)).await;
-                };
-                let mut sub = Subscription::try_from(found).map_err(corrupt)?;
-                if sub.status != SubscriptionStatus::Incomplete {
-                    return refuse(s, CompleteError::NotIncomplete(Box::new(sub))).await;
-                }
-                let change = cmd.apply(&mut sub);
-                let outcome = change.outcome;
-                // Any recovery lease ends; a decline by the reconciler schedules the
-                // late-charge check.
-                let verify_after = match cmd.result {
-                    ChargeResult::Declined { .. } => cmd.verify_after,
-                    ChargeResult::Charged { .. } => None,
-                };
-                let written = subscriptions
-                    .update_one(
-                        queries::subscription_in(id, SubscriptionStatus::Incomplete),
-                        queries::complete_subscription(&sub, verify_after),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if written.matched_count != 1 {
-                    return Err(unmatched("the completion"));
-                }
-                if let Some(key) = &sub.idempotency_key {
-                    // Only the record this purchase reserved through, if still open.
-                    let finish =
-                        queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-                    keys.update_one(queries::key_of_purchase(&sub.customer_id, key, id), finish)
-                        .session(&mut *s)
-                        .await?;
-                }
-                // The hot plan document last.
-                let plan = bump_plan(&plans, s, sub.plan_id, i64::from(change.seat_delta)).await?;
-                let before = plan.seats_left - change.seat_delta;
-                let entry = AuditEntry::record(
-                    &plan,
-                    change.action,
-                    before,
-                    Some(id),
-                    change.reason,
-                    &cmd.ctx,
-                    cmd.now,
-                );
-                audit
-                    .insert_one(AuditDoc::from(&entry))
-                    .session(&mut *s)
-                    .await?;
-                Ok(Ok(Completion { outcome }))
-            });
-        self.settle(run).await
+        match self.steps.submit(&(), Step::Complete(cmd.clone())).await {
+            Done::Completed(completion) => completion,
+            Done::Failed(e) => Err(e.into()),
+            other => Err(
+                StoreError::internal(format!("a completion was answered with {other:?}")).into(),
+            ),
+        }
     }
+}
+
+/// Runs the purchase steps of one batch in one transaction; when that fails for any
+/// reason but unavailability and the batch holds more than one step, runs each step
+/// alone, so that one step's failure (another instance's insert of the same new key, a
+/// corrupt document) is that step's answer only.
+#[derive(Clone)]
+struct StepRunner {
+    client: Client,
+    c: PurchaseCollections,
+    time_limit: Duration,
+}
+
+impl StepRunner {
+    /// One transaction for `steps`, within the time limit (retries included).
+    async fn attempt(
+        &self,
+        steps: &[Step],
+    ) -> Result<mongodb::error::Result<Vec<Done>>, StoreError> {
+        let mut session = self.client.start_session().await.map_err(classify)?;
+        let (c, steps) = (self.c.clone(), steps.to_vec());
+        let run = transaction::run(&mut session, async move |s| batch::run(s, &c, &steps).await);
+        tokio::time::timeout(self.time_limit, run)
+            .await
+            .map_err(|_| StoreError::unavailable(TimeLimitExceeded(self.time_limit)))
+    }
+
+    async fn run(self, steps: Vec<Step>) -> Vec<Done> {
+        let failure = match self.attempt(&steps).await {
+            Ok(Ok(done)) => return done,
+            Ok(Err(e)) if steps.len() == 1 => return vec![failed(&steps[0], e)],
+            Ok(Err(e)) => classify(e),
+            Err(e) => e,
+        };
+        if let StoreError::Unavailable(cause) = &failure {
+            let cause = seatkeeper_domain::error_chain(&**cause);
+            return steps
+                .iter()
+                .map(|_| Done::Failed(StoreError::unavailable(cause.clone())))
+                .collect();
+        }
+        tracing::warn!(
+            steps = steps.len(),
+            error = %seatkeeper_domain::error_chain(&failure),
+            "a purchase batch failed; running its steps one by one"
+        );
+        let this = &self;
+        let alone = steps.iter().map(|step| async move {
+            match this.attempt(std::slice::from_ref(step)).await {
+                Ok(Ok(mut done)) => done.pop().expect("one answer for one step"),
+                Ok(Err(e)) => failed(step, e),
+                Err(e) => Done::Failed(e),
+            }
+        });
+        futures::future::join_all(alone).await
+    }
+}
+
+/// The answer of a step whose transaction failed with `e`: a new key's insert that lost
+/// to another instance's is `KeyExists`, as if the step had looked later.
+fn failed(step: &Step, e: mongodb::error::Error) -> Done {
+    if matches!(step, Step::New(_)) && retry_claim(&Facts::of(&e)) == Retry::Claim {
+        tracing::debug!("a concurrent claim inserted the new key first");
+        return Done::KeyExists;
+    }
+    Done::Failed(classify(e))
 }
 
 /// What [`audit_refund`] writes to.
@@ -981,66 +882,63 @@ impl RecoveryRepository for MongoStore {
         let claim = claim.clone();
         let subscriptions = self.subscriptions.clone();
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let mut tasks = Vec::new();
-                let (filter, sort) = queries::stale_incomplete(claim.stale_before, claim.now);
+        let run = transaction::run(&mut session, async move |s| {
+            let mut tasks = Vec::new();
+            let (filter, sort) = queries::stale_incomplete(claim.stale_before, claim.now);
+            let mut cursor = subscriptions
+                .find(filter)
+                .sort(sort)
+                .limit(i64::from(claim.limit))
+                .session(&mut *s)
+                .await?;
+            let stale: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
+            for found in stale {
+                let sub = Subscription::try_from(found).map_err(corrupt)?;
+                let leased = subscriptions
+                    .update_one(
+                        queries::stale_incomplete_one(sub.id, claim.stale_before, claim.now),
+                        queries::lease_completion(claim.owner, claim.lease_until),
+                    )
+                    .session(&mut *s)
+                    .await?;
+                if leased.matched_count != 1 {
+                    return Err(unmatched("leasing a stale purchase"));
+                }
+                tasks.push(RecoveryTask {
+                    subscription: sub,
+                    phase: RecoveryPhase::Complete,
+                });
+            }
+            let room = i64::from(claim.limit) - tasks.len() as i64;
+            if room > 0 {
+                let (filter, sort) = queries::due_verifications(claim.now);
                 let mut cursor = subscriptions
                     .find(filter)
                     .sort(sort)
-                    .limit(i64::from(claim.limit))
+                    .limit(room)
                     .session(&mut *s)
                     .await?;
-                let stale: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
-                for found in stale {
+                let due: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
+                for found in due {
                     let sub = Subscription::try_from(found).map_err(corrupt)?;
                     let leased = subscriptions
                         .update_one(
-                            queries::stale_incomplete_one(sub.id, claim.stale_before, claim.now),
-                            queries::lease_completion(claim.owner, claim.lease_until),
+                            queries::due_verification_one(sub.id, claim.now),
+                            queries::lease_verification(claim.owner, claim.lease_until),
                         )
                         .session(&mut *s)
                         .await?;
                     if leased.matched_count != 1 {
-                        return Err(unmatched("leasing a stale purchase"));
+                        return Err(unmatched("leasing a due verification"));
                     }
                     tasks.push(RecoveryTask {
                         subscription: sub,
-                        phase: RecoveryPhase::Complete,
+                        phase: RecoveryPhase::Verify,
                     });
                 }
-                let room = i64::from(claim.limit) - tasks.len() as i64;
-                if room > 0 {
-                    let (filter, sort) = queries::due_verifications(claim.now);
-                    let mut cursor = subscriptions
-                        .find(filter)
-                        .sort(sort)
-                        .limit(room)
-                        .session(&mut *s)
-                        .await?;
-                    let due: Vec<SubscriptionDoc> = cursor.stream(&mut *s).try_collect().await?;
-                    for found in due {
-                        let sub = Subscription::try_from(found).map_err(corrupt)?;
-                        let leased = subscriptions
-                            .update_one(
-                                queries::due_verification_one(sub.id, claim.now),
-                                queries::lease_verification(claim.owner, claim.lease_until),
-                            )
-                            .session(&mut *s)
-                            .await?;
-                        if leased.matched_count != 1 {
-                            return Err(unmatched("leasing a due verification"));
-                        }
-                        tasks.push(RecoveryTask {
-                            subscription: sub,
-                            phase: RecoveryPhase::Verify,
-                        });
-                    }
-                }
-                Ok(Ok::<_, StoreError>(tasks))
-            });
+            }
+            Ok(Ok::<_, StoreError>(tasks))
+        });
         self.settle(run).await
     }
 
@@ -1071,26 +969,23 @@ impl RecoveryRepository for MongoStore {
         let collections = self.refund_collections();
         let subscriptions = self.subscriptions.clone();
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let ended = subscriptions
-                    .update_one(
-                        queries::task_held(id, owner, Some("verify")),
-                        queries::end_task(),
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if ended.matched_count == 0 {
-                    // Not (or no longer) ours: nothing was written.
-                    return Ok(Ok(false));
-                }
-                if let Some(payment_id) = &refunded {
-                    audit_refund(&collections, s, id, payment_id, &ctx, now).await?;
-                }
-                Ok(Ok::<_, StoreError>(true))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            let ended = subscriptions
+                .update_one(
+                    queries::task_held(id, owner, Some("verify")),
+                    queries::end_task(),
+                )
+                .session(&mut *s)
+                .await?;
+            if ended.matched_count == 0 {
+                // Not (or no longer) ours: nothing was written.
+                return Ok(Ok(false));
+            }
+            if let Some(payment_id) = &refunded {
+                audit_refund(&collections, s, id, payment_id, &ctx, now).await?;
+            }
+            Ok(Ok::<_, StoreError>(true))
+        });
         self.settle(run).await
     }
 
@@ -1104,13 +999,10 @@ impl RecoveryRepository for MongoStore {
         let (payment_id, ctx) = (payment_id.to_owned(), ctx.clone());
         let collections = self.refund_collections();
         let mut session = self.session().await?;
-        let run = session
-            .start_transaction()
-            .with_options(transaction_options())
-            .and_run2(async move |s| {
-                let appended = audit_refund(&collections, s, id, &payment_id, &ctx, now).await?;
-                Ok(Ok::<_, StoreError>(appended))
-            });
+        let run = transaction::run(&mut session, async move |s| {
+            let appended = audit_refund(&collections, s, id, &payment_id, &ctx, now).await?;
+            Ok(Ok::<_, StoreError>(appended))
+        });
         self.settle(run).await
     }
 

@@ -32,14 +32,17 @@ pub fn plan_by_id(id: PlanId) -> Document {
     doc! { "_id": uuid(id.as_uuid()) }
 }
 
-/// The guard of the seat decrement: the plan sells and has a seat left.
-pub fn seat_guard(id: PlanId) -> Document {
-    doc! { "_id": uuid(id.as_uuid()), "status": "active", "seats_left": { "$gt": 0_i64 } }
+/// A purchase batch's first write to the plans it will move: the batch's id in `batch`
+/// (a field no reader uses). A real change, so that it takes the documents for the
+/// transaction: a concurrent batch conflicts at once.
+pub fn mark_batch(batch: uuid::Uuid) -> Document {
+    doc! { "$set": { "batch": uuid(batch) } }
 }
 
-/// Takes one seat and numbers the `seat_reserved` entry that goes with it.
-pub fn take_seat() -> Document {
-    move_seats(-1)
+/// A purchase batch's moves of one plan: `seats_left` by `delta` (net: seats taken and
+/// given back) and `seq` by `entries`, the audit entries that record them.
+pub fn move_plan(delta: i64, entries: u64) -> Document {
+    doc! { "$inc": { "seats_left": delta, "seq": seq_value(entries) } }
 }
 
 /// Moves `seats_left` by `delta` (+1: a seat given back; 0: no move) and bumps `seq` for
@@ -398,15 +401,15 @@ mod tests {
     }
 
     #[test]
-    fn the_seat_decrement_is_guarded_by_id_active_status_and_a_seat_left() {
+    fn a_batchs_plan_update_is_guarded_by_the_seq_it_read_and_moves_seats_and_seq_together() {
         let id = PlanId::generate();
         assert_eq!(
-            seat_guard(id),
-            doc! { "_id": binary(id.as_uuid()), "status": "active", "seats_left": { "$gt": 0_i64 } }
+            plan_at_seq(id, 12),
+            doc! { "_id": binary(id.as_uuid()), "seq": 12_i64 }
         );
         assert_eq!(
-            take_seat(),
-            doc! { "$inc": { "seats_left": -1_i64, "seq": 1_i64 } }
+            move_plan(-5, 7),
+            doc! { "$inc": { "seats_left": -5_i64, "seq": 7_i64 } }
         );
     }
 

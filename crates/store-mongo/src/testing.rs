@@ -8,6 +8,9 @@
 //! collections and indexes and dropped when the store is dropped; databases left behind by
 //! a killed run are dropped an hour later by the next run.
 //!
+//! Connecting turns the server's TTL monitor off (see `pause_ttl_monitor`): test
+//! deployments only.
+//!
 //! When nothing listens at the default address and the variable is unset,
 //! [`TestDatabases::connect`] returns the reason at once and every live test says, under its
 //! own name, that it was skipped. A server that listens but cannot be used (not a replica
@@ -91,6 +94,7 @@ impl TestDatabases {
         match open(&settings).await {
             Ok((client, _, _)) => {
                 drop_stale(&client).await;
+                pause_ttl_monitor(&client).await;
                 client.shutdown().await;
                 Ok(Self { url })
             }
@@ -219,6 +223,18 @@ fn unusable(url: &str, why: &str) -> String {
         panic!("{message} (CI is set, so this fails instead of skipping)");
     }
     message
+}
+
+/// Turns the server's TTL monitor off. It deletes expired idempotency records about once a
+/// minute, on its own schedule; the contract suite counts what `purge_expired_keys`
+/// deletes exactly, and a monitor pass between a case's set-up and its purge would make
+/// that count lower. The store's own sweep does not depend on the monitor. A server that
+/// does not allow it (no privilege) keeps its monitor, and those counts may then flake.
+async fn pause_ttl_monitor(client: &Client) {
+    let _ = client
+        .database("admin")
+        .run_command(doc! { "setParameter": 1, "ttlMonitorEnabled": false })
+        .await;
 }
 
 /// Drops test databases older than an hour: leftovers of killed runs.

@@ -1,4 +1,4 @@
-//! The purchase phases as batches, for the [`Coalescer`](crate::coalesce): one
+//! The purchase phases as batches, for the [`Coalescer`](seatkeeper_coalesce::Coalescer): one
 //! transaction reserves seats for many requests, or completes many purchases, of any
 //! plans, with one lock of each plan row and one commit; the new keys that reservations
 //! claim are inserted by one statement of the same transaction.

@@ -16,17 +16,17 @@
 //! 503 `store_unavailable`: a failed operation is rolled back whole.
 
 mod batch;
-mod coalesce;
 mod errors;
 mod rows;
 pub mod testing;
 
-pub use coalesce::BatchStats;
+pub use seatkeeper_coalesce::BatchStats;
 
 use std::{any::Any, sync::Arc, time::Duration};
 
+use seatkeeper_coalesce::{Coalescer, RunBatch};
+
 use crate::{
-    coalesce::{Coalescer, RunBatch},
     errors::{classify, corrupt, is_retryable, Fail},
     rows::{AUDIT_COLUMNS, KEY_COLUMNS, PLAN_COLUMNS, SUBSCRIPTION_COLUMNS},
 };

@@ -1,5 +1,6 @@
-//! Group commit for one kind of operation: concurrent requests that share a lane key
-//! (reservations of one plan, say) are answered by one transaction instead of one each.
+//! Group commit for the stores: concurrent requests that share a lane key (the purchase
+//! steps of one store, say) are answered by one transaction instead of one each. The
+//! PostgreSQL and MongoDB stores both coalesce their purchase steps with it.
 //!
 //! Each lane has a queue and a turn (a FIFO async mutex). A caller queues its request,
 //! waits for the turn, and when it gets it either finds its answer already sent (an

@@ -1,0 +1,417 @@
+//! The purchase steps as batches, for the [`Coalescer`](seatkeeper_coalesce::Coalescer):
+//! one transaction reserves seats and completes purchases for many requests, of any
+//! plans, with one guarded `findOneAndUpdate` of each plan document it moves.
+//!
+//! Why: MongoDB aborts a transaction at once when it writes a document that another open
+//! transaction wrote (`WriteConflict`), where PostgreSQL would queue it behind a lock. A
+//! transaction per purchase step on one hot plan document makes concurrent buyers abort
+//! each other until the time limit. So each store runs its purchase steps one batch at a
+//! time (requests arriving meanwhile gather for the next batch), and a batch reads
+//! everything it needs first, decides in memory, and writes with a handful of statements
+//! whose count does not grow with the batch: the hot document is written once per batch,
+//! near the commit. Instances sharing a database still conflict with each other, once per
+//! batch instead of once per buyer; the driver retries those with jittered back-off.
+//!
+//! Each request keeps the semantics of its port method: it is checked, decided and
+//! written as it would be alone, in queue order, as if the requests had run one after
+//! another (a decline's released seat can go to a later reservation of the same batch).
+//! A batch is all-or-nothing only in that a failure rolls all of it back; the store then
+//! answers each request alone (`MongoStore::run_steps`).
+//!
+//! Round trips of a batch: find keys, find subscriptions, mark and find plans, insert new keys,
+//! update keys (one `update` command of many statements), insert subscriptions, update
+//! subscriptions, one `findOneAndUpdate` per moved plan, insert audit entries, commit —
+//! each only when the batch has something for it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::TryStreamExt;
+use mongodb::{
+    bson::{doc, Bson, Document},
+    options::ReturnDocument,
+    ClientSession,
+};
+use seatkeeper_domain::{
+    ports::{
+        ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
+        ReserveSeat, ReserveWithNewKey, StoreError,
+    },
+    AuditAction, AuditEntry, IdempotencyRecord, Plan, PlanId, RecoveryPoint, Subscription,
+    SubscriptionId, SubscriptionStatus,
+};
+
+use crate::{
+    documents::{uuid, AuditDoc, Corrupt, KeyDoc, SubscriptionDoc},
+    errors::corrupt,
+    queries, PurchaseCollections,
+};
+
+/// A purchase step as a batch takes it.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// [`PurchaseRepository::reserve_seat`](seatkeeper_domain::ports::PurchaseRepository::reserve_seat):
+    /// under a key the caller holds.
+    Held(ReserveSeat),
+    /// [`PurchaseRepository::reserve_with_new_key`](seatkeeper_domain::ports::PurchaseRepository::reserve_with_new_key):
+    /// under a key the same transaction claims.
+    New(ReserveWithNewKey),
+    /// [`PurchaseRepository::complete_purchase`](seatkeeper_domain::ports::PurchaseRepository::complete_purchase).
+    Complete(CompletePurchase),
+}
+
+impl Step {
+    fn seat(&self) -> Option<&ReserveSeat> {
+        match self {
+            Self::Held(seat) => Some(seat),
+            Self::New(cmd) => Some(cmd.seat()),
+            Self::Complete(_) => None,
+        }
+    }
+}
+
+/// What a batch did for one [`Step`].
+#[allow(clippy::large_enum_variant)] // one per request, never kept
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// A reservation ran (under a new key: the key is claimed).
+    Reserved(Result<Reservation, ReserveError>),
+    /// A new key had a record already: nothing was done for this request.
+    KeyExists,
+    Completed(Result<Completion, CompleteError>),
+    /// The step's transaction failed (or its batch was lost): nothing was done for it.
+    Failed(StoreError),
+}
+
+/// Writes the batch collects while it decides.
+#[derive(Default)]
+struct Writes {
+    new_keys: Vec<KeyDoc>,
+    /// Key updates that must each match one record (the batch's reads found it).
+    held_keys: Vec<Document>,
+    /// Key finishes of completions: only the record that reserved the purchase, if open.
+    purchase_keys: Vec<Document>,
+    new_subs: Vec<SubscriptionDoc>,
+    completed_subs: Vec<Document>,
+    audit: Vec<AuditDoc>,
+}
+
+/// One statement of an `update` command.
+fn statement(q: Document, u: Document) -> Document {
+    doc! { "q": q, "u": u }
+}
+
+/// The batch's reads: the keys its reservations name, the subscriptions its completions
+/// name, and the plans of both.
+struct Reads {
+    keys: HashMap<(String, String), IdempotencyRecord>,
+    subs: HashMap<SubscriptionId, Subscription>,
+    plans: BTreeMap<PlanId, Plan>,
+}
+
+async fn read(
+    s: &mut ClientSession,
+    c: &PurchaseCollections,
+    steps: &[Step],
+) -> mongodb::error::Result<Reads> {
+    let key_filters: Vec<Document> = steps
+        .iter()
+        .filter_map(Step::seat)
+        .map(|cmd| queries::key(&cmd.customer_id, &cmd.key))
+        .collect();
+    let mut keys = HashMap::new();
+    if !key_filters.is_empty() {
+        let mut found = c
+            .keys
+            .find(doc! { "$or": key_filters })
+            .session(&mut *s)
+            .await?;
+        while let Some(d) = found.next(&mut *s).await.transpose()? {
+            let r = IdempotencyRecord::try_from(d).map_err(corrupt)?;
+            keys.insert((r.scope.as_str().to_owned(), r.key.as_str().to_owned()), r);
+        }
+    }
+    let sub_ids: Vec<Bson> = steps
+        .iter()
+        .filter_map(|st| match st {
+            Step::Complete(cmd) => Some(uuid(cmd.subscription_id.as_uuid()).into()),
+            _ => None,
+        })
+        .collect();
+    let mut subs = HashMap::new();
+    if !sub_ids.is_empty() {
+        let mut found = c
+            .subscriptions
+            .find(doc! { "_id": { "$in": sub_ids } })
+            .session(&mut *s)
+            .await?;
+        while let Some(d) = found.next(&mut *s).await.transpose()? {
+            let sub = Subscription::try_from(d).map_err(corrupt)?;
+            subs.insert(sub.id, sub);
+        }
+    }
+    let plan_ids: HashSet<PlanId> = steps
+        .iter()
+        .filter_map(|st| st.seat().map(|cmd| cmd.plan_id))
+        .chain(subs.values().map(|sub| sub.plan_id))
+        .collect();
+    let mut plans = BTreeMap::new();
+    if !plan_ids.is_empty() {
+        let ids: Vec<Bson> = plan_ids
+            .iter()
+            .map(|id| uuid(id.as_uuid()).into())
+            .collect();
+        // Write the plans first, then read them: a batch of another instance that got
+        // there first makes this one conflict now, before it has done any work, instead
+        // of at its last write; and from here on no other batch can move these plans
+        // until this one commits or aborts.
+        c.plans
+            .update_many(
+                doc! { "_id": { "$in": ids.clone() } },
+                queries::mark_batch(uuid::Uuid::new_v4()),
+            )
+            .session(&mut *s)
+            .await?;
+        let found: Vec<_> = c
+            .plans
+            .find(doc! { "_id": { "$in": ids } })
+            .session(&mut *s)
+            .await?
+            .stream(&mut *s)
+            .try_collect()
+            .await?;
+        for d in found {
+            let plan = Plan::try_from(d).map_err(corrupt)?;
+            plans.insert(plan.id, plan);
+        }
+    }
+    Ok(Reads { keys, subs, plans })
+}
+
+/// Every step of `steps`, in one transaction (the body of `and_run2`: it may run again).
+pub(crate) async fn run(
+    s: &mut ClientSession,
+    c: &PurchaseCollections,
+    steps: &[Step],
+) -> mongodb::error::Result<Vec<Done>> {
+    let Reads {
+        keys,
+        mut subs,
+        mut plans,
+    } = read(s, c, steps).await?;
+    let before: BTreeMap<PlanId, Plan> = plans.clone();
+    let mut w = Writes::default();
+    // Keys a reservation of this batch took: a key serves one reservation.
+    let mut taken: HashSet<(&str, &str)> = HashSet::new();
+    let mut answers = Vec::with_capacity(steps.len());
+    for step in steps {
+        let answer = match step {
+            Step::Held(cmd) => {
+                let id = (cmd.customer_id.as_str(), cmd.key.as_str());
+                let ours = keys
+                    .get(&(id.0.to_owned(), id.1.to_owned()))
+                    .is_some_and(|r| {
+                        r.is_locked_by(cmd.owner) && r.recovery == RecoveryPoint::Started
+                    });
+                if ours && taken.insert(id) {
+                    Done::Reserved(Ok(reserve(cmd, &mut plans, &mut w)?))
+                } else {
+                    Done::Reserved(Err(ReserveError::LockLost))
+                }
+            }
+            Step::New(cmd) => {
+                let claim = cmd.claim();
+                let id = (claim.scope.as_str(), claim.key.as_str());
+                if keys.contains_key(&(id.0.to_owned(), id.1.to_owned())) || !taken.insert(id) {
+                    Done::KeyExists
+                } else {
+                    w.new_keys.push(KeyDoc::from(&claim.fresh_record()));
+                    Done::Reserved(Ok(reserve(cmd.seat(), &mut plans, &mut w)?))
+                }
+            }
+            Step::Complete(cmd) => Done::Completed(complete(cmd, &mut subs, &mut plans, &mut w)?),
+        };
+        answers.push(answer);
+    }
+    write(s, c, w, &plans, &before).await?;
+    Ok(answers)
+}
+
+/// Decides the reservation of `cmd`, whose key is held at `Started`, on `plans`.
+fn reserve(
+    cmd: &ReserveSeat,
+    plans: &mut BTreeMap<PlanId, Plan>,
+    w: &mut Writes,
+) -> mongodb::error::Result<Reservation> {
+    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
+    let plan = plans.get_mut(&cmd.plan_id);
+    if let Some(outcome) = cmd.rejection(plan.as_deref()) {
+        let finish = queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
+        w.held_keys.push(statement(held, finish));
+        return Ok(Reservation::Rejected(outcome));
+    }
+    let p = plan.ok_or_else(|| corrupt(Corrupt("a missing plan was not rejected".into())))?;
+    p.seats_left -= 1;
+    p.seq += 1;
+    let sub = Subscription::reserve(
+        cmd.subscription_id,
+        p,
+        cmd.customer_id.clone(),
+        cmd.payment_method.clone(),
+        Some(cmd.key.clone()),
+        cmd.now,
+    );
+    w.audit.push(AuditDoc::from(&AuditEntry::record(
+        p,
+        AuditAction::SeatReserved,
+        p.seats_left + 1,
+        Some(sub.id),
+        None,
+        &cmd.ctx,
+        cmd.now,
+    )));
+    w.held_keys
+        .push(statement(held, queries::record_reservation(sub.id)));
+    w.new_subs.push(SubscriptionDoc::from(&sub));
+    Ok(Reservation::Reserved(sub))
+}
+
+/// Decides the completion of `cmd` on `subs` and `plans`.
+fn complete(
+    cmd: &CompletePurchase,
+    subs: &mut HashMap<SubscriptionId, Subscription>,
+    plans: &mut BTreeMap<PlanId, Plan>,
+    w: &mut Writes,
+) -> mongodb::error::Result<Result<Completion, CompleteError>> {
+    let id = cmd.subscription_id;
+    let Some(sub) = subs.get_mut(&id) else {
+        return Ok(Err(CompleteError::NotFound(id)));
+    };
+    if sub.status != SubscriptionStatus::Incomplete {
+        return Ok(Err(CompleteError::NotIncomplete(Box::new(sub.clone()))));
+    }
+    let change = cmd.apply(sub);
+    // Any recovery lease ends; a decline by the reconciler schedules the late-charge check.
+    let verify_after = match cmd.result {
+        ChargeResult::Declined { .. } => cmd.verify_after,
+        ChargeResult::Charged { .. } => None,
+    };
+    w.completed_subs.push(statement(
+        queries::subscription_in(id, SubscriptionStatus::Incomplete),
+        queries::complete_subscription(sub, verify_after),
+    ));
+    if let Some(key) = &sub.idempotency_key {
+        let finish =
+            queries::finish_key(&change.outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
+        w.purchase_keys.push(statement(
+            queries::key_of_purchase(&sub.customer_id, key, id),
+            finish,
+        ));
+    }
+    let plan = plans.get_mut(&sub.plan_id).ok_or_else(|| {
+        corrupt(Corrupt(format!(
+            "plan {} of a subscription is missing",
+            sub.plan_id
+        )))
+    })?;
+    plan.seats_left += change.seat_delta;
+    plan.seq += 1;
+    w.audit.push(AuditDoc::from(&AuditEntry::record(
+        plan,
+        change.action,
+        plan.seats_left - change.seat_delta,
+        Some(id),
+        change.reason,
+        &cmd.ctx,
+        cmd.now,
+    )));
+    Ok(Ok(Completion {
+        outcome: change.outcome,
+    }))
+}
+
+/// Writes what the batch decided; the plan documents last, each with one guarded
+/// `findOneAndUpdate` that matches only the document as the batch read it.
+async fn write(
+    s: &mut ClientSession,
+    c: &PurchaseCollections,
+    w: Writes,
+    plans: &BTreeMap<PlanId, Plan>,
+    before: &BTreeMap<PlanId, Plan>,
+) -> mongodb::error::Result<()> {
+    if !w.new_keys.is_empty() {
+        c.keys.insert_many(w.new_keys).session(&mut *s).await?;
+    }
+    let held = w.held_keys.len();
+    if update(s, c, queries::IDEMPOTENCY_KEYS, w.held_keys).await? != held {
+        return Err(crate::unmatched("a key the batch holds"));
+    }
+    update(s, c, queries::IDEMPOTENCY_KEYS, w.purchase_keys).await?;
+    if !w.new_subs.is_empty() {
+        c.subscriptions
+            .insert_many(w.new_subs)
+            .session(&mut *s)
+            .await?;
+    }
+    let completed = w.completed_subs.len();
+    if update(s, c, queries::SUBSCRIPTIONS, w.completed_subs).await? != completed {
+        return Err(crate::unmatched("an incomplete subscription's completion"));
+    }
+    for plan in plans.values() {
+        let Some(was) = before.get(&plan.id).filter(|was| was.seq != plan.seq) else {
+            continue;
+        };
+        let delta = i64::from(plan.seats_left) - i64::from(was.seats_left);
+        let after = c
+            .plans
+            .find_one_and_update(
+                queries::plan_at_seq(plan.id, was.seq),
+                queries::move_plan(delta, plan.seq - was.seq),
+            )
+            .return_document(ReturnDocument::After)
+            .session(&mut *s)
+            .await?
+            .ok_or_else(|| crate::unmatched("the guarded plan update"))?;
+        let after = Plan::try_from(after).map_err(corrupt)?;
+        if (after.seats_left, after.seq) != (plan.seats_left, plan.seq) {
+            return Err(corrupt(Corrupt(format!(
+                "plan {} moved to {} seats at seq {}, not the {} at seq {} the batch decided",
+                plan.id, after.seats_left, after.seq, plan.seats_left, plan.seq
+            ))));
+        }
+    }
+    if !w.audit.is_empty() {
+        c.audit.insert_many(w.audit).session(&mut *s).await?;
+    }
+    Ok(())
+}
+
+/// Runs `statements` as one `update` command; returns how many documents they matched.
+async fn update(
+    s: &mut ClientSession,
+    c: &PurchaseCollections,
+    collection: &str,
+    statements: Vec<Document>,
+) -> mongodb::error::Result<usize> {
+    if statements.is_empty() {
+        return Ok(0);
+    }
+    let reply =
+        c.db.run_command(doc! { "update": collection, "updates": statements, "ordered": true })
+            .session(&mut *s)
+            .await?;
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        return Err(corrupt(Corrupt(format!(
+            "an update of {collection} failed: {errors:?}"
+        ))));
+    }
+    let n = match reply.get("n") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        other => {
+            return Err(corrupt(Corrupt(format!(
+                "an update of {collection} answered n = {other:?}"
+            ))))
+        }
+    };
+    Ok(n as usize)
+}
