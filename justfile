@@ -17,9 +17,13 @@ lint:
 ci:
     bash .ci/run
 
-# The benchmark table of docs/benchmarks.md (release build, ~10 minutes from scratch; the table ~10 minutes; needs PostgreSQL and pgbench).
+# The benchmark table of docs/benchmarks.md (release build, ~10 minutes from scratch; the table ~15 minutes; needs PostgreSQL with pgbench, and a MongoDB replica set: `just mongodb`).
 bench:
     bash bench/run.sh
+
+# The MongoDB rows alone: the seatkeeper-mongobench ceiling, then the server on MongoDB (needs `just mongodb`; SEATKEEPER_BENCH_MONGODB_URL for another replica set).
+bench-mongo:
+    BENCH_STORES=mongo bash bench/run.sh
 
 # Resident memory after 1,000,000 in-memory purchases (24 h and 5 s key retention) and over 1,000,000 sold-out requests.
 bench-memory:

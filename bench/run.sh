@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The main benchmark table of docs/benchmarks.md, in one run: release builds of the server
-# and seatkeeper-loadgen, then
+# The main benchmark table of docs/benchmarks.md, in one run: release builds of the server,
+# seatkeeper-loadgen and seatkeeper-mongobench, then
 #   - memory store: the echo baseline (POST /bench/echo) at each connection count, the
 #     same echo waiting as long as each non-zero payment latency (the control), then
 #     purchases for one hot plan / 16 plans x payment latency 0 / 50 ms x connections,
 #     each row on a freshly started server;
 #   - PostgreSQL (a fresh scratch database per server start — one per plan count ×
 #     payment latency — dropped at the end): the pgbench ceiling (bench/pgbench.sh) for 1
-#     and 16 plans, then the same purchase grid.
+#     and 16 plans, then the same purchase grid;
+#   - MongoDB (a fresh database per server start — one per plan count × payment latency —
+#     dropped after it): the ceiling (seatkeeper-mongobench, the store's minimal reservation
+#     transaction through the driver) for each plan count at each connection count, then the
+#     same purchase grid.
 # Every row's JSON report, the server logs and `table.md` (markdown rows with the ratio of
 # each row to its ceiling measured in this run) land in $BENCH_OUT.
 #
@@ -16,7 +20,7 @@
 #   BENCH_CONNECTIONS="16 64 256"
 #   BENCH_LATENCIES="0 50"     simulated payment latency, ms
 #   BENCH_PLANS="1 16"
-#   BENCH_STORES="memory postgres"
+#   BENCH_STORES="memory postgres mongo"
 #   BENCH_PORT=3900            loopback port of the server
 #   BENCH_OUT=target/bench/<date>
 #   BENCH_LOG_LEVEL=warn       the server's log level (info logs one line per purchase)
@@ -24,6 +28,9 @@
 #   BENCH_PIN=1                memory rows (echo included): the server on CPU 0 and the
 #                              loadgen on CPU 1 (taskset), as if on two machines; 0 = unpinned
 #   SEATKEEPER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
+#   SEATKEEPER_BENCH_MONGODB_URL=mongodb://127.0.0.1:27017/?directConnection=true
+#                              a replica set (`bash deploy/mongodb.sh start` runs this one);
+#                              the path, if any, is replaced by each scratch database's name
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +38,7 @@ duration=${BENCH_DURATION:-10}
 connections=${BENCH_CONNECTIONS:-"16 64 256"}
 latencies=${BENCH_LATENCIES:-"0 50"}
 plan_counts=${BENCH_PLANS:-"1 16"}
-stores=${BENCH_STORES:-"memory postgres"}
+stores=${BENCH_STORES:-"memory postgres mongo"}
 port=${BENCH_PORT:-3900}
 out=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 log_level=${BENCH_LOG_LEVEL:-warn}
@@ -43,10 +50,12 @@ fi
 server_cpu=""
 loadgen_cpu=""
 pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+mongo_url=${SEATKEEPER_BENCH_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConnection=true}
 token=bench-admin-token-0123456789
 base_url="http://127.0.0.1:$port"
 server=target/release/seatkeeper-server
 loadgen=target/release/seatkeeper-loadgen
+mongobench=target/release/seatkeeper-mongobench
 
 mkdir -p "$out"
 table="$out/table.md"
@@ -54,12 +63,14 @@ table="$out/table.md"
 
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   echo "== building (release)" >&2
-  cargo build --release -p seatkeeper-server -p seatkeeper-loadgen >&2
+  cargo build --release -p seatkeeper-server -p seatkeeper-loadgen -p seatkeeper-mongobench >&2
 fi
 
 server_pid=""
 scratch_db=""
 scratch_url=""
+mongo_db=""
+mongo_db_url=""
 cleanup() {
   if [ -n "$server_pid" ]; then
     kill -TERM "$server_pid" 2>/dev/null || true
@@ -67,6 +78,9 @@ cleanup() {
   fi
   if [ -n "$scratch_db" ]; then
     psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $scratch_db WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  if [ -n "$mongo_db" ]; then
+    "$mongobench" --url "$mongo_url" --drop-database "$mongo_db" >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
@@ -116,6 +130,19 @@ new_scratch_db() {
   scratch_url="${pg_admin_url%/*}/$scratch_db"
 }
 
+# Drops the previous MongoDB scratch database (if any) and names a new one, which the server
+# creates; its URL — $mongo_url with the database as its path — in $mongo_db_url.
+new_mongo_db() {
+  if [ -n "$mongo_db" ]; then
+    "$mongobench" --url "$mongo_url" --drop-database "$mongo_db"
+  fi
+  mongo_db="seatkeeper_bench_$$_$(date +%s%N)"
+  local hosts query
+  hosts=$(sed -E 's#^(mongodb(\+srv)?://[^/?]*).*#\1#' <<<"$mongo_url")
+  query=$(sed -n -E 's#^[^?]*(\?.*)$#\1#p' <<<"$mongo_url")
+  mongo_db_url="$hosts/$mongo_db$query"
+}
+
 # loadgen NAME ARGS...: one run, JSON in $out/NAME.json; a failed verification is
 # reported and kept, not fatal (the table says so).
 loadgen() {
@@ -135,6 +162,14 @@ row() {
   jq -r --arg store "$store" --arg plans "$plans" --arg latency "$latency" \
     --arg conns "$conns" --argjson ceiling "$ceiling" '
     "| \($store) | \(if $plans == "1" then "hot plan" else "\($plans) plans" end) | \($latency) ms | \($conns) | \(.throughput_rps | floor) | \(.latency.p50_ms * 100 | round / 100) | \(.latency.p99_ms * 100 | round / 100) | \($ceiling | floor) | \((.throughput_rps / $ceiling) * 100 | round / 100) | \(if .verification.passed then "pass" else "FAIL" end) |"' \
+    "$json" >>"$table"
+}
+
+# ceiling_row PLANS CONNECTIONS JSON BEST: a mongobench row, against the best of its plan count.
+ceiling_row() {
+  local plans=$1 conns=$2 json=$3 best=$4
+  jq -r --arg plans "$plans" --arg conns "$conns" --argjson best "$best" '
+    "| mongobench (ceiling) | \(if $plans == "1" then "hot plan" else "\($plans) plans" end) | — | \($conns) | \(.throughput_tps | floor) | \(.latency.p50_ms * 100 | round / 100) | \(.latency.p99_ms * 100 | round / 100) | \($best | floor) | \((.throughput_tps / $best) * 100 | round / 100) | \(if .check.passed and .errors == 0 then "pass" else "FAIL" end) |"' \
     "$json" >>"$table"
 }
 
@@ -225,8 +260,56 @@ for store in $stores; do
       done
     done
     ;;
+  mongo)
+    # MongoDB needs the cores too: nothing is pinned.
+    server_cpu=""
+    loadgen_cpu=""
+    # The ceiling: seatkeeper-mongobench for each plan count at each connection count (one
+    # client, session and connection each); the server rows' ceiling is the best of their
+    # plan count, as for pgbench (the server holds at most store.pool_size = 16 connections
+    # to MongoDB, whatever the HTTP connections).
+    declare -A mongo_tps=()
+    for plans in $plan_counts; do
+      best=0
+      for c in $connections; do
+        name="mongobench-p$plans-c$c"
+        echo "== $name" >&2
+        rc=0
+        "$mongobench" --url "$mongo_url" --clients "$c" --plans "$plans" --seconds "$duration" \
+          --json "$out/$name.json" >"$out/$name.txt" || rc=$?
+        if [ "$rc" = 2 ]; then
+          cat "$out/$name.txt" >&2
+          echo "seatkeeper-mongobench could not run (is a replica set at $mongo_url? bash deploy/mongodb.sh start)" >&2
+          exit 1
+        fi
+        [ "$rc" = 0 ] || echo "   (exit $rc: see $out/$name.txt)" >&2
+        head -n 1 "$out/$name.txt" | tee -a "$out/mongobench.txt" >&2
+        tps=$(jq '.throughput_tps' "$out/$name.json")
+        best=$(jq -n --argjson a "$best" --argjson b "$tps" '[$a, $b] | max')
+      done
+      mongo_tps[$plans]=$best
+      for c in $connections; do
+        ceiling_row "$plans" "$c" "$out/mongobench-p$plans-c$c.json" "$best"
+      done
+    done
+    # A fresh database and server per plan count × payment latency, as for PostgreSQL.
+    for latency in $latencies; do
+      for plans in $plan_counts; do
+        new_mongo_db
+        start_server "mongo-p$plans-l$latency" "$mongo_db_url" "$latency"
+        for c in $connections; do
+          name="mongo-p$plans-l$latency-c$c"
+          loadgen "$name" --connections "$c" --plans "$plans" --seats 1000000
+          row mongo "$plans" "$latency" "$c" "$out/$name.json" "${mongo_tps[$plans]}"
+        done
+        stop_server
+      done
+    done
+    "$mongobench" --url "$mongo_url" --drop-database "$mongo_db"
+    mongo_db=""
+    ;;
   *)
-    echo "unknown store '$store' (memory, postgres)" >&2
+    echo "unknown store '$store' (memory, postgres, mongo)" >&2
     exit 2
     ;;
   esac
@@ -234,9 +317,10 @@ done
 
 {
   echo
-  echo "Ceilings: echo (memory rows) per connection count; pgbench (PostgreSQL rows) per plan count, best of 16/64 clients."
+  echo "Ceilings: echo (memory rows) per connection count; pgbench (PostgreSQL rows) per plan count, best of 16/64 clients; seatkeeper-mongobench (MongoDB rows) per plan count, best of the connection counts."
   echo "Memory rows pinned (server CPU 0, loadgen CPU 1): $([ "$pin" = 1 ] && echo yes || echo no)."
   [ -f "$out/pgbench.txt" ] && sed 's/^/    /' "$out/pgbench.txt"
+  [ -f "$out/mongobench.txt" ] && sed 's/^/    /' "$out/mongobench.txt"
   for f in "$out"/echo-c*.json; do
     [ -f "$f" ] && jq -r '"    echo connections=\(.connections) rps=\(.throughput_rps | floor) p50_ms=\(.latency.p50_ms) p99_ms=\(.latency.p99_ms)"' "$f"
   done
