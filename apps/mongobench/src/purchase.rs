@@ -1,22 +1,23 @@
-//! The least a purchase's reservation does on MongoDB, as one transaction, retried the way
-//! a correct client must retry it.
+//! The least a purchase's reservation does on MongoDB, as one transaction per purchase,
+//! retried the way a correct client must retry it: MongoDB's raw ceiling for a hot plan,
+//! as pgbench's is PostgreSQL's.
 //!
-//! The transaction writes what the store's reservation writes, in the store's order and
-//! with the store's own documents and queries: the `incomplete` subscription
-//! ([`SubscriptionDoc`]), then the guarded decrement of the plan document
-//! (`findOneAndUpdate` with [`queries::seat_guard`] and [`queries::take_seat`], returning
-//! the document after), then the `seat_reserved` audit entry ([`AuditDoc`]) numbered by the
-//! plan's new `seq`. It leaves out what the store does besides (reading the idempotency key
-//! and the plan first, recording the reservation on the key), as `bench/pgbench/reserve.sql`
-//! leaves it out for PostgreSQL. Read concern `snapshot`, write concern `majority`, as every
-//! store transaction.
+//! The transaction writes the store's own documents with the store's own queries: the
+//! `incomplete` subscription ([`SubscriptionDoc`]), then the guarded decrement of the plan
+//! document (`findOneAndUpdate` with [`queries::seat_guard`] and [`queries::take_seat`],
+//! returning the document after), then the `seat_reserved` audit entry ([`AuditDoc`])
+//! numbered by the plan's new `seq`. It leaves out what the store does besides (the
+//! idempotency key, the completion), as `bench/pgbench/reserve.sql` leaves it out for
+//! PostgreSQL, and it does not coalesce: one purchase, one transaction. Read concern
+//! `snapshot`, write concern `majority`, as every store transaction.
 //!
-//! The retries are those of the driver's `and_run2`, which the store uses, written out so
-//! that they can be counted: the whole transaction again on the `TransientTransactionError`
-//! label (a WriteConflict on the hot plan document, mostly) after a jittered back-off of
+//! The retries are the driver's `and_run2` rules, written out so that they can be
+//! counted: the whole transaction again on the `TransientTransactionError` label (a
+//! WriteConflict on the hot plan document, mostly) after a jittered back-off of
 //! `jitter × 5 ms × 1.5^attempt`, at most `jitter × 500 ms` ([`backoff`]); the commit alone
 //! again on `UnknownTransactionCommitResult`; everything within [`TIME_LIMIT`], the store's
-//! default `transaction_time_limit`.
+//! default `transaction_time_limit`. (The store's own runner retries the same conflicts
+//! with the same back-off; it only gives up sooner when the server cannot be reached.)
 
 use std::time::{Duration, Instant};
 

@@ -32,6 +32,18 @@ pub fn plan_by_id(id: PlanId) -> Document {
     doc! { "_id": uuid(id.as_uuid()) }
 }
 
+/// The guard of one purchase's seat decrement: the plan sells and has a seat left. The
+/// store moves plans a batch at a time ([`move_plan`]); this and [`take_seat`] are the
+/// minimal purchase transaction `seatkeeper-mongobench` measures as MongoDB's ceiling.
+pub fn seat_guard(id: PlanId) -> Document {
+    doc! { "_id": uuid(id.as_uuid()), "status": "active", "seats_left": { "$gt": 0_i64 } }
+}
+
+/// Takes one seat and numbers the `seat_reserved` entry that goes with it.
+pub fn take_seat() -> Document {
+    move_seats(-1)
+}
+
 /// A purchase batch's first write to the plans it will move: the batch's id in `batch`
 /// (a field no reader uses). A real change, so that it takes the documents for the
 /// transaction: a concurrent batch conflicts at once.
@@ -398,6 +410,19 @@ mod tests {
             Some(IdempotencyKey::parse("order-1").unwrap()),
             ts("2026-03-02T10:00:00.5Z"),
         )
+    }
+
+    #[test]
+    fn one_purchases_seat_decrement_is_guarded_by_id_active_status_and_a_seat_left() {
+        let id = PlanId::generate();
+        assert_eq!(
+            seat_guard(id),
+            doc! { "_id": binary(id.as_uuid()), "status": "active", "seats_left": { "$gt": 0_i64 } }
+        );
+        assert_eq!(
+            take_seat(),
+            doc! { "$inc": { "seats_left": -1_i64, "seq": 1_i64 } }
+        );
     }
 
     #[test]
