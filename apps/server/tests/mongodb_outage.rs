@@ -17,12 +17,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use seatkeeper_domain::{invariants::check_store_plan, ports::SystemClock, PlanId};
-use seatkeeper_payments::SimulatedGateway;
-use seatkeeper_server::{
-    configuration::{Secret, Settings},
-    startup::{Application, Wiring},
-};
+use seatkeeper_domain::{invariants::check_store_plan, PlanId};
 use seatkeeper_store_mongo::{MongoSettings, MongoStore};
 use serde_json::{json, Value};
 
@@ -98,37 +93,14 @@ async fn while_mongod_is_killed_mid_load_the_server_answers_503_problems_and_rec
     let mut store_settings = MongoSettings::new(mongod.url("seatkeeper"));
     store_settings.server_selection_timeout = Duration::from_millis(1000);
     let store = MongoStore::connect(&store_settings).await.unwrap();
-    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
-    settings.http.addr = "127.0.0.1:0".into();
-    settings.auth.admin_token = Some(Secret::new(TOKEN));
-    settings.demo.seed = Some(false);
     // A purchase cut off after its key was claimed keeps the key's lock until the lease
     // ends (its release failed too): its retry waits that long.
-    settings.idempotency.lock_lease_ms = 2000;
-    let app = Application::build_with(
-        settings,
-        Wiring {
-            store: Arc::new(store),
-            gateway: Arc::new(SimulatedGateway::new()),
-            clock: Arc::new(SystemClock),
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let base = common::app::serve(Arc::new(store), TOKEN, |settings| {
+        settings.idempotency.lock_lease_ms = 2000;
+    })
+    .await;
     let http = reqwest::Client::new();
-    let plan: Value = http
-        .post(format!("{base}/api/plans"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "Kill", "capacity": 100000, "unit_amount": 100, "currency": "usd", "interval": "month"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let plan = plan["id"].as_str().unwrap().to_owned();
+    let plan = common::app::create_plan(&http, &base, TOKEN, 100_000).await;
 
     // Eight buyers, each buying again and again with a new key, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));

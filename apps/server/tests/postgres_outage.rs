@@ -8,12 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use seatkeeper_domain::{invariants::check_store_plan, ports::SystemClock, PlanId};
-use seatkeeper_payments::SimulatedGateway;
-use seatkeeper_server::{
-    configuration::{Secret, Settings},
-    startup::{Application, Wiring},
-};
+use seatkeeper_domain::{invariants::check_store_plan, PlanId};
 use seatkeeper_store_postgres::{testing::TestDatabases, PostgresSettings, PostgresStore};
 use serde_json::{json, Value};
 use sqlx::{postgres::PgConnectOptions, ConnectOptions};
@@ -60,35 +55,9 @@ async fn while_postgres_is_unreachable_the_server_answers_503_and_recovers_by_it
     })
     .await
     .unwrap();
-    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
-    settings.http.addr = "127.0.0.1:0".into();
-    settings.auth.admin_token = Some(Secret::new(TOKEN));
-    settings.demo.seed = Some(false);
-    let app = Application::build_with(
-        settings,
-        Wiring {
-            store: Arc::new(store),
-            gateway: Arc::new(SimulatedGateway::new()),
-            clock: Arc::new(SystemClock),
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let base = common::app::serve(Arc::new(store), TOKEN, |_| {}).await;
     let client = reqwest::Client::new();
-
-    let plan: Value = client
-        .post(format!("{base}/api/plans"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "P", "capacity": 5, "unit_amount": 100, "currency": "usd", "interval": "month"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let plan = plan["id"].as_str().unwrap().to_owned();
+    let plan = common::app::create_plan(&client, &base, TOKEN, 5).await;
     assert_eq!(
         purchase(&client, &base, &plan, "before").await.status(),
         201

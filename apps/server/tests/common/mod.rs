@@ -4,6 +4,7 @@
 //! MongoDB (other tests use them).
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod app;
 pub mod mongod;
 pub mod stores;
 
