@@ -187,7 +187,7 @@ async fn read(
     Ok(Reads { keys, subs, plans })
 }
 
-/// Every step of `steps`, in one transaction (the body of `and_run2`: it may run again).
+/// Every step of `steps`, in one transaction (the body the transaction runner may run again).
 pub(crate) async fn run(
     s: &mut ClientSession,
     c: &PurchaseCollections,
