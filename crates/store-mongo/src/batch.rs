@@ -18,8 +18,9 @@
 //! A batch is all-or-nothing only in that a failure rolls all of it back; the store then
 //! answers each request alone (`MongoStore::run_steps`).
 //!
-//! Round trips of a batch: find keys, find subscriptions, mark and find plans, insert new keys,
-//! update keys (one `update` command of many statements), insert subscriptions, update
+//! Round trips of a batch: find keys, find subscriptions, mark and find plans (one
+//! `findOneAndUpdate` when there is one plan), insert new keys
+//! (in their final state: claimed and reserved or finished), update held keys (one `update` command of many statements), insert subscriptions, update
 //! subscriptions, one `findOneAndUpdate` per moved plan, insert audit entries, commit —
 //! each only when the batch has something for it.
 
@@ -36,8 +37,8 @@ use seatkeeper_domain::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
         ReserveSeat, ReserveWithNewKey, StoreError,
     },
-    AuditAction, AuditEntry, IdempotencyRecord, Plan, PlanId, RecoveryPoint, Subscription,
-    SubscriptionId, SubscriptionStatus,
+    AuditAction, AuditEntry, IdempotencyRecord, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
+    Subscription, SubscriptionId, SubscriptionStatus,
 };
 
 use crate::{
@@ -164,21 +165,29 @@ async fn read(
         // there first makes this one conflict now, before it has done any work, instead
         // of at its last write; and from here on no other batch can move these plans
         // until this one commits or aborts.
-        c.plans
-            .update_many(
-                doc! { "_id": { "$in": ids.clone() } },
-                queries::mark_batch(uuid::Uuid::new_v4()),
-            )
-            .session(&mut *s)
-            .await?;
-        let found: Vec<_> = c
-            .plans
-            .find(doc! { "_id": { "$in": ids } })
-            .session(&mut *s)
-            .await?
-            .stream(&mut *s)
-            .try_collect()
-            .await?;
+        let mark = queries::mark_batch(uuid::Uuid::new_v4());
+        let found: Vec<_> = if let [id] = &ids[..] {
+            // One plan (a hot plan's batches): marked and read in one round trip.
+            c.plans
+                .find_one_and_update(doc! { "_id": id }, mark)
+                .return_document(ReturnDocument::After)
+                .session(&mut *s)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            c.plans
+                .update_many(doc! { "_id": { "$in": ids.clone() } }, mark)
+                .session(&mut *s)
+                .await?;
+            c.plans
+                .find(doc! { "_id": { "$in": ids } })
+                .session(&mut *s)
+                .await?
+                .stream(&mut *s)
+                .try_collect()
+                .await?
+        };
         for d in found {
             let plan = Plan::try_from(d).map_err(corrupt)?;
             plans.insert(plan.id, plan);
@@ -213,7 +222,8 @@ pub(crate) async fn run(
                         r.is_locked_by(cmd.owner) && r.recovery == RecoveryPoint::Started
                     });
                 if ours && taken.insert(id) {
-                    Done::Reserved(Ok(reserve(cmd, &mut plans, &mut w)?))
+                    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
+                    Done::Reserved(Ok(reserve(cmd, Key::Held(held), &mut plans, &mut w)?))
                 } else {
                     Done::Reserved(Err(ReserveError::LockLost))
                 }
@@ -224,8 +234,8 @@ pub(crate) async fn run(
                 if keys.contains_key(&(id.0.to_owned(), id.1.to_owned())) || !taken.insert(id) {
                     Done::KeyExists
                 } else {
-                    w.new_keys.push(KeyDoc::from(&claim.fresh_record()));
-                    Done::Reserved(Ok(reserve(cmd.seat(), &mut plans, &mut w)?))
+                    let key = Key::New(claim.fresh_record());
+                    Done::Reserved(Ok(reserve(cmd.seat(), key, &mut plans, &mut w)?))
                 }
             }
             Step::Complete(cmd) => Done::Completed(complete(cmd, &mut subs, &mut plans, &mut w)?),
@@ -236,17 +246,62 @@ pub(crate) async fn run(
     Ok(answers)
 }
 
-/// Decides the reservation of `cmd`, whose key is held at `Started`, on `plans`.
+/// The key a reservation runs under.
+enum Key {
+    /// Stored already, held at `Started`: this filter matches it.
+    Held(Document),
+    /// Claimed by this batch: inserted once the reservation is decided, in its final state.
+    New(IdempotencyRecord),
+}
+
+impl Key {
+    /// Records a rejection: the key is finished with `outcome`.
+    fn finish(
+        self,
+        cmd: &ReserveSeat,
+        outcome: &PurchaseOutcome,
+        w: &mut Writes,
+    ) -> mongodb::error::Result<()> {
+        match self {
+            Self::Held(held) => {
+                let finish =
+                    queries::finish_key(outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
+                w.held_keys.push(statement(held, finish));
+            }
+            Self::New(mut record) => {
+                record.finish(outcome.clone(), cmd.request_id.clone(), cmd.now);
+                w.new_keys.push(KeyDoc::from(&record));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a reservation: the key points at `subscription`.
+    fn reserved(self, subscription: SubscriptionId, w: &mut Writes) {
+        match self {
+            Self::Held(held) => w
+                .held_keys
+                .push(statement(held, queries::record_reservation(subscription))),
+            Self::New(mut record) => {
+                record.recovery = RecoveryPoint::Reserved {
+                    subscription_id: subscription,
+                };
+                w.new_keys.push(KeyDoc::from(&record));
+            }
+        }
+    }
+}
+
+/// Decides the reservation of `cmd`, under `key`, on `plans`.
 fn reserve(
     cmd: &ReserveSeat,
+    key: Key,
     plans: &mut BTreeMap<PlanId, Plan>,
     w: &mut Writes,
 ) -> mongodb::error::Result<Reservation> {
-    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
     let plan = plans.get_mut(&cmd.plan_id);
     if let Some(outcome) = cmd.rejection(plan.as_deref()) {
-        let finish = queries::finish_key(&outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-        w.held_keys.push(statement(held, finish));
+        key.finish(cmd, &outcome, w)?;
         return Ok(Reservation::Rejected(outcome));
     }
     let p = plan.ok_or_else(|| corrupt(Corrupt("a missing plan was not rejected".into())))?;
@@ -269,8 +324,7 @@ fn reserve(
         &cmd.ctx,
         cmd.now,
     )));
-    w.held_keys
-        .push(statement(held, queries::record_reservation(sub.id)));
+    key.reserved(sub.id, w);
     w.new_subs.push(SubscriptionDoc::from(&sub));
     Ok(Reservation::Reserved(sub))
 }
@@ -295,8 +349,11 @@ fn complete(
         ChargeResult::Declined { .. } => cmd.verify_after,
         ChargeResult::Charged { .. } => None,
     };
+    // By `_id` alone, the server's fastest path (no query planning): this transaction
+    // read the subscription as incomplete, and a change another one commits after that
+    // read makes this write conflict, so a status guard would add nothing.
     w.completed_subs.push(statement(
-        queries::subscription_in(id, SubscriptionStatus::Incomplete),
+        queries::subscription_by_id(id),
         queries::complete_subscription(sub, verify_after),
     ));
     if let Some(key) = &sub.idempotency_key {
