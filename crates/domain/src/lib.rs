@@ -1,6 +1,6 @@
 //! Seatkeeper's domain: what a plan, a subscription, an idempotency record and an
 //! audit entry are, the ports the outside world plugs into, and the services that
-//! run the purchase state machine of `shared/guides/purchase-flow.md`.
+//! run the purchase state machine (`docs/architecture.md`, "The purchase flow").
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! The rows of shared/guides/idempotency.md, one test each.
+//! The rows of `docs/idempotency.md` that the HTTP layer decides, one test each.
 
 use std::time::Duration;
 
