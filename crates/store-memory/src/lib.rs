@@ -39,7 +39,7 @@ use seatkeeper_domain::{
         SubscriptionRepository, UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken,
-    PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint, Subscription,
+    PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint, SeatMove, Subscription,
     SubscriptionId, SubscriptionStatus, Timestamp,
 };
 use trail::AuditTrail;
@@ -79,25 +79,9 @@ impl Counts {
 }
 
 impl PlanCell {
-    fn record(
-        &mut self,
-        action: AuditAction,
-        before: u32,
-        subscription_id: Option<SubscriptionId>,
-        reason: Option<String>,
-        ctx: &AuditContext,
-        now: Timestamp,
-    ) {
-        self.plan.seq += 1;
-        let entry = AuditEntry::record(
-            &self.plan,
-            action,
-            before,
-            subscription_id,
-            reason,
-            ctx,
-            now,
-        );
+    /// Carries out `mv` on the plan and appends its audit entry.
+    fn record(&mut self, mv: SeatMove, ctx: &AuditContext, now: Timestamp) {
+        let entry = self.plan.move_seats(mv, ctx, now);
         self.audit.push(entry);
     }
 }
@@ -255,8 +239,7 @@ fn reserve_under(
     let Some(cell) = cell else {
         return Err(StoreError::internal("a missing plan was not rejected"));
     };
-    let before = cell.plan.seats_left;
-    cell.plan.seats_left -= 1;
+    cell.record(SeatMove::reserve(cmd.subscription_id), &cmd.ctx, cmd.now);
     cell.counts.incomplete += 1;
     let sub = Subscription::reserve(
         cmd.subscription_id,
@@ -264,14 +247,6 @@ fn reserve_under(
         cmd.customer_id.clone(),
         cmd.payment_method.clone(),
         Some(cmd.key.clone()),
-        cmd.now,
-    );
-    cell.record(
-        AuditAction::SeatReserved,
-        before,
-        Some(sub.id),
-        None,
-        &cmd.ctx,
         cmd.now,
     );
     rec.recovery = RecoveryPoint::Reserved {
@@ -440,18 +415,9 @@ impl SubscriptionRepository for MemoryStore {
         // Copies the subscription if a finished key still shares it: that key replays
         // the purchase's answer, which did not say `canceled`.
         Arc::make_mut(&mut sub).cancel(now);
-        let before = cell.plan.seats_left;
-        cell.plan.seats_left += 1;
         cell.counts
             .moved(SubscriptionStatus::Active, SubscriptionStatus::Canceled);
-        cell.record(
-            AuditAction::SubscriptionCanceled,
-            before,
-            Some(id),
-            None,
-            ctx,
-            now,
-        );
+        cell.record(SeatMove::cancel(id), ctx, now);
         Ok(Cancellation {
             subscription: Subscription::clone(&sub),
             already_canceled: false,
@@ -583,16 +549,7 @@ impl PurchaseRepository for MemoryStore {
         drop(entry);
         cell.counts
             .moved(SubscriptionStatus::Incomplete, sub.status);
-        let before = cell.plan.seats_left;
-        cell.plan.seats_left += change.seat_delta;
-        cell.record(
-            change.action,
-            before,
-            Some(id),
-            change.reason,
-            &cmd.ctx,
-            cmd.now,
-        );
+        cell.record(change.seat_move(id), &cmd.ctx, cmd.now);
         let outcome = change.outcome;
         if let Some(key) = &sub.idempotency_key {
             self.finish_key(
@@ -644,17 +601,7 @@ impl MemoryStore {
         if already {
             return Ok(false);
         }
-        let seats = cell.plan.seats_left;
-        cell.record(
-            AuditAction::PaymentRefunded,
-            seats,
-            Some(id),
-            Some(format!(
-                "refunded {payment_id}: the charge landed after the purchase was given up"
-            )),
-            ctx,
-            now,
-        );
+        cell.record(SeatMove::refund(id, payment_id), ctx, now);
         Ok(true)
     }
 }

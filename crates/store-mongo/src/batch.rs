@@ -37,8 +37,8 @@ use seatkeeper_domain::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
         ReserveSeat, ReserveWithNewKey, StoreError,
     },
-    AuditAction, AuditEntry, IdempotencyRecord, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
-    Subscription, SubscriptionId, SubscriptionStatus,
+    IdempotencyRecord, Plan, PlanId, PurchaseOutcome, RecoveryPoint, SeatMove, Subscription,
+    SubscriptionId, SubscriptionStatus,
 };
 
 use crate::{
@@ -305,8 +305,7 @@ fn reserve(
         return Ok(Reservation::Rejected(outcome));
     }
     let p = plan.ok_or_else(|| corrupt(Corrupt("a missing plan was not rejected".into())))?;
-    p.seats_left -= 1;
-    p.seq += 1;
+    let entry = p.move_seats(SeatMove::reserve(cmd.subscription_id), &cmd.ctx, cmd.now);
     let sub = Subscription::reserve(
         cmd.subscription_id,
         p,
@@ -315,15 +314,7 @@ fn reserve(
         Some(cmd.key.clone()),
         cmd.now,
     );
-    w.audit.push(AuditDoc::from(&AuditEntry::record(
-        p,
-        AuditAction::SeatReserved,
-        p.seats_left + 1,
-        Some(sub.id),
-        None,
-        &cmd.ctx,
-        cmd.now,
-    )));
+    w.audit.push(AuditDoc::from(&entry));
     key.reserved(sub.id, w);
     w.new_subs.push(SubscriptionDoc::from(&sub));
     Ok(Reservation::Reserved(sub))
@@ -370,17 +361,8 @@ fn complete(
             sub.plan_id
         )))
     })?;
-    plan.seats_left += change.seat_delta;
-    plan.seq += 1;
-    w.audit.push(AuditDoc::from(&AuditEntry::record(
-        plan,
-        change.action,
-        plan.seats_left - change.seat_delta,
-        Some(id),
-        change.reason,
-        &cmd.ctx,
-        cmd.now,
-    )));
+    let entry = plan.move_seats(change.seat_move(id), &cmd.ctx, cmd.now);
+    w.audit.push(AuditDoc::from(&entry));
     Ok(Ok(Completion {
         outcome: change.outcome,
     }))

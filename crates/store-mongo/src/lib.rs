@@ -62,8 +62,8 @@ use seatkeeper_domain::{
         ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
         UpdatePlanError,
     },
-    AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
-    IdempotencyRecord, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, Subscription,
+    AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, IdempotencyRecord,
+    LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, SeatMove, Subscription,
     SubscriptionId, SubscriptionStatus, Timestamp,
 };
 
@@ -601,16 +601,9 @@ impl SubscriptionRepository for MongoStore {
                 return Err(unmatched("the cancellation"));
             }
             // The hot plan document last.
-            let plan = bump_plan(&plans, s, sub.plan_id, 1).await?;
-            let entry = AuditEntry::record(
-                &plan,
-                AuditAction::SubscriptionCanceled,
-                plan.seats_left - 1,
-                Some(id),
-                None,
-                &ctx,
-                now,
-            );
+            let seat_move = SeatMove::cancel(id);
+            let plan = bump_plan(&plans, s, sub.plan_id, seat_move.delta.into()).await?;
+            let entry = seat_move.entry_after(&plan, &ctx, now);
             audit
                 .insert_one(AuditDoc::from(&entry))
                 .session(&mut *s)
@@ -854,18 +847,9 @@ async fn audit_refund(
         return Ok(false);
     }
     // The hot plan document last.
-    let plan = bump_plan(plans, s, sub.plan_id, 0).await?;
-    let entry = AuditEntry::record(
-        &plan,
-        AuditAction::PaymentRefunded,
-        plan.seats_left,
-        Some(id),
-        Some(format!(
-            "refunded {payment_id}: the charge landed after the purchase was given up"
-        )),
-        ctx,
-        now,
-    );
+    let seat_move = SeatMove::refund(id, payment_id);
+    let plan = bump_plan(plans, s, sub.plan_id, seat_move.delta.into()).await?;
+    let entry = seat_move.entry_after(&plan, ctx, now);
     audit
         .insert_one(AuditDoc::from(&entry))
         .session(&mut *s)

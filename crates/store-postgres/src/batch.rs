@@ -20,7 +20,7 @@ use seatkeeper_domain::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
         ReserveSeat, ReserveWithNewKey,
     },
-    AuditAction, AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
+    AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint, SeatMove,
     Subscription, SubscriptionStatus,
 };
 use sqlx::{postgres::PgArguments, query::Query, PgConnection, Postgres};
@@ -593,8 +593,7 @@ pub(crate) async fn reserve_tx(
             continue;
         }
         let p = plan.expect("a plan that gives a seat exists");
-        p.seats_left -= 1;
-        p.seq += 1;
+        entries.push(p.move_seats(SeatMove::reserve(cmd.subscription_id), &cmd.ctx, cmd.now));
         let sub = Subscription::reserve(
             cmd.subscription_id,
             p,
@@ -603,15 +602,6 @@ pub(crate) async fn reserve_tx(
             Some(cmd.key.clone()),
             cmd.now,
         );
-        entries.push(AuditEntry::record(
-            p,
-            AuditAction::SeatReserved,
-            p.seats_left + 1,
-            Some(sub.id),
-            None,
-            &cmd.ctx,
-            cmd.now,
-        ));
         subs.push(&sub);
         points.scope.push(cmd.customer_id.as_str().to_owned());
         points.key.push(cmd.key.as_str().to_owned());
@@ -661,7 +651,7 @@ pub(crate) async fn complete_tx(
 
     // Decide each in queue order, as if alone.
     let mut answers: Vec<Result<Completion, CompleteError>> = Vec::with_capacity(cmds.len());
-    let mut changes = Vec::new(); // per completed purchase: (its command, seat delta, action, reason)
+    let mut changes = Vec::new(); // per completed purchase: (its command, its plan, its seat move)
     let mut completed = CompletedSubscriptions::default();
     let mut ended = EndedTasks::default();
     let mut verify = VerifyTasks::default();
@@ -695,13 +685,7 @@ pub(crate) async fn complete_tx(
                 Some(id.as_uuid()),
             )?;
         }
-        changes.push((
-            cmd,
-            sub.plan_id,
-            change.seat_delta,
-            change.action,
-            change.reason,
-        ));
+        changes.push((cmd, sub.plan_id, change.seat_move(id)));
         answers.push(Ok(Completion {
             outcome: change.outcome,
         }));
@@ -725,21 +709,11 @@ pub(crate) async fn complete_tx(
     let mut plans = lock_plans(c, changes.iter().map(|(_, plan, ..)| *plan)).await?;
     let before = plans.clone();
     let mut entries = AuditInserts::default();
-    for (cmd, plan_id, delta, action, reason) in changes {
+    for (cmd, plan_id, seat_move) in changes {
         let plan = plans
             .get_mut(&plan_id)
             .ok_or_else(|| corrupt(format!("plan {plan_id} vanished")))?;
-        plan.seats_left += delta;
-        plan.seq += 1;
-        entries.push(AuditEntry::record(
-            plan,
-            action,
-            plan.seats_left - delta,
-            Some(cmd.subscription_id),
-            reason,
-            &cmd.ctx,
-            cmd.now,
-        ));
+        entries.push(plan.move_seats(seat_move, &cmd.ctx, cmd.now));
     }
     let sql = write_statement(&[part!(PlanWrites), part!(AuditInserts)]);
     let q = PlanWrites::moved(&plans, &before).bind(sqlx::query(&sql));

@@ -40,9 +40,9 @@ use seatkeeper_domain::{
         ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
         UpdatePlanError,
     },
-    AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
-    IdempotencyRecord, KeyState, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
-    RecoveryPoint, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+    AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, IdempotencyRecord,
+    KeyState, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint,
+    SeatMove, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
 };
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -557,16 +557,9 @@ async fn cancel_tx(
     }
     sub.cancel(now);
     update_subscription(c, &sub).await?;
-    let plan = bump_plan(c, sub.plan_id, 1).await?;
-    let entry = AuditEntry::record(
-        &plan,
-        AuditAction::SubscriptionCanceled,
-        plan.seats_left - 1,
-        Some(id),
-        None,
-        &ctx,
-        now,
-    );
+    let seat_move = SeatMove::cancel(id);
+    let plan = bump_plan(c, sub.plan_id, seat_move.delta.into()).await?;
+    let entry = seat_move.entry_after(&plan, &ctx, now);
     insert_audit(c, &entry).await?;
     Ok(Cancellation {
         subscription: sub,
@@ -653,18 +646,9 @@ async fn audit_refund(
     if already.is_some() {
         return Ok(false);
     }
-    let plan = bump_plan(c, sub.plan_id, 0).await?;
-    let entry = AuditEntry::record(
-        &plan,
-        AuditAction::PaymentRefunded,
-        plan.seats_left,
-        Some(id),
-        Some(format!(
-            "refunded {payment_id}: the charge landed after the purchase was given up"
-        )),
-        ctx,
-        now,
-    );
+    let seat_move = SeatMove::refund(id, &payment_id);
+    let plan = bump_plan(c, sub.plan_id, seat_move.delta.into()).await?;
+    let entry = seat_move.entry_after(&plan, ctx, now);
     insert_audit(c, &entry).await?;
     Ok(true)
 }

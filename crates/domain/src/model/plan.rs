@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuditAction, Capacity, Currency, Interval, PlanId, PlanName, PlanStatus, Timestamp, UnitAmount,
+    AuditAction, AuditContext, AuditEntry, Capacity, Currency, Interval, PlanId, PlanName,
+    PlanStatus, SubscriptionId, Timestamp, UnitAmount,
 };
 
 /// A plan with a limited number of seats.
@@ -145,6 +146,39 @@ impl Plan {
         Ok(changes)
     }
 
+    /// Carries out `mv`, a seat move the domain decided (a reservation, a release, or an
+    /// entry that moves no seat): moves `seats_left`, numbers the move with the plan's next
+    /// `seq`, and returns its audit entry. Every store moves a plan's seats only through
+    /// this, so the arithmetic and the entry are the same on all of them.
+    ///
+    /// # Panics
+    /// If the move would leave `seats_left` outside `0..=capacity`: the caller decides
+    /// first (`ReserveSeat::rejection`, the subscription's status), so that is a bug.
+    pub fn move_seats(&mut self, mv: SeatMove, ctx: &AuditContext, now: Timestamp) -> AuditEntry {
+        let before = self.seats_left;
+        self.seats_left = u32::try_from(i64::from(before) + i64::from(mv.delta))
+            .ok()
+            .filter(|after| *after <= self.capacity.get())
+            .unwrap_or_else(|| {
+                panic!(
+                    "plan {}: moving {} seats from {before} leaves 0..={}",
+                    self.id,
+                    mv.delta,
+                    self.capacity.get()
+                )
+            });
+        self.seq += 1;
+        AuditEntry::record(
+            self,
+            mv.action,
+            before,
+            mv.subscription_id,
+            mv.reason,
+            ctx,
+            now,
+        )
+    }
+
     fn unchanged_seats(&self, action: AuditAction, reason: Option<String>) -> PlanChange {
         PlanChange {
             action,
@@ -152,6 +186,67 @@ impl Plan {
             seats_left_after: self.seats_left,
             reason,
         }
+    }
+}
+
+/// A move of a plan's seats, for [`Plan::move_seats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatMove {
+    /// −1 takes a seat, +1 gives one back, 0 records an event that moves none.
+    pub delta: i8,
+    pub action: AuditAction,
+    pub subscription_id: Option<SubscriptionId>,
+    pub reason: Option<String>,
+}
+
+impl SeatMove {
+    /// A reservation takes a seat for `subscription`.
+    pub fn reserve(subscription: SubscriptionId) -> Self {
+        Self {
+            delta: -1,
+            action: AuditAction::SeatReserved,
+            subscription_id: Some(subscription),
+            reason: None,
+        }
+    }
+
+    /// A cancellation gives `subscription`'s seat back.
+    pub fn cancel(subscription: SubscriptionId) -> Self {
+        Self {
+            delta: 1,
+            action: AuditAction::SubscriptionCanceled,
+            subscription_id: Some(subscription),
+            reason: None,
+        }
+    }
+
+    /// The refund of `payment_id`, a charge that landed after `subscription`'s purchase was
+    /// given up: recorded, no seat moves.
+    pub fn refund(subscription: SubscriptionId, payment_id: &str) -> Self {
+        Self {
+            delta: 0,
+            action: AuditAction::PaymentRefunded,
+            subscription_id: Some(subscription),
+            reason: Some(format!(
+                "refunded {payment_id}: the charge landed after the purchase was given up"
+            )),
+        }
+    }
+
+    /// The audit entry of this move when the database carried it out (an atomic increment
+    /// of `seats_left` by `delta` and of `seq` by one) and returned `plan` as it left it.
+    pub fn entry_after(self, plan: &Plan, ctx: &AuditContext, now: Timestamp) -> AuditEntry {
+        let before = u32::try_from(i64::from(plan.seats_left) - i64::from(self.delta))
+            .expect("a plan's seats before a move of at most one seat fit in u32");
+        AuditEntry::record(
+            plan,
+            self.action,
+            before,
+            self.subscription_id,
+            self.reason,
+            ctx,
+            now,
+        )
     }
 }
 
@@ -238,5 +333,91 @@ mod tests {
             .unwrap();
         assert!(changes.is_empty());
         assert_eq!(p.seq, 1);
+    }
+
+    #[test]
+    fn a_reservation_takes_a_seat_numbers_its_entry_and_records_both_counts() {
+        let mut p = plan(2);
+        let sub = SubscriptionId::generate();
+        let entry = p.move_seats(
+            SeatMove::reserve(sub),
+            &AuditContext::admin("t"),
+            p.created_at,
+        );
+        assert_eq!((p.seats_left, p.seq), (1, 2));
+        assert_eq!(entry.action, AuditAction::SeatReserved);
+        assert_eq!((entry.seq, entry.subscription_id), (2, Some(sub)));
+        assert_eq!((entry.seats_left_before, entry.seats_left_after), (2, 1));
+    }
+
+    #[test]
+    fn a_refund_is_numbered_and_moves_no_seat() {
+        let mut p = plan(2);
+        let sub = SubscriptionId::generate();
+        let entry = p.move_seats(
+            SeatMove::refund(sub, "pay_1"),
+            &AuditContext::admin("t"),
+            p.created_at,
+        );
+        assert_eq!((p.seats_left, p.seq), (2, 2));
+        assert_eq!((entry.seats_left_before, entry.seats_left_after), (2, 2));
+        assert!(entry.reason.unwrap().contains("pay_1"));
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves 0..=1")]
+    fn taking_a_seat_of_a_sold_out_plan_is_a_bug_that_stops_the_step() {
+        let mut p = plan(1);
+        let ctx = AuditContext::admin("t");
+        p.move_seats(
+            SeatMove::reserve(SubscriptionId::generate()),
+            &ctx,
+            p.created_at,
+        );
+        p.move_seats(
+            SeatMove::reserve(SubscriptionId::generate()),
+            &ctx,
+            p.created_at,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves 0..=1")]
+    fn giving_back_a_seat_of_a_plan_with_every_seat_free_is_a_bug_that_stops_the_step() {
+        let mut p = plan(1);
+        let ctx = AuditContext::admin("t");
+        p.move_seats(
+            SeatMove::cancel(SubscriptionId::generate()),
+            &ctx,
+            p.created_at,
+        );
+    }
+
+    #[test]
+    fn a_move_the_database_carried_out_gets_the_entry_move_seats_would_have_made() {
+        let ctx = AuditContext::admin("t");
+        let sub = SubscriptionId::generate();
+        let mut in_memory = plan(3);
+        in_memory.move_seats(SeatMove::reserve(sub), &ctx, in_memory.created_at);
+        let mut in_database = in_memory.clone();
+        let expected = in_memory.move_seats(SeatMove::cancel(sub), &ctx, in_memory.created_at);
+        // What an atomic `seats_left + 1, seq + 1` returns.
+        in_database.seats_left += 1;
+        in_database.seq += 1;
+        let entry = SeatMove::cancel(sub).entry_after(&in_database, &ctx, in_database.created_at);
+        assert_eq!(
+            (
+                entry.seq,
+                entry.seats_left_before,
+                entry.seats_left_after,
+                entry.action
+            ),
+            (
+                expected.seq,
+                expected.seats_left_before,
+                expected.seats_left_after,
+                expected.action
+            )
+        );
     }
 }

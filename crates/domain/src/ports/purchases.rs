@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::StoreError;
 use crate::model::{
     AuditAction, AuditContext, ClaimKey, CustomerId, IdempotencyKey, LockToken, PaymentMethod,
-    Plan, PlanId, PlanStatus, PurchaseOutcome, Subscription, SubscriptionId, Timestamp,
+    Plan, PlanId, PlanStatus, PurchaseOutcome, SeatMove, Subscription, SubscriptionId, Timestamp,
 };
 
 /// Reserve a seat of `plan_id` for the purchase that holds `(customer_id, key)`.
@@ -138,6 +138,19 @@ pub struct CompletionChange {
     pub seat_delta: u32,
     pub action: AuditAction,
     pub reason: Option<String>,
+}
+
+impl CompletionChange {
+    /// The seat move the completion of `subscription` makes: none when charged (the
+    /// activation is recorded), its seat given back when declined.
+    pub fn seat_move(&self, subscription: SubscriptionId) -> SeatMove {
+        SeatMove {
+            delta: i8::try_from(self.seat_delta).expect("a completion gives back one seat at most"),
+            action: self.action,
+            subscription_id: Some(subscription),
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 impl CompletePurchase {
