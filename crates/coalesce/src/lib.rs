@@ -1,8 +1,8 @@
-//! Group commit for the stores: concurrent requests that share a lane key (the purchase
-//! steps of one store, say) are answered by one transaction instead of one each. The
-//! PostgreSQL and MongoDB stores both coalesce their purchase steps with it.
+//! Group commit for the stores: concurrent requests of one kind (the purchase steps of
+//! one store, say) are answered by one transaction instead of one each. The PostgreSQL
+//! and MongoDB stores both coalesce their purchase steps with it, one `Coalescer` per lane.
 //!
-//! Each lane has a queue and a turn (a FIFO async mutex). A caller queues its request,
+//! A coalescer has a queue and a turn (a FIFO async mutex). A caller queues its request,
 //! waits for the turn, and when it gets it either finds its answer already sent (an
 //! earlier holder took its request into a batch) or takes everything queued, up to
 //! `max_batch`, into one batch. So a lone request runs at once, alone, and while a batch
@@ -11,11 +11,10 @@
 //!
 //! The batch runs in a task of its own that holds the turn until it has sent every
 //! answer: a caller that goes away (a client that disconnects) never cuts a batch short
-//! and never lets a second batch of its lane start while the first is still running.
+//! and never lets a second batch start while the first is still running.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    hash::Hash,
+    collections::VecDeque,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -35,10 +34,10 @@ struct Lane<Req, Res> {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
-pub struct Coalescer<K, Req, Res> {
+pub struct Coalescer<Req, Res> {
     /// What it coalesces, for the logs.
     name: &'static str,
-    lanes: Mutex<HashMap<K, Arc<Lane<Req, Res>>>>,
+    lane: Lane<Req, Res>,
     max_batch: usize,
     run: RunBatch<Req, Res>,
     /// The answer for a request whose batch task died without answering (a panic).
@@ -56,9 +55,8 @@ pub struct BatchStats {
     pub requests: u64,
 }
 
-impl<K, Req, Res> Coalescer<K, Req, Res>
+impl<Req, Res> Coalescer<Req, Res>
 where
-    K: Hash + Eq + Clone,
     Req: Send + 'static,
     Res: Send + 'static,
 {
@@ -71,7 +69,10 @@ where
         assert!(max_batch >= 1, "a batch holds at least one request");
         Self {
             name,
-            lanes: Mutex::new(HashMap::new()),
+            lane: Lane {
+                queue: Mutex::new(VecDeque::new()),
+                turn: Arc::new(tokio::sync::Mutex::new(())),
+            },
             max_batch,
             run,
             lost,
@@ -87,38 +88,18 @@ where
         }
     }
 
-    /// How many requests of lane `key` wait for a batch.
-    pub fn queued(&self, key: &K) -> usize {
-        let lane = self
-            .lanes
+    /// How many requests wait for a batch.
+    pub fn queued(&self) -> usize {
+        self.lane
+            .queue
             .lock()
-            .expect("the lane map is never poisoned")
-            .get(key)
-            .cloned();
-        lane.map_or(0, |l| {
-            l.queue
-                .lock()
-                .expect("a lane queue is never poisoned")
-                .len()
-        })
+            .expect("a lane queue is never poisoned")
+            .len()
     }
 
-    fn lane(&self, key: &K) -> Arc<Lane<Req, Res>> {
-        let mut lanes = self.lanes.lock().expect("the lane map is never poisoned");
-        lanes
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Lane {
-                    queue: Mutex::new(VecDeque::new()),
-                    turn: Arc::new(tokio::sync::Mutex::new(())),
-                })
-            })
-            .clone()
-    }
-
-    /// Runs `req` in the next batch of lane `key` and returns its answer.
-    pub async fn submit(&self, key: &K, req: Req) -> Res {
-        let lane = self.lane(key);
+    /// Runs `req` in the next batch and returns its answer.
+    pub async fn submit(&self, req: Req) -> Res {
+        let lane = &self.lane;
         let (tx, mut rx) = oneshot::channel();
         lane.queue
             .lock()
@@ -185,7 +166,7 @@ mod tests {
     async fn a_lone_request_runs_at_once_in_a_batch_of_its_own() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let c = Coalescer::new("test", 8, doubling(batches.clone()), || 0);
-        assert_eq!(c.submit(&"plan", 21).await, 42);
+        assert_eq!(c.submit(21).await, 42);
         assert_eq!(*batches.lock().unwrap(), vec![1]);
     }
 
@@ -210,7 +191,7 @@ mod tests {
         let c = Arc::new(Coalescer::new("test", 16, run, || 0));
         let first = {
             let c = c.clone();
-            tokio::spawn(async move { c.submit(&"plan", 1000).await })
+            tokio::spawn(async move { c.submit(1000).await })
         };
         while c.stats().batches == 0 {
             tokio::task::yield_now().await;
@@ -218,10 +199,10 @@ mod tests {
         let tasks: Vec<_> = (0..200u32)
             .map(|i| {
                 let c = c.clone();
-                tokio::spawn(async move { (i, c.submit(&"plan", i).await) })
+                tokio::spawn(async move { (i, c.submit(i).await) })
             })
             .collect();
-        while c.queued(&"plan") < 200 {
+        while c.queued() < 200 {
             tokio::task::yield_now().await;
         }
         gate.add_permits(1);
@@ -247,19 +228,19 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn batches_of_one_lane_never_overlap_but_other_lanes_run_alongside() {
+    async fn two_batches_never_run_at_once() {
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
-        let run: RunBatch<(char, u32), u32> = {
+        let run: RunBatch<u32, u32> = {
             let (running, most) = (running.clone(), most.clone());
-            Arc::new(move |reqs: Vec<(char, u32)>| {
+            Arc::new(move |reqs: Vec<u32>| {
                 let (running, most) = (running.clone(), most.clone());
                 Box::pin(async move {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     running.fetch_sub(1, Ordering::SeqCst);
-                    reqs.into_iter().map(|(_, n)| n).collect()
+                    reqs
                 })
             })
         };
@@ -267,17 +248,14 @@ mod tests {
         let tasks: Vec<_> = (0..64u32)
             .map(|i| {
                 let c = c.clone();
-                let lane = if i % 2 == 0 { 'a' } else { 'b' };
-                tokio::spawn(async move { c.submit(&lane, (lane, i)).await == i })
+                tokio::spawn(async move { c.submit(i).await == i })
             })
             .collect();
         for t in tasks {
             assert!(t.await.unwrap());
         }
-        assert!(
-            most.load(Ordering::SeqCst) <= 2,
-            "two batches of one lane overlapped"
-        );
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two batches overlapped");
+        assert!(c.stats().batches >= 16, "64 requests, at most 4 a batch");
     }
 
     #[tokio::test]
@@ -285,6 +263,6 @@ mod tests {
         let run: RunBatch<u32, u32> =
             Arc::new(|_reqs: Vec<u32>| Box::pin(async { panic!("the batch failed") }));
         let c = Coalescer::new("test", 4, run, || 7);
-        assert_eq!(c.submit(&"plan", 1).await, 7);
+        assert_eq!(c.submit(1).await, 7);
     }
 }

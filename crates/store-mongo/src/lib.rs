@@ -138,10 +138,9 @@ pub struct MongoStore {
     subscriptions: Collection<SubscriptionDoc>,
     audit: Collection<AuditDoc>,
     keys: Collection<KeyDoc>,
-    deployment: Deployment,
     time_limit: Duration,
     /// The purchase steps, one batch (one transaction) at a time.
-    steps: Coalescer<(), batch::Step, batch::Done>,
+    steps: Coalescer<batch::Step, batch::Done>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -212,7 +211,6 @@ impl MongoStore {
             keys: db.collection(queries::IDEMPOTENCY_KEYS),
             client,
             db,
-            deployment,
             time_limit: settings.transaction_time_limit,
             _guard: None,
         })
@@ -232,11 +230,6 @@ impl MongoStore {
         &self.client
     }
 
-    /// What the start-up check found.
-    pub fn deployment(&self) -> &Deployment {
-        &self.deployment
-    }
-
     fn refund_collections(&self) -> RefundCollections {
         (
             self.plans.clone(),
@@ -252,7 +245,7 @@ impl MongoStore {
 
     /// How many purchase steps wait for the next batch.
     pub fn queued_steps(&self) -> usize {
-        self.steps.queued(&())
+        self.steps.queued()
     }
 
     async fn session(&self) -> Result<ClientSession, StoreError> {
@@ -711,7 +704,7 @@ impl IdempotencyRepository for MongoStore {
 impl PurchaseRepository for MongoStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        match self.steps.submit(&(), Step::Held(cmd.clone())).await {
+        match self.steps.submit(Step::Held(cmd.clone())).await {
             Done::Reserved(reservation) => reservation,
             Done::Failed(e) => Err(e.into()),
             other => Err(StoreError::internal(format!(
@@ -726,7 +719,7 @@ impl PurchaseRepository for MongoStore {
         &self,
         cmd: &ReserveWithNewKey,
     ) -> Result<NewKeyReservation, StoreError> {
-        match self.steps.submit(&(), Step::New(cmd.clone())).await {
+        match self.steps.submit(Step::New(cmd.clone())).await {
             Done::Reserved(Ok(reservation)) => Ok(NewKeyReservation::Claimed(reservation)),
             Done::KeyExists => Ok(NewKeyReservation::KeyExists),
             Done::Reserved(Err(ReserveError::Store(e))) | Done::Failed(e) => Err(e),
@@ -738,7 +731,7 @@ impl PurchaseRepository for MongoStore {
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
-        match self.steps.submit(&(), Step::Complete(cmd.clone())).await {
+        match self.steps.submit(Step::Complete(cmd.clone())).await {
             Done::Completed(completion) => completion,
             Done::Failed(e) => Err(e.into()),
             other => Err(

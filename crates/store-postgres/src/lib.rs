@@ -94,9 +94,9 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Concurrent reservations share a transaction: one lock of each plan row for many,
     /// and one insert for the new keys they claim.
-    reservations: Coalescer<(), batch::Reserve, ReserveAnswer>,
+    reservations: Coalescer<batch::Reserve, ReserveAnswer>,
     /// Concurrent completions share a transaction.
-    completions: Coalescer<(), CompletePurchase, CompleteAnswer>,
+    completions: Coalescer<CompletePurchase, CompleteAnswer>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -174,12 +174,12 @@ impl PostgresStore {
 
     /// How many reservations wait for the next batch.
     pub fn queued_reservations(&self) -> usize {
-        self.reservations.queued(&())
+        self.reservations.queued()
     }
 
     /// How many completions wait for the next batch.
     pub fn queued_completions(&self) -> usize {
-        self.completions.queued(&())
+        self.completions.queued()
     }
 
     /// Runs `op` in a transaction, again from the start when it loses a serialization or
@@ -949,7 +949,7 @@ impl PurchaseRepository for PostgresStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
         let req = batch::Reserve::Held(cmd.clone());
-        match self.reservations.submit(&(), req).await? {
+        match self.reservations.submit(req).await? {
             batch::Reserved::Seat(reservation) => Ok(reservation),
             batch::Reserved::KeyExists => Err(StoreError::internal(
                 "a reservation under a held key was answered as a new key's",
@@ -965,7 +965,7 @@ impl PurchaseRepository for PostgresStore {
     ) -> Result<NewKeyReservation, StoreError> {
         match self
             .reservations
-            .submit(&(), batch::Reserve::New(cmd.clone()))
+            .submit(batch::Reserve::New(cmd.clone()))
             .await
         {
             Ok(batch::Reserved::Seat(reservation)) => Ok(NewKeyReservation::Claimed(reservation)),
@@ -979,7 +979,7 @@ impl PurchaseRepository for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(subscription_id = %cmd.subscription_id))]
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
-        self.completions.submit(&(), cmd.clone()).await
+        self.completions.submit(cmd.clone()).await
     }
 }
 
