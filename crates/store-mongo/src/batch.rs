@@ -19,10 +19,11 @@
 //! answers each request alone (`MongoStore::run_steps`).
 //!
 //! Round trips of a batch: find keys, find subscriptions, mark and find plans (one
-//! `findOneAndUpdate` when there is one plan), insert new keys
-//! (in their final state: claimed and reserved or finished), update held keys (one `update` command of many statements), insert subscriptions, update
-//! subscriptions, one `findOneAndUpdate` per moved plan, insert audit entries, commit —
-//! each only when the batch has something for it.
+//! `findOneAndUpdate` when there is one plan), insert new keys (in their final state:
+//! reserved, or finished with a rejection), update held keys (one `update` command of many
+//! statements), update the completions' keys, insert subscriptions, update subscriptions,
+//! one `findOneAndUpdate` per moved plan, insert audit entries, commit — each only when the
+//! batch has something for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
