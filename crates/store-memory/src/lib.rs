@@ -32,10 +32,10 @@ use keys::{EntryState, KeyEntry, KeyId, KeyRef, StoredOutcome};
 use parking_lot::{Mutex, RwLock};
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ChargeResult, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
-        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
-        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        AuditLog, CancelDecision, CancelError, Cancellation, ChargeResult, ClaimRecovery,
+        CompleteError, CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation,
+        PlanRepository, PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository,
+        RecoveryTask, Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
         SubscriptionRepository, UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken,
@@ -402,26 +402,20 @@ impl SubscriptionRepository for MemoryStore {
             .subscriptions
             .get_mut(&id)
             .ok_or(CancelError::NotFound(id))?;
-        match sub.status {
-            SubscriptionStatus::Canceled => {
-                return Ok(Cancellation {
-                    subscription: Subscription::clone(&sub),
-                    already_canceled: true,
-                })
-            }
-            SubscriptionStatus::Active => {}
-            other => return Err(CancelError::NotActive(other)),
-        }
-        // Copies the subscription if a finished key still shares it: that key replays
-        // the purchase's answer, which did not say `canceled`.
-        Arc::make_mut(&mut sub).cancel(now);
+        let (canceled, seat_move) = match CancelDecision::of(Subscription::clone(&sub), now)? {
+            CancelDecision::AlreadyCanceled(answer) => return Ok(answer),
+            CancelDecision::Cancel {
+                subscription,
+                seat_move,
+            } => (subscription, seat_move),
+        };
+        // A new `Arc`: a finished key that still shares the old one replays the
+        // purchase's answer, which did not say `canceled`.
+        *sub = Arc::new(canceled);
         cell.counts
             .moved(SubscriptionStatus::Active, SubscriptionStatus::Canceled);
-        cell.record(SeatMove::cancel(id), ctx, now);
-        Ok(Cancellation {
-            subscription: Subscription::clone(&sub),
-            already_canceled: false,
-        })
+        cell.record(seat_move, ctx, now);
+        Ok(CancelDecision::answer(Subscription::clone(&sub)))
     }
 }
 

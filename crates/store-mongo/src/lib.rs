@@ -56,11 +56,11 @@ use mongodb::{
 };
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
-        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PurchaseRepository,
-        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
-        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
-        UpdatePlanError,
+        AuditLog, CancelDecision, CancelError, Cancellation, ClaimRecovery, CompleteError,
+        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
+        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
+        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        SubscriptionRepository, UpdatePlanError,
     },
     AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, IdempotencyRecord,
     LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, SeatMove, Subscription,
@@ -571,18 +571,15 @@ impl SubscriptionRepository for MongoStore {
             else {
                 return refuse(s, CancelError::NotFound(id)).await;
             };
-            let mut sub = Subscription::try_from(found).map_err(corrupt)?;
-            match sub.status {
-                SubscriptionStatus::Canceled => {
-                    return Ok(Ok(Cancellation {
-                        subscription: sub,
-                        already_canceled: true,
-                    }))
-                }
-                SubscriptionStatus::Active => {}
-                other => return refuse(s, CancelError::NotActive(other)).await,
-            }
-            sub.cancel(now);
+            let sub = Subscription::try_from(found).map_err(corrupt)?;
+            let (sub, seat_move) = match CancelDecision::of(sub, now) {
+                Err(refusal) => return refuse(s, refusal).await,
+                Ok(CancelDecision::AlreadyCanceled(answer)) => return Ok(Ok(answer)),
+                Ok(CancelDecision::Cancel {
+                    subscription,
+                    seat_move,
+                }) => (subscription, seat_move),
+            };
             let written = subscriptions
                 .update_one(
                     queries::subscription_in(id, SubscriptionStatus::Active),
@@ -594,17 +591,13 @@ impl SubscriptionRepository for MongoStore {
                 return Err(unmatched("the cancellation"));
             }
             // The hot plan document last.
-            let seat_move = SeatMove::cancel(id);
             let plan = bump_plan(&plans, s, sub.plan_id, seat_move.delta.into()).await?;
             let entry = seat_move.entry_after(&plan, &ctx, now);
             audit
                 .insert_one(AuditDoc::from(&entry))
                 .session(&mut *s)
                 .await?;
-            Ok(Ok(Cancellation {
-                subscription: sub,
-                already_canceled: false,
-            }))
+            Ok(Ok(CancelDecision::answer(sub)))
         });
         self.settle(run).await
     }

@@ -34,11 +34,11 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
-        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PurchaseRepository,
-        RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask, Reservation,
-        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
-        UpdatePlanError,
+        AuditLog, CancelDecision, CancelError, Cancellation, ClaimRecovery, CompleteError,
+        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
+        PurchaseRepository, RecoveryBacklog, RecoveryPhase, RecoveryRepository, RecoveryTask,
+        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        SubscriptionRepository, UpdatePlanError,
     },
     AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, IdempotencyRecord,
     KeyState, LockToken, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint,
@@ -542,29 +542,21 @@ async fn cancel_tx(
     ctx: AuditContext,
     now: Timestamp,
 ) -> Result<Cancellation, Fail<CancelError>> {
-    let mut sub = select_subscription_for_update(c, id)
+    let sub = select_subscription_for_update(c, id)
         .await?
         .ok_or(Fail::Rule(CancelError::NotFound(id)))?;
-    match sub.status {
-        SubscriptionStatus::Canceled => {
-            return Ok(Cancellation {
-                subscription: sub,
-                already_canceled: true,
-            })
-        }
-        SubscriptionStatus::Active => {}
-        other => return Err(Fail::Rule(CancelError::NotActive(other))),
-    }
-    sub.cancel(now);
+    let (sub, seat_move) = match CancelDecision::of(sub, now).map_err(Fail::Rule)? {
+        CancelDecision::AlreadyCanceled(answer) => return Ok(answer),
+        CancelDecision::Cancel {
+            subscription,
+            seat_move,
+        } => (subscription, seat_move),
+    };
     update_subscription(c, &sub).await?;
-    let seat_move = SeatMove::cancel(id);
     let plan = bump_plan(c, sub.plan_id, seat_move.delta.into()).await?;
     let entry = seat_move.entry_after(&plan, &ctx, now);
     insert_audit(c, &entry).await?;
-    Ok(Cancellation {
-        subscription: sub,
-        already_canceled: false,
-    })
+    Ok(CancelDecision::answer(sub))
 }
 
 /// Inserts the fresh record of `claim` unless the key has one; returns whether it did.

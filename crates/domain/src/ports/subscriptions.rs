@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::model::{
-    AuditContext, CustomerId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+    AuditContext, CustomerId, SeatMove, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
 };
 
 /// Errors of [`SubscriptionRepository::cancel_subscription`].
@@ -24,6 +24,51 @@ pub struct Cancellation {
     pub subscription: Subscription,
     /// `true` when the subscription was already cancelled: nothing changed.
     pub already_canceled: bool,
+}
+
+/// What cancelling a subscription comes to, decided by the domain from the subscription
+/// as the store read it inside the atomic step of
+/// [`SubscriptionRepository::cancel_subscription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelDecision {
+    /// Cancelled already: nothing changes, and this is the answer.
+    AlreadyCanceled(Cancellation),
+    /// Active: write `subscription` (now cancelled) and carry out `seat_move` (its seat
+    /// given back, audited) in the same step; the answer is [`CancelDecision::answer`].
+    Cancel {
+        subscription: Subscription,
+        seat_move: SeatMove,
+    },
+}
+
+impl CancelDecision {
+    /// Decides the cancellation of `sub` at `now`: only an active subscription is
+    /// cancelled, a cancelled one is answered as it is, any other is refused.
+    pub fn of(mut sub: Subscription, now: Timestamp) -> Result<Self, CancelError> {
+        match sub.status {
+            SubscriptionStatus::Canceled => Ok(Self::AlreadyCanceled(Cancellation {
+                subscription: sub,
+                already_canceled: true,
+            })),
+            SubscriptionStatus::Active => {
+                sub.cancel(now);
+                let seat_move = SeatMove::cancel(sub.id);
+                Ok(Self::Cancel {
+                    subscription: sub,
+                    seat_move,
+                })
+            }
+            other => Err(CancelError::NotActive(other)),
+        }
+    }
+
+    /// The answer of a cancellation carried out: the subscription as cancelled.
+    pub fn answer(subscription: Subscription) -> Cancellation {
+        Cancellation {
+            subscription,
+            already_canceled: false,
+        }
+    }
 }
 
 #[async_trait]
@@ -53,4 +98,81 @@ pub trait SubscriptionRepository: Send + Sync {
         ctx: &AuditContext,
         now: Timestamp,
     ) -> Result<Cancellation, CancelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        AuditAction, Capacity, Currency, Interval, NewPlan, PaymentMethod, Plan, PlanName,
+        UnitAmount,
+    };
+
+    fn subscription(status: SubscriptionStatus) -> Subscription {
+        let plan = Plan::create(
+            NewPlan {
+                name: PlanName::parse("Starter").unwrap(),
+                capacity: Capacity::new(2).unwrap(),
+                unit_amount: UnitAmount::new(1000).unwrap(),
+                currency: Currency::parse("usd").unwrap(),
+                interval: Interval::Month,
+            },
+            chrono::Utc::now(),
+        );
+        let mut sub = Subscription::reserve(
+            SubscriptionId::generate(),
+            &plan,
+            CustomerId::parse("cus_1").unwrap(),
+            PaymentMethod::parse("pm_card_visa").unwrap(),
+            None,
+            plan.created_at,
+        );
+        sub.status = status;
+        sub
+    }
+
+    #[test]
+    fn an_active_subscription_is_cancelled_and_gives_its_seat_back() {
+        let sub = subscription(SubscriptionStatus::Active);
+        let at = sub.created_at + chrono::Duration::days(3);
+        let CancelDecision::Cancel {
+            subscription,
+            seat_move,
+        } = CancelDecision::of(sub.clone(), at).unwrap()
+        else {
+            panic!("an active subscription is cancelled");
+        };
+        assert_eq!(subscription.status, SubscriptionStatus::Canceled);
+        assert_eq!(subscription.canceled_at, Some(at));
+        assert_eq!(seat_move.delta, 1);
+        assert_eq!(seat_move.action, AuditAction::SubscriptionCanceled);
+        assert_eq!(seat_move.subscription_id, Some(sub.id));
+    }
+
+    #[test]
+    fn a_cancelled_subscription_is_answered_as_it_is() {
+        let sub = subscription(SubscriptionStatus::Canceled);
+        let decision = CancelDecision::of(sub.clone(), sub.created_at).unwrap();
+        assert_eq!(
+            decision,
+            CancelDecision::AlreadyCanceled(Cancellation {
+                subscription: sub,
+                already_canceled: true
+            })
+        );
+    }
+
+    #[test]
+    fn an_unfinished_or_expired_purchase_cannot_be_cancelled() {
+        for status in [
+            SubscriptionStatus::Incomplete,
+            SubscriptionStatus::IncompleteExpired,
+        ] {
+            let sub = subscription(status);
+            assert!(matches!(
+                CancelDecision::of(sub.clone(), sub.created_at),
+                Err(CancelError::NotActive(s)) if s == status
+            ));
+        }
+    }
 }
