@@ -84,13 +84,7 @@ fn valid<T, E: std::fmt::Display>(field: &str, r: std::result::Result<T, E>) -> 
 // ----- vocabularies -----
 
 pub fn subscription_status(s: &str) -> Result<SubscriptionStatus> {
-    Ok(match s {
-        "incomplete" => SubscriptionStatus::Incomplete,
-        "active" => SubscriptionStatus::Active,
-        "incomplete_expired" => SubscriptionStatus::IncompleteExpired,
-        "canceled" => SubscriptionStatus::Canceled,
-        other => return Err(Corrupt::field("status", format!("unknown '{other}'"))),
-    })
+    valid("status", SubscriptionStatus::parse(s))
 }
 
 pub fn audit_action(s: &str) -> Result<AuditAction> {

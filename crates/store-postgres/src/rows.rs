@@ -45,13 +45,7 @@ pub fn plan(row: &PgRow) -> R<Plan> {
 pub const SUBSCRIPTION_COLUMNS: &str = "id, plan_id, customer_id, status, payment_method, payment_id, unit_amount, currency, \"interval\", idempotency_key, current_period_start, current_period_end, created_at, updated_at, canceled_at, failure_reason";
 
 pub fn subscription_status(s: &str) -> R<SubscriptionStatus> {
-    Ok(match s {
-        "incomplete" => SubscriptionStatus::Incomplete,
-        "active" => SubscriptionStatus::Active,
-        "incomplete_expired" => SubscriptionStatus::IncompleteExpired,
-        "canceled" => SubscriptionStatus::Canceled,
-        other => return Err(corrupt(format!("subscription status '{other}'"))),
-    })
+    parsed("status", SubscriptionStatus::parse(s))
 }
 
 pub fn subscription(row: &PgRow) -> R<Subscription> {

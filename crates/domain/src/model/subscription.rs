@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Currency, CustomerId, IdempotencyKey, Interval, PaymentMethod, Plan, PlanId, SubscriptionId,
-    Timestamp, UnitAmount,
+    Currency, CustomerId, IdempotencyKey, Interval, InvalidValue, PaymentMethod, Plan, PlanId,
+    SubscriptionId, Timestamp, UnitAmount,
 };
 
 /// Where a subscription is in the purchase state machine (Stripe's vocabulary).
@@ -22,6 +22,26 @@ pub enum SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 4] = [
+        Self::Incomplete,
+        Self::Active,
+        Self::IncompleteExpired,
+        Self::Canceled,
+    ];
+
+    /// The status named `s` (as [`SubscriptionStatus::as_str`] writes it).
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                InvalidValue::new(
+                    "must be 'incomplete', 'active', 'incomplete_expired' or 'canceled'",
+                )
+            })
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Incomplete => "incomplete",
@@ -148,5 +168,20 @@ mod tests {
         );
         let fresh = SubscriptionId::generate();
         assert_eq!(provider_key_for(fresh), format!("seatkeeper-sub-{fresh}"));
+    }
+
+    #[test]
+    fn every_status_parses_from_the_name_it_is_written_as_and_nothing_else_does() {
+        for status in SubscriptionStatus::ALL {
+            assert_eq!(SubscriptionStatus::parse(status.as_str()).unwrap(), status);
+            // The name the API and the stores use is serde's too.
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        for bad in ["", "Active", "cancelled", "expired"] {
+            assert!(SubscriptionStatus::parse(bad).is_err(), "{bad}");
+        }
     }
 }
