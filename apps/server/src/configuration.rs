@@ -3,31 +3,16 @@
 //! `SEATKEEPER_HTTP__ADDR=0.0.0.0:8080`). A bad value stops start-up with a message
 //! naming the setting.
 
-use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{bail, Context};
+use seatkeeper_payments::StripeSettings;
 use serde::Deserialize;
 
-/// A secret that never prints.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+/// A secret that never prints (`secrecy`): its `Debug` shows `[REDACTED]`, its memory is
+/// zeroed when dropped, and reading it takes [`ExposeSecret::expose_secret`].
+pub type Secret = secrecy::SecretString;
+pub use secrecy::ExposeSecret;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -248,11 +233,11 @@ impl Settings {
             }
             // A charge, retries and backoff included, must end before another request
             // may take the idempotency key over.
-            let worst = self.payments.timeout_ms * u64::from(self.payments.max_retries + 1)
-                + 3000 * u64::from(self.payments.max_retries);
-            if self.payments.timeout_ms == 0 || worst >= self.idempotency.lock_lease_ms {
+            let worst = self.stripe_settings(String::new()).worst_case().as_millis();
+            if self.payments.timeout_ms == 0 || worst >= u128::from(self.idempotency.lock_lease_ms)
+            {
                 bail!(
-                    "invalid configuration: payments.timeout_ms × (payments.max_retries + 1) plus backoff ({worst} ms) must be positive and below idempotency.lock_lease_ms ({} ms)",
+                    "invalid configuration: a payment request's worst case (payments.timeout_ms × (payments.max_retries + 1) plus back-off: {worst} ms) must be positive and below idempotency.lock_lease_ms ({} ms)",
                     self.idempotency.lock_lease_ms
                 );
             }
@@ -288,11 +273,21 @@ impl Settings {
             bail!("invalid configuration: idempotency.sweep_interval_secs must be positive");
         }
         if let Some(token) = &self.auth.admin_token {
-            if token.expose().len() < 16 {
+            if token.expose_secret().len() < 16 {
                 bail!("invalid configuration: auth.admin_token must be at least 16 characters");
             }
         }
         Ok(())
+    }
+
+    /// How to reach Stripe with these settings and `secret_key`.
+    pub fn stripe_settings(&self, secret_key: String) -> StripeSettings {
+        StripeSettings {
+            base_url: self.payments.base_url.clone(),
+            secret_key,
+            timeout: Duration::from_millis(self.payments.timeout_ms),
+            max_retries: self.payments.max_retries,
+        }
     }
 
     pub fn payment_provider(&self) -> anyhow::Result<PaymentProvider> {
@@ -401,7 +396,7 @@ mod tests {
         assert_eq!(s.http.addr, "0.0.0.0:8080");
         assert_eq!(s.payments.latency_ms, 50);
         assert_eq!(
-            s.auth.admin_token.as_ref().unwrap().expose(),
+            s.auth.admin_token.as_ref().unwrap().expose_secret(),
             "0123456789abcdef0123"
         );
         assert!(!s.seed_demo());
@@ -564,7 +559,7 @@ mod tests {
 
     #[test]
     fn the_admin_token_never_prints() {
-        let s = Secret::new("super-secret-token-value");
+        let s = Secret::from("super-secret-token-value");
         assert!(!format!("{s:?}").contains("super"));
     }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    configuration::Secret,
+    configuration::{ExposeSecret, Secret},
     problem::{ApiError, Code, FieldError},
 };
 
@@ -238,7 +238,7 @@ fn check_admin(req: &HttpRequest) -> Result<(), ApiError> {
         .ok_or_else(|| unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'"))?;
     // Comparing digests keeps the time independent of where, and whether, lengths differ.
     let a = Sha256::digest(given.trim().as_bytes());
-    let b = Sha256::digest(expected.0.expose().as_bytes());
+    let b = Sha256::digest(expected.0.expose_secret().as_bytes());
     if bool::from(a.ct_eq(&b)) {
         Ok(())
     } else {

@@ -18,131 +18,66 @@ use serde::Serialize;
 /// The only detail a 500 ever shows; the cause is in the log, under the request id.
 const INTERNAL_DETAIL: &str = "The server failed to handle the request. It has been logged.";
 
-/// The problem codes of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    InvalidRequest,
-    IdempotencyKeyMissing,
-    IdempotencyKeyInvalid,
-    Unauthorized,
-    PaymentDeclined,
-    PlanNotFound,
-    SubscriptionNotFound,
-    NotFound,
-    MethodNotAllowed,
-    PlanSoldOut,
-    PlanInactive,
-    IdempotencyKeyInUse,
-    CapacityBelowHeld,
-    SubscriptionNotActive,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    IdempotencyKeyReused,
-    PaymentUnavailable,
-    StoreUnavailable,
-    Internal,
+/// Declares [`Code`] from one table: each code's variant, its name on the wire, its HTTP
+/// status and its title, so that a code is added in one line.
+macro_rules! codes {
+    ($($variant:ident = $name:literal, $status:ident, $title:literal;)*) => {
+        /// The problem codes of the API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, for documentation checks.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code's name on the wire (the problem's `code` member).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)*
+                }
+            }
+
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $title,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidRequest = "invalid_request", BAD_REQUEST, "The request is invalid";
+    IdempotencyKeyMissing = "idempotency_key_missing", BAD_REQUEST, "An Idempotency-Key header is required";
+    IdempotencyKeyInvalid = "idempotency_key_invalid", BAD_REQUEST, "The Idempotency-Key header is invalid";
+    Unauthorized = "unauthorized", UNAUTHORIZED, "Authentication is required";
+    PaymentDeclined = "payment_declined", PAYMENT_REQUIRED, "The payment was declined";
+    PlanNotFound = "plan_not_found", NOT_FOUND, "No such plan";
+    SubscriptionNotFound = "subscription_not_found", NOT_FOUND, "No such subscription";
+    NotFound = "not_found", NOT_FOUND, "Not found";
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed";
+    PlanSoldOut = "plan_sold_out", CONFLICT, "The plan is sold out";
+    PlanInactive = "plan_inactive", CONFLICT, "The plan is not for sale";
+    IdempotencyKeyInUse = "idempotency_key_in_use", CONFLICT, "A request with this Idempotency-Key is in progress";
+    CapacityBelowHeld = "capacity_below_held", CONFLICT, "The capacity is below the seats held";
+    SubscriptionNotActive = "subscription_not_active", CONFLICT, "The subscription is not active";
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "The request body is too large";
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type";
+    IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY, "The Idempotency-Key was used for a different request";
+    PaymentUnavailable = "payment_unavailable", SERVICE_UNAVAILABLE, "The payment outcome is unknown";
+    StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE, "The store is unavailable";
+    Internal = "internal", INTERNAL_SERVER_ERROR, "Internal server error";
 }
 
 impl Code {
-    /// Every code, for documentation checks.
-    pub const ALL: [Code; 20] = [
-        Code::InvalidRequest,
-        Code::IdempotencyKeyMissing,
-        Code::IdempotencyKeyInvalid,
-        Code::Unauthorized,
-        Code::PaymentDeclined,
-        Code::PlanNotFound,
-        Code::SubscriptionNotFound,
-        Code::NotFound,
-        Code::MethodNotAllowed,
-        Code::PlanSoldOut,
-        Code::PlanInactive,
-        Code::IdempotencyKeyInUse,
-        Code::CapacityBelowHeld,
-        Code::SubscriptionNotActive,
-        Code::PayloadTooLarge,
-        Code::UnsupportedMediaType,
-        Code::IdempotencyKeyReused,
-        Code::PaymentUnavailable,
-        Code::StoreUnavailable,
-        Code::Internal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        use Code::*;
-        match self {
-            InvalidRequest => "invalid_request",
-            IdempotencyKeyMissing => "idempotency_key_missing",
-            IdempotencyKeyInvalid => "idempotency_key_invalid",
-            Unauthorized => "unauthorized",
-            PaymentDeclined => "payment_declined",
-            PlanNotFound => "plan_not_found",
-            SubscriptionNotFound => "subscription_not_found",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            PlanSoldOut => "plan_sold_out",
-            PlanInactive => "plan_inactive",
-            IdempotencyKeyInUse => "idempotency_key_in_use",
-            CapacityBelowHeld => "capacity_below_held",
-            SubscriptionNotActive => "subscription_not_active",
-            PayloadTooLarge => "payload_too_large",
-            UnsupportedMediaType => "unsupported_media_type",
-            IdempotencyKeyReused => "idempotency_key_reused",
-            PaymentUnavailable => "payment_unavailable",
-            StoreUnavailable => "store_unavailable",
-            Internal => "internal",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        use Code::*;
-        match self {
-            InvalidRequest | IdempotencyKeyMissing | IdempotencyKeyInvalid => {
-                StatusCode::BAD_REQUEST
-            }
-            Unauthorized => StatusCode::UNAUTHORIZED,
-            PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
-            PlanNotFound | SubscriptionNotFound | NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            PlanSoldOut
-            | PlanInactive
-            | IdempotencyKeyInUse
-            | CapacityBelowHeld
-            | SubscriptionNotActive => StatusCode::CONFLICT,
-            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            PaymentUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        use Code::*;
-        match self {
-            InvalidRequest => "The request is invalid",
-            IdempotencyKeyMissing => "An Idempotency-Key header is required",
-            IdempotencyKeyInvalid => "The Idempotency-Key header is invalid",
-            Unauthorized => "Authentication is required",
-            PaymentDeclined => "The payment was declined",
-            PlanNotFound => "No such plan",
-            SubscriptionNotFound => "No such subscription",
-            NotFound => "Not found",
-            MethodNotAllowed => "Method not allowed",
-            PlanSoldOut => "The plan is sold out",
-            PlanInactive => "The plan is not for sale",
-            IdempotencyKeyInUse => "A request with this Idempotency-Key is in progress",
-            CapacityBelowHeld => "The capacity is below the seats held",
-            SubscriptionNotActive => "The subscription is not active",
-            PayloadTooLarge => "The request body is too large",
-            UnsupportedMediaType => "Unsupported media type",
-            IdempotencyKeyReused => "The Idempotency-Key was used for a different request",
-            PaymentUnavailable => "The payment outcome is unknown",
-            StoreUnavailable => "The store is unavailable",
-            Internal => "Internal server error",
-        }
-    }
-
     /// A problem type URI (RFC 9457 §3.1.1).
     pub fn type_uri(self) -> String {
         format!("urn:seatkeeper:problem:{}", self.as_str())

@@ -14,14 +14,14 @@ use seatkeeper_domain::{
     service::{PlanService, PurchaseService, Reconciler, SubscriptionService},
     AuditContext, Capacity, Currency, Interval, NewPlan, PlanName, UnitAmount,
 };
-use seatkeeper_payments::{SimulatedGateway, StripeGateway, StripeSettings};
+use seatkeeper_payments::{SimulatedGateway, StripeGateway};
 use seatkeeper_store_memory::MemoryStore;
 use seatkeeper_store_mongo::{MongoSettings, MongoStore};
 use seatkeeper_store_postgres::{PostgresSettings, PostgresStore};
 use tokio::task::JoinHandle;
 
 use crate::{
-    configuration::{redact, PaymentProvider, Secret, Settings, StoreKind},
+    configuration::{redact, ExposeSecret, PaymentProvider, Secret, Settings, StoreKind},
     extract::AdminToken,
     recovery::RecoveryLog,
     request_id,
@@ -81,16 +81,11 @@ impl Wiring {
                     .payments
                     .secret_key
                     .as_ref()
-                    .map(|k| k.expose().to_owned())
+                    .map(|k| k.expose_secret().to_owned())
                     .unwrap_or_default();
                 Arc::new(
-                    StripeGateway::new(StripeSettings {
-                        base_url: settings.payments.base_url.clone(),
-                        secret_key,
-                        timeout: Duration::from_millis(settings.payments.timeout_ms),
-                        max_retries: settings.payments.max_retries,
-                    })
-                    .map_err(|e| anyhow::anyhow!(e))?,
+                    StripeGateway::new(settings.stripe_settings(secret_key))
+                        .map_err(|e| anyhow::anyhow!(e))?,
                 )
             }
         };
@@ -131,7 +126,7 @@ impl Application {
             None => {
                 let mut bytes = [0u8; 24];
                 rand::thread_rng().fill_bytes(&mut bytes);
-                (Secret::new(hex::encode(bytes)), true)
+                (Secret::from(hex::encode(bytes)), true)
             }
         };
 
@@ -212,7 +207,7 @@ impl Application {
     }
 
     pub fn admin_token(&self) -> &str {
-        self.admin_token.expose()
+        self.admin_token.expose_secret()
     }
 
     /// Whether the admin token was generated for this run (and must be shown once).

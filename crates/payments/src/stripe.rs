@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::StatusCode;
 use seatkeeper_domain::ports::{
     Charge, ChargeError, ChargeRequest, ChargeStatus, GatewayError, PaymentGateway,
@@ -38,6 +38,37 @@ pub struct StripeSettings {
     pub timeout: Duration,
     /// Retries after the first attempt, for answers that may change (timeouts, 409, 429, 5xx).
     pub max_retries: u32,
+}
+
+/// The first back-off before a retry; each next one doubles, up to [`MAX_BACKOFF`], and
+/// jitter adds up to as much again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+impl StripeSettings {
+    /// How long one request to the provider can take at worst, retries included: every
+    /// attempt running into the timeout, every back-off at its longest.
+    pub fn worst_case(&self) -> Duration {
+        let attempts = self
+            .timeout
+            .saturating_mul(self.max_retries.saturating_add(1));
+        let backoffs = (0..self.max_retries)
+            .map(|retry| {
+                2 * FIRST_BACKOFF
+                    .saturating_mul(1 << retry.min(16))
+                    .min(MAX_BACKOFF)
+            })
+            .sum::<Duration>();
+        attempts.saturating_add(backoffs)
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(FIRST_BACKOFF)
+            .with_max_delay(MAX_BACKOFF)
+            .with_max_times(self.max_retries as usize)
+            .with_jitter()
+    }
 }
 
 impl std::fmt::Debug for StripeSettings {
@@ -122,49 +153,44 @@ impl StripeGateway {
 
     /// Sends a POST until it gets an answer that will not change, or runs out of retries.
     async fn post(&self, path: &str, form: &[(String, String)], idempotency_key: &str) -> Answer {
-        let mut attempt = 0;
-        loop {
+        let attempt = || async {
             let req = self
                 .http
                 .post(self.url(path))
                 .header("Idempotency-Key", idempotency_key)
                 .form(form);
-            let answer = self.send(req).await;
-            let retry = match &answer {
-                Answer::Http(_, _, retryable) => *retryable,
-                Answer::Lost(_) => true,
-            };
-            if !retry || attempt >= self.settings.max_retries {
-                return answer;
-            }
-            attempt += 1;
-            tracing::debug!(path, attempt, "retrying a payment provider request");
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+            self.send(req).await.settled()
+        };
+        attempt
+            .retry(self.settings.backoff())
+            .sleep(tokio::time::sleep)
+            .notify(|_, after| tracing::debug!(path, ?after, "retrying a payment provider request"))
+            .await
+            .unwrap_or_else(|last| last)
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Answer {
-        let mut attempt = 0;
-        loop {
-            let answer = self.send(self.http.get(self.url(path)).query(query)).await;
-            let retry = match &answer {
-                Answer::Http(_, _, retryable) => *retryable,
-                Answer::Lost(_) => true,
-            };
-            if !retry || attempt >= self.settings.max_retries {
-                return answer;
-            }
-            attempt += 1;
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+        let attempt = || async {
+            self.send(self.http.get(self.url(path)).query(query))
+                .await
+                .settled()
+        };
+        attempt
+            .retry(self.settings.backoff())
+            .sleep(tokio::time::sleep)
+            .await
+            .unwrap_or_else(|last| last)
     }
 }
 
-/// Exponential backoff from 100 ms, capped at 2 s, with up to 50 % jitter.
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(5)).min(2000);
-    let jitter = rand::thread_rng().gen_range(0..=base / 2);
-    Duration::from_millis(base + jitter)
+impl Answer {
+    /// `Ok` when the answer will not change by asking again; `Err` (retry) when it may.
+    fn settled(self) -> Result<Self, Self> {
+        match &self {
+            Self::Http(_, _, retryable) if !retryable => Ok(self),
+            _ => Err(self),
+        }
+    }
 }
 
 /// reqwest's error text, which never contains headers; URLs carry no secrets here.
@@ -401,9 +427,21 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) >= Duration::from_millis(200));
-        assert!(backoff(10) <= Duration::from_millis(3000));
+    fn the_worst_case_counts_every_attempt_and_every_longest_backoff() {
+        let settings = |max_retries| StripeSettings {
+            base_url: "http://x".into(),
+            secret_key: "sk_test_x".into(),
+            timeout: Duration::from_secs(1),
+            max_retries,
+        };
+        assert_eq!(settings(0).worst_case(), Duration::from_secs(1));
+        // 4 attempts of 1 s, then back-offs of 200, 400 and 800 ms, each doubled by jitter.
+        assert_eq!(settings(3).worst_case(), Duration::from_millis(6_800));
+        // Back-offs stop growing at 2 s (4 s with jitter).
+        assert_eq!(
+            settings(6).worst_case() - settings(5).worst_case(),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

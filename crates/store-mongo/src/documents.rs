@@ -728,7 +728,7 @@ mod tests {
 
     #[test]
     fn every_audit_action_reads_back_from_its_name() {
-        for a in AuditAction::ALL {
+        for &a in AuditAction::ALL {
             assert_eq!(audit_action(a.as_str()), Ok(a));
         }
         assert!(audit_action("seat_stolen").is_err());

@@ -133,7 +133,7 @@ async fn spawn(
     }
     settings.http.addr = "127.0.0.1:0".into();
     settings.http.workers = 2;
-    settings.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
     settings.demo.seed = Some(false);
     configure(&mut settings);
     let (store, memory, database_url): (Arc<dyn Store>, _, _) = match kind {

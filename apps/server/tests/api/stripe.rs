@@ -15,7 +15,7 @@ async fn app_on(sim: &Running, max_retries: u32) -> TestApp {
     spawn_app_with_configured_gateway(move |s| {
         s.payments.provider = "stripe".into();
         s.payments.base_url = base_url;
-        s.payments.secret_key = Some(seatkeeper_server::configuration::Secret::new(SECRET));
+        s.payments.secret_key = Some(seatkeeper_server::configuration::Secret::from(SECRET));
         s.payments.timeout_ms = 400;
         s.payments.max_retries = max_retries;
     })

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 pub async fn serve(store: Arc<dyn Store>, token: &str, tune: impl FnOnce(&mut Settings)) -> String {
     let mut settings = Settings::load_from(None, Vec::new()).unwrap();
     settings.http.addr = "127.0.0.1:0".into();
-    settings.auth.admin_token = Some(Secret::new(token));
+    settings.auth.admin_token = Some(Secret::from(token));
     settings.demo.seed = Some(false);
     tune(&mut settings);
     let app = Application::build_with(

@@ -5,8 +5,21 @@ use serde::{Deserialize, Serialize};
 use super::{AuditEntryId, Plan, PlanChange, PlanId, SubscriptionId, Timestamp};
 
 /// What an audit entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AuditAction {
     /// The plan was created with every seat free.
     PlanCreated,
@@ -33,37 +46,15 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, for stores that read them back by name.
-    pub const ALL: [AuditAction; 10] = [
-        Self::PlanCreated,
-        Self::SeatReserved,
-        Self::PurchaseActivated,
-        Self::SeatReleased,
-        Self::SubscriptionCanceled,
-        Self::CapacityChanged,
-        Self::PlanUpdated,
-        Self::PlanArchived,
-        Self::PlanActivated,
-        Self::PaymentRefunded,
-    ];
+    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The action with this name.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.as_str() == s)
+        s.parse().ok()
     }
 
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::PlanCreated => "plan_created",
-            Self::SeatReserved => "seat_reserved",
-            Self::PurchaseActivated => "purchase_activated",
-            Self::SeatReleased => "seat_released",
-            Self::SubscriptionCanceled => "subscription_canceled",
-            Self::CapacityChanged => "capacity_changed",
-            Self::PlanUpdated => "plan_updated",
-            Self::PlanArchived => "plan_archived",
-            Self::PlanActivated => "plan_activated",
-            Self::PaymentRefunded => "payment_refunded",
-        }
+        self.into()
     }
 
     /// How this action moves `seats_left`, when the move is fixed.

@@ -25,6 +25,27 @@ impl InvalidValue {
     pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
+
+    /// "must be 'a', 'b' or 'c'": the refusal of a name outside `names`.
+    pub(crate) fn one_of(names: &[&str]) -> Self {
+        let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        let message = match quoted.split_last() {
+            Some((last, rest)) if !rest.is_empty() => {
+                format!("must be {} or {last}", rest.join(", "))
+            }
+            Some((only, _)) => format!("must be {only}"),
+            None => "must not be given".to_owned(),
+        };
+        Self(message)
+    }
+
+    /// The enum value named `s` (as its strum `snake_case` name), or [`Self::one_of`] its names.
+    pub(crate) fn parse_name<T>(s: &str) -> Result<T, Self>
+    where
+        T: std::str::FromStr + strum::VariantNames,
+    {
+        s.parse().map_err(|_| Self::one_of(T::VARIANTS))
+    }
 }
 
 /// The timestamp type used throughout the domain.

@@ -8,8 +8,22 @@ use super::{
 /// Where a subscription is in the purchase state machine (Stripe's vocabulary).
 ///
 /// `incomplete` and `active` hold a seat; `incomplete_expired` and `canceled` do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SubscriptionStatus {
     /// A seat is reserved; the charge has not completed.
     Incomplete,
@@ -23,32 +37,15 @@ pub enum SubscriptionStatus {
 
 impl SubscriptionStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 4] = [
-        Self::Incomplete,
-        Self::Active,
-        Self::IncompleteExpired,
-        Self::Canceled,
-    ];
+    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The status named `s` (as [`SubscriptionStatus::as_str`] writes it).
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| {
-                InvalidValue::new(
-                    "must be 'incomplete', 'active', 'incomplete_expired' or 'canceled'",
-                )
-            })
+        InvalidValue::parse_name(s)
     }
 
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Incomplete => "incomplete",
-            Self::Active => "active",
-            Self::IncompleteExpired => "incomplete_expired",
-            Self::Canceled => "canceled",
-        }
+        self.into()
     }
 
     pub fn holds_seat(&self) -> bool {
@@ -172,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_status_parses_from_the_name_it_is_written_as_and_nothing_else_does() {
-        for status in SubscriptionStatus::ALL {
+        for &status in SubscriptionStatus::ALL {
             assert_eq!(SubscriptionStatus::parse(status.as_str()).unwrap(), status);
             // The name the API and the stores use is serde's too.
             assert_eq!(

@@ -178,8 +178,20 @@ impl From<Currency> for String {
 }
 
 /// How often a subscription renews.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Interval {
     Month,
     Year,
@@ -187,18 +199,11 @@ pub enum Interval {
 
 impl Interval {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        match s {
-            "month" => Ok(Self::Month),
-            "year" => Ok(Self::Year),
-            _ => Err(InvalidValue::new("must be 'month' or 'year'")),
-        }
+        InvalidValue::parse_name(s)
     }
 
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Month => "month",
-            Self::Year => "year",
-        }
+        self.into()
     }
 
     /// The end of a period of this interval starting at `start`.
@@ -214,8 +219,20 @@ impl Interval {
 }
 
 /// Whether a plan sells seats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PlanStatus {
     Active,
     Archived,
@@ -223,18 +240,11 @@ pub enum PlanStatus {
 
 impl PlanStatus {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        match s {
-            "active" => Ok(Self::Active),
-            "archived" => Ok(Self::Archived),
-            _ => Err(InvalidValue::new("must be 'active' or 'archived'")),
-        }
+        InvalidValue::parse_name(s)
     }
 
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Archived => "archived",
-        }
+        self.into()
     }
 }
 
