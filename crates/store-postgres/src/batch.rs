@@ -7,7 +7,7 @@
 //! checked, decided and written exactly as it would be alone, in queue order, as if the
 //! requests had run one after another. A batch is all-or-nothing only in that a database
 //! failure rolls all of it back (each request then fails, or is run again alone: see
-//! `run_batch`). Locks are taken in the store's order: keys (sorted), subscriptions
+//! `purchases::run_batch`). Locks are taken in the store's order: keys (sorted), subscriptions
 //! (sorted), plans (sorted, last). A transaction reads and locks with a few statements
 //! and then writes everything with one statement of data-modifying `WITH` parts, each
 //! fed by arrays (`UNNEST`): the round trips of a batch do not grow with its size.
