@@ -17,7 +17,7 @@ async fn spawn_server() -> String {
 
 async fn spawn_server_with(echo: bool) -> String {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings");
-    settings.http.addr = "127.0.0.1:0".into();
+    settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.http.workers = 2;
     settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
     settings.demo.seed = Some(false);

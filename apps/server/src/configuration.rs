@@ -14,16 +14,16 @@ use serde::Deserialize;
 pub type Secret = secrecy::SecretString;
 pub use secrecy::ExposeSecret;
 
-#[derive(Debug, Clone, Deserialize)]
+/// Every setting, each section with its defaults (the `Default` impls below), so that a
+/// file or the environment names only what it changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     pub http: HttpSettings,
     pub store: StoreSettings,
-    #[serde(default)]
     pub auth: AuthSettings,
     pub payments: PaymentSettings,
-    #[serde(default)]
     pub demo: DemoSettings,
-    #[serde(default)]
     pub bench: BenchSettings,
     pub idempotency: IdempotencySettings,
     pub recovery: RecoverySettings,
@@ -31,6 +31,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct RecoverySettings {
     /// Whether this instance runs the reconciler in the background.
     pub enabled: bool,
@@ -45,17 +46,41 @@ pub struct RecoverySettings {
     pub batch: u32,
 }
 
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_ms: 60_000,
+            interval_ms: 5_000,
+            verify_delay_ms: 60_000,
+            batch: 100,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct HttpSettings {
-    /// Where to listen; port 0 picks a free port.
-    pub addr: String,
+    /// Where to listen, such as `127.0.0.1:3000`; port 0 picks a free port.
+    pub addr: SocketAddr,
     /// The largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
 }
 
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            body_limit_bytes: 16_384,
+            workers: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct StoreSettings {
     /// `memory://` (the default), `postgres://user:password@host:port/database`, or
     /// `mongodb://…` / `mongodb+srv://…` (a replica set or mongos). The scheme picks the
@@ -68,6 +93,16 @@ pub struct StoreSettings {
     pub acquire_timeout_ms: u64,
 }
 
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: "memory://".to_owned(),
+            pool_size: 16,
+            acquire_timeout_ms: 3_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AuthSettings {
     /// The bearer token of the admin API; when unset, one is generated and printed.
@@ -75,10 +110,11 @@ pub struct AuthSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct PaymentSettings {
     /// `simulated` (the in-process gateway with Stripe's test payment methods) or `stripe`
     /// (Stripe's API, or `seatkeeper-paysim`, at `base_url`).
-    pub provider: String,
+    pub provider: PaymentProvider,
     /// Added latency of every simulated payment call, in milliseconds.
     pub latency_ms: u64,
     /// Stripe's API address (`https://api.stripe.com`, or the simulator's).
@@ -91,8 +127,25 @@ pub struct PaymentSettings {
     pub max_retries: u32,
 }
 
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            provider: PaymentProvider::Simulated,
+            latency_ms: 0,
+            base_url: "https://api.stripe.com".to_owned(),
+            secret_key: None,
+            timeout_ms: 5_000,
+            max_retries: 2,
+        }
+    }
+}
+
 /// The payment gateway the settings name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::EnumString, strum::VariantNames,
+)]
+#[serde(try_from = "String")]
+#[strum(serialize_all = "lowercase")]
 pub enum PaymentProvider {
     Simulated,
     Stripe,
@@ -118,6 +171,7 @@ pub struct DemoSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct IdempotencySettings {
     /// How long an idempotency key is remembered, in seconds (24 h by default).
     pub retention_secs: u64,
@@ -127,37 +181,46 @@ pub struct IdempotencySettings {
     pub sweep_interval_secs: u64,
 }
 
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            retention_secs: 86_400,
+            lock_lease_ms: 30_000,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct LogSettings {
     /// `text` (human-readable, the default) or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A `tracing` filter such as `info` or `seatkeeper=debug,info`; `RUST_LOG` wins.
     pub level: String,
 }
 
-const DEFAULTS: &[(&str, &str)] = &[
-    ("http.addr", "127.0.0.1:3000"),
-    ("http.body_limit_bytes", "16384"),
-    ("http.workers", "0"),
-    ("store.url", "memory://"),
-    ("store.pool_size", "16"),
-    ("store.acquire_timeout_ms", "3000"),
-    ("payments.provider", "simulated"),
-    ("payments.latency_ms", "0"),
-    ("payments.base_url", "https://api.stripe.com"),
-    ("payments.timeout_ms", "5000"),
-    ("payments.max_retries", "2"),
-    ("idempotency.retention_secs", "86400"),
-    ("idempotency.lock_lease_ms", "30000"),
-    ("idempotency.sweep_interval_secs", "60"),
-    ("recovery.enabled", "true"),
-    ("recovery.lease_ms", "60000"),
-    ("recovery.interval_ms", "5000"),
-    ("recovery.verify_delay_ms", "60000"),
-    ("recovery.batch", "100"),
-    ("log.format", "text"),
-    ("log.level", "info"),
-];
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::EnumString, strum::VariantNames,
+)]
+#[serde(try_from = "String")]
+#[strum(serialize_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// The storage adapter a store URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +229,26 @@ pub enum StoreKind {
     Postgres,
     Mongo,
 }
+
+/// A setting's value out of a fixed set of names, refused with those names.
+macro_rules! named_setting {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(name: String) -> Result<Self, String> {
+                name.parse().map_err(|_| {
+                    let names: Vec<String> = <$t as strum::VariantNames>::VARIANTS
+                        .iter()
+                        .map(|n| format!("'{n}'"))
+                        .collect();
+                    format!("'{name}' is not one of {}", names.join(", "))
+                })
+            }
+        }
+    )*};
+}
+
+named_setting!(PaymentProvider, LogFormat);
 
 impl Settings {
     /// Loads the settings from the defaults, the optional file and the process environment.
@@ -179,9 +262,6 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
         let mut builder = config::Config::builder();
-        for (key, value) in DEFAULTS {
-            builder = builder.set_default(*key, *value)?;
-        }
         if let Some(path) = file {
             if !path.exists() {
                 bail!("configuration file {} does not exist", path.display());
@@ -198,9 +278,12 @@ impl Settings {
                 .separator("__")
                 .source(Some(env)),
         );
-        let settings: Settings = builder
+        let config = builder
             .build()
-            .context("could not read the configuration")?
+            .context("could not read the configuration")?;
+        // config's errors end with the setting, as in "invalid socket address syntax for
+        // key `http.addr`".
+        let settings: Settings = config
             .try_deserialize()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.validate()?;
@@ -208,7 +291,6 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        self.socket_addr()?;
         self.store_kind()?;
         if self.store.pool_size == 0 {
             bail!("invalid configuration: store.pool_size must be at least 1");
@@ -219,7 +301,7 @@ impl Settings {
         if self.http.body_limit_bytes < 256 {
             bail!("invalid configuration: http.body_limit_bytes must be at least 256");
         }
-        if self.payment_provider()? == PaymentProvider::Stripe {
+        if self.payments.provider == PaymentProvider::Stripe {
             if self.payments.secret_key.is_none() {
                 bail!("invalid configuration: payments.secret_key is required when payments.provider is 'stripe'");
             }
@@ -241,12 +323,6 @@ impl Settings {
                     self.idempotency.lock_lease_ms
                 );
             }
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            bail!(
-                "invalid configuration: log.format must be 'text' or 'json', not '{}'",
-                self.log.format
-            );
         }
         if self.idempotency.retention_secs == 0 {
             bail!("invalid configuration: idempotency.retention_secs must be positive");
@@ -288,25 +364,6 @@ impl Settings {
             timeout: Duration::from_millis(self.payments.timeout_ms),
             max_retries: self.payments.max_retries,
         }
-    }
-
-    pub fn payment_provider(&self) -> anyhow::Result<PaymentProvider> {
-        match self.payments.provider.as_str() {
-            "simulated" => Ok(PaymentProvider::Simulated),
-            "stripe" => Ok(PaymentProvider::Stripe),
-            other => bail!(
-                "invalid configuration: payments.provider '{other}' is not supported (expected 'simulated' or 'stripe')"
-            ),
-        }
-    }
-
-    pub fn socket_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.http.addr.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "invalid configuration: http.addr '{}' is not an address such as 127.0.0.1:3000",
-                self.http.addr
-            )
-        })
     }
 
     pub fn store_kind(&self) -> anyhow::Result<StoreKind> {
@@ -374,7 +431,7 @@ mod tests {
     #[test]
     fn the_defaults_serve_the_memory_store_on_port_3000() {
         let s = Settings::load_from(None, env(&[])).unwrap();
-        assert_eq!(s.http.addr, "127.0.0.1:3000");
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(s.store_kind().unwrap(), StoreKind::Memory);
         assert!(s.seed_demo());
         assert!(s.auth.admin_token.is_none());
@@ -393,7 +450,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.http.addr, "0.0.0.0:8080");
+        assert_eq!(s.http.addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.payments.latency_ms, 50);
         assert_eq!(
             s.auth.admin_token.as_ref().unwrap().expose_secret(),
@@ -432,7 +489,7 @@ mod tests {
             env(&[("SEATKEEPER_PAYMENTS__LATENCY_MS", "9")]),
         )
         .unwrap();
-        assert_eq!(s.http.addr, "127.0.0.1:4000");
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:4000");
         assert_eq!(s.payments.latency_ms, 9);
         std::fs::remove_dir_all(dir).unwrap();
         assert!(Settings::load_from(Some(&file), env(&[])).is_err());
@@ -533,7 +590,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.payment_provider().unwrap(), PaymentProvider::Stripe);
+        assert_eq!(s.payments.provider, PaymentProvider::Stripe);
         assert!(!format!("{s:?}").contains("sk_test_x"));
         assert!(
             Settings::load_from(None, env(&[("SEATKEEPER_PAYMENTS__PROVIDER", "paypal")])).is_err()

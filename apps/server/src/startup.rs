@@ -72,7 +72,7 @@ impl Wiring {
                 Arc::new(store)
             }
         };
-        let gateway: Arc<dyn PaymentGateway> = match settings.payment_provider()? {
+        let gateway: Arc<dyn PaymentGateway> = match settings.payments.provider {
             PaymentProvider::Simulated => Arc::new(SimulatedGateway::with_latency(
                 Duration::from_millis(settings.payments.latency_ms),
             )),
@@ -116,7 +116,7 @@ impl Application {
 
     /// Builds the server on the given adapters.
     pub async fn build_with(settings: Settings, wiring: Wiring) -> anyhow::Result<Self> {
-        let addr = settings.socket_addr()?;
+        let addr = settings.http.addr;
         let listener =
             TcpListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
         let port = listener.local_addr()?.port();

@@ -3,14 +3,14 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::configuration::LogSettings;
+use crate::configuration::{LogFormat, LogSettings};
 
 /// Installs the global subscriber; a second call (tests) does nothing.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(settings.level.as_str()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if settings.format == "json" {
+    let _ = if settings.format == LogFormat::Json {
         builder
             .json()
             .flatten_event(true)

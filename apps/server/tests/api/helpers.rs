@@ -131,7 +131,7 @@ async fn spawn(
     if std::env::var_os("TEST_LOG").is_some() {
         telemetry::init(&settings.log);
     }
-    settings.http.addr = "127.0.0.1:0".into();
+    settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.http.workers = 2;
     settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
     settings.demo.seed = Some(false);

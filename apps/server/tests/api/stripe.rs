@@ -13,7 +13,7 @@ const SECRET: &str = "sk_test_server_against_paysim";
 async fn app_on(sim: &Running, max_retries: u32) -> TestApp {
     let base_url = sim.base_url();
     spawn_app_with_configured_gateway(move |s| {
-        s.payments.provider = "stripe".into();
+        s.payments.provider = seatkeeper_server::configuration::PaymentProvider::Stripe;
         s.payments.base_url = base_url;
         s.payments.secret_key = Some(seatkeeper_server::configuration::Secret::from(SECRET));
         s.payments.timeout_ms = 400;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 /// changes the settings further) and returns its base URL.
 pub async fn serve(store: Arc<dyn Store>, token: &str, tune: impl FnOnce(&mut Settings)) -> String {
     let mut settings = Settings::load_from(None, Vec::new()).unwrap();
-    settings.http.addr = "127.0.0.1:0".into();
+    settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.auth.admin_token = Some(Secret::from(token));
     settings.demo.seed = Some(false);
     tune(&mut settings);
