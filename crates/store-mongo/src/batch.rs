@@ -16,7 +16,7 @@
 //! written as it would be alone, in queue order, as if the requests had run one after
 //! another (a decline's released seat can go to a later reservation of the same batch).
 //! A batch is all-or-nothing only in that a failure rolls all of it back; the store then
-//! answers each request alone (`MongoStore::run_steps`).
+//! answers each request alone (`StepRunner::run`, in `purchases.rs`).
 //!
 //! Round trips of a batch: find keys, find subscriptions, mark and find plans (one
 //! `findOneAndUpdate` when there is one plan), insert new keys (in their final state:
@@ -45,7 +45,9 @@ use seatkeeper_domain::{
 use crate::{
     documents::{uuid, AuditDoc, Corrupt, KeyDoc, SubscriptionDoc},
     errors::corrupt,
-    queries, PurchaseCollections,
+    purchases::PurchaseCollections,
+    queries,
+    transaction::unmatched,
 };
 
 /// A purchase step as a batch takes it.
@@ -383,7 +385,7 @@ async fn write(
     }
     let held = w.held_keys.len();
     if update(s, c, queries::IDEMPOTENCY_KEYS, w.held_keys).await? != held {
-        return Err(crate::unmatched("a key the batch holds"));
+        return Err(unmatched("a key the batch holds"));
     }
     update(s, c, queries::IDEMPOTENCY_KEYS, w.purchase_keys).await?;
     if !w.new_subs.is_empty() {
@@ -394,7 +396,7 @@ async fn write(
     }
     let completed = w.completed_subs.len();
     if update(s, c, queries::SUBSCRIPTIONS, w.completed_subs).await? != completed {
-        return Err(crate::unmatched("an incomplete subscription's completion"));
+        return Err(unmatched("an incomplete subscription's completion"));
     }
     for plan in plans.values() {
         let Some(was) = before.get(&plan.id).filter(|was| was.seq != plan.seq) else {
@@ -410,7 +412,7 @@ async fn write(
             .return_document(ReturnDocument::After)
             .session(&mut *s)
             .await?
-            .ok_or_else(|| crate::unmatched("the guarded plan update"))?;
+            .ok_or_else(|| unmatched("the guarded plan update"))?;
         let after = Plan::try_from(after).map_err(corrupt)?;
         if (after.seats_left, after.seq) != (plan.seats_left, plan.seq) {
             return Err(corrupt(Corrupt(format!(

@@ -12,12 +12,22 @@
 //! | `audit_entries` | `plan_id, seq` | unique | a plan's log in order; two entries can never share a place in it |
 //!
 //! Plans and subscriptions are read by `_id`, which MongoDB always indexes.
+//!
+//! `prepare` creates them at start-up, after the collections themselves.
 
 use std::time::Duration;
 
-use mongodb::{bson::doc, options::IndexOptions, IndexModel};
+use mongodb::{
+    bson::{doc, Document},
+    options::IndexOptions,
+    Database, IndexModel,
+};
+use seatkeeper_domain::ports::StoreError;
 
-use crate::queries::{AUDIT_ENTRIES, IDEMPOTENCY_KEYS, SUBSCRIPTIONS};
+use crate::{
+    errors::{classify, Facts},
+    queries::{self, AUDIT_ENTRIES, IDEMPOTENCY_KEYS, SUBSCRIPTIONS},
+};
 
 /// Every index the store needs, with its collection.
 pub fn indexes() -> Vec<(&'static str, IndexModel)> {
@@ -77,6 +87,26 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
                 .build(),
         ),
     ]
+}
+
+/// Creates the collections (so that no transaction ever creates one implicitly) and the
+/// indexes.
+pub(crate) async fn prepare(db: &Database) -> Result<(), StoreError> {
+    const NAMESPACE_EXISTS: i32 = 48;
+    for name in queries::COLLECTIONS {
+        if let Err(e) = db.create_collection(*name).await {
+            if Facts::of(&e).code != Some(NAMESPACE_EXISTS) {
+                return Err(classify(e));
+            }
+        }
+    }
+    for (collection, model) in indexes() {
+        db.collection::<Document>(collection)
+            .create_index(model)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

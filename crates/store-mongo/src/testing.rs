@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mongodb::{bson::doc, options::ClientOptions, Client};
 
-use crate::{open, topology::hosts_of, MongoSettings, MongoStore};
+use crate::{settings::open, topology::hosts_of, MongoSettings, MongoStore};
 
 pub const URL_VARIABLE: &str = "SEATKEEPER_TEST_MONGODB_URL";
 /// Where `bash deploy/mongodb.sh start` serves its replica set.

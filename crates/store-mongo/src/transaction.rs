@@ -13,24 +13,94 @@
 //! A commit whose answer was lost may have committed: the idempotency key's recovery point
 //! makes the client's retry safe, as for a PostgreSQL commit whose answer is lost.
 //!
-//! A body returns business refusals as values after reading only: the runner commits that
-//! read-only transaction, which writes nothing.
+//! A body returns business refusals as values after reading only ([`refuse`]): the runner
+//! commits that read-only transaction, which writes nothing.
+//!
+//! Also the helpers every port's transactions share: the store's session, its time limit
+//! ([`TimeLimitExceeded`]) and the settling of a body's outcome (`MongoStore::settle`),
+//! and [`unmatched`], the error of a guarded write that the transaction's own reads
+//! guaranteed would match.
+//!
+//! [`errors::retry_transaction`]: crate::errors::retry_transaction
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
-use mongodb::{error::Result, ClientSession};
+use mongodb::{
+    options::{ReadConcern, TransactionOptions, WriteConcern},
+    ClientSession,
+};
 use rand::Rng;
+use seatkeeper_domain::ports::StoreError;
 
 use crate::{
-    errors::{retry_transaction, Facts},
-    transaction_options,
+    documents::Corrupt,
+    errors::{classify, corrupt, retry_transaction, Facts},
+    MongoStore,
 };
+
+/// A store operation that ran past
+/// [`MongoSettings::transaction_time_limit`](crate::MongoSettings::transaction_time_limit).
+#[derive(Debug, thiserror::Error)]
+#[error("the MongoDB operation did not finish within {0:?} (transaction retries included)")]
+pub struct TimeLimitExceeded(pub Duration);
+
+/// The options of every transaction.
+fn transaction_options() -> TransactionOptions {
+    TransactionOptions::builder()
+        .read_concern(ReadConcern::snapshot())
+        .write_concern(WriteConcern::majority())
+        .build()
+}
+
+/// Hands a business outcome back as a value (never as a driver error, so that it is
+/// neither retried nor classified). Every refusal comes before the body's first write, so
+/// the transaction that commits after it writes nothing.
+pub(crate) async fn refuse<T, E>(
+    _: &mut ClientSession,
+    outcome: E,
+) -> mongodb::error::Result<Result<T, E>> {
+    Ok(Err(outcome))
+}
+
+/// A write that the transaction's own reads guaranteed would match, and did not.
+pub(crate) fn unmatched(what: &str) -> mongodb::error::Error {
+    corrupt(Corrupt(format!(
+        "{what} matched no document although this transaction just read it"
+    )))
+}
+
+impl MongoStore {
+    pub(crate) async fn session(&self) -> Result<ClientSession, StoreError> {
+        self.client.start_session().await.map_err(classify)
+    }
+
+    /// Awaits a transaction within the time limit.
+    pub(crate) async fn limited<R>(
+        &self,
+        run: impl Future<Output = mongodb::error::Result<R>>,
+    ) -> Result<mongodb::error::Result<R>, StoreError> {
+        tokio::time::timeout(self.time_limit, run)
+            .await
+            .map_err(|_| StoreError::unavailable(TimeLimitExceeded(self.time_limit)))
+    }
+
+    /// Awaits a transaction whose body returns business outcomes as values.
+    pub(crate) async fn settle<T, E: From<StoreError>>(
+        &self,
+        run: impl Future<Output = mongodb::error::Result<Result<T, E>>>,
+    ) -> Result<T, E> {
+        match self.limited(run).await? {
+            Ok(result) => result,
+            Err(e) => Err(E::from(classify(e))),
+        }
+    }
+}
 
 /// Runs `body` in a transaction until it commits, fails for a reason other than a
 /// conflict, or (bounded by the caller) runs out of time.
-pub(crate) async fn run<R, F>(session: &mut ClientSession, mut body: F) -> Result<R>
+pub(crate) async fn run<R, F>(session: &mut ClientSession, mut body: F) -> mongodb::error::Result<R>
 where
-    F: for<'b> AsyncFnMut(&'b mut ClientSession) -> Result<R>,
+    F: for<'b> AsyncFnMut(&'b mut ClientSession) -> mongodb::error::Result<R>,
 {
     let mut attempt: u32 = 0;
     loop {
