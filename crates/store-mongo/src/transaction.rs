@@ -7,8 +7,8 @@
 //! retries until the store's time limit (30 s) instead of answering 503 at once, as the
 //! PostgreSQL store does after its acquire timeout. This runner retries only conflicts
 //! between transactions ([`errors::retry_transaction`]: a WriteConflict, a transaction the
-//! server aborted, a snapshot not yet available), with the driver's backoff (jittered,
-//! 5 ms × 1.5ⁿ, at most 500 ms); every other failure, of the body or of the commit, ends
+//! server aborted, a snapshot not yet available), with a back-off like the driver's (5 ms ×
+//! 1.5ⁿ, at most 500 ms, plus up to as much again of jitter: `backon`); every other failure, of the body or of the commit, ends
 //! the transaction and goes back to the caller, whose classification makes it 503 or 500.
 //! A commit whose answer was lost may have committed: the idempotency key's recovery point
 //! makes the client's retry safe, as for a PostgreSQL commit whose answer is lost.
@@ -25,11 +25,11 @@
 
 use std::{future::Future, time::Duration};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use mongodb::{
     options::{ReadConcern, TransactionOptions, WriteConcern},
     ClientSession,
 };
-use rand::Rng;
 use seatkeeper_domain::ports::StoreError;
 
 use crate::{
@@ -102,10 +102,13 @@ pub(crate) async fn run<R, F>(session: &mut ClientSession, mut body: F) -> mongo
 where
     F: for<'b> AsyncFnMut(&'b mut ClientSession) -> mongodb::error::Result<R>,
 {
+    let mut pauses = backoff().build();
     let mut attempt: u32 = 0;
     loop {
         if attempt > 0 {
-            tokio::time::sleep(backoff(attempt)).await;
+            // Unbounded: the caller's time limit ends a transaction that keeps conflicting.
+            let pause = pauses.next().unwrap_or(MAX_PAUSE);
+            tokio::time::sleep(pause).await;
         }
         attempt += 1;
         session
@@ -141,11 +144,18 @@ where
     }
 }
 
-/// The driver's backoff before attempt `attempt + 1`.
-fn backoff(attempt: u32) -> Duration {
-    let jitter: f64 = rand::thread_rng().gen_range(0.0..1.0);
-    let ms = (jitter * 5.0 * 1.5f64.powi(attempt.min(30) as i32)).min(jitter * 500.0);
-    Duration::from_millis(ms.round() as u64)
+/// The longest pause between two attempts, jitter aside.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// The pauses between attempts: 5 ms × 1.5ⁿ up to [`MAX_PAUSE`], each plus up to as much
+/// again, without end.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_factor(1.5)
+        .with_max_delay(MAX_PAUSE)
+        .without_max_times()
+        .with_jitter()
 }
 
 #[cfg(test)]
@@ -153,13 +163,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_backoff_grows_with_the_attempts_and_never_passes_half_a_second() {
-        for _ in 0..1000 {
-            assert!(backoff(1) <= Duration::from_millis(8));
-            assert!(backoff(100) <= Duration::from_millis(500));
-        }
-        let late: u128 = (0..1000).map(|_| backoff(12).as_millis()).sum();
-        let early: u128 = (0..1000).map(|_| backoff(2).as_millis()).sum();
-        assert!(late > early * 10, "{late} vs {early}");
+    fn the_pauses_grow_without_end_and_never_pass_twice_the_longest() {
+        let pauses: Vec<Duration> = backoff().build().take(40).collect();
+        assert_eq!(pauses.len(), 40, "the pauses never run out");
+        assert!(pauses[0] <= Duration::from_millis(10));
+        assert!(pauses.iter().all(|p| *p <= 2 * MAX_PAUSE));
+        assert!(pauses[39] >= MAX_PAUSE);
     }
 }
