@@ -42,6 +42,7 @@ use async_trait::async_trait;
 use seatkeeper_domain::ports::Store;
 
 pub mod cases;
+pub mod outage;
 pub mod support;
 
 /// Hands out stores for the contract cases.

@@ -18,13 +18,7 @@
 mod keys;
 mod trail;
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
@@ -125,7 +119,6 @@ pub struct MemoryStore {
     incomplete: DashMap<SubscriptionId, ()>,
     /// Recovery tasks: leases on `Complete` work, and scheduled `Verify` checks.
     recovery: DashMap<SubscriptionId, RecoveryRow>,
-    unavailable: AtomicBool,
 }
 
 impl Default for MemoryStore {
@@ -137,7 +130,6 @@ impl Default for MemoryStore {
             by_customer: map(),
             incomplete: map(),
             recovery: map(),
-            unavailable: AtomicBool::default(),
         }
     }
 }
@@ -147,25 +139,9 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Makes every operation fail with [`StoreError::Unavailable`] (or work again), the
-    /// way a database that cannot be reached does. For tests of outage handling.
-    pub fn set_unavailable(&self, unavailable: bool) {
-        self.unavailable.store(unavailable, Ordering::SeqCst);
-    }
-
     /// How many idempotency records are held (expired or not).
     pub fn key_count(&self) -> usize {
         self.keys.len()
-    }
-
-    fn up(&self) -> Result<(), StoreError> {
-        if self.unavailable.load(Ordering::SeqCst) {
-            Err(StoreError::unavailable(
-                "the in-memory store was switched off",
-            ))
-        } else {
-            Ok(())
-        }
     }
 
     fn cell(&self, id: PlanId) -> Option<Arc<Mutex<PlanCell>>> {
@@ -258,7 +234,6 @@ fn reserve_under(
 #[async_trait]
 impl PlanRepository for MemoryStore {
     async fn create_plan(&self, plan: &Plan, ctx: &AuditContext) -> Result<(), StoreError> {
-        self.up()?;
         let mut cell = PlanCell {
             plan: plan.clone(),
             audit: AuditTrail::default(),
@@ -277,12 +252,10 @@ impl PlanRepository for MemoryStore {
     }
 
     async fn get_plan(&self, id: PlanId) -> Result<Option<Plan>, StoreError> {
-        self.up()?;
         Ok(self.cell(id).map(|c| c.lock().plan.clone()))
     }
 
     async fn list_plans(&self, after: Option<PlanId>, limit: u32) -> Result<Vec<Plan>, StoreError> {
-        self.up()?;
         let plans = self.plans.read();
         let range = match after {
             Some(a) => plans.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
@@ -301,7 +274,6 @@ impl PlanRepository for MemoryStore {
         ctx: &AuditContext,
         now: Timestamp,
     ) -> Result<Plan, UpdatePlanError> {
-        self.up()?;
         let cell = self.cell(id).ok_or(UpdatePlanError::NotFound(id))?;
         let mut cell = cell.lock();
         let changes = cell.plan.apply(patch).map_err(|r| match r {
@@ -315,7 +287,6 @@ impl PlanRepository for MemoryStore {
     }
 
     async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError> {
-        self.up()?;
         Ok(self.cell(id).map(|c| {
             let c = c.lock();
             PlanStats {
@@ -340,7 +311,6 @@ impl AuditLog for MemoryStore {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
-        self.up()?;
         Ok(self.cell(plan_id).map(|c| {
             let c = c.lock();
             c.audit
@@ -358,7 +328,6 @@ impl SubscriptionRepository for MemoryStore {
         &self,
         id: SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
-        self.up()?;
         Ok(self.subscriptions.get(&id).map(|s| Subscription::clone(&s)))
     }
 
@@ -368,7 +337,6 @@ impl SubscriptionRepository for MemoryStore {
         after: Option<SubscriptionId>,
         limit: u32,
     ) -> Result<Vec<Subscription>, StoreError> {
-        self.up()?;
         let ids: Vec<SubscriptionId> = match self.by_customer.get(customer) {
             None => return Ok(Vec::new()),
             Some(ids) => {
@@ -388,7 +356,6 @@ impl SubscriptionRepository for MemoryStore {
         ctx: &AuditContext,
         now: Timestamp,
     ) -> Result<Cancellation, CancelError> {
-        self.up()?;
         let plan_id = self
             .subscriptions
             .get(&id)
@@ -422,7 +389,6 @@ impl SubscriptionRepository for MemoryStore {
 #[async_trait]
 impl IdempotencyRepository for MemoryStore {
     async fn claim_key(&self, claim: &ClaimKey) -> Result<Claim, StoreError> {
-        self.up()?;
         match self.keys.entry(KeyId::new(&claim.scope, &claim.key)) {
             Entry::Vacant(v) => {
                 let record = claim.fresh_record();
@@ -445,7 +411,6 @@ impl IdempotencyRepository for MemoryStore {
         key: &IdempotencyKey,
         owner: LockToken,
     ) -> Result<bool, StoreError> {
-        self.up()?;
         let Some(mut rec) = self.keys.get_mut(&(scope, key) as &dyn KeyRef) else {
             return Ok(false);
         };
@@ -457,7 +422,6 @@ impl IdempotencyRepository for MemoryStore {
     }
 
     async fn purge_expired_keys(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.up()?;
         // Counted as removed, not as a difference of lengths: claims may insert keys while
         // the sweep runs.
         let mut purged = 0u64;
@@ -475,7 +439,6 @@ impl IdempotencyRepository for MemoryStore {
 #[async_trait]
 impl PurchaseRepository for MemoryStore {
     async fn reserve_seat(&self, cmd: &ReserveSeat) -> Result<Reservation, ReserveError> {
-        self.up()?;
         let cell = self.cell(cmd.plan_id);
         let mut guard = cell.as_ref().map(|c| c.lock());
         let key_id = (&cmd.customer_id, &cmd.key);
@@ -495,7 +458,6 @@ impl PurchaseRepository for MemoryStore {
         &self,
         cmd: &ReserveWithNewKey,
     ) -> Result<NewKeyReservation, StoreError> {
-        self.up()?;
         let (claim, seat) = (cmd.claim(), cmd.seat());
         // Built before the plan's lock, which a hot plan's purchases queue for: a key
         // that turns out to exist (rare) wastes them.
@@ -518,7 +480,6 @@ impl PurchaseRepository for MemoryStore {
     }
 
     async fn complete_purchase(&self, cmd: &CompletePurchase) -> Result<Completion, CompleteError> {
-        self.up()?;
         let id = cmd.subscription_id;
         let plan_id = self
             .subscriptions
@@ -603,7 +564,6 @@ impl MemoryStore {
 #[async_trait]
 impl RecoveryRepository for MemoryStore {
     async fn claim_recovery(&self, claim: &ClaimRecovery) -> Result<Vec<RecoveryTask>, StoreError> {
-        self.up()?;
         let mut tasks = Vec::new();
         let lease = Some((claim.owner, claim.lease_until));
         let stale: Vec<SubscriptionId> = self.incomplete.iter().map(|e| *e.key()).collect();
@@ -678,7 +638,6 @@ impl RecoveryRepository for MemoryStore {
         id: SubscriptionId,
         owner: LockToken,
     ) -> Result<bool, StoreError> {
-        self.up()?;
         let held = |row: &RecoveryRow| row.lease.is_some_and(|(o, _)| o == owner);
         let removed = self.recovery.remove_if(&id, |_, row| {
             row.phase == RecoveryPhase::Complete && held(row)
@@ -703,7 +662,6 @@ impl RecoveryRepository for MemoryStore {
         ctx: &AuditContext,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.up()?;
         let removed = self.recovery.remove_if(&id, |_, row| {
             row.phase == RecoveryPhase::Verify && row.lease.is_some_and(|(o, _)| o == owner)
         });
@@ -723,7 +681,6 @@ impl RecoveryRepository for MemoryStore {
         ctx: &AuditContext,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.up()?;
         self.audit_refund(id, payment_id, ctx, now)
     }
 
@@ -731,7 +688,6 @@ impl RecoveryRepository for MemoryStore {
         &self,
         stale_before: Timestamp,
     ) -> Result<RecoveryBacklog, StoreError> {
-        self.up()?;
         let stale_incomplete = self
             .incomplete
             .iter()
@@ -755,7 +711,8 @@ impl RecoveryRepository for MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    /// Always answers: the store is this process's memory.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.up()
+        Ok(())
     }
 }

@@ -36,7 +36,8 @@
 //! - `transaction`: the transaction runner: what is run again, what answers at once; and
 //!   the helpers the ports' transactions share;
 //! - [`topology`]: the start-up check that the server is a replica set or `mongos`;
-//! - [`testing`]: fresh databases for the contract suite.
+//! - `testing` (behind the `testing` feature, for tests only): fresh databases for the
+//!   contract suite.
 //!
 //! Transactions need a replica set: [`MongoStore::connect`] refuses a standalone server
 //! with a message saying how to make one.
@@ -60,6 +61,7 @@ pub mod queries;
 mod recovery;
 mod settings;
 mod subscriptions;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
 mod transaction;

@@ -26,7 +26,8 @@
 //! - `batch`: the purchase steps as batch transactions;
 //! - `rows`: reading rows back into domain values;
 //! - `errors`: which failures are retried, unavailable or internal;
-//! - [`testing`]: fresh databases for the contract suite.
+//! - `testing` (behind the `testing` feature, for tests only): fresh databases for the
+//!   contract suite.
 
 mod audit;
 mod batch;
@@ -39,6 +40,7 @@ mod rows;
 mod settings;
 mod statements;
 mod subscriptions;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod transaction;
 

@@ -15,7 +15,7 @@ async fn ready_answers_ok_while_the_store_answers_and_503_while_it_does_not() {
     let app = spawn_memory_app().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
 
-    app.memory_store().set_unavailable(true);
+    app.store_switch().set_unavailable(true);
     let res = app.get("/health/ready").await;
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "store_unavailable").await;
@@ -25,6 +25,6 @@ async fn ready_answers_ok_while_the_store_answers_and_503_while_it_does_not() {
         "liveness does not depend on the store"
     );
 
-    app.memory_store().set_unavailable(false);
+    app.store_switch().set_unavailable(false);
     assert_eq!(app.get("/health/ready").await.status(), 200);
 }

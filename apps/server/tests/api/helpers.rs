@@ -18,6 +18,7 @@ use seatkeeper_server::{
     startup::{Application, Wiring},
     telemetry,
 };
+use seatkeeper_store_contract::outage::Switchable;
 use seatkeeper_store_memory::MemoryStore;
 use serde_json::{json, Value};
 
@@ -74,7 +75,7 @@ pub struct TestApp {
     /// The server's store; a database store's database is dropped with it.
     pub store: Arc<dyn Store>,
     /// The store when it is the in-memory one (for its switches and counters).
-    memory: Option<Arc<MemoryStore>>,
+    memory: Option<Arc<Switchable<MemoryStore>>>,
     /// The database's URL when the store is PostgreSQL or MongoDB.
     database_url: Option<String>,
     pub gateway: Arc<SimulatedGateway>,
@@ -138,7 +139,7 @@ async fn spawn(
     configure(&mut settings);
     let (store, memory, database_url): (Arc<dyn Store>, _, _) = match kind {
         StoreKind::Memory => {
-            let memory = Arc::new(MemoryStore::new());
+            let memory = Arc::new(Switchable::new(MemoryStore::new()));
             (memory.clone(), Some(memory), None)
         }
         StoreKind::Postgres | StoreKind::Mongo => {
@@ -191,6 +192,12 @@ async fn spawn(
 impl TestApp {
     /// The in-memory store; panics on another store (memory-only tests use it).
     pub fn memory_store(&self) -> &MemoryStore {
+        self.store_switch().inner()
+    }
+
+    /// The switch in front of the in-memory store, which makes it fail as an unreachable
+    /// database does; panics on another store.
+    pub fn store_switch(&self) -> &Switchable<MemoryStore> {
         self.memory
             .as_deref()
             .expect("a test of the in-memory store's switches runs on it only")

@@ -210,12 +210,12 @@ async fn a_lost_payment_answer_is_503_with_retry_after_and_the_retry_completes_w
 async fn an_unreachable_store_answers_503_store_unavailable_and_nothing_is_half_written() {
     let app = spawn_memory_app().await;
     let plan = app.create_plan(2).await;
-    app.memory_store().set_unavailable(true);
+    app.store_switch().set_unavailable(true);
     let res = app.purchase(&plan, "cus_1", "k1", "pm_card_visa").await;
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "store_unavailable").await;
     assert_problem(app.get("/api/plans").await, 503, "store_unavailable").await;
-    app.memory_store().set_unavailable(false);
+    app.store_switch().set_unavailable(false);
     assert_eq!(app.gateway.charge_calls(), 0);
     assert_eq!(app.plan(&plan).await["seats_left"], 2);
     assert_eq!(
