@@ -286,9 +286,7 @@ impl Key {
                 .held_keys
                 .push(statement(held, queries::record_reservation(subscription))),
             Self::New(mut record) => {
-                record.recovery = RecoveryPoint::Reserved {
-                    subscription_id: subscription,
-                };
+                record.record_reservation(subscription);
                 w.new_keys.push(KeyDoc::from(&record));
             }
         }

@@ -320,6 +320,12 @@ impl IdempotencyRecord {
         matches!(self.state, KeyState::Finished { .. })
     }
 
+    /// Records that this key's purchase reserved `subscription_id`: a retry, and the
+    /// reconciler, find the purchase from here.
+    pub fn record_reservation(&mut self, subscription_id: SubscriptionId) {
+        self.recovery = RecoveryPoint::Reserved { subscription_id };
+    }
+
     /// Finishes the record with a definitive outcome.
     pub fn finish(&mut self, outcome: PurchaseOutcome, request_id: String, now: Timestamp) {
         self.state = KeyState::Finished {
