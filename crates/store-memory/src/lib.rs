@@ -215,16 +215,9 @@ fn reserve_under(
     let Some(cell) = cell else {
         return Err(StoreError::internal("a missing plan was not rejected"));
     };
-    cell.record(SeatMove::reserve(cmd.subscription_id), &cmd.ctx, cmd.now);
+    let (sub, entry) = cmd.take_seat(&mut cell.plan);
+    cell.audit.push(entry);
     cell.counts.incomplete += 1;
-    let sub = Subscription::reserve(
-        cmd.subscription_id,
-        &cell.plan,
-        cmd.customer_id.clone(),
-        cmd.payment_method.clone(),
-        Some(cmd.key.clone()),
-        cmd.now,
-    );
     rec.recovery = RecoveryPoint::Reserved {
         subscription_id: sub.id,
     };

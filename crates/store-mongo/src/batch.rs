@@ -38,8 +38,8 @@ use seatkeeper_domain::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
         ReserveSeat, ReserveWithNewKey, StoreError,
     },
-    IdempotencyRecord, Plan, PlanId, PurchaseOutcome, RecoveryPoint, SeatMove, Subscription,
-    SubscriptionId, SubscriptionStatus,
+    IdempotencyRecord, Plan, PlanId, PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId,
+    SubscriptionStatus,
 };
 
 use crate::{
@@ -306,15 +306,7 @@ fn reserve(
         return Ok(Reservation::Rejected(outcome));
     }
     let p = plan.ok_or_else(|| corrupt(Corrupt("a missing plan was not rejected".into())))?;
-    let entry = p.move_seats(SeatMove::reserve(cmd.subscription_id), &cmd.ctx, cmd.now);
-    let sub = Subscription::reserve(
-        cmd.subscription_id,
-        p,
-        cmd.customer_id.clone(),
-        cmd.payment_method.clone(),
-        Some(cmd.key.clone()),
-        cmd.now,
-    );
+    let (sub, entry) = cmd.take_seat(p);
     w.audit.push(AuditDoc::from(&entry));
     key.reserved(sub.id, w);
     w.new_subs.push(SubscriptionDoc::from(&sub));

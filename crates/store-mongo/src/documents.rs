@@ -515,35 +515,21 @@ impl TryFrom<KeyDoc> for IdempotencyRecord {
 /// A plan's stats from the plan and the `{ _id: <status>, n: <count> }` documents of
 /// [`crate::queries::count_by_status`], read in one snapshot.
 pub fn stats(plan: &Plan, counts: &[bson::Document]) -> Result<PlanStats> {
-    let mut stats = PlanStats {
-        plan_id: plan.id,
-        capacity: plan.capacity.get(),
-        seats_left: plan.seats_left,
-        incomplete: 0,
-        active: 0,
-        canceled: 0,
-        incomplete_expired: 0,
-        sold_out: plan.is_sold_out(),
-    };
-    for row in counts {
-        let status = row
-            .get_str("_id")
-            .map_err(|e| Corrupt::field("count._id", e))?;
-        let n = match row.get("n") {
-            Some(bson::Bson::Int64(n)) => *n,
-            Some(bson::Bson::Int32(n)) => i64::from(*n),
-            other => return Err(Corrupt::field("count.n", format!("{other:?}"))),
-        };
-        let n = u64_of("count.n", n)?;
-        let slot = match subscription_status(status)? {
-            SubscriptionStatus::Incomplete => &mut stats.incomplete,
-            SubscriptionStatus::Active => &mut stats.active,
-            SubscriptionStatus::Canceled => &mut stats.canceled,
-            SubscriptionStatus::IncompleteExpired => &mut stats.incomplete_expired,
-        };
-        *slot = n;
-    }
-    Ok(stats)
+    let counts = counts
+        .iter()
+        .map(|row| {
+            let status = row
+                .get_str("_id")
+                .map_err(|e| Corrupt::field("count._id", e))?;
+            let n = match row.get("n") {
+                Some(bson::Bson::Int64(n)) => *n,
+                Some(bson::Bson::Int32(n)) => i64::from(*n),
+                other => return Err(Corrupt::field("count.n", format!("{other:?}"))),
+            };
+            Ok((subscription_status(status)?, u64_of("count.n", n)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PlanStats::from_counts(plan, counts))
 }
 
 /// Serialises a stored type into a BSON document (for inserts and `$set`s).

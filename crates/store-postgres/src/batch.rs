@@ -20,8 +20,8 @@ use seatkeeper_domain::{
         ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
         ReserveSeat, ReserveWithNewKey,
     },
-    AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint, SeatMove,
-    Subscription, SubscriptionStatus,
+    AuditEntry, ClaimKey, KeyState, Plan, PlanId, PurchaseOutcome, RecoveryPoint, Subscription,
+    SubscriptionStatus,
 };
 use sqlx::{postgres::PgArguments, query::Query, PgConnection, Postgres};
 use uuid::Uuid;
@@ -592,16 +592,8 @@ pub(crate) async fn reserve_tx(
             answers.push(Ok(Reserved::Seat(Reservation::Rejected(outcome))));
             continue;
         }
-        let p = plan.expect("a plan that gives a seat exists");
-        entries.push(p.move_seats(SeatMove::reserve(cmd.subscription_id), &cmd.ctx, cmd.now));
-        let sub = Subscription::reserve(
-            cmd.subscription_id,
-            p,
-            cmd.customer_id.clone(),
-            cmd.payment_method.clone(),
-            Some(cmd.key.clone()),
-            cmd.now,
-        );
+        let (sub, entry) = cmd.take_seat(plan.expect("a plan that gives a seat exists"));
+        entries.push(entry);
         subs.push(&sub);
         points.scope.push(cmd.customer_id.as_str().to_owned());
         points.key.push(cmd.key.as_str().to_owned());

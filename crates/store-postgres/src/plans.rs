@@ -4,8 +4,7 @@
 use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{PlanRepository, StoreError, UpdatePlanError},
-    AuditContext, AuditEntry, PatchRejection, Plan, PlanId, PlanPatch, PlanStats,
-    SubscriptionStatus, Timestamp,
+    AuditContext, AuditEntry, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, Timestamp,
 };
 use sqlx::{PgConnection, Row};
 
@@ -141,24 +140,12 @@ async fn plan_stats_tx(
     .bind(id.as_uuid())
     .fetch_all(&mut *c)
     .await?;
-    let mut stats = PlanStats {
-        plan_id: id,
-        capacity: plan.capacity.get(),
-        seats_left: plan.seats_left,
-        incomplete: 0,
-        active: 0,
-        canceled: 0,
-        incomplete_expired: 0,
-        sold_out: plan.is_sold_out(),
-    };
-    for row in counts {
-        let n = row.try_get::<i64, _>("n")? as u64;
-        match rows::subscription_status(row.try_get("status")?)? {
-            SubscriptionStatus::Incomplete => stats.incomplete = n,
-            SubscriptionStatus::Active => stats.active = n,
-            SubscriptionStatus::Canceled => stats.canceled = n,
-            SubscriptionStatus::IncompleteExpired => stats.incomplete_expired = n,
-        }
-    }
-    Ok(Some(stats))
+    let counts = counts
+        .iter()
+        .map(|row| {
+            let n = row.try_get::<i64, _>("n")? as u64;
+            Ok((rows::subscription_status(row.try_get("status")?)?, n))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some(PlanStats::from_counts(&plan, counts)))
 }

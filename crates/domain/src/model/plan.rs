@@ -263,6 +263,37 @@ pub struct PlanStats {
     pub sold_out: bool,
 }
 
+impl PlanStats {
+    /// The stats of `plan` whose subscriptions, by status, number `counts` (a status
+    /// not named counts none; one named twice counts its last number).
+    pub fn from_counts(
+        plan: &Plan,
+        counts: impl IntoIterator<Item = (super::SubscriptionStatus, u64)>,
+    ) -> Self {
+        let mut stats = Self {
+            plan_id: plan.id,
+            capacity: plan.capacity.get(),
+            seats_left: plan.seats_left,
+            incomplete: 0,
+            active: 0,
+            canceled: 0,
+            incomplete_expired: 0,
+            sold_out: plan.is_sold_out(),
+        };
+        for (status, n) in counts {
+            use super::SubscriptionStatus::*;
+            let slot = match status {
+                Incomplete => &mut stats.incomplete,
+                Active => &mut stats.active,
+                Canceled => &mut stats.canceled,
+                IncompleteExpired => &mut stats.incomplete_expired,
+            };
+            *slot = n;
+        }
+        stats
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

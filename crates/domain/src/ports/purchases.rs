@@ -10,8 +10,9 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::model::{
-    AuditAction, AuditContext, ClaimKey, CustomerId, IdempotencyKey, LockToken, PaymentMethod,
-    Plan, PlanId, PlanStatus, PurchaseOutcome, SeatMove, Subscription, SubscriptionId, Timestamp,
+    AuditAction, AuditContext, AuditEntry, ClaimKey, CustomerId, IdempotencyKey, LockToken,
+    PaymentMethod, Plan, PlanId, PlanStatus, PurchaseOutcome, SeatMove, Subscription,
+    SubscriptionId, Timestamp,
 };
 
 /// Reserve a seat of `plan_id` for the purchase that holds `(customer_id, key)`.
@@ -40,6 +41,22 @@ impl ReserveSeat {
             Some(p) if p.seats_left == 0 => Some(PurchaseOutcome::SoldOut { plan_id }),
             Some(_) => None,
         }
+    }
+
+    /// Takes a seat of `plan` (one [`Self::rejection`] let through) for this purchase:
+    /// the seat moves, and the new `incomplete` subscription and the move's audit entry
+    /// come back for the store to write.
+    pub fn take_seat(&self, plan: &mut Plan) -> (Subscription, AuditEntry) {
+        let entry = plan.move_seats(SeatMove::reserve(self.subscription_id), &self.ctx, self.now);
+        let subscription = Subscription::reserve(
+            self.subscription_id,
+            plan,
+            self.customer_id.clone(),
+            self.payment_method.clone(),
+            Some(self.key.clone()),
+            self.now,
+        );
+        (subscription, entry)
     }
 }
 
