@@ -142,6 +142,9 @@ const ISO_4217: &[&str] = &[
 pub struct Currency([u8; 3]);
 
 impl Currency {
+    /// Every code [`Currency::parse`] accepts, sorted.
+    pub const ALL: &'static [&'static str] = ISO_4217;
+
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         if ISO_4217.binary_search(&s).is_err() {
             return Err(InvalidValue::new(
