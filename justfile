@@ -13,6 +13,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Rewrite openapi.yaml from the code (the test `openapi` fails while it is stale).
+openapi:
+    cargo run -q -p seatkeeper-server -- openapi > openapi.yaml
+
 # What CI runs.
 ci:
     bash .ci/run

@@ -7,7 +7,7 @@
 //! (docs/benchmarks.md). With `bench.echo_wait_ms` set it first waits that long on a timer,
 //! as a purchase waits on its payment: the framework's own cost of thousands of requests
 //! parked mid-flight, the control of the payment-latency rows. It is not part of the API,
-//! so it is not in `routes::router()` nor in `openapi.yaml`.
+//! so it is not among `routes::services` nor in `openapi.yaml`.
 
 use std::time::Duration;
 

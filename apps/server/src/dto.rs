@@ -8,8 +8,9 @@ use seatkeeper_domain::{
     UnitAmount,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::{extract::Fields, problem::ApiError, timestamp};
+use crate::{extract::Fields, openapi::schemas, problem::ApiError, timestamp};
 
 /// `{"data": [...], "next_cursor": ...}`
 #[derive(Debug, Serialize)]
@@ -18,17 +19,34 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A plan with a limited number of seats.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Plan, example = json!({
+    "id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f", "name": "Team", "capacity": 50,
+    "seats_left": 48, "unit_amount": 4900, "currency": "usd", "interval": "month",
+    "status": "active", "created_at": "2026-01-15T09:30:00.123Z"
+}))]
 pub struct PlanBody {
+    #[schema(value_type = schemas::PlanId)]
     pub id: PlanId,
+    #[schema(value_type = schemas::PlanName)]
     pub name: String,
+    #[schema(value_type = schemas::Capacity)]
     pub capacity: u32,
+    /// Seats nobody holds; `capacity - seats_left` subscriptions are `incomplete` or
+    /// `active`. From 0 to `capacity`.
+    #[schema(maximum = 1_000_000)]
     pub seats_left: u32,
+    #[schema(value_type = schemas::UnitAmount)]
     pub unit_amount: i64,
+    #[schema(value_type = schemas::Currency)]
     pub currency: String,
+    #[schema(value_type = schemas::Interval)]
     pub interval: &'static str,
+    #[schema(value_type = schemas::PlanStatus)]
     pub status: &'static str,
     #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = schemas::Timestamp)]
     pub created_at: Timestamp,
 }
 
@@ -48,15 +66,30 @@ impl From<&Plan> for PlanBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A plan's seats and its subscriptions counted by status, from one consistent snapshot
+/// (`capacity == seats_left + incomplete + active`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PlanStats, example = json!({
+    "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f", "capacity": 50, "seats_left": 47,
+    "incomplete": 1, "active": 2, "canceled": 1, "incomplete_expired": 3, "sold_out": false
+}))]
 pub struct StatsBody {
+    #[schema(value_type = schemas::PlanId)]
     pub plan_id: PlanId,
+    #[schema(value_type = schemas::Capacity)]
     pub capacity: u32,
+    /// Seats nobody holds.
+    #[schema(maximum = 1_000_000)]
     pub seats_left: u32,
+    /// Subscriptions holding a seat whose charge has not completed.
     pub incomplete: u64,
+    /// Paid subscriptions holding a seat.
     pub active: u64,
+    /// Cancelled subscriptions (no seat).
     pub canceled: u64,
+    /// Subscriptions whose charge was declined or never happened (no seat).
     pub incomplete_expired: u64,
+    /// `true` when `seats_left` is 0.
     pub sold_out: bool,
 }
 
@@ -75,19 +108,46 @@ impl From<PlanStats> for StatsBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One change of a plan, in the order changes took effect.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEntry, example = json!({
+    "id": "0190f5d0-1b2d-7a11-b2c3-d4e5f6a7b8c9", "seq": 2, "at": "2026-02-01T12:00:00.200Z",
+    "action": "seat_reserved", "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f",
+    "subscription_id": "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f", "actor": "customer:cus_42",
+    "trace_id": "0b7e3c1a-5d2f-4e8b-9a61-7c4d2e9f0a13", "seats_left_before": 50,
+    "seats_left_after": 49, "reason": null
+}))]
 pub struct AuditEntryBody {
+    /// The entry's id.
+    #[schema(format = Uuid)]
     pub id: String,
+    /// The entry's number in the plan's log, from 1 (`plan_created`), without gaps.
+    #[schema(minimum = 1)]
     pub seq: u64,
     #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = schemas::Timestamp)]
     pub at: Timestamp,
+    #[schema(value_type = schemas::AuditAction)]
     pub action: &'static str,
+    #[schema(value_type = schemas::PlanId)]
     pub plan_id: PlanId,
+    /// The subscription concerned, for seat and purchase entries; `null` for plan changes.
+    #[schema(required, format = Uuid)]
     pub subscription_id: Option<String>,
+    /// Who made the change: `admin`, `customer:<customer_id>` (purchases), `anonymous`
+    /// (cancellations, until customers are authenticated), `reconciler` (recovery) or
+    /// `seed` (the demo plans seeded at start-up).
+    #[schema(examples("customer:cus_42"))]
     pub actor: String,
+    /// The id of the request (or job) the change was made under.
     pub trace_id: String,
+    /// `seats_left` before the change (0 for `plan_created`).
     pub seats_left_before: u32,
+    /// `seats_left` after the change.
     pub seats_left_after: u32,
+    /// Why, when there is more to say (a decline reason, the old and new name or
+    /// capacity); else `null`.
+    #[schema(required)]
     pub reason: Option<String>,
 }
 
@@ -111,20 +171,36 @@ impl From<&AuditEntry> for AuditEntryBody {
 
 /// A subscription as the API shows it; borrows from the domain value, so writing a
 /// purchase's answer copies no string.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Subscription, description = "A customer's subscription to a plan.")]
 pub struct SubscriptionBody<'a> {
+    #[schema(value_type = schemas::SubscriptionId)]
     pub id: SubscriptionId,
+    #[schema(value_type = schemas::PlanId)]
     pub plan_id: PlanId,
+    #[schema(value_type = schemas::CustomerId)]
     pub customer_id: &'a str,
+    #[schema(value_type = schemas::SubscriptionStatus)]
     pub status: &'static str,
+    /// The payment provider's reference of the successful charge; `null` until there is
+    /// one.
+    #[schema(required, value_type = Option<String>)]
     pub payment_id: Option<&'a str>,
+    /// The start of the current period, set when the charge succeeded; else `null`.
     #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
     pub current_period_start: Option<Timestamp>,
+    /// The end of the current period (one month or one year after its start); else
+    /// `null`.
     #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
     pub current_period_end: Option<Timestamp>,
     #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = schemas::Timestamp)]
     pub created_at: Timestamp,
+    /// When the subscription was cancelled; else `null`.
     #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
     pub canceled_at: Option<Timestamp>,
 }
 
@@ -199,13 +275,19 @@ impl<'a> From<&'a Subscription> for SubscriptionBody<'a> {
 }
 
 /// `POST /api/plans`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreatePlan, description = "A new plan. Every field is required; unknown fields are rejected (400).")]
 pub struct CreatePlanRequest {
+    #[schema(value_type = schemas::PlanName)]
     pub name: String,
+    #[schema(value_type = schemas::Capacity)]
     pub capacity: i64,
+    #[schema(value_type = schemas::UnitAmount)]
     pub unit_amount: i64,
+    #[schema(value_type = schemas::Currency)]
     pub currency: String,
+    #[schema(value_type = schemas::Interval)]
     pub interval: String,
 }
 
@@ -233,14 +315,22 @@ impl CreatePlanRequest {
 }
 
 /// `PATCH /api/plans/{id}`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    as = UpdatePlan,
+    description = "A change to a plan: at least one of `name`, `capacity`, `status`; absent fields stay as they are. Unknown fields and fields sent as `null` are rejected (400).",
+    min_properties = 1
+)]
 pub struct UpdatePlanRequest {
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = schemas::PlanName)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = schemas::Capacity)]
     pub capacity: Option<i64>,
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = schemas::PlanStatus)]
     pub status: Option<String>,
 }
 
@@ -274,14 +364,20 @@ impl UpdatePlanRequest {
 
 /// `POST /api/subscriptions/purchase`. Borrows from the body where it can (strings
 /// without escapes), since each field is validated into a domain value at once.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "What to buy, for whom, paid how. Every field is required; unknown fields are rejected (400). The three fields form the request's fingerprint: reusing one of the customer's `Idempotency-Key`s with another `plan_id` or `payment_method` answers 422 `idempotency_key_reused`."
+)]
 pub struct PurchaseRequest<'a> {
     #[serde(borrow)]
+    #[schema(value_type = schemas::PlanId)]
     pub plan_id: Cow<'a, str>,
     #[serde(borrow)]
+    #[schema(value_type = schemas::CustomerId)]
     pub customer_id: Cow<'a, str>,
     #[serde(borrow)]
+    #[schema(value_type = schemas::PaymentMethod)]
     pub payment_method: Cow<'a, str>,
 }
 

@@ -13,10 +13,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %seatkeeper_domain::error_chain(&*source), "store unavailable");
-                ApiError::new(
-                    Code::StoreUnavailable,
-                    "the store cannot be reached; nothing was changed, retry later",
-                )
+                store_unavailable()
             }
             e @ StoreError::Internal(_) => ApiError::internal(e),
         }
@@ -88,6 +85,14 @@ impl From<PurchaseError> for ApiError {
             PurchaseError::Store(e) => e.into(),
         }
     }
+}
+
+/// 503 when the store cannot be reached.
+pub fn store_unavailable() -> ApiError {
+    ApiError::new(
+        Code::StoreUnavailable,
+        "the store cannot be reached; nothing was changed, retry later",
+    )
 }
 
 /// 404 for a plan id that is well formed but unknown.

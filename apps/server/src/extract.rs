@@ -9,6 +9,7 @@ use seatkeeper_domain::{IdempotencyKey, InvalidValue, Limit, PageRequest};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::IntoParams;
 
 use crate::{
     configuration::{ExposeSecret, Secret},
@@ -134,10 +135,18 @@ impl Fields {
     }
 }
 
-/// `?limit=&cursor=` of a list endpoint.
-#[derive(Debug, Deserialize)]
+/// `?limit=&cursor=` of a list endpoint. Read as strings, so that a bad value is
+/// answered as a field error naming it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many items to return, from 1 to 100. Anything else answers 400
+    /// `invalid_request` naming `limit`.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page, as given; the page starts after it. A
+    /// value that is not a cursor of this list answers 400 `invalid_request` naming
+    /// `cursor`.
     pub cursor: Option<String>,
 }
 

@@ -5,7 +5,8 @@
 //! - [`configuration`]: settings from defaults, an optional file and `SEATKEEPER_…`
 //!   environment variables.
 //! - [`startup`]: wiring adapters into services, binding, running (`Application`).
-//! - [`routes`]: one module per resource and the route table.
+//! - [`routes`]: one module per resource, each handler with its OpenAPI operation.
+//! - [`openapi`]: the OpenAPI document generated from the routes and DTOs.
 //! - [`dto`]: the JSON shapes and their conversion into validated domain values.
 //! - [`extract`]: bodies, headers, query strings and the admin token, validated.
 //! - [`problem`] and `errors`: RFC 9457 problem responses, and the one place where
@@ -20,6 +21,7 @@ pub mod configuration;
 pub mod dto;
 mod errors;
 pub mod extract;
+pub mod openapi;
 pub mod problem;
 pub mod recovery;
 pub mod request_id;

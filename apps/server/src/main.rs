@@ -1,4 +1,5 @@
-//! `seatkeeper-server`: serves the Seatkeeper API, or runs the reconciler once.
+//! `seatkeeper-server`: serves the Seatkeeper API, runs the reconciler once, or prints
+//! the API's OpenAPI document.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -32,11 +33,17 @@ enum Command {
     /// Finish the purchases nobody will finish and refund late charges, until there is
     /// nothing left to do; print each run as a JSON line, then exit.
     Reconcile,
+    /// Print the OpenAPI document of the API as YAML (what openapi.yaml holds), then exit.
+    Openapi,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", seatkeeper_server::openapi::yaml());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -48,6 +55,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Reconcile => reconcile(settings).await,
+        Command::Openapi => unreachable!("answered before the settings are read"),
     }
 }
 

@@ -14,6 +14,9 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::openapi::schemas;
 
 /// The only detail a 500 ever shows; the cause is in the log, under the request id.
 const INTERNAL_DETAIL: &str = "The server failed to handle the request. It has been logged.";
@@ -96,10 +99,15 @@ impl Code {
     }
 }
 
-/// A field that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A field that failed validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
+    /// The field at fault: a body field (`name`, `capacity`, `plan_id`, …; a nested path
+    /// for type errors), `body` for the body as a whole, `limit` or `cursor` for list
+    /// parameters, `customer_id` for the path of the customer endpoint.
+    #[schema(examples("capacity"))]
     pub field: String,
+    #[schema(examples("must be an integer from 1 to 1000000"))]
     pub message: String,
 }
 
@@ -113,20 +121,42 @@ impl FieldError {
 }
 
 /// The JSON body of a problem response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(description = "An RFC 9457 problem detail, the body of every error response.")]
 pub struct Problem {
+    /// `urn:seatkeeper:problem:<code>`.
     #[serde(rename = "type")]
+    #[schema(
+        pattern = "^urn:seatkeeper:problem:[a-z_]+$",
+        examples("urn:seatkeeper:problem:plan_sold_out")
+    )]
     pub type_uri: String,
+    /// A short summary, the same for every problem with this code.
+    #[schema(value_type = String, examples("The plan is sold out"))]
     pub title: &'static str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What happened in this occurrence, for humans.
     pub detail: String,
+    #[schema(value_type = schemas::ProblemCode)]
     pub code: &'static str,
+    /// The id of the request that produced the problem: normally the `X-Request-Id` of
+    /// this response; in a replayed purchase answer, the id of the original request.
     pub request_id: String,
+    /// For `invalid_request` caused by invalid fields, every field at fault.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(min_items = 1)]
     pub errors: Vec<FieldError>,
+    /// The plan concerned (`plan_sold_out`, `plan_inactive`, `payment_declined`, and
+    /// `plan_not_found` when the id given was a well-formed UUID).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<schemas::PlanId>)]
     pub plan_id: Option<String>,
+    /// The subscription concerned (`payment_declined`, and `subscription_not_found` when
+    /// the id given was a well-formed UUID).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<schemas::SubscriptionId>)]
     pub subscription_id: Option<String>,
 }
 

@@ -163,6 +163,7 @@ impl Application {
         let token = web::Data::new(AdminToken(admin_token.clone()));
         let body_limit = settings.http.body_limit_bytes;
         let bench_echo = crate::bench::EchoRoute::of(&settings.bench);
+        let doc = crate::openapi::document();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(request_id::middleware)
@@ -172,7 +173,7 @@ impl Application {
                 // The echo (when on) is matched first, as the purchase is among the API's
                 // routes: the two are compared, so neither pays for the other's table.
                 .configure(|cfg| crate::bench::configure(cfg, bench_echo))
-                .configure(|cfg| routes::router().register(cfg))
+                .configure(|cfg| routes::register(cfg, &doc))
                 .default_service(web::to(routes::not_found))
         })
         .listen(listener)?;

@@ -3,8 +3,9 @@
 use std::time::Instant;
 
 use actix_web::{
+    get,
     http::header::{self, HeaderName, HeaderValue},
-    web, HttpRequest, HttpResponse,
+    post, web, HttpRequest, HttpResponse,
 };
 use seatkeeper_domain::{
     service::{PurchaseCommand, PurchaseReceipt},
@@ -16,6 +17,7 @@ use crate::{
     dto::{PurchaseRequest, SubscriptionBody},
     errors::{no_such_subscription, plan_not_found},
     extract::{idempotency_key, json_body},
+    openapi::{responses::*, schemas},
     problem::{ApiError, Code},
     request_id::RequestId,
 };
@@ -24,7 +26,66 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
     raw.parse().map_err(|_| no_such_subscription(raw))
 }
 
-/// `POST /api/subscriptions/purchase`, idempotent per customer and `Idempotency-Key`.
+/// Buy a seat
+///
+/// Buys one seat of a plan for a customer, exactly once per `(customer_id,
+/// Idempotency-Key)`: see "The purchase flow" and "Idempotency" above. No token is
+/// needed.
+///
+/// Checks run in this order: body size (413), `Idempotency-Key` (400
+/// `idempotency_key_missing` / `idempotency_key_invalid`), `Content-Type` (415), JSON
+/// and fields (400 `invalid_request`), then the key claim (409
+/// `idempotency_key_in_use`, 422 `idempotency_key_reused`, or a replay) and the
+/// purchase itself.
+///
+/// Definitive outcomes (201, 402, 404, 409 `plan_sold_out`, 409 `plan_inactive`) are
+/// stored on the key and replayed, byte for byte and with `Idempotent-Replayed: true`,
+/// to any retry with the same key and request within 24 hours. `Idempotent-Replayed`
+/// is absent from first answers. A replayed 201 shows the subscription as it was when
+/// the purchase completed.
+///
+/// With the simulated payment gateway, `pm_card_visa`, `pm_card_mastercard` and
+/// `pm_card_amex` succeed; `pm_card_chargeDeclined` and `pm_card_insufficientFunds`
+/// are declined; `pm_card_timeout` charges but loses the answer (503, and the retry
+/// with the same key completes the purchase); any other payment method is declined.
+#[utoipa::path(
+    operation_id = "purchaseSubscription",
+    tag = "subscriptions",
+    params(
+        ("Idempotency-Key" = String, Header,
+            description = "A unique value per purchase, resent unchanged on every retry of that purchase: 1 to 255 printable ASCII characters (0x20 to 0x7E), sent exactly once. Scoped to the `customer_id` of the body and remembered for 24 hours. Missing: 400 `idempotency_key_missing`; otherwise invalid: 400 `idempotency_key_invalid`.",
+            min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]{1,255}$", example = "order-2026-0001"),
+    ),
+    request_body(
+        content = PurchaseRequest,
+        example = json!({"plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f", "customer_id": "cus_42", "payment_method": "pm_card_visa"}),
+    ),
+    responses(
+        (status = 201, description = "Charged: the subscription is `active` with its first period. Also the replay of such an answer (with `Idempotent-Replayed: true`).",
+            body = SubscriptionBody,
+            headers(
+                ("Location" = String, description = "The path of the created subscription (`/api/subscriptions/{id}`)."),
+                ("Idempotent-Replayed" = String, description = "`true` when the response is the stored answer of an earlier request with the same `Idempotency-Key`; absent from first answers."),
+            ),
+            example = json!({
+                "id": "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f", "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f",
+                "customer_id": "cus_42", "status": "active", "payment_id": "pi_sim_6f1c2a9e4b7d4c0e9a3b5d7f1e2c4a6b",
+                "current_period_start": "2026-02-01T12:00:00.250Z", "current_period_end": "2026-03-01T12:00:00.250Z",
+                "created_at": "2026-02-01T12:00:00.200Z", "canceled_at": null
+            }),
+        ),
+        (status = 400, response = PurchaseBadRequest),
+        (status = 402, response = PaymentDeclined),
+        (status = 404, response = PurchasePlanNotFound),
+        (status = 409, response = PurchaseConflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = Internal),
+        (status = 503, response = PurchaseUnavailable),
+    ),
+)]
+#[post("/api/subscriptions/purchase")]
 pub async fn purchase(
     req: HttpRequest,
     body: web::Bytes,
@@ -124,6 +185,22 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
     res
 }
 
+/// Read a subscription
+///
+/// The subscription with its current status. No token is needed. An id that is not a
+/// UUID answers 404 `subscription_not_found` like an unknown one.
+#[utoipa::path(
+    operation_id = "getSubscription",
+    tag = "subscriptions",
+    params(("id" = schemas::SubscriptionId, Path, description = "The subscription's id (a UUID). Any other value answers 404 `subscription_not_found`.", example = "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")),
+    responses(
+        (status = 200, description = "The subscription.", body = SubscriptionBody),
+        (status = 404, response = SubscriptionNotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
+#[get("/api/subscriptions/{id}")]
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -132,7 +209,35 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(SubscriptionBody::from(&sub)))
 }
 
-/// `POST /api/subscriptions/{id}/cancel`: releases the seat; idempotent.
+/// Cancel a subscription
+///
+/// Cancels an `active` subscription: its status becomes `canceled`, `canceled_at` is
+/// set, its seat is released (`seats_left + 1`) and a `subscription_canceled` audit
+/// entry (actor `anonymous`: customers are not authenticated yet) is written,
+/// atomically. Idempotent without a key: cancelling a `canceled` subscription changes
+/// nothing and answers 200 with it again. `incomplete` and `incomplete_expired`
+/// subscriptions cannot be cancelled (409 `subscription_not_active`). No request body
+/// is read and no token is needed.
+#[utoipa::path(
+    operation_id = "cancelSubscription",
+    tag = "subscriptions",
+    params(("id" = schemas::SubscriptionId, Path, description = "The subscription's id (a UUID). Any other value answers 404 `subscription_not_found`.", example = "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")),
+    responses(
+        (status = 200, description = "The subscription, now (or already) `canceled`.", body = SubscriptionBody,
+            example = json!({
+                "id": "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f", "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f",
+                "customer_id": "cus_42", "status": "canceled", "payment_id": "pi_sim_6f1c2a9e4b7d4c0e9a3b5d7f1e2c4a6b",
+                "current_period_start": "2026-02-01T12:00:00.250Z", "current_period_end": "2026-03-01T12:00:00.250Z",
+                "created_at": "2026-02-01T12:00:00.200Z", "canceled_at": "2026-02-10T08:15:00.010Z"
+            }),
+        ),
+        (status = 404, response = SubscriptionNotFound),
+        (status = 409, response = SubscriptionNotActive),
+        (status = 500, response = Internal),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
+#[post("/api/subscriptions/{id}/cancel")]
 pub async fn cancel(
     rid: RequestId,
     state: web::Data<AppState>,

@@ -1,70 +1,73 @@
-//! `openapi.yaml` describes exactly the routes the app serves.
+//! `openapi.yaml` is the document the code generates, and the server serves it; the
+//! document lists every problem code and documents every error as a problem.
 
-use std::collections::BTreeSet;
+use crate::helpers::{body, spawn_memory_app};
 
-use yaml_rust2::{Yaml, YamlLoader};
+const STALE: &str = "openapi.yaml differs from the document the code generates; run `just openapi` and commit the result";
 
-fn spec() -> Yaml {
+#[test]
+fn openapi_yaml_is_the_document_the_code_generates() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.yaml");
-    let text = std::fs::read_to_string(path).expect("openapi.yaml at the top of the workspace");
-    YamlLoader::load_from_str(&text)
-        .expect("openapi.yaml is valid YAML")
-        .remove(0)
-}
-
-#[test]
-fn every_route_of_the_app_is_in_openapi_yaml_and_nothing_else_is() {
-    let spec = spec();
-    assert_eq!(spec["openapi"].as_str(), Some("3.1.0"));
-    let methods = [
-        "get", "put", "post", "delete", "options", "head", "patch", "trace",
-    ];
-    let mut documented = BTreeSet::new();
-    for (path, item) in spec["paths"].as_hash().expect("paths") {
-        for (method, op) in item.as_hash().unwrap() {
-            let method = method.as_str().unwrap();
-            if methods.contains(&method) {
-                assert!(
-                    !op["responses"].is_badvalue(),
-                    "{method} {} has no responses",
-                    path.as_str().unwrap()
-                );
-                documented.insert((method.to_uppercase(), path.as_str().unwrap().to_owned()));
-            }
-        }
+    let committed =
+        std::fs::read_to_string(path).expect("openapi.yaml at the top of the workspace");
+    let generated = seatkeeper_server::openapi::yaml();
+    if committed != generated {
+        let line = committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
+        panic!("{STALE} (first difference at line {})", line + 1);
     }
-    let served: BTreeSet<(String, String)> = seatkeeper_server::routes::router()
-        .table()
-        .into_iter()
-        .map(|(m, p)| (m.as_str().to_owned(), p.to_owned()))
-        .collect();
-    let missing: Vec<_> = served.difference(&documented).collect();
-    let extra: Vec<_> = documented.difference(&served).collect();
-    assert!(
-        missing.is_empty(),
-        "routes missing from openapi.yaml: {missing:?}"
-    );
-    assert!(
-        extra.is_empty(),
-        "openapi.yaml documents routes the app lacks: {extra:?}"
-    );
+}
+
+#[tokio::test]
+async fn the_server_serves_the_generated_document_at_openapi_json() {
+    let app = spawn_memory_app().await;
+    let res = app.get("/openapi.json").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let served = body(res).await;
+    let generated = serde_json::to_value(seatkeeper_server::openapi::document()).unwrap();
+    assert_eq!(served, generated);
+    assert_eq!(served["openapi"], "3.1.0");
 }
 
 #[test]
-fn every_problem_code_of_the_app_is_in_the_problem_schema() {
-    let spec = spec();
-    let codes: BTreeSet<&str> = spec["components"]["schemas"]["Problem"]["properties"]["code"]
-        ["enum"]
-        .as_vec()
-        .expect("Problem.code has an enum")
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+fn every_problem_code_of_the_app_is_in_the_problem_code_schema() {
+    let doc = serde_json::to_value(seatkeeper_server::openapi::document()).unwrap();
+    let codes = doc["components"]["schemas"]["ProblemCode"]["enum"]
+        .as_array()
+        .expect("ProblemCode has an enum");
     for code in seatkeeper_server::problem::Code::ALL {
         assert!(
-            codes.contains(code.as_str()),
-            "{} is missing from Problem.code",
+            codes.iter().any(|c| c == code.as_str()),
+            "{} is missing from ProblemCode",
             code.as_str()
         );
+    }
+}
+
+#[test]
+fn every_error_response_is_a_named_problem_response() {
+    let doc = serde_json::to_value(seatkeeper_server::openapi::document()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    continue;
+                }
+                let reference = response["$ref"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} {status} is not a named response"));
+                let name = reference.trim_start_matches("#/components/responses/");
+                let content = &doc["components"]["responses"][name]["content"];
+                assert_eq!(
+                    content["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{name} is not a problem"
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,116 @@
+//! The named scalar schemas of the document: ids, names, amounts, statuses. The DTOs
+//! hold domain values or plain strings; each of their fields names one of these types
+//! with `#[schema(value_type = …)]`, so the domain crate stays free of HTTP and of
+//! utoipa. Enumerations are listed from the domain's own tables, so they cannot drift.
+
+use seatkeeper_domain::{AuditAction as DomainAuditAction, Currency as DomainCurrency};
+use serde_json::json;
+use strum::VariantNames;
+use utoipa::{
+    openapi::{schema::Type, KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat},
+    PartialSchema, ToSchema,
+};
+
+use crate::problem::Code;
+
+/// Declares a documentation-only type per schema, named after the type.
+macro_rules! scalar_schemas {
+    ($($(#[doc = $doc:literal])* $name:ident => $build:expr;)*) => {
+        $(
+            $(#[doc = $doc])*
+            pub struct $name;
+
+            impl PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    let object: ObjectBuilder = $build;
+                    object.description(Some(super::doc_text(&[$($doc),*]))).into()
+                }
+            }
+
+            impl ToSchema for $name {}
+        )*
+    };
+}
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn uuid() -> ObjectBuilder {
+    string().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+}
+
+fn integer(format: KnownFormat) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(format)))
+}
+
+scalar_schemas! {
+    /// A plan id (UUIDv7, time-ordered).
+    PlanId => uuid().examples([json!("0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f")]);
+    /// A subscription id (UUIDv7, time-ordered).
+    SubscriptionId => uuid().examples([json!("0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")]);
+    /// A customer id, also the scope of the customer's idempotency keys. 1 to 64 ASCII
+    /// letters, digits, `_`, `-`, `.` or `:`.
+    CustomerId => string()
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some("^[A-Za-z0-9_.:-]{1,64}$"))
+        .examples([json!("cus_42")]);
+    /// The plan's display name. The server trims surrounding whitespace, then requires 1
+    /// to 100 characters (Unicode scalar values), none of them a control character.
+    /// Plans always show the trimmed name.
+    PlanName => string()
+        .min_length(Some(1))
+        .max_length(Some(100))
+        .pattern(Some("\\S"))
+        .examples([json!("Team")]);
+    /// How many seats the plan has.
+    Capacity => integer(KnownFormat::Int32)
+        .minimum(Some(1))
+        .maximum(Some(1_000_000))
+        .examples([json!(50)]);
+    /// The price of one seat per interval, in the currency's minor units (cents for `usd`).
+    UnitAmount => integer(KnownFormat::Int64)
+        .minimum(Some(0))
+        .maximum(Some(99_999_999))
+        .examples([json!(4900)]);
+    /// An active ISO 4217 currency code in lower case, as Stripe writes them.
+    Currency => string()
+        .enum_values(Some(DomainCurrency::ALL.iter().copied()))
+        .examples([json!("usd")]);
+    /// How often a subscription renews.
+    Interval => string().enum_values(Some(seatkeeper_domain::Interval::VARIANTS.iter().copied()));
+    /// `active` plans sell seats; `archived` ones do not.
+    PlanStatus => string().enum_values(Some(seatkeeper_domain::PlanStatus::VARIANTS.iter().copied()));
+    /// `incomplete`: a seat is reserved, the charge has not completed. `active`: paid for,
+    /// holds its seat. `incomplete_expired`: the charge was declined or never happened, the
+    /// seat was released. `canceled`: cancelled by the customer, the seat was released.
+    SubscriptionStatus => string().enum_values(Some(
+        seatkeeper_domain::SubscriptionStatus::VARIANTS.iter().copied(),
+    ));
+    /// A payment method id as the payment provider knows it, such as Stripe's
+    /// `pm_card_visa`; `pm_` then 1 to 252 ASCII letters, digits or `_`.
+    PaymentMethod => string()
+        .min_length(Some(4))
+        .max_length(Some(255))
+        .pattern(Some("^pm_[A-Za-z0-9_]+$"))
+        .examples([json!("pm_card_visa")]);
+    /// An RFC 3339 UTC timestamp.
+    Timestamp => string()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .examples([json!("2026-02-01T12:00:00.250Z")]);
+    /// What an audit entry records. `plan_created`: the plan was created with every seat
+    /// free. `seat_reserved`: a purchase reserved a seat (-1). `purchase_activated`: the
+    /// charge succeeded (no seat moves). `seat_released`: the charge failed or never
+    /// happened, the reserved seat was released (+1). `subscription_canceled`: an active
+    /// subscription was cancelled (+1). `capacity_changed`: `seats_left` moved by the
+    /// capacity difference. `plan_updated`: the name changed. `plan_archived`,
+    /// `plan_activated`: the status changed (no seat moves). `payment_refunded`: a charge
+    /// that landed after its purchase was given up was refunded (no seat moves).
+    AuditAction => string().enum_values(Some(DomainAuditAction::ALL.iter().map(|a| a.as_str())));
+    /// The stable machine-readable code of a problem; each code has one HTTP status and
+    /// one title (see the `type` member: `urn:seatkeeper:problem:<code>`).
+    ProblemCode => string().enum_values(Some(Code::ALL.iter().map(|c| c.as_str())));
+}
