@@ -15,7 +15,8 @@ lint:
 
 # Rewrite openapi.yaml from the code (the test `openapi` fails while it is stale).
 openapi:
-    cargo run -q -p seatkeeper-server -- openapi > openapi.yaml
+    cargo run -q -p seatkeeper-server -- openapi > openapi.yaml.new
+    mv openapi.yaml.new openapi.yaml
 
 # What CI runs.
 ci:

@@ -319,8 +319,7 @@ impl CreatePlanRequest {
 #[serde(deny_unknown_fields)]
 #[schema(
     as = UpdatePlan,
-    description = "A change to a plan: at least one of `name`, `capacity`, `status`; absent fields stay as they are. Unknown fields and fields sent as `null` are rejected (400).",
-    min_properties = 1
+    description = "A change to a plan: at least one of `name`, `capacity`, `status`; absent fields stay as they are. Unknown fields and fields sent as `null` are rejected (400)."
 )]
 pub struct UpdatePlanRequest {
     #[serde(default, deserialize_with = "not_null")]

@@ -151,12 +151,12 @@ pub struct Problem {
     /// The plan concerned (`plan_sold_out`, `plan_inactive`, `payment_declined`, and
     /// `plan_not_found` when the id given was a well-formed UUID).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<schemas::PlanId>)]
+    #[schema(value_type = schemas::PlanId, required = false)]
     pub plan_id: Option<String>,
     /// The subscription concerned (`payment_declined`, and `subscription_not_found` when
     /// the id given was a well-formed UUID).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<schemas::SubscriptionId>)]
+    #[schema(value_type = schemas::SubscriptionId, required = false)]
     pub subscription_id: Option<String>,
 }
 
