@@ -1,0 +1,99 @@
+//! The timing settings of the server processes ([`Knobs`]) and the environment that hands
+//! them, with the store, the simulator and the admin token, to each `seatkeeper-server`.
+//! Three presets: no adapter retry ([`Knobs::FAST`]), one retry ([`Knobs::RETRYING`]), and
+//! charges that may be held for seconds ([`Knobs::LATE`]).
+
+use crate::{SECRET, TOKEN};
+
+/// The timing settings of the servers. Start-up checks that a charge (timeout × attempts
+/// plus backoff) fits in the lock lease, and the recovery lease exceeds the lock lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Knobs {
+    pub lock_lease_ms: u64,
+    pub recovery_lease_ms: u64,
+    pub recovery_interval_ms: u64,
+    pub verify_delay_ms: u64,
+    pub payment_timeout_ms: u64,
+    pub max_retries: u32,
+}
+
+impl Knobs {
+    /// No adapter retry: every lost answer reaches the client as a 503.
+    pub const FAST: Knobs = Knobs {
+        lock_lease_ms: 2000,
+        recovery_lease_ms: 3000,
+        recovery_interval_ms: 500,
+        verify_delay_ms: 1000,
+        payment_timeout_ms: 500,
+        max_retries: 0,
+    };
+    /// One adapter retry: 300 × 2 + 3000 < 4000.
+    pub const RETRYING: Knobs = Knobs {
+        lock_lease_ms: 4000,
+        recovery_lease_ms: 5000,
+        recovery_interval_ms: 500,
+        verify_delay_ms: 1000,
+        payment_timeout_ms: 300,
+        max_retries: 1,
+    };
+    /// A charge may be held for seconds (the late-charge scenario holds one while the
+    /// reconciler gives its purchase up); the reconciler looks every 100 ms.
+    pub const LATE: Knobs = Knobs {
+        lock_lease_ms: 3000,
+        recovery_lease_ms: 4000,
+        recovery_interval_ms: 100,
+        verify_delay_ms: 2000,
+        payment_timeout_ms: 2900,
+        max_retries: 0,
+    };
+    const ACQUIRE_TIMEOUT_MS: u64 = 1000;
+
+    pub fn env(&self, store_url: &str, paysim_url: &str) -> Vec<(String, String)> {
+        [
+            ("SEATKEEPER_HTTP__WORKERS", "2".to_owned()),
+            ("SEATKEEPER_STORE__URL", store_url.to_owned()),
+            ("SEATKEEPER_STORE__POOL_SIZE", "8".to_owned()),
+            (
+                "SEATKEEPER_STORE__ACQUIRE_TIMEOUT_MS",
+                Self::ACQUIRE_TIMEOUT_MS.to_string(),
+            ),
+            ("SEATKEEPER_AUTH__ADMIN_TOKEN", TOKEN.to_owned()),
+            ("SEATKEEPER_DEMO__SEED", "false".to_owned()),
+            ("SEATKEEPER_PAYMENTS__PROVIDER", "stripe".to_owned()),
+            ("SEATKEEPER_PAYMENTS__BASE_URL", paysim_url.to_owned()),
+            ("SEATKEEPER_PAYMENTS__SECRET_KEY", SECRET.to_owned()),
+            (
+                "SEATKEEPER_PAYMENTS__TIMEOUT_MS",
+                self.payment_timeout_ms.to_string(),
+            ),
+            (
+                "SEATKEEPER_PAYMENTS__MAX_RETRIES",
+                self.max_retries.to_string(),
+            ),
+            (
+                "SEATKEEPER_IDEMPOTENCY__LOCK_LEASE_MS",
+                self.lock_lease_ms.to_string(),
+            ),
+            (
+                "SEATKEEPER_RECOVERY__LEASE_MS",
+                self.recovery_lease_ms.to_string(),
+            ),
+            (
+                "SEATKEEPER_RECOVERY__INTERVAL_MS",
+                self.recovery_interval_ms.to_string(),
+            ),
+            (
+                "SEATKEEPER_RECOVERY__VERIFY_DELAY_MS",
+                self.verify_delay_ms.to_string(),
+            ),
+            ("SEATKEEPER_LOG__FORMAT", "text".to_owned()),
+            (
+                "SEATKEEPER_LOG__LEVEL",
+                "warn,seatkeeper_domain=info".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
