@@ -21,6 +21,7 @@ pub mod configuration;
 pub mod dto;
 mod errors;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod recovery;

@@ -32,6 +32,16 @@ impl RecoveryLog {
     pub async fn run(&self) -> Option<RecoveryReport> {
         match self.reconciler.run_once().await {
             Ok(report) => {
+                for (action, n) in [
+                    ("activated", report.activated),
+                    ("expired", report.expired),
+                    ("refunded", report.refunded),
+                    ("verified", report.verified),
+                    ("in_doubt", report.in_doubt),
+                ] {
+                    metrics::counter!("seatkeeper_recovery_actions_total", "action" => action)
+                        .increment(n);
+                }
                 let mut runs = self.runs.lock();
                 if runs.len() == KEPT {
                     runs.pop_front();

@@ -11,7 +11,7 @@ use rand::RngCore;
 use seatkeeper_domain::{
     error_chain,
     ports::{Clock, PaymentGateway, Store, SystemClock},
-    service::{PlanService, PurchaseService, Reconciler, SubscriptionService},
+    service::{HealthService, PlanService, PurchaseService, Reconciler, SubscriptionService},
     AuditContext, Capacity, Currency, Interval, NewPlan, PlanName, UnitAmount,
 };
 use seatkeeper_payments::{SimulatedGateway, StripeGateway};
@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::{
     configuration::{redact, ExposeSecret, PaymentProvider, Secret, Settings, StoreKind},
     extract::AdminToken,
+    metrics::MeteredGateway,
     recovery::RecoveryLog,
     request_id,
     routes::{self, AppState},
@@ -103,7 +104,7 @@ pub struct Application {
     server: Server,
     admin_token: Secret,
     token_generated: bool,
-    /// The key sweep and the reconciler.
+    /// The key sweep, the metrics upkeep and the reconciler.
     background: Vec<JoinHandle<()>>,
 }
 
@@ -130,11 +131,14 @@ impl Application {
             }
         };
 
+        // The recorder first, so that nothing this app records is lost.
+        crate::metrics::handle();
         let Wiring {
             store,
             gateway,
             clock,
         } = wiring;
+        let gateway: Arc<dyn PaymentGateway> = Arc::new(MeteredGateway(gateway));
         let reconciler = Reconciler::new(
             store.clone(),
             gateway.clone(),
@@ -150,7 +154,7 @@ impl Application {
                 clock.clone(),
                 settings.idempotency(),
             ),
-            store: store.clone(),
+            health: HealthService::new(store.clone()),
             recovery: RecoveryLog::new(reconciler.clone()),
         });
         if settings.seed_demo() {
@@ -166,6 +170,7 @@ impl Application {
         let doc = crate::openapi::document();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(crate::metrics::middleware)
                 .wrap_fn(request_id::middleware)
                 .app_data(state.clone())
                 .app_data(token.clone())
@@ -182,11 +187,14 @@ impl Application {
         }
         let server = server.disable_signals().run();
 
-        let mut background = vec![tokio::spawn(sweep_expired_keys(
-            store,
-            clock,
-            Duration::from_secs(settings.idempotency.sweep_interval_secs),
-        ))];
+        let mut background = vec![
+            tokio::spawn(sweep_expired_keys(
+                store,
+                clock,
+                Duration::from_secs(settings.idempotency.sweep_interval_secs),
+            )),
+            tokio::spawn(crate::metrics::upkeep(Duration::from_secs(5))),
+        ];
         if settings.recovery.enabled {
             background.push(tokio::spawn(reconcile_periodically(
                 recovery,

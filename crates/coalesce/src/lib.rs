@@ -12,6 +12,10 @@
 //! The batch runs in a task of its own that holds the turn until it has sent every
 //! answer: a caller that goes away (a client that disconnects) never cuts a batch short
 //! and never lets a second batch start while the first is still running.
+//!
+//! Metrics (through the `metrics` facade, labelled with the coalescer's name): each batch's
+//! size (`seatkeeper_store_batch_size`) and duration (`seatkeeper_store_batch_seconds`),
+//! and each request's time from submission to answer (`seatkeeper_store_step_seconds`).
 
 use std::{
     collections::VecDeque,
@@ -97,8 +101,17 @@ where
             .len()
     }
 
-    /// Runs `req` in the next batch and returns its answer.
+    /// Runs `req` in the next batch and returns its answer. The time it took, queue
+    /// included, is the `seatkeeper_store_step_seconds` histogram of this coalescer.
     pub async fn submit(&self, req: Req) -> Res {
+        let started = std::time::Instant::now();
+        let res = self.answer(req).await;
+        metrics::histogram!("seatkeeper_store_step_seconds", "coalescer" => self.name)
+            .record(started.elapsed().as_secs_f64());
+        res
+    }
+
+    async fn answer(&self, req: Req) -> Res {
         let lane = &self.lane;
         let (tx, mut rx) = oneshot::channel();
         lane.queue
@@ -128,12 +141,12 @@ where
                 let (reqs, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
                 let (size, started) = (reqs.len(), std::time::Instant::now());
                 let answers = run(reqs).await;
-                tracing::trace!(
-                    name,
-                    size,
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "batch"
-                );
+                let elapsed = started.elapsed();
+                metrics::histogram!("seatkeeper_store_batch_size", "coalescer" => name)
+                    .record(size as f64);
+                metrics::histogram!("seatkeeper_store_batch_seconds", "coalescer" => name)
+                    .record(elapsed.as_secs_f64());
+                tracing::trace!(name, size, elapsed_us = elapsed.as_micros() as u64, "batch");
                 debug_assert_eq!(answers.len(), senders.len(), "one answer per request");
                 for (sender, answer) in senders.into_iter().zip(answers) {
                     let _ = sender.send(answer);

@@ -45,6 +45,34 @@ pub struct Health {
     /// `ok` from `/health`, `ready` from `/health/ready`.
     #[schema(value_type = HealthStatus)]
     pub status: String,
+    /// From `/health/ready`: each dependency's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub checks: Option<Checks>,
+}
+
+/// The state of each dependency `/health/ready` checks.
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    /// The store answered a ping.
+    pub store: Check,
+}
+
+/// One dependency's state.
+#[derive(Serialize, ToSchema)]
+pub struct Check {
+    /// `up`: it answered.
+    #[schema(value_type = CheckStatus)]
+    pub status: &'static str,
+    /// How long it took to answer, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// The state of a dependency that answered.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Up,
 }
 
 /// The status a health endpoint reports.

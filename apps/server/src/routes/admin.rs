@@ -1,7 +1,8 @@
 //! `/api/admin/reconciliation`: what the reconciler of this instance did lately, and what
-//! is still in doubt across all instances.
+//! is still in doubt across all instances; `/metrics`: this instance's metrics.
 
 use actix_web::{get, web, HttpResponse};
+use seatkeeper_domain::{Limit, PageRequest, PlanStatus};
 use serde_json::json;
 
 use super::AppState;
@@ -46,4 +47,51 @@ pub async fn reconciliation(
         "verify_delay_ms": settings.verify_delay.as_millis() as u64,
         "runs": state.recovery.recent(),
     })))
+}
+
+/// Metrics, in Prometheus' text format
+///
+/// Requests by route and status with latency histograms, purchases by outcome, seats left
+/// per active plan (the first 100), the reconciler's backlog and actions, the purchase
+/// steps' latency and batch sizes, and payment calls' latency by outcome. The list is in
+/// `docs/operations.md`. Scrape it with the admin token as a bearer token.
+#[utoipa::path(
+    operation_id = "getMetrics",
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
+#[get("/metrics")]
+pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let plans = state
+        .plans
+        .list(PageRequest {
+            after: None,
+            limit: Limit::new(i64::from(crate::metrics::PLAN_GAUGES))
+                .expect("PLAN_GAUGES is a page size"),
+        })
+        .await?;
+    for plan in plans
+        .items
+        .iter()
+        .filter(|p| p.status == PlanStatus::Active)
+    {
+        let id = plan.id.to_string();
+        ::metrics::gauge!("seatkeeper_plan_seats_left", "plan_id" => id.clone())
+            .set(f64::from(plan.seats_left));
+        ::metrics::gauge!("seatkeeper_plan_capacity", "plan_id" => id)
+            .set(f64::from(plan.capacity.get()));
+    }
+    let backlog = state.recovery.reconciler().backlog().await?;
+    ::metrics::gauge!("seatkeeper_recovery_stale_incomplete").set(backlog.stale_incomplete as f64);
+    ::metrics::gauge!("seatkeeper_recovery_pending_verifications")
+        .set(backlog.pending_verifications as f64);
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::handle().render()))
 }

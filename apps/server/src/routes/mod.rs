@@ -11,16 +11,13 @@ mod health;
 mod plans;
 mod subscriptions;
 
-use std::sync::Arc;
-
 use actix_web::{
     guard,
     http::{header, Method},
     web, HttpRequest, HttpResponse,
 };
-use seatkeeper_domain::{
-    ports::Store,
-    service::{PlanService, PurchaseService, SubscriptionService},
+use seatkeeper_domain::service::{
+    HealthService, PlanService, PurchaseService, SubscriptionService,
 };
 use utoipa::openapi::{path::PathItem, OpenApi as Document};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -35,7 +32,7 @@ pub struct AppState {
     pub plans: PlanService,
     pub subscriptions: SubscriptionService,
     pub purchases: PurchaseService,
-    pub store: Arc<dyn Store>,
+    pub health: HealthService,
     pub recovery: RecoveryLog,
 }
 
@@ -55,7 +52,8 @@ pub fn services(cfg: &mut ServiceConfig) {
         .service(subscriptions::get)
         .service(subscriptions::cancel)
         .service(customers::subscriptions)
-        .service(admin::reconciliation);
+        .service(admin::reconciliation)
+        .service(admin::metrics);
 }
 
 /// Registers the API: its operations, a 405 for each documented path and method it

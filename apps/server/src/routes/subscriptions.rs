@@ -107,6 +107,16 @@ pub async fn purchase(
     drop(body);
     let result = state.purchases.purchase(&cmd).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (outcome, replayed) = match &result {
+        Ok(receipt) => (receipt.outcome.kind(), receipt.replayed),
+        Err(_) => ("error", false),
+    };
+    metrics::counter!(
+        "seatkeeper_purchases_total",
+        "outcome" => outcome,
+        "replayed" => if replayed { "true" } else { "false" }
+    )
+    .increment(1);
     match &result {
         Ok(receipt) => tracing::info!(
             plan_id = %cmd.plan_id,

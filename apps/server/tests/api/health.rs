@@ -13,7 +13,12 @@ async fn health_answers_ok(app: TestApp) {
 #[tokio::test]
 async fn ready_answers_ok_while_the_store_answers_and_503_while_it_does_not() {
     let app = spawn_memory_app().await;
-    assert_eq!(app.get("/health/ready").await.status(), 200);
+    let res = app.get("/health/ready").await;
+    assert_eq!(res.status(), 200);
+    let ready = body(res).await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["store"]["status"], "up");
+    assert!(ready["checks"]["store"]["latency_ms"].as_f64().unwrap() >= 0.0);
 
     app.store_switch().set_unavailable(true);
     let res = app.get("/health/ready").await;

@@ -17,6 +17,7 @@ mod concurrency;
 mod errors;
 mod health;
 mod idempotency;
+mod metrics;
 mod openapi;
 mod plans;
 mod purchase;

@@ -2,11 +2,13 @@
 //! call. They hold the business rules and drive the ports; they never see a
 //! transaction.
 
+mod health;
 mod plans;
 mod purchase;
 mod recovery;
 mod subscriptions;
 
+pub use health::*;
 pub use plans::*;
 pub use purchase::*;
 pub use recovery::*;
