@@ -10,6 +10,7 @@
 //! | `seatkeeper_recovery_stale_incomplete`, `seatkeeper_recovery_pending_verifications` | gauge, read at each scrape | |
 //! | `seatkeeper_recovery_actions_total` | counter | `action` (`activated`, `expired`, `refunded`, `verified`, `in_doubt`) |
 //! | `seatkeeper_payment_call_duration_seconds` | histogram | `call` (`charge`, `lookup`, `refund`), `outcome` |
+//! | `seatkeeper_store_connections` | gauge, read at each scrape | `state` (`in_use`, `idle`); the database stores |
 //! | `seatkeeper_store_step_seconds`, `seatkeeper_store_batch_seconds`, `seatkeeper_store_batch_size` | histogram | `coalescer` (the purchase steps of the PostgreSQL and MongoDB stores) |
 //!
 //! One recorder serves the whole process (tests start many apps in one); every label has

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{
         AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
-        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PurchaseRepository,
-        RecoveryBacklog, RecoveryRepository, RecoveryTask, Reservation, ReserveError, ReserveSeat,
-        ReserveWithNewKey, Store, StoreError, SubscriptionRepository, UpdatePlanError,
+        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PoolUse,
+        PurchaseRepository, RecoveryBacklog, RecoveryRepository, RecoveryTask, Reservation,
+        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
+        UpdatePlanError,
     },
     AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken, Plan, PlanId,
     PlanPatch, PlanStats, Subscription, SubscriptionId, Timestamp,
@@ -232,5 +233,9 @@ impl<S: Store> Store for Switchable<S> {
     async fn ping(&self) -> Result<(), StoreError> {
         self.up()?;
         self.inner.ping().await
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        self.inner.pool_use()
     }
 }

@@ -70,16 +70,17 @@ pub use seatkeeper_coalesce::BatchStats;
 pub use settings::{MongoSettings, Unreachable, DEFAULT_DATABASE};
 pub use transaction::TimeLimitExceeded;
 
-use std::{any::Any, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use mongodb::{bson::doc, Client, Collection, Database};
 use seatkeeper_coalesce::Coalescer;
-use seatkeeper_domain::ports::{Store, StoreError};
+use seatkeeper_domain::ports::{PoolUse, Store, StoreError};
 
 use crate::{
     documents::{AuditDoc, KeyDoc, PlanDoc, SubscriptionDoc},
     errors::classify,
+    settings::PoolCounter,
 };
 
 /// The MongoDB store.
@@ -91,6 +92,8 @@ pub struct MongoStore {
     audit: Collection<AuditDoc>,
     keys: Collection<KeyDoc>,
     time_limit: Duration,
+    /// The driver's connections, counted from its pool events.
+    pool: Arc<PoolCounter>,
     /// The purchase steps, one batch (one transaction) at a time.
     steps: Coalescer<batch::Step, batch::Done>,
     /// Something to drop with the store (a test database to remove).
@@ -103,7 +106,7 @@ impl MongoStore {
     /// Fails within the server-selection timeout when the server cannot be reached, with
     /// a message naming the URL's hosts (never its credentials).
     pub async fn connect(settings: &MongoSettings) -> Result<Self, StoreError> {
-        let (client, database, deployment) = settings::open(settings).await?;
+        let (client, database, deployment, pool) = settings::open(settings).await?;
         let db = client.database(&database);
         indexes::prepare(&db).await?;
         tracing::info!(database, ?deployment, "MongoDB store ready");
@@ -116,6 +119,7 @@ impl MongoStore {
             client,
             db,
             time_limit: settings.transaction_time_limit,
+            pool,
             _guard: None,
         })
     }
@@ -153,5 +157,9 @@ impl Store for MongoStore {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        Some(self.pool.get())
     }
 }

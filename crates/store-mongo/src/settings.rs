@@ -2,14 +2,21 @@
 //! also checks that the server is a replica set member or `mongos`, with the start-up
 //! failures that can answer.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use mongodb::{
     bson::doc,
+    event::{cmap::CmapEvent, EventHandler},
     options::{ClientOptions, ReadConcern, WriteConcern},
     Client,
 };
-use seatkeeper_domain::ports::StoreError;
+use seatkeeper_domain::ports::{PoolUse, StoreError};
 
 use crate::{
     errors::{self, Facts},
@@ -59,10 +66,41 @@ pub struct Unreachable {
     pub cause: mongodb::error::Error,
 }
 
-/// Builds the client and checks the deployment: `(client, database name, deployment)`.
+/// The driver's connections, counted from its connection pool events (the driver has no
+/// other way to tell).
+#[derive(Debug, Default)]
+pub(crate) struct PoolCounter {
+    open: AtomicI64,
+    in_use: AtomicI64,
+}
+
+impl PoolCounter {
+    fn observe(&self, event: CmapEvent) {
+        let (counter, delta) = match event {
+            CmapEvent::ConnectionCreated(_) => (&self.open, 1),
+            CmapEvent::ConnectionClosed(_) => (&self.open, -1),
+            CmapEvent::ConnectionCheckedOut(_) => (&self.in_use, 1),
+            CmapEvent::ConnectionCheckedIn(_) => (&self.in_use, -1),
+            _ => return,
+        };
+        counter.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> PoolUse {
+        let open = self.open.load(Ordering::Relaxed).max(0) as u64;
+        let in_use = (self.in_use.load(Ordering::Relaxed).max(0) as u64).min(open);
+        PoolUse {
+            in_use,
+            idle: open - in_use,
+        }
+    }
+}
+
+/// Builds the client and checks the deployment: `(client, database name, deployment,
+/// the client's pool counter)`.
 pub(crate) async fn open(
     settings: &MongoSettings,
-) -> Result<(Client, String, Deployment), StoreError> {
+) -> Result<(Client, String, Deployment, Arc<PoolCounter>), StoreError> {
     let hosts = hosts_of(&settings.url);
     let mut options = ClientOptions::parse(&settings.url).await.map_err(|e| {
         let what = format!("the MongoDB URL for {hosts} could not be used");
@@ -82,6 +120,9 @@ pub(crate) async fn open(
         .connect_timeout
         .get_or_insert(settings.server_selection_timeout);
     options.max_pool_size = Some(settings.max_pool_size);
+    let pool = Arc::new(PoolCounter::default());
+    let counter = pool.clone();
+    options.cmap_event_handler = Some(EventHandler::callback(move |event| counter.observe(event)));
     options
         .read_concern
         .get_or_insert_with(ReadConcern::majority);
@@ -115,7 +156,7 @@ pub(crate) async fn open(
             )),
         })?;
     let deployment = topology::deployment(&hello, &hosts).map_err(StoreError::internal)?;
-    Ok((client, database, deployment))
+    Ok((client, database, deployment, pool))
 }
 
 /// A start-up failure with what was being done.

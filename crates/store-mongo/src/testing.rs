@@ -92,7 +92,7 @@ impl TestDatabases {
         let mut settings = MongoSettings::new(url.clone());
         settings.server_selection_timeout = TIMEOUT;
         match open(&settings).await {
-            Ok((client, _, _)) => {
+            Ok((client, ..)) => {
                 drop_stale(&client).await;
                 pause_ttl_monitor(&client).await;
                 client.shutdown().await;

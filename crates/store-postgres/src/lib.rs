@@ -52,7 +52,7 @@ use std::{any::Any, sync::Arc};
 
 use async_trait::async_trait;
 use seatkeeper_coalesce::{Coalescer, RunBatch};
-use seatkeeper_domain::ports::{CompletePurchase, Store, StoreError};
+use seatkeeper_domain::ports::{CompletePurchase, PoolUse, Store, StoreError};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     PgPool,
@@ -170,5 +170,13 @@ impl Store for PostgresStore {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        let (open, idle) = (u64::from(self.pool.size()), self.pool.num_idle() as u64);
+        Some(PoolUse {
+            in_use: open.saturating_sub(idle),
+            idle,
+        })
     }
 }

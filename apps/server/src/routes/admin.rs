@@ -36,6 +36,11 @@ pub async fn reconciliation(
     _: Admin,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(pool) = state.health.pool_use() {
+        for (state, n) in [("in_use", pool.in_use), ("idle", pool.idle)] {
+            ::metrics::gauge!("seatkeeper_store_connections", "state" => state).set(n as f64);
+        }
+    }
     let backlog = state.recovery.reconciler().backlog().await?;
     let settings = state.recovery.reconciler().settings();
     Ok(HttpResponse::Ok().json(json!({
@@ -53,7 +58,8 @@ pub async fn reconciliation(
 ///
 /// Requests by route and status with latency histograms, purchases by outcome, seats left
 /// per active plan (the first 100), the reconciler's backlog and actions, the purchase
-/// steps' latency and batch sizes, and payment calls' latency by outcome. The list is in
+/// steps' latency and batch sizes, the store's connections, and payment calls' latency by
+/// outcome. The list is in
 /// `docs/operations.md`. Scrape it with the admin token as a bearer token.
 #[utoipa::path(
     operation_id = "getMetrics",
@@ -86,6 +92,11 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
             .set(f64::from(plan.seats_left));
         ::metrics::gauge!("seatkeeper_plan_capacity", "plan_id" => id)
             .set(f64::from(plan.capacity.get()));
+    }
+    if let Some(pool) = state.health.pool_use() {
+        for (state, n) in [("in_use", pool.in_use), ("idle", pool.idle)] {
+            ::metrics::gauge!("seatkeeper_store_connections", "state" => state).set(n as f64);
+        }
     }
     let backlog = state.recovery.reconciler().backlog().await?;
     ::metrics::gauge!("seatkeeper_recovery_stale_incomplete").set(backlog.stale_incomplete as f64);

@@ -114,6 +114,12 @@ async fn metrics_show_the_purchases_their_payments_store_steps_and_seats(app: Te
         at_least("seatkeeper_store_batch_size", &[], 1.0);
         at_least("seatkeeper_store_batch_seconds", &[], 1.0);
         at_least("seatkeeper_store_step_seconds", &[], 3.0);
+        let in_use = value(&m, "seatkeeper_store_connections", &[("state", "in_use")]);
+        let idle = value(&m, "seatkeeper_store_connections", &[("state", "idle")]);
+        assert!(
+            in_use.unwrap() + idle.unwrap() >= 1.0,
+            "the store has connections: {in_use:?} in use, {idle:?} idle"
+        );
     }
 }
 

@@ -46,4 +46,19 @@ pub trait Store:
 {
     /// Succeeds when the store answers now. Used by the readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How the store's connection pool is used right now, for metrics; `None` for a store
+    /// without one (the in-memory store).
+    fn pool_use(&self) -> Option<PoolUse> {
+        None
+    }
+}
+
+/// A connection pool's connections, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUse {
+    /// Lent to an operation.
+    pub in_use: u64,
+    /// Open and waiting in the pool.
+    pub idle: u64,
 }

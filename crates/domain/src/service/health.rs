@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::ports::{Store, StoreError};
+use crate::ports::{PoolUse, Store, StoreError};
 
 /// Checks the dependencies.
 #[derive(Clone)]
@@ -22,5 +22,10 @@ impl HealthService {
         let started = std::time::Instant::now();
         self.store.ping().await?;
         Ok(started.elapsed())
+    }
+
+    /// How the store's connection pool is used, when it has one.
+    pub fn pool_use(&self) -> Option<PoolUse> {
+        self.store.pool_use()
     }
 }
