@@ -198,6 +198,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `seatkeeper=debug,info`; `RUST_LOG` wins.
     pub level: String,
+    /// An OTLP/HTTP collector's base URL (such as `http://127.0.0.1:4318`): when set,
+    /// spans are also exported there as OpenTelemetry traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LogSettings {
@@ -205,6 +208,7 @@ impl Default for LogSettings {
         Self {
             format: LogFormat::Text,
             level: "info".to_owned(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -321,6 +325,13 @@ impl Settings {
                 bail!(
                     "invalid configuration: a payment request's worst case (payments.timeout_ms × (payments.max_retries + 1) plus back-off: {worst} ms) must be positive and below idempotency.lock_lease_ms ({} ms)",
                     self.idempotency.lock_lease_ms
+                );
+            }
+        }
+        if let Some(endpoint) = &self.log.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                bail!(
+                    "invalid configuration: log.otlp_endpoint '{endpoint}' must be an OTLP/HTTP collector's http(s) URL, such as http://127.0.0.1:4318"
                 );
             }
         }
@@ -467,6 +478,11 @@ mod tests {
             ("SEATKEEPER_STORE__URL", "redis://x", "store.url"),
             ("SEATKEEPER_LOG__FORMAT", "xml", "log.format"),
             ("SEATKEEPER_AUTH__ADMIN_TOKEN", "short", "auth.admin_token"),
+            (
+                "SEATKEEPER_LOG__OTLP_ENDPOINT",
+                "collector:4318",
+                "log.otlp_endpoint",
+            ),
         ] {
             let err = Settings::load_from(None, env(&[(var, value)])).unwrap_err();
             let msg = format!("{err:#}");

@@ -51,12 +51,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    let telemetry = match telemetry::init(&settings.log) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("seatkeeper-server: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Reconcile => reconcile(settings).await,
         Command::Openapi => unreachable!("answered before the settings are read"),
-    }
+    };
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    code
 }
 
 async fn serve(settings: Settings) -> ExitCode {

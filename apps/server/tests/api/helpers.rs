@@ -130,7 +130,7 @@ async fn spawn(
 ) -> Option<TestApp> {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings");
     if std::env::var_os("TEST_LOG").is_some() {
-        telemetry::init(&settings.log);
+        let _ = telemetry::init(&settings.log);
     }
     settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.http.workers = 2;
