@@ -281,8 +281,10 @@ impl<'a> From<&'a Subscription> for SubscriptionBody<'a> {
 pub struct CreatePlanRequest {
     #[schema(value_type = schemas::PlanName)]
     pub name: String,
+    #[serde(deserialize_with = "integer")]
     #[schema(value_type = schemas::Capacity)]
     pub capacity: i64,
+    #[serde(deserialize_with = "integer")]
     #[schema(value_type = schemas::UnitAmount)]
     pub unit_amount: i64,
     #[schema(value_type = schemas::Currency)]
@@ -325,7 +327,7 @@ pub struct UpdatePlanRequest {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = schemas::PlanName)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null_integer")]
     #[schema(value_type = schemas::Capacity)]
     pub capacity: Option<i64>,
     #[serde(default, deserialize_with = "not_null")]
@@ -340,6 +342,52 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
+}
+
+/// [`integer`] for an optional field that, when present, may not be `null`.
+fn not_null_integer<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    integer(d).map(Some)
+}
+
+/// A JSON integer. JSON Schema counts a number with a zero fraction (`50.0`) as an
+/// integer, and the document promises `type: integer`, so such a number is taken as the
+/// integer it is; `50.5` is not. Integers beyond `i64` saturate, so that the field's
+/// own range check names the range.
+fn integer<'de, D>(d: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Integer;
+
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            Ok(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            if v.is_finite() && v.fract() == 0.0 {
+                // `as` saturates.
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    d.deserialize_i64(Integer)
 }
 
 impl UpdatePlanRequest {

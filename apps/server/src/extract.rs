@@ -135,8 +135,9 @@ impl Fields {
     }
 }
 
-/// `?limit=&cursor=` of a list endpoint. Read as strings, so that a bad value is
-/// answered as a field error naming it.
+/// `?limit=&cursor=` of a list whose cursor is an id: the plans (a plan id) and a
+/// customer's subscriptions (a subscription id). Read as strings, so that a bad value
+/// is answered as a field error naming it.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -144,9 +145,10 @@ pub struct ListQuery {
     /// `invalid_request` naming `limit`.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<String>,
-    /// The `next_cursor` of the previous page, as given; the page starts after it. A
-    /// value that is not a cursor of this list answers 400 `invalid_request` naming
-    /// `cursor`.
+    /// The `next_cursor` of the previous page, as given: the id of the last item of that
+    /// page (a UUID); the page starts after it. Any other value answers 400
+    /// `invalid_request` naming `cursor`.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -156,37 +158,73 @@ impl ListQuery {
         &self,
         parse_cursor: impl FnOnce(&str) -> Result<C, InvalidValue>,
     ) -> Result<PageRequest<C>, ApiError> {
-        let mut fields = Fields::default();
-        let limit = match &self.limit {
-            None => Some(Limit::DEFAULT),
-            Some(s) => fields.check(
-                "limit",
-                s.parse::<i64>()
-                    .map_err(|_| {
-                        InvalidValue::new(format!("must be an integer from 1 to {}", Limit::MAX))
-                    })
-                    .and_then(Limit::new),
-            ),
-        };
-        let after = match &self.cursor {
-            None => Some(None),
-            Some(c) => fields
-                .check(
-                    "cursor",
-                    parse_cursor(c).map_err(|_| {
-                        InvalidValue::new(
-                            "is not a cursor this list returned (use next_cursor as given)",
-                        )
-                    }),
-                )
-                .map(Some),
-        };
-        fields.finish()?;
-        Ok(PageRequest {
-            after: after.flatten(),
-            limit: limit.unwrap_or_default(),
+        page(self.limit.as_deref(), self.cursor.as_deref(), parse_cursor)
+    }
+}
+
+/// `?limit=&cursor=` of a plan's audit log, whose cursor is a sequence number. Read as
+/// strings, so that a bad value is answered as a field error naming it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeqListQuery {
+    /// How many items to return, from 1 to 100. Anything else answers 400
+    /// `invalid_request` naming `limit`.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page, as given: the `seq` of the last entry of
+    /// that page, in decimal; the page starts after it. Any other value answers 400
+    /// `invalid_request` naming `cursor`.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub cursor: Option<String>,
+}
+
+impl SeqListQuery {
+    /// Validates the parameters.
+    pub fn page(&self) -> Result<PageRequest<u64>, ApiError> {
+        page(self.limit.as_deref(), self.cursor.as_deref(), |c| {
+            // What the document says: a non-negative int64 (u64 would take more).
+            c.parse::<i64>()
+                .ok()
+                .and_then(|seq| u64::try_from(seq).ok())
+                .ok_or_else(|| InvalidValue::new("not a sequence number"))
         })
     }
+}
+
+/// Validates `limit` and `cursor`, parsing the cursor with `parse_cursor`.
+fn page<C>(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+    parse_cursor: impl FnOnce(&str) -> Result<C, InvalidValue>,
+) -> Result<PageRequest<C>, ApiError> {
+    let mut fields = Fields::default();
+    let limit = match limit {
+        None => Some(Limit::DEFAULT),
+        Some(s) => fields.check(
+            "limit",
+            s.parse::<i64>()
+                .map_err(|_| {
+                    InvalidValue::new(format!("must be an integer from 1 to {}", Limit::MAX))
+                })
+                .and_then(Limit::new),
+        ),
+    };
+    let after = match cursor {
+        None => Some(None),
+        Some(c) => fields
+            .check(
+                "cursor",
+                parse_cursor(c).map_err(|_| {
+                    InvalidValue::new("is not a cursor this list returned (use next_cursor as given)")
+                }),
+            )
+            .map(Some),
+    };
+    fields.finish()?;
+    Ok(PageRequest {
+        after: after.flatten(),
+        limit: limit.unwrap_or_default(),
+    })
 }
 
 /// The `Idempotency-Key` header, validated (rows 1 and 2 of idempotency.md).

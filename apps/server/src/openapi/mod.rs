@@ -15,7 +15,7 @@ use utoipa::{
         path::{Operation, ParameterBuilder, ParameterIn},
         schema::Type,
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-        ObjectBuilder, OpenApi as Document, RefOr, Required,
+        ObjectBuilder, OpenApi as Document, RefOr, Required, Schema,
     },
     Modify, OpenApi,
 };
@@ -88,7 +88,22 @@ pub fn document() -> Document {
             add_request_id(operation);
         }
     }
+    require_a_change(&mut doc);
     doc
+}
+
+/// `UpdatePlan` needs at least one property (an empty patch answers 400).
+/// `#[schema(min_properties = 1)]` cannot say so: utoipa-gen 5.5 writes it as
+/// `maxProperties`.
+fn require_a_change(doc: &mut Document) {
+    let schema = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("UpdatePlan"));
+    match schema {
+        Some(RefOr::T(Schema::Object(object))) => object.min_properties = Some(1),
+        _ => panic!("UpdatePlan is an object schema of the components"),
+    }
 }
 
 /// The document as YAML, as `openapi.yaml` holds it.
@@ -112,13 +127,9 @@ fn add_request_id(operation: &mut Operation) {
              `_`, `.` or `:`; any other value is ignored and replaced by a new UUID (never \
              an error).",
         ))
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .min_length(Some(1))
-                .max_length(Some(128))
-                .pattern(Some("^[A-Za-z0-9._:-]{1,128}$")),
-        ))
+        // Any value is accepted (an invalid one is replaced, never an error), so the
+        // parameter's schema does not restrict it: the rule is in the description.
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
         .example(Some(serde_json::json!("checkout-7f3a:1")))
         .build();
     operation

@@ -46,6 +46,20 @@ fn integer(format: KnownFormat) -> ObjectBuilder {
         .format(Some(SchemaFormat::KnownFormat(format)))
 }
 
+/// What `PlanName::parse` accepts, as a pattern: whitespace, then 1 to 100 characters
+/// that are not control characters and neither start nor end with whitespace, then
+/// whitespace.
+fn plan_name_pattern() -> String {
+    // Rust's `str::trim`: the characters with the Unicode `White_Space` property.
+    const SPACE: &str = "\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000";
+    // `char::is_control`: the general category Cc.
+    const CONTROL: &str = "\\u0000-\\u001F\\u007F-\\u009F";
+    let max_inner = seatkeeper_domain::PlanName::MAX_CHARS - 2;
+    format!(
+        "^[{SPACE}]*[^{SPACE}{CONTROL}](?:[^{CONTROL}]{{0,{max_inner}}}[^{SPACE}{CONTROL}])?[{SPACE}]*$"
+    )
+}
+
 scalar_schemas! {
     /// A plan id (UUIDv7, time-ordered).
     PlanId => uuid().examples([json!("0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f")]);
@@ -58,13 +72,12 @@ scalar_schemas! {
         .max_length(Some(64))
         .pattern(Some("^[A-Za-z0-9_.:-]{1,64}$"))
         .examples([json!("cus_42")]);
-    /// The plan's display name. The server trims surrounding whitespace, then requires 1
-    /// to 100 characters (Unicode scalar values), none of them a control character.
-    /// Plans always show the trimmed name.
+    /// The plan's display name. The server trims surrounding whitespace (Unicode
+    /// `White_Space`), then requires 1 to 100 characters (Unicode scalar values), none of
+    /// them a control character (U+0000 to U+001F, U+007F to U+009F). Plans always show
+    /// the trimmed name.
     PlanName => string()
-        .min_length(Some(1))
-        .max_length(Some(100))
-        .pattern(Some("\\S"))
+        .pattern(Some(plan_name_pattern()))
         .examples([json!("Team")]);
     /// How many seats the plan has.
     Capacity => integer(KnownFormat::Int32)

@@ -1,13 +1,13 @@
 //! `/api/plans`: list, create, read, change, stats and audit log of plans.
 
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
-use seatkeeper_domain::{AuditContext, InvalidValue, PlanId};
+use seatkeeper_domain::{AuditContext, PlanId};
 
 use super::{created_at, AppState};
 use crate::{
     dto::{AuditEntryBody, CreatePlanRequest, List, PlanBody, StatsBody, UpdatePlanRequest},
     errors::no_such_plan,
-    extract::{json_body, Admin, ListQuery},
+    extract::{json_body, Admin, ListQuery, SeqListQuery},
     openapi::{
         bodies::{AuditEntryList, PlanList},
         responses::*,
@@ -217,7 +217,7 @@ pub async fn stats(
     operation_id = "getPlanAudit",
     tag = "plans",
     security(("adminToken" = [])),
-    params(("id" = schemas::PlanId, Path, description = "The plan's id (a UUID). Any other value answers 404 `plan_not_found`.", example = "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f"), ListQuery),
+    params(("id" = schemas::PlanId, Path, description = "The plan's id (a UUID). Any other value answers 404 `plan_not_found`.", example = "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f"), SeqListQuery),
     responses(
         (status = 200, description = "One page of audit entries.", body = AuditEntryList),
         (status = 400, response = InvalidListQuery),
@@ -232,13 +232,10 @@ pub async fn audit(
     _: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<SeqListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = plan_id(&path)?;
-    let page = query.page(|c| {
-        c.parse::<u64>()
-            .map_err(|_| InvalidValue::new("not a sequence number"))
-    })?;
+    let page = query.page()?;
     let page = state.plans.audit(id, page).await?;
     Ok(HttpResponse::Ok().json(List {
         data: page.items.iter().map(AuditEntryBody::from).collect(),
