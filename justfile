@@ -18,6 +18,10 @@ openapi:
     cargo run -q -p seatkeeper-server -- openapi > openapi.yaml.new
     mv openapi.yaml.new openapi.yaml
 
+# Schema fuzzing: schemathesis against the debug server on the in-memory store, every check and phase (~1 minute after the build; FUZZ_SEED=random for other inputs).
+fuzz-api:
+    bash .ci/schemathesis.sh
+
 # What CI runs.
 ci:
     bash .ci/run

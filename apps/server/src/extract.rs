@@ -215,7 +215,9 @@ fn page<C>(
             .check(
                 "cursor",
                 parse_cursor(c).map_err(|_| {
-                    InvalidValue::new("is not a cursor this list returned (use next_cursor as given)")
+                    InvalidValue::new(
+                        "is not a cursor this list returned (use next_cursor as given)",
+                    )
                 }),
             )
             .map(Some),

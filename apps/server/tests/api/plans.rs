@@ -137,6 +137,41 @@ async fn invalid_plans_are_400_problems_naming_the_field_and_store_nothing(app: 
     assert_eq!(plan_count(&app).await, 0);
 }
 
+// Found by schemathesis: JSON Schema counts `25.0` as an integer, and the server
+// answered 400 to it.
+on_every_store!(integers_written_with_a_zero_fraction_are_taken_as_the_integers_they_are);
+async fn integers_written_with_a_zero_fraction_are_taken_as_the_integers_they_are(app: TestApp) {
+    let mut p = valid_plan();
+    p["capacity"] = json!(25.0);
+    p["unit_amount"] = json!(4900.0);
+    let res = app.admin_post("/api/plans", &p).await;
+    assert_eq!(res.status(), 201);
+    let plan = body(res).await;
+    assert_eq!(
+        (plan["capacity"].as_i64(), plan["unit_amount"].as_i64()),
+        (Some(25), Some(4900))
+    );
+    let id = plan["id"].as_str().unwrap();
+    let res = app
+        .admin_patch(&format!("/api/plans/{id}"), &json!({"capacity": 30.0}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(body(res).await["capacity"], 30);
+    for capacity in [json!(30.5), json!(1e30), json!(-0.5)] {
+        let res = app
+            .admin_patch(
+                &format!("/api/plans/{id}"),
+                &json!({ "capacity": capacity }),
+            )
+            .await;
+        let problem = assert_problem(res, 400, "invalid_request").await;
+        assert_eq!(
+            problem["errors"][0]["field"], "capacity",
+            "{capacity}: {problem}"
+        );
+    }
+}
+
 on_every_store!(every_invalid_field_is_named_at_once);
 async fn every_invalid_field_is_named_at_once(app: TestApp) {
     let res = app
@@ -232,6 +267,39 @@ async fn bad_list_parameters_are_400_problems_naming_the_parameter(app: TestApp)
     }
     assert_eq!(app.get("/api/plans?limit=100").await.status(), 200);
     assert_eq!(app.get("/api/plans?limit=1").await.status(), 200);
+}
+
+// Found by schemathesis: the document says the audit cursor is a non-negative int64;
+// the server took any u64.
+on_every_store!(an_audit_cursor_that_is_not_a_non_negative_int64_is_400_naming_cursor);
+async fn an_audit_cursor_that_is_not_a_non_negative_int64_is_400_naming_cursor(app: TestApp) {
+    let id = app.create_plan(5).await;
+    for cursor in [
+        "",
+        "-1",
+        "abc",
+        "1.5",
+        "9223372036854775808",
+        "18446744073709551615",
+    ] {
+        let problem = assert_problem(
+            app.admin_get(&format!("/api/plans/{id}/audit?cursor={cursor}"))
+                .await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert_eq!(
+            problem["errors"][0]["field"], "cursor",
+            "{cursor:?}: {problem}"
+        );
+    }
+    for cursor in ["0", "1", "9223372036854775807"] {
+        let res = app
+            .admin_get(&format!("/api/plans/{id}/audit?cursor={cursor}"))
+            .await;
+        assert_eq!(res.status(), 200, "{cursor}");
+    }
 }
 
 on_every_store!(an_unknown_or_malformed_plan_id_is_404_plan_not_found);
