@@ -53,8 +53,8 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
     tag = "subscriptions",
     params(
         ("Idempotency-Key" = String, Header,
-            description = "A unique value per purchase, resent unchanged on every retry of that purchase: 1 to 255 printable ASCII characters (0x20 to 0x7E), sent exactly once. Scoped to the `customer_id` of the body and remembered for 24 hours. Missing: 400 `idempotency_key_missing`; otherwise invalid: 400 `idempotency_key_invalid`.",
-            min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]{1,255}$", example = "order-2026-0001"),
+            description = "A unique value per purchase, resent unchanged on every retry of that purchase: 1 to 255 printable ASCII characters (0x20 to 0x7E), sent exactly once. HTTP drops the spaces around a header value, so a key neither starts nor ends with one (` k1 ` arrives as `k1`, and a key of spaces as an empty one). Scoped to the `customer_id` of the body and remembered for 24 hours. Missing: 400 `idempotency_key_missing`; otherwise invalid: 400 `idempotency_key_invalid`.",
+            min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E](?:[\x20-\x7E]{0,253}[\x21-\x7E])?$", example = "order-2026-0001"),
     ),
     request_body(
         content = PurchaseRequest,

@@ -34,6 +34,25 @@ async fn row_1_a_purchase_without_a_key_is_400_idempotency_key_missing(app: Test
     assert_eq!(app.key_count().await, 0);
 }
 
+// Found reading schemathesis' findings: the document's pattern allowed a key of spaces,
+// which arrives empty (HTTP drops the spaces around a header value) and answers 400.
+on_every_store!(spaces_around_a_key_are_not_part_of_it_and_a_key_of_spaces_is_invalid);
+async fn spaces_around_a_key_are_not_part_of_it_and_a_key_of_spaces_is_invalid(app: TestApp) {
+    let plan = app.create_plan(2).await;
+    assert_problem(
+        raw_purchase(&app, Some("   "), &plan).await,
+        400,
+        "idempotency_key_invalid",
+    )
+    .await;
+    let first = raw_purchase(&app, Some("k 1"), &plan).await;
+    assert_eq!(first.status(), 201);
+    let again = raw_purchase(&app, Some("  k 1 "), &plan).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.stats(&plan).await["seats_left"], 1);
+}
+
 on_every_store!(row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid);
 async fn row_2_an_empty_long_or_non_ascii_key_is_400_idempotency_key_invalid(app: TestApp) {
     let plan = app.create_plan(1).await;

@@ -172,3 +172,24 @@ fn the_plan_name_pattern_matches_exactly_the_names_the_server_accepts() {
         );
     }
 }
+
+#[test]
+fn the_idempotency_key_pattern_leaves_out_the_spaces_http_drops() {
+    let doc = document();
+    let parameter = doc["paths"]["/api/subscriptions/purchase"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap()
+        .clone();
+    let pattern = regex::Regex::new(parameter["schema"]["pattern"].as_str().unwrap()).unwrap();
+    let longest = "k".repeat(255);
+    for key in ["k", "k 1", "order-2026-0001", "~!", longest.as_str()] {
+        assert!(pattern.is_match(key), "{key:?}");
+    }
+    let too_long = "k".repeat(256);
+    for key in ["", " ", "   ", " k", "k ", "k\t1", "clé", too_long.as_str()] {
+        assert!(!pattern.is_match(key), "{key:?}");
+    }
+}
