@@ -18,7 +18,7 @@ openapi:
     cargo run -q -p seatkeeper-server -- openapi > openapi.yaml.new
     mv openapi.yaml.new openapi.yaml
 
-# Schema fuzzing: schemathesis against the debug server on the in-memory store, every check and phase (~1 minute after the build; FUZZ_SEED=random for other inputs).
+# Schema fuzzing: schemathesis against the debug server on the in-memory store, every check and phase (~20 s after the build; FUZZ_SEED=random for other inputs).
 fuzz-api:
     bash .ci/schemathesis.sh
 

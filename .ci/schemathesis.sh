@@ -2,7 +2,8 @@
 # Schema fuzzing: schemathesis (PyPI) against the debug server on the in-memory store
 # (with its demo plans), every check and every phase (examples, coverage, fuzzing,
 # stateful), driven by the document the server serves at /openapi.json. Any failure
-# fails the script. `just fuzz-api` runs it; .ci/run runs it after the tests.
+# fails the script. `just fuzz-api` runs it; .ci/run runs it after the tests. Its
+# settings are in .ci/schemathesis.toml, its hooks in .ci/schemathesis_hooks.py.
 #
 # schemathesis is installed, pinned, into a virtualenv outside the source tree:
 # $SEATKEEPER_FUZZ_VENV, default ${XDG_CACHE_HOME:-$HOME/.cache}/seatkeeper/schemathesis-<version>.
@@ -83,7 +84,8 @@ fi
 # recursion depth mismatch", seen here with two workers).
 echo "== schemathesis (seed $seed, $max_examples examples per operation)"
 status=0
-"$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run "$base_url/openapi.json" \
+PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run "$base_url/openapi.json" \
   --url "$base_url" \
   --checks all \
   --phases examples,coverage,fuzzing,stateful \
