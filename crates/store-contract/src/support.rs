@@ -446,3 +446,23 @@ pub async fn all<T: Send + 'static>(tasks: Vec<Task<T>>) -> Vec<T> {
     }
     results
 }
+
+/// Runs `work` to its end on a thread of its own with a runtime of its own, and waits for
+/// it: for cleanup that must await in a `Drop` (a test database to remove), which cannot
+/// await and may run on a runtime that is shutting down. A failure to start the runtime
+/// skips the work: cleanup is best-effort.
+pub fn block_on_detached<F, Fut>(work: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work());
+        }
+    })
+    .join();
+}

@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mongodb::{bson::doc, options::ClientOptions, Client};
 
+use seatkeeper_store_contract::support::block_on_detached;
+
 use crate::{settings::open, topology::hosts_of, MongoSettings, MongoStore};
 
 pub const URL_VARIABLE: &str = "SEATKEEPER_TEST_MONGODB_URL";
@@ -47,21 +49,12 @@ impl Drop for DropDatabase {
         let name = self.name.clone();
         // Drop cannot await, and the store's client belongs to the test's runtime: a
         // short-lived thread with its own runtime and client does it.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Some(client) = client(&url).await {
-                    let _ = client.database(&name).drop().await;
-                    client.shutdown().await;
-                }
-            });
-        })
-        .join();
+        block_on_detached(move || async move {
+            if let Some(client) = client(&url).await {
+                let _ = client.database(&name).drop().await;
+                client.shutdown().await;
+            }
+        });
     }
 }
 

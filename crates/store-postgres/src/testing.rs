@@ -10,6 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use seatkeeper_store_contract::support::block_on_detached;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, PgConnection};
 
 use crate::{PostgresSettings, PostgresStore};
@@ -35,23 +36,12 @@ impl Drop for DropDatabase {
         let admin = self.admin.clone();
         let name = self.name.clone();
         // Drop cannot await; a short-lived thread with its own runtime can.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut c) = admin.connect().await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
-                }
-            });
-        })
-        .join();
+        block_on_detached(move || async move {
+            if let Ok(mut c) = admin.connect().await {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(&drop).execute(&mut c).await;
+            }
+        });
     }
 }
 
