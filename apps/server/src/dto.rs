@@ -204,60 +204,6 @@ pub struct SubscriptionBody<'a> {
     pub canceled_at: Option<Timestamp>,
 }
 
-impl SubscriptionBody<'_> {
-    /// Appends this body as JSON to `out`: the same bytes as `serde_json::to_writer`
-    /// with the derived `Serialize` (tested), written directly. The purchase answer is
-    /// the hottest body; through serde_json every UUID and timestamp is scanned for
-    /// characters to escape that they cannot contain (~8 % of an in-memory purchase's
-    /// instructions). Only the free-form strings go through serde_json's escaping.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        fn string(out: &mut Vec<u8>, s: &str) {
-            serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-        }
-        fn uuid(out: &mut Vec<u8>, id: uuid::Uuid) {
-            out.push(b'"');
-            out.extend_from_slice(
-                id.hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer())
-                    .as_bytes(),
-            );
-            out.push(b'"');
-        }
-        fn time(out: &mut Vec<u8>, t: Option<Timestamp>) {
-            match t {
-                Some(t) => {
-                    out.push(b'"');
-                    timestamp::write_to(&t, out);
-                    out.push(b'"');
-                }
-                None => out.extend_from_slice(b"null"),
-            }
-        }
-        out.extend_from_slice(b"{\"id\":");
-        uuid(out, self.id.as_uuid());
-        out.extend_from_slice(b",\"plan_id\":");
-        uuid(out, self.plan_id.as_uuid());
-        out.extend_from_slice(b",\"customer_id\":");
-        string(out, self.customer_id);
-        out.extend_from_slice(b",\"status\":");
-        string(out, self.status);
-        out.extend_from_slice(b",\"payment_id\":");
-        match self.payment_id {
-            Some(p) => string(out, p),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"current_period_start\":");
-        time(out, self.current_period_start);
-        out.extend_from_slice(b",\"current_period_end\":");
-        time(out, self.current_period_end);
-        out.extend_from_slice(b",\"created_at\":");
-        time(out, Some(self.created_at));
-        out.extend_from_slice(b",\"canceled_at\":");
-        time(out, self.canceled_at);
-        out.push(b'}');
-    }
-}
-
 impl<'a> From<&'a Subscription> for SubscriptionBody<'a> {
     fn from(s: &'a Subscription) -> Self {
         Self {
@@ -450,57 +396,5 @@ impl PurchaseRequest<'_> {
             customer_id,
             payment_method,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use seatkeeper_domain::{IdempotencyKey, NewPlan};
-
-    use super::*;
-
-    fn subscription(customer: &str) -> Subscription {
-        let now = chrono::Utc::now();
-        let plan = Plan::create(
-            NewPlan {
-                name: PlanName::parse("Starter").unwrap(),
-                capacity: Capacity::new(10).unwrap(),
-                unit_amount: UnitAmount::new(900).unwrap(),
-                currency: Currency::parse("usd").unwrap(),
-                interval: Interval::Month,
-            },
-            now,
-        );
-        Subscription::reserve(
-            SubscriptionId::generate(),
-            &plan,
-            CustomerId::parse(customer).unwrap(),
-            PaymentMethod::parse("pm_card_visa").unwrap(),
-            Some(IdempotencyKey::parse("k1").unwrap()),
-            now,
-        )
-    }
-
-    #[test]
-    fn the_written_subscription_body_is_byte_for_byte_what_serde_writes() {
-        let incomplete = subscription("cus_1");
-        let mut active = subscription("cus.a-b_c:9");
-        active.activate("pi_sim_0123456789abcdef".into(), chrono::Utc::now());
-        let mut canceled = active.clone();
-        canceled.cancel(chrono::Utc::now() + chrono::Duration::nanoseconds(1_500));
-        let mut expired = subscription("cus_2");
-        expired.expire("card_declined: no".into(), chrono::Utc::now());
-        // A payment id from a provider may hold anything JSON must escape.
-        let mut odd = subscription("cus_3");
-        odd.activate("pi_\"quoted\"\\ \u{1}\n é 😀".into(), chrono::Utc::now());
-        for sub in [&incomplete, &active, &canceled, &expired, &odd] {
-            let body = SubscriptionBody::from(sub);
-            let mut written = Vec::new();
-            body.write_json(&mut written);
-            assert_eq!(
-                String::from_utf8(written).unwrap(),
-                serde_json::to_string(&body).unwrap()
-            );
-        }
     }
 }

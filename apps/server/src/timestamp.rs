@@ -5,8 +5,10 @@
 //! precision), so clients see no difference; only the cost differs. chrono formats
 //! through `Display`, one `write_char` at a time, and a purchase answer carries three
 //! timestamps: in profiles of the in-memory purchase path that was ~7 % of the server's
-//! instructions. Years outside 0–9999 and leap seconds, which chrono writes in its own
-//! way, are handed to chrono.
+//! instructions, and in interleaved pairs a build writing them through chrono sold 6.9 %
+//! fewer purchases per second in memory (`docs/benchmarks.md`, "What issue 17 costs").
+//! Years outside 0–9999 and leap seconds, which chrono writes in its own way, are handed
+//! to chrono.
 
 use chrono::{Datelike, Timelike};
 use seatkeeper_domain::Timestamp;

@@ -143,7 +143,8 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
     let mut res = match &receipt.outcome {
         PurchaseOutcome::Created { subscription } => {
             let mut body = Vec::with_capacity(512);
-            SubscriptionBody::from(subscription).write_json(&mut body);
+            serde_json::to_writer(&mut body, &SubscriptionBody::from(subscription))
+                .expect("a subscription serializes into a Vec");
             HttpResponse::Created()
                 .insert_header((
                     header::LOCATION,
