@@ -53,15 +53,15 @@ pub struct PlanBody {
 impl From<&Plan> for PlanBody {
     fn from(p: &Plan) -> Self {
         Self {
-            id: p.id,
-            name: p.name.as_str().to_owned(),
-            capacity: p.capacity.get(),
-            seats_left: p.seats_left,
-            unit_amount: p.unit_amount.get(),
-            currency: p.currency.to_string(),
-            interval: p.interval.as_str(),
-            status: p.status.as_str(),
-            created_at: p.created_at,
+            id: p.id(),
+            name: p.name().as_str().to_owned(),
+            capacity: p.capacity().get(),
+            seats_left: p.seats_left(),
+            unit_amount: p.unit_amount().get(),
+            currency: p.currency().to_string(),
+            interval: p.interval().as_str(),
+            status: p.status().as_str(),
+            created_at: p.created_at(),
         }
     }
 }

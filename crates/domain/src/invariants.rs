@@ -54,17 +54,14 @@ pub fn replay_audit(entries: &[AuditEntry]) -> Result<u32, String> {
 /// Checks one plan against its stats and its whole audit log; returns every violation.
 pub fn check_plan(plan: &Plan, stats: &PlanStats, audit: &[AuditEntry]) -> Vec<String> {
     let mut violations = Vec::new();
-    let capacity = u64::from(plan.capacity.get());
-    if plan.seats_left > plan.capacity.get() {
-        violations.push(format!(
-            "seats_left {} exceeds capacity {capacity}",
-            plan.seats_left
-        ));
-    }
-    if stats.seats_left != plan.seats_left || u64::from(stats.capacity) != capacity {
+    // `seats_left <= capacity` needs no check: a `Plan` cannot be made without it.
+    let capacity = u64::from(plan.capacity().get());
+    if stats.seats_left != plan.seats_left() || u64::from(stats.capacity) != capacity {
         violations.push(format!(
             "stats ({} of {}) disagree with the plan ({} of {capacity})",
-            stats.seats_left, stats.capacity, plan.seats_left
+            stats.seats_left,
+            stats.capacity,
+            plan.seats_left()
         ));
     }
     let held = stats.incomplete + stats.active;
@@ -75,17 +72,17 @@ pub fn check_plan(plan: &Plan, stats: &PlanStats, audit: &[AuditEntry]) -> Vec<S
         ));
     }
     match replay_audit(audit) {
-        Ok(replayed) if replayed != plan.seats_left => violations.push(format!(
+        Ok(replayed) if replayed != plan.seats_left() => violations.push(format!(
             "the audit log replays to {replayed} seats left, the plan has {}",
-            plan.seats_left
+            plan.seats_left()
         )),
         Ok(_) => {}
         Err(e) => violations.push(format!("audit replay: {e}")),
     }
-    if audit.last().map(|e| e.seq) != Some(plan.seq) {
+    if audit.last().map(|e| e.seq) != Some(plan.seq()) {
         violations.push(format!(
             "the plan's seq is {} but its last audit entry is {:?}",
-            plan.seq,
+            plan.seq(),
             audit.last().map(|e| e.seq)
         ));
     }

@@ -25,7 +25,7 @@ async fn a_purchase_reserves_a_seat_charges_once_and_activates_the_subscription(
     let plan = w.plan(10).await;
     let receipt = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
     let PurchaseOutcome::Created { subscription } = receipt.outcome else {
@@ -42,8 +42,8 @@ async fn a_purchase_reserves_a_seat_charges_once_and_activates_the_subscription(
         gateway.succeeded_charges()[0].provider_key,
         subscription.provider_key()
     );
-    assert_eq!(w.seats_left(plan.id).await, 9);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(w.seats_left(plan.id()).await, 9);
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -53,12 +53,12 @@ async fn a_purchases_two_audit_entries_share_one_actor_and_one_trace_id() {
     let w = world(Arc::new(SimulatedGateway::new()));
     let plan = w.plan(10).await;
     w.purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
     let audit = w
         .store
-        .plan_audit(plan.id, None, 10)
+        .plan_audit(plan.id(), None, 10)
         .await
         .unwrap()
         .unwrap();
@@ -81,17 +81,17 @@ async fn a_retry_with_the_same_key_replays_the_outcome_without_charging_again() 
     let plan = w.plan(10).await;
     let first = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
-    let mut retry = cmd(plan.id, "cus_1", "k1", "pm_card_visa");
+    let mut retry = cmd(plan.id(), "cus_1", "k1", "pm_card_visa");
     retry.request_id = "another-request".into();
     let second = w.purchases.purchase(&retry).await.unwrap();
     assert!(second.replayed);
     assert_eq!(second.outcome, first.outcome);
     assert_eq!(second.request_id, first.request_id);
     assert_eq!(gateway.charge_calls(), 1);
-    assert_eq!(w.seats_left(plan.id).await, 9);
+    assert_eq!(w.seats_left(plan.id()).await, 9);
 }
 
 #[tokio::test]
@@ -99,16 +99,16 @@ async fn the_same_key_with_a_different_request_is_refused_as_reused() {
     let w = world(Arc::new(SimulatedGateway::new()));
     let plan = w.plan(10).await;
     w.purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
     let err = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_mastercard"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_mastercard"))
         .await
         .unwrap_err();
     assert!(matches!(err, PurchaseError::KeyReused), "{err:?}");
-    assert_eq!(w.seats_left(plan.id).await, 9);
+    assert_eq!(w.seats_left(plan.id()).await, 9);
 }
 
 #[tokio::test]
@@ -119,13 +119,13 @@ async fn the_same_key_from_two_customers_makes_two_independent_purchases() {
     for customer in ["cus_a", "cus_b"] {
         let r = w
             .purchases
-            .purchase(&cmd(plan.id, customer, "shared-key", "pm_card_visa"))
+            .purchase(&cmd(plan.id(), customer, "shared-key", "pm_card_visa"))
             .await
             .unwrap();
         assert!(!r.replayed);
     }
     assert_eq!(gateway.succeeded_charges().len(), 2);
-    assert_eq!(w.seats_left(plan.id).await, 8);
+    assert_eq!(w.seats_left(plan.id()).await, 8);
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn a_declined_charge_expires_the_subscription_and_gives_the_seat_back() {
     let plan = w.plan(1).await;
     let receipt = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
     let PurchaseOutcome::Declined {
@@ -153,17 +153,17 @@ async fn a_declined_charge_expires_the_subscription_and_gives_the_seat_back() {
     };
     assert_eq!(subscription.status, SubscriptionStatus::IncompleteExpired);
     assert!(reason.contains("card_declined"));
-    assert_eq!(w.seats_left(plan.id).await, 1);
+    assert_eq!(w.seats_left(plan.id()).await, 1);
     let audit = w
         .store
-        .plan_audit(plan.id, None, 100)
+        .plan_audit(plan.id(), None, 100)
         .await
         .unwrap()
         .unwrap();
     let last = audit.last().unwrap();
     assert_eq!(last.action, AuditAction::SeatReleased);
     assert!(last.reason.as_deref().unwrap().contains("card_declined"));
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn an_unknown_payment_outcome_keeps_the_seat_releases_the_key_and_a_retry_
     let plan = w.plan(3).await;
     let err = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap_err();
     assert!(
@@ -196,13 +196,13 @@ async fn an_unknown_payment_outcome_keeps_the_seat_releases_the_key_and_a_retry_
         "{err:?}"
     );
     // The seat stays reserved by the incomplete subscription meanwhile.
-    assert_eq!(w.seats_left(plan.id).await, 2);
-    let stats = w.plans.stats(plan.id).await.unwrap();
+    assert_eq!(w.seats_left(plan.id()).await, 2);
+    let stats = w.plans.stats(plan.id()).await.unwrap();
     assert_eq!(stats.incomplete, 1);
 
     let retried = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
     let PurchaseOutcome::Created { subscription } = retried.outcome else {
@@ -214,9 +214,9 @@ async fn an_unknown_payment_outcome_keeps_the_seat_releases_the_key_and_a_retry_
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1], "the retry must reuse the provider key");
     assert_eq!(keys[0], subscription.provider_key());
-    assert_eq!(w.seats_left(plan.id).await, 2);
-    assert_eq!(w.plans.stats(plan.id).await.unwrap().incomplete, 0);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(w.seats_left(plan.id()).await, 2);
+    assert_eq!(w.plans.stats(plan.id()).await.unwrap().incomplete, 0);
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -226,30 +226,30 @@ async fn a_charged_but_lost_answer_is_charged_only_once_when_retried() {
     let plan = w.plan(3).await;
     let err = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_timeout"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_timeout"))
         .await
         .unwrap_err();
     assert!(matches!(err, PurchaseError::PaymentUnavailable(_)));
     let retried = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_timeout"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_timeout"))
         .await
         .unwrap();
     assert!(matches!(retried.outcome, PurchaseOutcome::Created { .. }));
     assert_eq!(gateway.succeeded_charges().len(), 1);
     assert_eq!(gateway.charge_calls(), 2);
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
 async fn a_key_held_by_a_running_request_answers_in_use_and_changes_nothing() {
     let w = world(Arc::new(SimulatedGateway::new()));
     let plan = w.plan(3).await;
-    let c = cmd(plan.id, "cus_1", "k1", "pm_card_visa");
+    let c = cmd(plan.id(), "cus_1", "k1", "pm_card_visa");
     let claim = ClaimKey {
         scope: c.customer_id.clone(),
         key: c.key.clone(),
-        fingerprint: Fingerprint::of_purchase(plan.id, &c.customer_id, &c.payment_method),
+        fingerprint: Fingerprint::of_purchase(plan.id(), &c.customer_id, &c.payment_method),
         owner: LockToken::generate(),
         now: chrono::Utc::now(),
         lease: Duration::from_secs(30),
@@ -261,7 +261,7 @@ async fn a_key_held_by_a_running_request_answers_in_use_and_changes_nothing() {
     ));
     let err = w.purchases.purchase(&c).await.unwrap_err();
     assert!(matches!(err, PurchaseError::KeyInUse), "{err:?}");
-    assert_eq!(w.seats_left(plan.id).await, 3);
+    assert_eq!(w.seats_left(plan.id()).await, 3);
 }
 
 #[tokio::test]
@@ -270,12 +270,12 @@ async fn an_abandoned_key_is_taken_over_after_its_lease_and_the_stale_owner_cann
     let gateway = Arc::new(SimulatedGateway::new());
     let w = world_with(gateway.clone(), clock.clone());
     let plan = w.plan(3).await;
-    let c = cmd(plan.id, "cus_1", "k1", "pm_card_visa");
+    let c = cmd(plan.id(), "cus_1", "k1", "pm_card_visa");
     let crashed_owner = LockToken::generate();
     let claim = ClaimKey {
         scope: c.customer_id.clone(),
         key: c.key.clone(),
-        fingerprint: Fingerprint::of_purchase(plan.id, &c.customer_id, &c.payment_method),
+        fingerprint: Fingerprint::of_purchase(plan.id(), &c.customer_id, &c.payment_method),
         owner: crashed_owner,
         now: clock.now(),
         lease: IdempotencySettings::default().lock_lease,
@@ -292,7 +292,7 @@ async fn an_abandoned_key_is_taken_over_after_its_lease_and_the_stale_owner_cann
         customer_id: c.customer_id.clone(),
         key: c.key.clone(),
         owner: crashed_owner,
-        plan_id: plan.id,
+        plan_id: plan.id(),
         subscription_id: seatkeeper_domain::SubscriptionId::generate(),
         payment_method: c.payment_method.clone(),
         request_id: "stale".into(),
@@ -309,8 +309,8 @@ async fn an_abandoned_key_is_taken_over_after_its_lease_and_the_stale_owner_cann
         .await
         .unwrap());
     assert_eq!(gateway.succeeded_charges().len(), 1);
-    assert_eq!(w.seats_left(plan.id).await, 2);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(w.seats_left(plan.id()).await, 2);
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -319,7 +319,7 @@ async fn a_key_past_its_retention_is_forgotten_and_starts_a_new_purchase() {
     let gateway = Arc::new(SimulatedGateway::new());
     let w = world_with(gateway.clone(), clock.clone());
     let plan = w.plan(3).await;
-    let c = cmd(plan.id, "cus_1", "k1", "pm_card_visa");
+    let c = cmd(plan.id(), "cus_1", "k1", "pm_card_visa");
     w.purchases.purchase(&c).await.unwrap();
     clock.advance(Duration::from_secs(25 * 3600));
     assert_eq!(w.store.purge_expired_keys(clock.now()).await.unwrap(), 1);
@@ -327,7 +327,7 @@ async fn a_key_past_its_retention_is_forgotten_and_starts_a_new_purchase() {
     let again = w.purchases.purchase(&c).await.unwrap();
     assert!(!again.replayed);
     assert_eq!(gateway.succeeded_charges().len(), 2);
-    assert_eq!(w.seats_left(plan.id).await, 1);
+    assert_eq!(w.seats_left(plan.id()).await, 1);
 }
 
 #[tokio::test]
@@ -335,21 +335,21 @@ async fn sold_out_unknown_and_archived_plans_are_definitive_outcomes_that_replay
     let w = world(Arc::new(SimulatedGateway::new()));
     let plan = w.plan(1).await;
     w.purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap();
     let sold_out = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_2", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_2", "k1", "pm_card_visa"))
         .await
         .unwrap();
     assert_eq!(
         sold_out.outcome,
-        PurchaseOutcome::SoldOut { plan_id: plan.id }
+        PurchaseOutcome::SoldOut { plan_id: plan.id() }
     );
     let replay = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_2", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_2", "k1", "pm_card_visa"))
         .await
         .unwrap();
     assert!(replay.replayed);
@@ -369,7 +369,7 @@ async fn sold_out_unknown_and_archived_plans_are_definitive_outcomes_that_replay
     let other = w.plan(5).await;
     w.plans
         .update(
-            other.id,
+            other.id(),
             &PlanPatch {
                 status: Some(PlanStatus::Archived),
                 ..Default::default()
@@ -380,16 +380,18 @@ async fn sold_out_unknown_and_archived_plans_are_definitive_outcomes_that_replay
         .unwrap();
     let r = w
         .purchases
-        .purchase(&cmd(other.id, "cus_4", "k1", "pm_card_visa"))
+        .purchase(&cmd(other.id(), "cus_4", "k1", "pm_card_visa"))
         .await
         .unwrap();
     assert_eq!(
         r.outcome,
-        PurchaseOutcome::PlanInactive { plan_id: other.id }
+        PurchaseOutcome::PlanInactive {
+            plan_id: other.id()
+        }
     );
-    assert_eq!(w.seats_left(other.id).await, 5);
-    w.assert_invariants(plan.id).await;
-    w.assert_invariants(other.id).await;
+    assert_eq!(w.seats_left(other.id()).await, 5);
+    w.assert_invariants(plan.id()).await;
+    w.assert_invariants(other.id()).await;
 }
 
 #[tokio::test]
@@ -398,7 +400,7 @@ async fn cancelling_releases_the_seat_once_and_refuses_subscriptions_that_are_no
     let plan = w.plan(2).await;
     let PurchaseOutcome::Created { subscription } = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .unwrap()
         .outcome
@@ -412,11 +414,11 @@ async fn cancelling_releases_the_seat_once_and_refuses_subscriptions_that_are_no
     let again = w.subscriptions.cancel(subscription.id, &ctx).await.unwrap();
     assert!(again.already_canceled);
     assert_eq!(again.subscription, first.subscription);
-    assert_eq!(w.seats_left(plan.id).await, 2);
+    assert_eq!(w.seats_left(plan.id()).await, 2);
 
     let PurchaseOutcome::Declined { subscription, .. } = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k2", "pm_card_chargeDeclined"))
+        .purchase(&cmd(plan.id(), "cus_1", "k2", "pm_card_chargeDeclined"))
         .await
         .unwrap()
         .outcome
@@ -432,7 +434,7 @@ async fn cancelling_releases_the_seat_once_and_refuses_subscriptions_that_are_no
         err,
         seatkeeper_domain::ports::CancelError::NotActive(SubscriptionStatus::IncompleteExpired)
     ));
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -441,7 +443,7 @@ async fn capacity_cannot_drop_below_the_held_seats_and_a_valid_change_moves_seat
     let plan = w.plan(5).await;
     for i in 0..3 {
         w.purchases
-            .purchase(&cmd(plan.id, "cus_1", &format!("k{i}"), "pm_card_visa"))
+            .purchase(&cmd(plan.id(), "cus_1", &format!("k{i}"), "pm_card_visa"))
             .await
             .unwrap();
     }
@@ -451,7 +453,7 @@ async fn capacity_cannot_drop_below_the_held_seats_and_a_valid_change_moves_seat
     };
     let err = w
         .plans
-        .update(plan.id, &patch(2), &AuditContext::admin("t"))
+        .update(plan.id(), &patch(2), &AuditContext::admin("t"))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -463,17 +465,17 @@ async fn capacity_cannot_drop_below_the_held_seats_and_a_valid_change_moves_seat
     ));
     let updated = w
         .plans
-        .update(plan.id, &patch(3), &AuditContext::admin("t"))
+        .update(plan.id(), &patch(3), &AuditContext::admin("t"))
         .await
         .unwrap();
-    assert_eq!(updated.seats_left, 0);
+    assert_eq!(updated.seats_left(), 0);
     let updated = w
         .plans
-        .update(plan.id, &patch(8), &AuditContext::admin("t"))
+        .update(plan.id(), &patch(8), &AuditContext::admin("t"))
         .await
         .unwrap();
-    assert_eq!(updated.seats_left, 5);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(updated.seats_left(), 5);
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -481,6 +483,7 @@ async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_sell_exactly_ten() {
     let gateway = Arc::new(SimulatedGateway::with_latency(Duration::from_millis(5)));
     let w = Arc::new(world(gateway.clone()));
     let plan = w.plan(10).await;
+    let plan_id = plan.id();
     let barrier = Arc::new(Barrier::new(50));
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -488,7 +491,7 @@ async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_sell_exactly_ten() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 w.purchases
-                    .purchase(&cmd(plan.id, &format!("cus_{i}"), "k", "pm_card_visa"))
+                    .purchase(&cmd(plan_id, &format!("cus_{i}"), "k", "pm_card_visa"))
                     .await
                     .unwrap()
                     .outcome
@@ -505,11 +508,11 @@ async fn fifty_simultaneous_purchases_of_a_ten_seat_plan_sell_exactly_ten() {
         }
     }
     assert_eq!((created, sold_out), (10, 40));
-    assert_eq!(w.seats_left(plan.id).await, 0);
+    assert_eq!(w.seats_left(plan_id).await, 0);
     assert_eq!(gateway.succeeded_charges().len(), 10);
-    let stats = w.plans.stats(plan.id).await.unwrap();
+    let stats = w.plans.stats(plan_id).await.unwrap();
     assert_eq!((stats.active, stats.incomplete), (10, 0));
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -517,6 +520,7 @@ async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_create_one
     let gateway = Arc::new(SimulatedGateway::new());
     let w = Arc::new(world(gateway.clone()));
     let plan = w.plan(10).await;
+    let plan_id = plan.id();
     // Whichever request wins the key is held inside its charge until the other 99 have
     // their answers, so they overlap it for certain.
     gateway.hold_charges();
@@ -538,7 +542,7 @@ async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_create_one
                 barrier.wait().await;
                 let result = w
                     .purchases
-                    .purchase(&cmd(plan.id, "cus_1", "the-key", "pm_card_visa"))
+                    .purchase(&cmd(plan_id, "cus_1", "the-key", "pm_card_visa"))
                     .await;
                 answered.add_permits(1);
                 result
@@ -563,25 +567,26 @@ async fn a_hundred_simultaneous_requests_with_one_key_charge_once_and_create_one
     assert_eq!((created, in_use), (1, 99));
     let replay = w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "the-key", "pm_card_visa"))
+        .purchase(&cmd(plan_id, "cus_1", "the-key", "pm_card_visa"))
         .await
         .unwrap();
     assert!(replay.replayed);
     assert_eq!(gateway.charge_calls(), 1);
-    assert_eq!(w.seats_left(plan.id).await, 9);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(w.seats_left(plan_id).await, 9);
+    w.assert_invariants(plan_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn purchases_racing_cancellations_and_capacity_changes_keep_every_invariant() {
     let w = Arc::new(world(Arc::new(SimulatedGateway::new())));
     let plan = w.plan(20).await;
+    let plan_id = plan.id();
     let mut bought = Vec::new();
     for i in 0..10 {
         if let PurchaseOutcome::Created { subscription } = w
             .purchases
             .purchase(&cmd(
-                plan.id,
+                plan_id,
                 "cus_seed",
                 &format!("seed{i}"),
                 "pm_card_visa",
@@ -605,7 +610,7 @@ async fn purchases_racing_cancellations_and_capacity_changes_keep_every_invarian
                 "pm_card_visa"
             };
             w.purchases
-                .purchase(&cmd(plan.id, &format!("cus_{i}"), "k", pm))
+                .purchase(&cmd(plan_id, &format!("cus_{i}"), "k", pm))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -633,7 +638,7 @@ async fn purchases_racing_cancellations_and_capacity_changes_keep_every_invarian
             // Refusals (capacity below held) are expected under this race.
             let _ = w
                 .plans
-                .update(plan.id, &patch, &AuditContext::admin("race"))
+                .update(plan_id, &patch, &AuditContext::admin("race"))
                 .await;
             Ok(())
         }));
@@ -641,7 +646,7 @@ async fn purchases_racing_cancellations_and_capacity_changes_keep_every_invarian
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -650,7 +655,7 @@ async fn two_thousand_purchases_over_four_plans_sell_each_plan_exactly_out() {
     let w = Arc::new(world(gateway.clone()));
     let mut plans = Vec::new();
     for _ in 0..4 {
-        plans.push(w.plan(100).await.id);
+        plans.push(w.plan(100).await.id());
     }
     let barrier = Arc::new(Barrier::new(2000));
     let tasks: Vec<_> = (0..2000)

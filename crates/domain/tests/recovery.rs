@@ -38,7 +38,7 @@ async fn a_purchase_charged_but_never_answered_is_activated_and_its_key_replays_
     let gateway = Arc::new(SimulatedGateway::new());
     let w = world_with(gateway.clone(), clock.clone());
     let plan = w.plan(3).await;
-    let c = cmd(plan.id, "cus_1", "k1", "pm_card_timeout");
+    let c = cmd(plan.id(), "cus_1", "k1", "pm_card_timeout");
     assert!(matches!(
         w.purchases.purchase(&c).await,
         Err(PurchaseError::PaymentUnavailable(_))
@@ -53,14 +53,14 @@ async fn a_purchase_charged_but_never_answered_is_activated_and_its_key_replays_
     clock.advance(past_the_lease());
     let report = w.reconciler.run_once().await.unwrap();
     assert_eq!((report.found, report.activated), (1, 1), "{report:?}");
-    let stats = w.plans.stats(plan.id).await.unwrap();
+    let stats = w.plans.stats(plan.id()).await.unwrap();
     assert_eq!((stats.active, stats.incomplete), (1, 0));
 
     let retry = w.purchases.purchase(&c).await.unwrap();
     assert!(retry.replayed);
     assert!(matches!(retry.outcome, PurchaseOutcome::Created { .. }));
     assert_eq!(gateway.succeeded_charges().len(), 1);
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -78,14 +78,14 @@ async fn a_purchase_never_charged_is_expired_its_seat_released_and_checked_again
     mock.expect_refund().never();
     let w = world_with(Arc::new(mock), clock.clone());
     let plan = w.plan(1).await;
-    let c = cmd(plan.id, "cus_1", "k1", "pm_card_visa");
+    let c = cmd(plan.id(), "cus_1", "k1", "pm_card_visa");
     assert!(w.purchases.purchase(&c).await.is_err());
-    assert_eq!(w.seats_left(plan.id).await, 0);
+    assert_eq!(w.seats_left(plan.id()).await, 0);
 
     clock.advance(past_the_lease());
     let report = w.reconciler.run_once().await.unwrap();
     assert_eq!((report.found, report.expired), (1, 1), "{report:?}");
-    assert_eq!(w.seats_left(plan.id).await, 1, "the seat is back on sale");
+    assert_eq!(w.seats_left(plan.id()).await, 1, "the seat is back on sale");
     let backlog = w.reconciler.backlog().await.unwrap();
     assert_eq!(
         (backlog.stale_incomplete, backlog.pending_verifications),
@@ -103,7 +103,7 @@ async fn a_purchase_never_charged_is_expired_its_seat_released_and_checked_again
         w.reconciler.backlog().await.unwrap().pending_verifications,
         0
     );
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn a_charge_that_lands_after_its_purchase_was_given_up_is_refunded_and_aud
     let plan = w.plan(2).await;
     assert!(w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .is_err());
 
@@ -144,7 +144,7 @@ async fn a_charge_that_lands_after_its_purchase_was_given_up_is_refunded_and_aud
     assert_eq!(report.refunded, 1, "{report:?}");
     let audit = w
         .store
-        .plan_audit(plan.id, None, 100)
+        .plan_audit(plan.id(), None, 100)
         .await
         .unwrap()
         .unwrap();
@@ -152,7 +152,7 @@ async fn a_charge_that_lands_after_its_purchase_was_given_up_is_refunded_and_aud
     assert_eq!(last.action, AuditAction::PaymentRefunded);
     assert_eq!(&*last.actor, "reconciler");
     assert_eq!(lookups.load(Ordering::SeqCst), 2);
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn a_gateway_that_cannot_answer_leaves_the_purchase_in_doubt_for_the_next_
     let plan = w.plan(2).await;
     assert!(w
         .purchases
-        .purchase(&cmd(plan.id, "cus_1", "k1", "pm_card_visa"))
+        .purchase(&cmd(plan.id(), "cus_1", "k1", "pm_card_visa"))
         .await
         .is_err());
     clock.advance(past_the_lease());
@@ -189,8 +189,8 @@ async fn a_gateway_that_cannot_answer_leaves_the_purchase_in_doubt_for_the_next_
         report.activated, 1,
         "released at once, so the next run takes it: {report:?}"
     );
-    assert_eq!(w.plans.stats(plan.id).await.unwrap().active, 1);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(w.plans.stats(plan.id()).await.unwrap().active, 1);
+    w.assert_invariants(plan.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -202,7 +202,7 @@ async fn two_reconcilers_at_once_finish_each_purchase_exactly_once() {
     for i in 0..30 {
         let r = w
             .purchases
-            .purchase(&cmd(plan.id, &format!("cus_{i}"), "k", "pm_card_timeout"))
+            .purchase(&cmd(plan.id(), &format!("cus_{i}"), "k", "pm_card_timeout"))
             .await;
         assert!(r.is_err());
     }
@@ -229,9 +229,9 @@ async fn two_reconcilers_at_once_finish_each_purchase_exactly_once() {
     }
     assert_eq!(total, 30);
     assert_eq!(gateway.succeeded_charges().len(), 30);
-    let stats = w.plans.stats(plan.id).await.unwrap();
+    let stats = w.plans.stats(plan.id()).await.unwrap();
     assert_eq!((stats.active, stats.incomplete), (30, 0));
-    w.assert_invariants(plan.id).await;
+    w.assert_invariants(plan.id()).await;
 }
 
 /// A gateway whose first charge is lost before reaching the provider and whose second
@@ -279,7 +279,7 @@ async fn a_retry_whose_charge_lands_after_the_purchase_was_given_up_refunds_it_a
     });
     let w = Arc::new(world_with(gateway.clone(), clock.clone()));
     let plan = w.plan(2).await;
-    let c = cmd(plan.id, "cus_1", "k1", "pm_card_visa");
+    let c = cmd(plan.id(), "cus_1", "k1", "pm_card_visa");
     assert!(w.purchases.purchase(&c).await.is_err());
     clock.advance(past_the_lease());
 
@@ -300,11 +300,11 @@ async fn a_retry_whose_charge_lands_after_the_purchase_was_given_up_refunds_it_a
     assert_eq!(*gateway.refunds.lock().unwrap(), ["pi_raced"]);
     let audit = w
         .store
-        .plan_audit(plan.id, None, 100)
+        .plan_audit(plan.id(), None, 100)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(audit.last().unwrap().action, AuditAction::PaymentRefunded);
-    assert_eq!(w.seats_left(plan.id).await, 2);
-    w.assert_invariants(plan.id).await;
+    assert_eq!(w.seats_left(plan.id()).await, 2);
+    w.assert_invariants(plan.id()).await;
 }

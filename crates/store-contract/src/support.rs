@@ -16,8 +16,8 @@ use seatkeeper_domain::{
     },
     AuditContext, AuditEntry, Capacity, Claim, ClaimKey, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, LockToken, NewPlan, PaymentMethod, Plan, PlanId,
-    PlanName, PlanStats, PurchaseOutcome, Subscription, SubscriptionId, SubscriptionStatus,
-    Timestamp, UnitAmount,
+    PlanName, PlanStats, PurchaseOutcome, StoredPlan, Subscription, SubscriptionId,
+    SubscriptionStatus, Timestamp, UnitAmount,
 };
 use tokio::sync::Barrier;
 
@@ -72,6 +72,14 @@ pub fn new_plan(name: &str, capacity: u32) -> Plan {
 }
 
 /// Stores a new plan of `capacity` seats and returns it.
+/// `plan` with `change` made to its stored fields: what a case expects a store to hold
+/// after a step (a seat moved, one more audit entry).
+pub fn altered(plan: &Plan, change: impl FnOnce(&mut StoredPlan)) -> Plan {
+    let mut stored = StoredPlan::from(plan);
+    change(&mut stored);
+    Plan::restore(stored).expect("an altered plan keeps seats_left <= capacity and seq >= 1")
+}
+
 pub async fn create_plan(store: &dyn Store, capacity: u32) -> Plan {
     let plan = new_plan("Starter", capacity);
     store
@@ -161,14 +169,14 @@ pub fn assert_same_entry(actual: &AuditEntry, expected: &AuditEntry) {
 pub fn stats_of(plan: &Plan, counts: [u64; 4]) -> PlanStats {
     let [incomplete, active, canceled, incomplete_expired] = counts;
     PlanStats {
-        plan_id: plan.id,
-        capacity: plan.capacity.get(),
-        seats_left: plan.seats_left,
+        plan_id: plan.id(),
+        capacity: plan.capacity().get(),
+        seats_left: plan.seats_left(),
         incomplete,
         active,
         canceled,
         incomplete_expired,
-        sold_out: plan.seats_left == 0,
+        sold_out: plan.seats_left() == 0,
     }
 }
 

@@ -298,7 +298,7 @@ mod tests {
             CustomerId::parse("cus_1").unwrap(),
             PaymentMethod::parse("pm_card_visa").unwrap(),
             Some(IdempotencyKey::parse("k1").unwrap()),
-            plan.created_at,
+            plan.created_at(),
         )
     }
 

@@ -13,13 +13,13 @@ impl PlanRepository for MemoryStore {
         };
         cell.audit.push(AuditEntry::plan_created(plan, ctx));
         let mut plans = self.plans.write();
-        if plans.contains_key(&plan.id) {
+        if plans.contains_key(&plan.id()) {
             return Err(StoreError::internal(format!(
                 "plan {} already exists",
-                plan.id
+                plan.id()
             )));
         }
-        plans.insert(plan.id, Arc::new(Mutex::new(cell)));
+        plans.insert(plan.id(), Arc::new(Mutex::new(cell)));
         Ok(())
     }
 
@@ -63,8 +63,8 @@ impl PlanRepository for MemoryStore {
             let c = c.lock();
             PlanStats {
                 plan_id: id,
-                capacity: c.plan.capacity.get(),
-                seats_left: c.plan.seats_left,
+                capacity: c.plan.capacity().get(),
+                seats_left: c.plan.seats_left(),
                 incomplete: c.counts.incomplete,
                 active: c.counts.active,
                 canceled: c.counts.canceled,

@@ -59,18 +59,15 @@ impl Extend<AuditEntry> for AuditTrail {
 #[cfg(test)]
 mod tests {
     use seatkeeper_domain::AuditContext;
-    use seatkeeper_store_contract::support::new_plan;
+    use seatkeeper_store_contract::support::{altered, new_plan};
 
     use super::*;
 
     fn entries(n: usize) -> Vec<AuditEntry> {
         let ctx = AuditContext::admin("test");
-        let mut plan = new_plan("Starter", 10);
-        (0..n)
-            .map(|_| {
-                plan.seq += 1;
-                AuditEntry::plan_created(&plan, &ctx)
-            })
+        let plan = new_plan("Starter", 10);
+        (1..=n as u64)
+            .map(|seq| AuditEntry::plan_created(&altered(&plan, |p| p.seq += seq), &ctx))
             .collect()
     }
 

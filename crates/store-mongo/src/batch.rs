@@ -193,7 +193,7 @@ async fn read(
         };
         for d in found {
             let plan = Plan::try_from(d).map_err(corrupt)?;
-            plans.insert(plan.id, plan);
+            plans.insert(plan.id(), plan);
         }
     }
     Ok(Reads { keys, subs, plans })
@@ -389,25 +389,29 @@ async fn write(
         return Err(unmatched("an incomplete subscription's completion"));
     }
     for plan in plans.values() {
-        let Some(was) = before.get(&plan.id).filter(|was| was.seq != plan.seq) else {
+        let Some(was) = before.get(&plan.id()).filter(|was| was.seq() != plan.seq()) else {
             continue;
         };
-        let delta = i64::from(plan.seats_left) - i64::from(was.seats_left);
+        let delta = i64::from(plan.seats_left()) - i64::from(was.seats_left());
         let after = c
             .plans
             .find_one_and_update(
-                queries::plan_at_seq(plan.id, was.seq),
-                queries::move_plan(delta, plan.seq - was.seq),
+                queries::plan_at_seq(plan.id(), was.seq()),
+                queries::move_plan(delta, plan.seq() - was.seq()),
             )
             .return_document(ReturnDocument::After)
             .session(&mut *s)
             .await?
             .ok_or_else(|| unmatched("the guarded plan update"))?;
         let after = Plan::try_from(after).map_err(corrupt)?;
-        if (after.seats_left, after.seq) != (plan.seats_left, plan.seq) {
+        if (after.seats_left(), after.seq()) != (plan.seats_left(), plan.seq()) {
             return Err(corrupt(Corrupt(format!(
                 "plan {} moved to {} seats at seq {}, not the {} at seq {} the batch decided",
-                plan.id, after.seats_left, after.seq, plan.seats_left, plan.seq
+                plan.id(),
+                after.seats_left(),
+                after.seq(),
+                plan.seats_left(),
+                plan.seq()
             ))));
         }
     }

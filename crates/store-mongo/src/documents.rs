@@ -21,8 +21,8 @@ use mongodb::bson::{self, DateTime as BsonDateTime, Uuid as BsonUuid};
 use seatkeeper_domain::{
     AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
-    PlanId, PlanName, PlanStats, PlanStatus, PurchaseOutcome, RecoveryPoint, Subscription,
-    SubscriptionId, SubscriptionStatus, Timestamp, UnitAmount,
+    PlanId, PlanName, PlanStats, PlanStatus, PurchaseOutcome, RecoveryPoint, StoredPlan,
+    Subscription, SubscriptionId, SubscriptionStatus, Timestamp, UnitAmount,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,16 +113,16 @@ pub struct PlanDoc {
 impl From<&Plan> for PlanDoc {
     fn from(p: &Plan) -> Self {
         Self {
-            id: uuid(p.id.as_uuid()),
-            name: p.name.as_str().to_owned(),
-            capacity: i64::from(p.capacity.get()),
-            seats_left: i64::from(p.seats_left),
-            unit_amount: p.unit_amount.get(),
-            currency: p.currency.as_str().to_owned(),
-            interval: p.interval.as_str().to_owned(),
-            status: p.status.as_str().to_owned(),
-            created_at: date(p.created_at),
-            seq: i64_of(p.seq),
+            id: uuid(p.id().as_uuid()),
+            name: p.name().as_str().to_owned(),
+            capacity: i64::from(p.capacity().get()),
+            seats_left: i64::from(p.seats_left()),
+            unit_amount: p.unit_amount().get(),
+            currency: p.currency().as_str().to_owned(),
+            interval: p.interval().as_str().to_owned(),
+            status: p.status().as_str().to_owned(),
+            created_at: date(p.created_at()),
+            seq: i64_of(p.seq()),
         }
     }
 }
@@ -130,26 +130,19 @@ impl From<&Plan> for PlanDoc {
 impl TryFrom<PlanDoc> for Plan {
     type Error = Corrupt;
     fn try_from(d: PlanDoc) -> Result<Self> {
-        let capacity = valid("capacity", Capacity::new(d.capacity))?;
-        let seats_left = u32_of("seats_left", d.seats_left)?;
-        if seats_left > capacity.get() {
-            return Err(Corrupt::field(
-                "seats_left",
-                format!("{seats_left} exceeds the capacity {}", capacity.get()),
-            ));
-        }
-        Ok(Plan {
+        let stored = StoredPlan {
             id: PlanId::from_uuid(from_uuid(d.id)),
             name: valid("name", PlanName::parse(&d.name))?,
-            capacity,
-            seats_left,
+            capacity: valid("capacity", Capacity::new(d.capacity))?,
+            seats_left: u32_of("seats_left", d.seats_left)?,
             unit_amount: valid("unit_amount", UnitAmount::new(d.unit_amount))?,
             currency: valid("currency", Currency::parse(&d.currency))?,
             interval: valid("interval", Interval::parse(&d.interval))?,
             status: valid("status", PlanStatus::parse(&d.status))?,
             created_at: from_date("created_at", d.created_at)?,
             seq: u64_of("seq", d.seq)?,
-        })
+        };
+        valid("plan", Plan::restore(stored))
     }
 }
 
@@ -545,6 +538,7 @@ mod tests {
 
     use bson::{doc, spec::BinarySubtype, Bson, Document};
     use seatkeeper_domain::{AuditContext, ClaimKey, NewPlan, PlanChange, PurchaseOutcome};
+    use seatkeeper_store_contract::support::altered;
     use serde::de::DeserializeOwned;
 
     use super::*;
@@ -643,10 +637,11 @@ mod tests {
 
     #[test]
     fn a_plan_round_trips_with_a_uuid_id_a_date_and_int64_numbers() {
-        let mut p = plan();
-        p.seats_left = 17;
-        p.seq = 42;
-        p.status = PlanStatus::Archived;
+        let p = altered(&plan(), |p| {
+            p.seats_left = 17;
+            p.seq = 42;
+            p.status = PlanStatus::Archived;
+        });
         let (document, back) = through_bson(&PlanDoc::from(&p));
         assert!(is_uuid(document.get("_id")));
         assert!(is_date(document.get("created_at")));
@@ -681,13 +676,14 @@ mod tests {
         let p = plan();
         let ctx = AuditContext::admin("req-1");
         let created = AuditEntry::plan_created(&p, &ctx);
-        let mut after = p.clone();
-        after.seq = 2;
-        after.seats_left -= 1;
+        let after = altered(&p, |p| {
+            p.seq = 2;
+            p.seats_left -= 1;
+        });
         let reserved = AuditEntry::record(
             &after,
             AuditAction::SeatReserved,
-            p.seats_left,
+            p.seats_left(),
             Some(SubscriptionId::generate()),
             Some("why not".into()),
             &AuditContext::customer(&CustomerId::parse("cus_1").unwrap(), "req-2"),
@@ -809,8 +805,7 @@ mod tests {
 
     #[test]
     fn stats_put_each_status_count_in_its_place_and_refuse_unknown_statuses() {
-        let mut p = plan();
-        p.seats_left = 0;
+        let p = altered(&plan(), |p| p.seats_left = 0);
         let counts = [
             doc! { "_id": "incomplete", "n": 2_i64 },
             doc! { "_id": "active", "n": 7_i32 },

@@ -21,7 +21,7 @@ use crate::{
 
 #[async_trait]
 impl PlanRepository for MongoStore {
-    #[tracing::instrument(skip_all, fields(plan_id = %plan.id))]
+    #[tracing::instrument(skip_all, fields(plan_id = %plan.id()))]
     async fn create_plan(&self, plan: &Plan, ctx: &AuditContext) -> Result<(), StoreError> {
         let plan_doc = PlanDoc::from(plan);
         let created = AuditDoc::from(&AuditEntry::plan_created(plan, ctx));
@@ -84,7 +84,7 @@ impl PlanRepository for MongoStore {
                 return refuse(s, UpdatePlanError::NotFound(id)).await;
             };
             let mut plan = Plan::try_from(found).map_err(corrupt)?;
-            let read_seq = plan.seq;
+            let read_seq = plan.seq();
             let changes = match plan.apply(&patch) {
                 Ok(changes) => changes,
                 Err(PatchRejection::CapacityBelowHeld { held, requested }) => {

@@ -72,11 +72,11 @@ pub fn plan_at_seq(id: PlanId, seq: u64) -> Document {
 /// once per audit entry.
 pub fn patch_plan(plan: &Plan) -> Document {
     doc! { "$set": {
-        "name": plan.name.as_str(),
-        "capacity": i64::from(plan.capacity.get()),
-        "seats_left": i64::from(plan.seats_left),
-        "status": plan.status.as_str(),
-        "seq": seq_value(plan.seq),
+        "name": plan.name().as_str(),
+        "capacity": i64::from(plan.capacity().get()),
+        "seats_left": i64::from(plan.seats_left()),
+        "status": plan.status().as_str(),
+        "seq": seq_value(plan.seq()),
     } }
 }
 
@@ -371,6 +371,7 @@ mod tests {
     use seatkeeper_domain::{
         Capacity, Currency, Interval, NewPlan, PaymentMethod, PlanName, PlanStatus, UnitAmount,
     };
+    use seatkeeper_store_contract::support::altered;
 
     use super::*;
 
@@ -386,7 +387,7 @@ mod tests {
     }
 
     fn plan() -> Plan {
-        let mut p = Plan::create(
+        let p = Plan::create(
             NewPlan {
                 name: PlanName::parse("Team").unwrap(),
                 capacity: Capacity::new(10).unwrap(),
@@ -396,9 +397,10 @@ mod tests {
             },
             ts("2026-03-01T10:00:00.123Z"),
         );
-        p.seats_left = 7;
-        p.seq = 12;
-        p
+        altered(&p, |p| {
+            p.seats_left = 7;
+            p.seq = 12;
+        })
     }
 
     fn subscription(plan: &Plan) -> Subscription {
@@ -454,8 +456,8 @@ mod tests {
     fn a_plan_patch_writes_every_field_apply_may_change_guarded_by_the_seq_read() {
         let p = plan();
         assert_eq!(
-            plan_at_seq(p.id, 9),
-            doc! { "_id": binary(p.id.as_uuid()), "seq": 9_i64 }
+            plan_at_seq(p.id(), 9),
+            doc! { "_id": binary(p.id().as_uuid()), "seq": 9_i64 }
         );
         assert_eq!(
             patch_plan(&p),
@@ -464,8 +466,7 @@ mod tests {
                 "status": "active", "seq": 12_i64,
             } }
         );
-        let mut archived = p.clone();
-        archived.status = PlanStatus::Archived;
+        let archived = altered(&p, |p| p.status = PlanStatus::Archived);
         assert_eq!(
             patch_plan(&archived)
                 .get_document("$set")

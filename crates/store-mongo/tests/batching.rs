@@ -89,14 +89,14 @@ async fn purchases_that_queue_behind_a_written_plan_document_reserve_and_complet
     };
     let plan = create_plan(&*store, 50).await;
     let purchases: Vec<Purchase> = (0..120)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", now()))
         .collect();
     for p in &purchases {
         p.claim(&*store).await;
     }
 
     // Reservations: the first batch conflicts on the plan; everything else queues.
-    let mut blocker = hold_plan_document(&store, plan.id).await;
+    let mut blocker = hold_plan_document(&store, plan.id()).await;
     let base = store.batch_stats();
     let tasks: Vec<_> = purchases
         .iter()
@@ -133,10 +133,10 @@ async fn purchases_that_queue_behind_a_written_plan_document_reserve_and_complet
         (stats.batches - base.batches, stats.requests - base.requests),
         (2, 120)
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 
     // Completions: 40 charged and 10 declined, again behind the written plan.
-    let mut blocker = hold_plan_document(&store, plan.id).await;
+    let mut blocker = hold_plan_document(&store, plan.id()).await;
     let base = store.batch_stats();
     let tasks: Vec<_> = reserved
         .iter()
@@ -167,8 +167,8 @@ async fn purchases_that_queue_behind_a_written_plan_document_reserve_and_complet
         (stats.batches - base.batches, stats.requests - base.requests),
         (2, 50)
     );
-    assert_eq!(plan_now(&*store, plan.id).await.seats_left, 10);
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 10);
+    assert_invariants(&*store, plan.id()).await;
 
     // A second completion of any of them changes nothing.
     let again = reserved[0].completion(
@@ -190,12 +190,12 @@ async fn a_step_the_database_refuses_fails_alone_and_its_batch_neighbours_still_
         return;
     };
     let plan = create_plan(&*store, 10).await;
-    let taken = Purchase::new(plan.id, "cus_first", "k", now());
+    let taken = Purchase::new(plan.id(), "cus_first", "k", now());
     let existing = taken.reserved(&*store).await;
     // The same subscription id again: its insert violates the `_id` index.
     let purchases: Vec<Purchase> = (0..6)
         .map(|i| {
-            let p = Purchase::new(plan.id, &format!("cus_{i}"), "k", now());
+            let p = Purchase::new(plan.id(), &format!("cus_{i}"), "k", now());
             if i == 3 {
                 p.with_subscription_id(existing.id)
             } else {
@@ -206,7 +206,7 @@ async fn a_step_the_database_refuses_fails_alone_and_its_batch_neighbours_still_
     for p in &purchases {
         p.claim(&*store).await;
     }
-    let mut blocker = hold_plan_document(&store, plan.id).await;
+    let mut blocker = hold_plan_document(&store, plan.id()).await;
     let before = store.batch_stats();
     let reserve = |p: &Purchase| {
         let (store, cmd) = (store.clone(), p.reserve.clone());
@@ -235,8 +235,8 @@ async fn a_step_the_database_refuses_fails_alone_and_its_batch_neighbours_still_
     }
     let after = store.batch_stats();
     assert_eq!(after.batches - before.batches, 2, "the five shared a batch");
-    assert_eq!(plan_now(&*store, plan.id).await.seats_left, 10 - 1 - 5);
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 10 - 1 - 5);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -246,30 +246,30 @@ async fn new_keys_held_keys_and_completions_share_a_transaction_and_a_new_key_is
         return;
     };
     let plan = create_plan(&*store, 50).await;
-    let used = Purchase::new(plan.id, "cus_used", "k", now());
+    let used = Purchase::new(plan.id(), "cus_used", "k", now());
     used.claim(&*store).await; // has a record: a new-key reservation of it is KeyExists
-    let held = Purchase::new(plan.id, "cus_held", "k", now());
+    let held = Purchase::new(plan.id(), "cus_held", "k", now());
     held.claim(&*store).await; // reserves with reserve_seat, in the same batch
-    let paying = Purchase::new(plan.id, "cus_paying", "k", now());
+    let paying = Purchase::new(plan.id(), "cus_paying", "k", now());
     paying.reserved(&*store).await; // completes, declined, in the same batch
 
-    let mut blocker = hold_plan_document(&store, plan.id).await;
+    let mut blocker = hold_plan_document(&store, plan.id()).await;
     let before = store.batch_stats();
     let new_key = |p: &Purchase| {
         let (store, cmd) = (store.clone(), p.with_new_key());
         tokio::spawn(async move { store.reserve_with_new_key(&cmd).await.map(Some) })
     };
-    let first = Purchase::new(plan.id, "cus_first", "k", now());
+    let first = Purchase::new(plan.id(), "cus_first", "k", now());
     let mut tasks = vec![new_key(&first)];
     until("the first batch", || {
         store.batch_stats().batches == before.batches + 1
     })
     .await;
     let mut queued: Vec<Purchase> = (0..20)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", now()))
         .collect();
-    queued.push(Purchase::new(plan.id, "cus_0", "k", now())); // cus_0's key, again
-    queued.push(Purchase::new(plan.id, "cus_used", "k", now()));
+    queued.push(Purchase::new(plan.id(), "cus_0", "k", now())); // cus_0's key, again
+    queued.push(Purchase::new(plan.id(), "cus_used", "k", now()));
     tasks.extend(queued.iter().map(new_key));
     tasks.push({
         let (store, cmd) = (store.clone(), held.reserve.clone());
@@ -323,8 +323,8 @@ async fn new_keys_held_keys_and_completions_share_a_transaction_and_a_new_key_is
         (2, 25)
     );
     // 50 seats, the paying purchase's given back: 21 new-key and one held reservation.
-    assert_eq!(plan_now(&*store, plan.id).await.seats_left, 50 - 22);
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 50 - 22);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -342,7 +342,7 @@ async fn three_stores_on_one_database_racing_for_fifty_seats_reserve_exactly_fif
     }
     let plan = create_plan(&*first, 50).await;
     let purchases: Vec<Purchase> = (0..300)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", now()))
         .collect();
     // Every instance's requests wait on one barrier, then go at once, new keys and held
     // keys mixed.
@@ -378,8 +378,8 @@ async fn three_stores_on_one_database_racing_for_fifty_seats_reserve_exactly_fif
         }
     }
     assert_eq!((reserved, sold_out), (50, 250));
-    assert_eq!(plan_now(&*first, plan.id).await.seats_left, 0);
-    assert_invariants(&*first, plan.id).await;
+    assert_eq!(plan_now(&*first, plan.id()).await.seats_left(), 0);
+    assert_invariants(&*first, plan.id()).await;
     let batches: u64 = stores.iter().map(|s| s.batch_stats().batches).sum();
     eprintln!("300 reservations on three stores: {batches} batches");
 }

@@ -95,7 +95,7 @@ async fn starting_again_on_a_prepared_database_changes_nothing() {
         .await
         .expect("a second start-up on the same database");
     again.ping().await.unwrap();
-    assert_eq!(again.get_plan(p.id).await.unwrap(), Some(p));
+    assert_eq!(again.get_plan(p.id()).await.unwrap(), Some(p));
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn stored_ids_are_binary_uuids_and_dates_are_bson_dates() {
         .unwrap();
     assert!(matches!(
         raw.get("_id"),
-        Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid && b.bytes == p.id.as_uuid().as_bytes()
+        Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid && b.bytes == p.id().as_uuid().as_bytes()
     ));
     assert!(matches!(raw.get("created_at"), Some(Bson::DateTime(_))));
     assert!(matches!(raw.get("unit_amount"), Some(Bson::Int64(900))));

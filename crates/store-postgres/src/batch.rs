@@ -93,10 +93,10 @@ impl PlanWrites {
     fn moved(plans: &BTreeMap<PlanId, Plan>, before: &BTreeMap<PlanId, Plan>) -> Self {
         let mut w = Self::default();
         for p in plans.values() {
-            if before.get(&p.id).is_none_or(|b| b.seq != p.seq) {
-                w.id.push(p.id.as_uuid());
-                w.seats_left.push(p.seats_left as i32);
-                w.seq.push(p.seq as i64);
+            if before.get(&p.id()).is_none_or(|b| b.seq() != p.seq()) {
+                w.id.push(p.id().as_uuid());
+                w.seats_left.push(p.seats_left() as i32);
+                w.seq.push(p.seq() as i64);
             }
         }
         w
@@ -474,7 +474,7 @@ async fn lock_plans(
     let mut plans = BTreeMap::new();
     for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *c).await? {
         let plan = rows::plan(&row)?;
-        plans.insert(plan.id, plan);
+        plans.insert(plan.id(), plan);
     }
     Ok(plans)
 }

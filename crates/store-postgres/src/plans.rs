@@ -17,7 +17,7 @@ use crate::{
 
 #[async_trait]
 impl PlanRepository for PostgresStore {
-    #[tracing::instrument(skip_all, fields(plan_id = %plan.id))]
+    #[tracing::instrument(skip_all, fields(plan_id = %plan.id()))]
     async fn create_plan(&self, plan: &Plan, ctx: &AuditContext) -> Result<(), StoreError> {
         self.tx(|c| Box::pin(create_plan_tx(c, plan.clone(), ctx.clone())))
             .await
@@ -72,16 +72,16 @@ async fn create_plan_tx(
         "INSERT INTO plans (id, name, capacity, seats_left, unit_amount, currency, \"interval\", status, created_at, seq) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(plan.id.as_uuid())
-    .bind(plan.name.as_str())
-    .bind(plan.capacity.get() as i32)
-    .bind(plan.seats_left as i32)
-    .bind(plan.unit_amount.get())
-    .bind(plan.currency.as_str())
-    .bind(plan.interval.as_str())
-    .bind(plan.status.as_str())
-    .bind(plan.created_at)
-    .bind(plan.seq as i64)
+    .bind(plan.id().as_uuid())
+    .bind(plan.name().as_str())
+    .bind(plan.capacity().get() as i32)
+    .bind(plan.seats_left() as i32)
+    .bind(plan.unit_amount().get())
+    .bind(plan.currency().as_str())
+    .bind(plan.interval().as_str())
+    .bind(plan.status().as_str())
+    .bind(plan.created_at())
+    .bind(plan.seq() as i64)
     .execute(&mut *c)
     .await?;
     insert_audit(c, &AuditEntry::plan_created(&plan, &ctx)).await?;
@@ -110,11 +110,11 @@ async fn update_plan_tx(
         "UPDATE plans SET name = $2, capacity = $3, seats_left = $4, status = $5, seq = $6 WHERE id = $1",
     )
     .bind(id.as_uuid())
-    .bind(plan.name.as_str())
-    .bind(plan.capacity.get() as i32)
-    .bind(plan.seats_left as i32)
-    .bind(plan.status.as_str())
-    .bind(plan.seq as i64)
+    .bind(plan.name().as_str())
+    .bind(plan.capacity().get() as i32)
+    .bind(plan.seats_left() as i32)
+    .bind(plan.status().as_str())
+    .bind(plan.seq() as i64)
     .execute(&mut *c)
     .await?;
     for entry in AuditEntry::plan_changes(&plan, &changes, &ctx, now) {

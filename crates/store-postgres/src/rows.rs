@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use seatkeeper_domain::{
     AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
-    PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId,
-    SubscriptionStatus, UnitAmount,
+    PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint, StoredPlan, Subscription,
+    SubscriptionId, SubscriptionStatus, UnitAmount,
 };
 use sqlx::{postgres::PgRow, Row};
 use uuid::Uuid;
@@ -25,7 +25,7 @@ pub const PLAN_COLUMNS: &str =
 pub fn plan(row: &PgRow) -> R<Plan> {
     let seats_left: i32 = row.try_get("seats_left")?;
     let seq: i64 = row.try_get("seq")?;
-    Ok(Plan {
+    let stored = StoredPlan {
         id: PlanId::from_uuid(row.try_get("id")?),
         name: parsed("plan name", PlanName::parse(row.try_get("name")?))?,
         capacity: parsed(
@@ -39,7 +39,8 @@ pub fn plan(row: &PgRow) -> R<Plan> {
         status: parsed("plan status", PlanStatus::parse(row.try_get("status")?))?,
         created_at: row.try_get("created_at")?,
         seq: parsed("seq", u64::try_from(seq))?,
-    })
+    };
+    parsed("plan", Plan::restore(stored))
 }
 
 pub const SUBSCRIPTION_COLUMNS: &str = "id, plan_id, customer_id, status, payment_method, payment_id, unit_amount, currency, \"interval\", idempotency_key, current_period_start, current_period_end, created_at, updated_at, canceled_at, failure_reason";

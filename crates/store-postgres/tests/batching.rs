@@ -76,14 +76,14 @@ async fn purchases_that_queue_behind_a_locked_plan_row_reserve_and_complete_in_o
     };
     let plan = create_plan(&*store, 50).await;
     let purchases: Vec<Purchase> = (0..120)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", now()))
         .collect();
     for p in &purchases {
         p.claim(&*store).await;
     }
 
     // Reservations: the first batch waits for the row; everything else queues behind it.
-    let blocker = hold_plan_row(&store, plan.id).await;
+    let blocker = hold_plan_row(&store, plan.id()).await;
     let tasks: Vec<_> = purchases
         .iter()
         .map(|p| {
@@ -116,10 +116,10 @@ async fn purchases_that_queue_behind_a_locked_plan_row_reserve_and_complete_in_o
     assert_eq!((reserved.len(), sold_out), (50, 70));
     let stats = store.batch_stats().reservations;
     assert_eq!((stats.batches, stats.requests), (2, 120));
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 
     // Completions: 40 charged and 10 declined, again behind the held row.
-    let blocker = hold_plan_row(&store, plan.id).await;
+    let blocker = hold_plan_row(&store, plan.id()).await;
     let tasks: Vec<_> = reserved
         .iter()
         .enumerate()
@@ -146,9 +146,9 @@ async fn purchases_that_queue_behind_a_locked_plan_row_reserve_and_complete_in_o
     assert_eq!(outcomes, (40, 10));
     let stats = store.batch_stats().completions;
     assert_eq!((stats.batches, stats.requests), (2, 50));
-    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
-    assert_eq!(plan_now.seats_left, 10);
-    assert_invariants(&*store, plan.id).await;
+    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id()).await;
+    assert_eq!(plan_now.seats_left(), 10);
+    assert_invariants(&*store, plan.id()).await;
 
     // A second completion of any of them changes nothing, batched or not.
     let again = reserved[0].completion(
@@ -170,12 +170,12 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_sti
         return;
     };
     let plan = create_plan(&*store, 10).await;
-    let taken = Purchase::new(plan.id, "cus_first", "k", now());
+    let taken = Purchase::new(plan.id(), "cus_first", "k", now());
     let existing = taken.reserved(&*store).await;
     // The same subscription id again: its insert violates the primary key.
     let purchases: Vec<Purchase> = (0..6)
         .map(|i| {
-            let p = Purchase::new(plan.id, &format!("cus_{i}"), "k", now());
+            let p = Purchase::new(plan.id(), &format!("cus_{i}"), "k", now());
             if i == 3 {
                 p.with_subscription_id(existing.id)
             } else {
@@ -186,7 +186,7 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_sti
     for p in &purchases {
         p.claim(&*store).await;
     }
-    let blocker = hold_plan_row(&store, plan.id).await;
+    let blocker = hold_plan_row(&store, plan.id()).await;
     let before = store.batch_stats().reservations;
     let reserve = |p: &Purchase| {
         let (store, cmd) = (store.clone(), p.reserve.clone());
@@ -215,9 +215,9 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_sti
     }
     let after = store.batch_stats().reservations;
     assert_eq!(after.batches - before.batches, 2, "the five shared a batch");
-    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
-    assert_eq!(plan_now.seats_left, 10 - 1 - 5);
-    assert_invariants(&*store, plan.id).await;
+    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id()).await;
+    assert_eq!(plan_now.seats_left(), 10 - 1 - 5);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,16 +227,16 @@ async fn reservations_of_several_plans_share_a_batch_and_each_gets_its_own_answe
     };
     let (a, b) = (create_plan(&*store, 5).await, create_plan(&*store, 2).await);
     let unknown = PlanId::generate();
-    let mut purchases = vec![Purchase::new(a.id, "cus_first", "k", now())];
+    let mut purchases = vec![Purchase::new(a.id(), "cus_first", "k", now())];
     for i in 0..4 {
-        purchases.push(Purchase::new(a.id, &format!("cus_a{i}"), "k", now()));
-        purchases.push(Purchase::new(b.id, &format!("cus_b{i}"), "k", now()));
+        purchases.push(Purchase::new(a.id(), &format!("cus_a{i}"), "k", now()));
+        purchases.push(Purchase::new(b.id(), &format!("cus_b{i}"), "k", now()));
     }
     purchases.push(Purchase::new(unknown, "cus_lost", "k", now()));
     for p in &purchases {
         p.claim(&*store).await;
     }
-    let blocker = hold_plan_row(&store, a.id).await;
+    let blocker = hold_plan_row(&store, a.id()).await;
     let reserve = |p: &Purchase| {
         let (store, cmd) = (store.clone(), p.reserve.clone());
         tokio::spawn(async move { store.reserve_seat(&cmd).await })
@@ -260,8 +260,8 @@ async fn reservations_of_several_plans_share_a_batch_and_each_gets_its_own_answe
             other => panic!("unexpected {other:?}"),
         };
         let plan = match p.reserve.plan_id {
-            id if id == a.id => "a",
-            id if id == b.id => "b",
+            id if id == a.id() => "a",
+            id if id == b.id() => "b",
             _ => "unknown",
         };
         *answers.entry((plan, answer)).or_insert(0) += 1;
@@ -274,11 +274,11 @@ async fn reservations_of_several_plans_share_a_batch_and_each_gets_its_own_answe
     ];
     assert_eq!(answers, expected.into_iter().collect());
     assert_eq!(store.batch_stats().reservations.batches, 2);
-    for plan in [a.id, b.id] {
+    for plan in [a.id(), b.id()] {
         assert_eq!(
             seatkeeper_store_contract::support::plan_now(&*store, plan)
                 .await
-                .seats_left,
+                .seats_left(),
             0
         );
         assert_invariants(&*store, plan).await;
@@ -293,8 +293,8 @@ async fn completions_of_several_plans_share_a_batch_and_each_plan_audits_its_own
     let (a, b) = (create_plan(&*store, 6).await, create_plan(&*store, 6).await);
     let mut purchases = Vec::new();
     for i in 0..6 {
-        purchases.push(Purchase::new(a.id, &format!("cus_a{i}"), "k", now()));
-        purchases.push(Purchase::new(b.id, &format!("cus_b{i}"), "k", now()));
+        purchases.push(Purchase::new(a.id(), &format!("cus_a{i}"), "k", now()));
+        purchases.push(Purchase::new(b.id(), &format!("cus_b{i}"), "k", now()));
     }
     for p in &purchases {
         p.claim(&*store).await;
@@ -304,7 +304,7 @@ async fn completions_of_several_plans_share_a_batch_and_each_plan_audits_its_own
     // Plan a's row is held: the first completion batch waits for it when it locks the
     // plans, and the eleven others queue behind it, the two plans interleaved and every
     // third one declined (a seat back, between its plan's other moves).
-    let blocker = hold_plan_row(&store, a.id).await;
+    let blocker = hold_plan_row(&store, a.id()).await;
     let complete = |i: usize, p: &Purchase| spawn_completion(&store, p, i, i % 3 == 2);
     let mut tasks = vec![complete(0, &purchases[0])];
     until("the first completion batch", || {
@@ -331,10 +331,10 @@ async fn completions_of_several_plans_share_a_batch_and_each_plan_audits_its_own
     assert_eq!(declined, 4);
     let stats = store.batch_stats().completions;
     assert_eq!((stats.batches, stats.requests), (2, 12));
-    for plan in [a.id, b.id] {
+    for plan in [a.id(), b.id()] {
         let now = seatkeeper_store_contract::support::plan_now(&*store, plan).await;
         // Six reserved, two of them given back; seq: created, 6 reserved, 6 completed.
-        assert_eq!((now.seats_left, now.seq), (2, 13));
+        assert_eq!((now.seats_left(), now.seq()), (2, 13));
         assert_invariants(&*store, plan).await;
     }
 }
@@ -346,29 +346,29 @@ async fn reservations_with_new_keys_share_a_transaction_with_held_ones_and_a_new
         return;
     };
     let plan = create_plan(&*store, 50).await;
-    let used = Purchase::new(plan.id, "cus_used", "k", now());
+    let used = Purchase::new(plan.id(), "cus_used", "k", now());
     used.claim(&*store).await; // has a record: a new-key reservation of it is KeyExists
-    let held = Purchase::new(plan.id, "cus_held", "k", now());
+    let held = Purchase::new(plan.id(), "cus_held", "k", now());
     held.claim(&*store).await; // reserves with reserve_seat, in the same batch
 
     // The first batch claims its key and then waits for the plan row; everything else
     // queues behind it.
-    let blocker = hold_plan_row(&store, plan.id).await;
+    let blocker = hold_plan_row(&store, plan.id()).await;
     let new_key = |p: &Purchase| {
         let (store, cmd) = (store.clone(), p.with_new_key());
         tokio::spawn(async move { store.reserve_with_new_key(&cmd).await.map(Some) })
     };
-    let first = Purchase::new(plan.id, "cus_first", "k", now());
+    let first = Purchase::new(plan.id(), "cus_first", "k", now());
     let mut tasks = vec![new_key(&first)];
     until("the first batch", || {
         store.batch_stats().reservations.batches == 1
     })
     .await;
     let mut queued: Vec<Purchase> = (0..20)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", now()))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", now()))
         .collect();
-    queued.push(Purchase::new(plan.id, "cus_0", "k", now())); // cus_0's key, again
-    queued.push(Purchase::new(plan.id, "cus_used", "k", now()));
+    queued.push(Purchase::new(plan.id(), "cus_0", "k", now())); // cus_0's key, again
+    queued.push(Purchase::new(plan.id(), "cus_used", "k", now()));
     tasks.extend(queued.iter().map(new_key));
     tasks.push({
         let (store, cmd) = (store.clone(), held.reserve.clone());
@@ -410,7 +410,7 @@ async fn reservations_with_new_keys_share_a_transaction_with_held_ones_and_a_new
     }
     let stats = store.batch_stats().reservations;
     assert_eq!((stats.batches, stats.requests), (2, 24));
-    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id).await;
-    assert_eq!(plan_now.seats_left, 50 - 22);
-    assert_invariants(&*store, plan.id).await;
+    let plan_now = seatkeeper_store_contract::support::plan_now(&*store, plan.id()).await;
+    assert_eq!(plan_now.seats_left(), 50 - 22);
+    assert_invariants(&*store, plan.id()).await;
 }

@@ -85,13 +85,13 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
     for plan in plans
         .items
         .iter()
-        .filter(|p| p.status == PlanStatus::Active)
+        .filter(|p| p.status() == PlanStatus::Active)
     {
-        let id = plan.id.to_string();
+        let id = plan.id().to_string();
         ::metrics::gauge!("seatkeeper_plan_seats_left", "plan_id" => id.clone())
-            .set(f64::from(plan.seats_left));
+            .set(f64::from(plan.seats_left()));
         ::metrics::gauge!("seatkeeper_plan_capacity", "plan_id" => id)
-            .set(f64::from(plan.capacity.get()));
+            .set(f64::from(plan.capacity().get()));
     }
     if let Some(pool) = state.health.pool_use() {
         for (state, n) in [("in_use", pool.in_use), ("idle", pool.idle)] {

@@ -91,7 +91,7 @@ pub async fn create(
         .create(new, &AuditContext::admin(rid.as_str()))
         .await?;
     Ok(created_at(
-        format!("/api/plans/{}", plan.id),
+        format!("/api/plans/{}", plan.id()),
         PlanBody::from(&plan),
     ))
 }

@@ -138,15 +138,15 @@ impl AuditEntry {
     ) -> Self {
         Self {
             id: AuditEntryId::generate(),
-            plan_id: plan.id,
-            seq: plan.seq,
+            plan_id: plan.id(),
+            seq: plan.seq(),
             at: now,
             action,
             subscription_id,
             actor: ctx.actor.clone(),
             trace_id: ctx.trace_id.clone(),
             seats_left_before,
-            seats_left_after: plan.seats_left,
+            seats_left_after: plan.seats_left(),
             reason,
         }
     }
@@ -160,7 +160,7 @@ impl AuditEntry {
             None,
             None,
             ctx,
-            plan.created_at,
+            plan.created_at(),
         )
     }
 
@@ -171,13 +171,13 @@ impl AuditEntry {
         ctx: &AuditContext,
         now: Timestamp,
     ) -> Vec<Self> {
-        let first = plan.seq + 1 - changes.len() as u64;
+        let first = plan.seq() + 1 - changes.len() as u64;
         changes
             .iter()
             .enumerate()
             .map(|(i, c)| Self {
                 id: AuditEntryId::generate(),
-                plan_id: plan.id,
+                plan_id: plan.id(),
                 seq: first + i as u64,
                 at: now,
                 action: c.action,

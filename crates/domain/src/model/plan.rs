@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuditAction, AuditContext, AuditEntry, Capacity, Currency, Interval, PlanId, PlanName,
-    PlanStatus, SubscriptionId, Timestamp, UnitAmount,
+    AuditAction, AuditContext, AuditEntry, Capacity, Currency, Interval, InvalidValue, PlanId,
+    PlanName, PlanStatus, SubscriptionId, Timestamp, UnitAmount,
 };
 
 /// A plan with a limited number of seats.
@@ -10,8 +10,29 @@ use super::{
 /// `seats_left` counts the seats nobody holds: `capacity - seats_left` subscriptions are
 /// `incomplete` or `active`. `seq` is bumped with every audit entry of the plan, so the
 /// plan's audit log is totally ordered on every store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The fields are private so that a `Plan` that exists keeps `seats_left <= capacity` and
+/// `seq >= 1`: it is made by [`Plan::create`], read back from a store by
+/// [`Plan::restore`] (which checks both), and changed only by [`Plan::apply`] and
+/// [`Plan::move_seats`], which also write the audit entry of each change.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    id: PlanId,
+    name: PlanName,
+    capacity: Capacity,
+    seats_left: u32,
+    unit_amount: UnitAmount,
+    currency: Currency,
+    interval: Interval,
+    status: PlanStatus,
+    created_at: Timestamp,
+    seq: u64,
+}
+
+/// A plan as a store kept it, each field already parsed into its domain type; the store
+/// hands it to [`Plan::restore`], which checks what holds between the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlan {
     pub id: PlanId,
     pub name: PlanName,
     pub capacity: Capacity,
@@ -22,6 +43,23 @@ pub struct Plan {
     pub status: PlanStatus,
     pub created_at: Timestamp,
     pub seq: u64,
+}
+
+impl From<&Plan> for StoredPlan {
+    fn from(p: &Plan) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.clone(),
+            capacity: p.capacity,
+            seats_left: p.seats_left,
+            unit_amount: p.unit_amount,
+            currency: p.currency,
+            interval: p.interval,
+            status: p.status,
+            created_at: p.created_at,
+            seq: p.seq,
+        }
+    }
 }
 
 /// What an administrator gives to create a plan.
@@ -79,6 +117,90 @@ impl Plan {
             created_at: now,
             seq: 1,
         }
+    }
+
+    /// The plan a store kept, if it is one a `Plan` can be: at most `capacity` seats
+    /// left, and a `seq` of at least 1 (its creation is entry 1). Anything else is
+    /// corrupt data, which the store reports rather than patches.
+    pub fn restore(stored: StoredPlan) -> Result<Self, InvalidValue> {
+        if stored.seats_left > stored.capacity.get() {
+            return Err(InvalidValue::new(format!(
+                "seats_left {} exceeds the capacity {}",
+                stored.seats_left,
+                stored.capacity.get()
+            )));
+        }
+        if stored.seq == 0 {
+            return Err(InvalidValue::new(
+                "seq 0: a plan's creation is its audit entry 1",
+            ));
+        }
+        let StoredPlan {
+            id,
+            name,
+            capacity,
+            seats_left,
+            unit_amount,
+            currency,
+            interval,
+            status,
+            created_at,
+            seq,
+        } = stored;
+        Ok(Self {
+            id,
+            name,
+            capacity,
+            seats_left,
+            unit_amount,
+            currency,
+            interval,
+            status,
+            created_at,
+            seq,
+        })
+    }
+
+    pub fn id(&self) -> PlanId {
+        self.id
+    }
+
+    pub fn name(&self) -> &PlanName {
+        &self.name
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    /// Seats nobody holds.
+    pub fn seats_left(&self) -> u32 {
+        self.seats_left
+    }
+
+    pub fn unit_amount(&self) -> UnitAmount {
+        self.unit_amount
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn interval(&self) -> Interval {
+        self.interval
+    }
+
+    pub fn status(&self) -> PlanStatus {
+        self.status
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// The `seq` of the plan's latest audit entry.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Seats held by `incomplete` or `active` subscriptions.

@@ -89,14 +89,14 @@ impl Subscription {
     ) -> Self {
         Self {
             id,
-            plan_id: plan.id,
+            plan_id: plan.id(),
             customer_id,
             status: SubscriptionStatus::Incomplete,
             payment_method,
             payment_id: None,
-            unit_amount: plan.unit_amount,
-            currency: plan.currency,
-            interval: plan.interval,
+            unit_amount: plan.unit_amount(),
+            currency: plan.currency(),
+            interval: plan.interval(),
             idempotency_key,
             current_period_start: None,
             current_period_end: None,

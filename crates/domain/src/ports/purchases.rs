@@ -35,10 +35,10 @@ impl ReserveSeat {
         let plan_id = self.plan_id;
         match plan {
             None => Some(PurchaseOutcome::PlanNotFound { plan_id }),
-            Some(p) if p.status != PlanStatus::Active => {
+            Some(p) if p.status() != PlanStatus::Active => {
                 Some(PurchaseOutcome::PlanInactive { plan_id })
             }
-            Some(p) if p.seats_left == 0 => Some(PurchaseOutcome::SoldOut { plan_id }),
+            Some(p) if p.seats_left() == 0 => Some(PurchaseOutcome::SoldOut { plan_id }),
             Some(_) => None,
         }
     }

@@ -125,7 +125,7 @@ mod tests {
             CustomerId::parse("cus_1").unwrap(),
             PaymentMethod::parse("pm_card_visa").unwrap(),
             None,
-            plan.created_at,
+            plan.created_at(),
         );
         sub.status = status;
         sub

@@ -35,7 +35,7 @@ impl PlanService {
     pub async fn create(&self, new: NewPlan, ctx: &AuditContext) -> Result<Plan, StoreError> {
         let plan = Plan::create(new, self.clock.now());
         self.store.create_plan(&plan, ctx).await?;
-        tracing::info!(plan_id = %plan.id, "plan created");
+        tracing::info!(plan_id = %plan.id(), "plan created");
         Ok(plan)
     }
 
@@ -51,7 +51,7 @@ impl PlanService {
             .store
             .list_plans(page.after, page.limit.get() + 1)
             .await?;
-        Ok(Page::from_overfetch(items, page.limit, |p| p.id))
+        Ok(Page::from_overfetch(items, page.limit, |p| p.id()))
     }
 
     /// Changes a plan; see [`crate::ports::PlanRepository::update_plan`].

@@ -116,7 +116,7 @@ impl World {
     }
 
     pub async fn seats_left(&self, plan_id: PlanId) -> u32 {
-        self.plans.get(plan_id).await.unwrap().seats_left
+        self.plans.get(plan_id).await.unwrap().seats_left()
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
     let plan = create_plan(&*store, 50).await;
     let at = now();
     let purchases: Vec<Purchase> = (0..200)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{}", i % 4), &format!("k{i}"), at))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{}", i % 4), &format!("k{i}"), at))
         .collect();
     // The odd ones claim their keys first and reserve with `reserve_seat`; the even ones
     // reserve with new keys.
@@ -83,7 +83,7 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
                 reserved.insert(sub.id);
             }
             Ok(Reservation::Rejected(PurchaseOutcome::SoldOut { plan_id }))
-                if plan_id == plan.id =>
+                if plan_id == plan.id() =>
             {
                 sold_out.push(p.clone());
             }
@@ -95,9 +95,9 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
         (50, 150),
         "exactly 50 of 200 simultaneous reservations get one of the 50 seats"
     );
-    let after = plan_now(&*store, plan.id).await;
-    assert_eq!(after.seats_left, 0);
-    let stats = stats_now(&*store, plan.id).await;
+    let after = plan_now(&*store, plan.id()).await;
+    assert_eq!(after.seats_left(), 0);
+    let stats = stats_now(&*store, plan.id()).await;
     assert_eq!((stats.incomplete, stats.sold_out), (50, true));
 
     // Exactly the winners have subscriptions.
@@ -131,10 +131,10 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
         .collect())
     .await;
     for ((outcome, request_id), expected_request) in replays {
-        assert_eq!(outcome, PurchaseOutcome::SoldOut { plan_id: plan.id });
+        assert_eq!(outcome, PurchaseOutcome::SoldOut { plan_id: plan.id() });
         assert_eq!(request_id, expected_request);
     }
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     assert_eq!(
         audit
             .iter()
@@ -142,7 +142,7 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
             .count(),
         50
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_hundred_simultaneous_claims_of_one_new_key_acquire_it_exactly_once(
@@ -151,7 +151,7 @@ pub async fn a_hundred_simultaneous_claims_of_one_new_key_acquire_it_exactly_onc
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 5).await;
     let at = now();
-    let base = Purchase::new(plan.id, "cus_1", "k", at);
+    let base = Purchase::new(plan.id(), "cus_1", "k", at);
     let claims: Vec<_> = (0..100).map(|_| base.reclaim(at)).collect();
     let results = race(
         claims
@@ -184,8 +184,8 @@ pub async fn a_hundred_simultaneous_claims_of_one_new_key_acquire_it_exactly_onc
         ),
         "a claim that answered InUse holds nothing"
     );
-    assert_eq!(stats_now(&*store, plan.id).await.incomplete, 1);
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!(stats_now(&*store, plan.id()).await.incomplete, 1);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_hundred_simultaneous_claims_of_one_abandoned_key_take_it_over_exactly_once(
@@ -195,7 +195,7 @@ pub async fn a_hundred_simultaneous_claims_of_one_abandoned_key_take_it_over_exa
     let plan = create_plan(&*store, 5).await;
     let t = now();
     // Its lease ended 30 s ago.
-    let abandoned = Purchase::new(plan.id, "cus_1", "k", t - secs(60));
+    let abandoned = Purchase::new(plan.id(), "cus_1", "k", t - secs(60));
     let sub = abandoned.reserved(&*store).await;
     let claims: Vec<_> = (0..100).map(|_| abandoned.reclaim(t)).collect();
     let results = race(
@@ -231,7 +231,7 @@ pub async fn a_hundred_simultaneous_claims_of_one_abandoned_key_take_it_over_exa
         .await
         .expect("release_key failed"));
     assert_key_in_use(&*store, &abandoned, t + secs(1)).await;
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_hundred_simultaneous_claims_of_a_key_past_its_retention_start_it_afresh_exactly_once(
@@ -240,7 +240,7 @@ pub async fn a_hundred_simultaneous_claims_of_a_key_past_its_retention_start_it_
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 5).await;
     let t = now();
-    let old = Purchase::new(plan.id, "cus_1", "k", t - secs(2 * 86_400));
+    let old = Purchase::new(plan.id(), "cus_1", "k", t - secs(2 * 86_400));
     old.reserved(&*store).await;
     old.charged(&*store, "pi_old", old.claim.now).await;
     let claims: Vec<_> = (0..100).map(|_| old.reclaim(t)).collect();
@@ -261,7 +261,7 @@ pub async fn a_hundred_simultaneous_claims_of_a_key_past_its_retention_start_it_
         "the winner starts a new purchase at Started"
     );
     assert_key_in_use(&*store, &old, t + secs(1)).await;
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 /// What one task of a mixed race did.
@@ -281,12 +281,13 @@ pub async fn reservations_racing_cancellations_and_capacity_changes_keep_every_i
 ) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 20).await;
+    let plan_id = plan.id();
     let at = now();
     let seeded: Vec<Purchase> = (0..10)
-        .map(|i| Purchase::new(plan.id, "cus_seed", &format!("k{i}"), at))
+        .map(|i| Purchase::new(plan.id(), "cus_seed", &format!("k{i}"), at))
         .collect();
     let buyers: Vec<Purchase> = (0..40)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", at))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", at))
         .collect();
     let mut setup: Vec<Task<()>> = Vec::new();
     for p in &seeded {
@@ -325,7 +326,7 @@ pub async fn reservations_racing_cancellations_and_capacity_changes_keep_every_i
         tasks.push(task(async move {
             Step::Update(
                 15 + n,
-                store.update_plan(plan.id, &patch, &admin("race"), at).await,
+                store.update_plan(plan_id, &patch, &admin("race"), at).await,
             )
         }));
     }
@@ -338,7 +339,7 @@ pub async fn reservations_racing_cancellations_and_capacity_changes_keep_every_i
         tasks.push(task(async move {
             Step::Update(
                 0,
-                store.update_plan(plan.id, &patch, &admin("race"), at).await,
+                store.update_plan(plan_id, &patch, &admin("race"), at).await,
             )
         }));
     }
@@ -362,23 +363,23 @@ pub async fn reservations_racing_cancellations_and_capacity_changes_keep_every_i
             other => panic!("a result the contract does not allow in this race: {other:?}"),
         }
     }
-    let after = plan_now(&*store, plan.id).await;
-    let stats = stats_now(&*store, plan.id).await;
+    let after = plan_now(&*store, plan.id()).await;
+    let stats = stats_now(&*store, plan.id()).await;
     assert_eq!(
         (stats.incomplete, stats.active, stats.canceled),
         (reserved, 0, 10),
         "every reservation and every cancellation counted once"
     );
     assert_eq!(
-        u64::from(after.capacity.get() - after.seats_left),
+        u64::from(after.capacity().get() - after.seats_left()),
         reserved,
         "the held seats are the reservations made in the race"
     );
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     let count = |action| audit.iter().filter(|e| e.action == action).count() as u64;
     assert_eq!(count(AuditAction::SeatReserved), 10 + reserved);
     assert_eq!(count(AuditAction::SubscriptionCanceled), 10);
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn reservations_racing_takeovers_of_their_keys_either_land_first_or_are_lock_lost(
@@ -389,7 +390,7 @@ pub async fn reservations_racing_takeovers_of_their_keys_either_land_first_or_ar
     let t = now();
     // Claimed 31 s ago: the leases ended 1 s ago, but their owners still try to reserve.
     let purchases: Vec<Purchase> = (0..20)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", t - secs(31)))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", t - secs(31)))
         .collect();
     all(purchases
         .iter()
@@ -449,9 +450,9 @@ pub async fn reservations_racing_takeovers_of_their_keys_either_land_first_or_ar
             }
         }
     }
-    let after = plan_now(&*store, plan.id).await;
-    assert_eq!(u64::from(20 - after.seats_left), reserved);
-    assert_invariants(&*store, plan.id).await;
+    let after = plan_now(&*store, plan.id()).await;
+    assert_eq!(u64::from(20 - after.seats_left()), reserved);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn completing_one_purchase_many_times_at_once_completes_it_exactly_once(
@@ -461,7 +462,7 @@ pub async fn completing_one_purchase_many_times_at_once_completes_it_exactly_onc
     let plan = create_plan(&*store, 10).await;
     let at = now();
     let purchases: Vec<Purchase> = (0..5)
-        .map(|i| Purchase::new(plan.id, "cus_1", &format!("k{i}"), at))
+        .map(|i| Purchase::new(plan.id(), "cus_1", &format!("k{i}"), at))
         .collect();
     for p in &purchases {
         p.reserved(&*store).await;
@@ -522,7 +523,7 @@ pub async fn completing_one_purchase_many_times_at_once_completes_it_exactly_onc
             "the key holds the winner's outcome"
         );
     }
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     let mut completions: BTreeMap<SubscriptionId, usize> = BTreeMap::new();
     for e in &audit {
         if matches!(
@@ -542,8 +543,8 @@ pub async fn completing_one_purchase_many_times_at_once_completes_it_exactly_onc
         completions.values().all(|n| *n == 1),
         "one completion entry per subscription: {completions:?}"
     );
-    assert_eq!(plan_now(&*store, plan.id).await.seats_left, 10 - active);
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 10 - active);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn cancelling_one_subscription_many_times_at_once_releases_its_seat_once(
@@ -553,7 +554,7 @@ pub async fn cancelling_one_subscription_many_times_at_once_releases_its_seat_on
     let plan = create_plan(&*store, 5).await;
     let at = now();
     let purchases: Vec<Purchase> = (0..3)
-        .map(|i| Purchase::new(plan.id, "cus_1", &format!("k{i}"), at))
+        .map(|i| Purchase::new(plan.id(), "cus_1", &format!("k{i}"), at))
         .collect();
     for p in &purchases {
         p.active(&*store).await;
@@ -592,7 +593,7 @@ pub async fn cancelling_one_subscription_many_times_at_once_releases_its_seat_on
         }
         assert_eq!(first, 1, "exactly one cancellation did it");
     }
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     assert_eq!(
         audit
             .iter()
@@ -600,9 +601,9 @@ pub async fn cancelling_one_subscription_many_times_at_once_releases_its_seat_on
             .count(),
         3
     );
-    let stats = stats_now(&*store, plan.id).await;
+    let stats = stats_now(&*store, plan.id()).await;
     assert_eq!((stats.seats_left, stats.active, stats.canceled), (5, 0, 3));
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn completions_racing_cancellations_of_the_same_subscriptions_keep_every_invariant(
@@ -612,7 +613,7 @@ pub async fn completions_racing_cancellations_of_the_same_subscriptions_keep_eve
     let plan = create_plan(&*store, 20).await;
     let at = now();
     let purchases: Vec<Purchase> = (0..20)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{i}"), "k", at))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", at))
         .collect();
     all(purchases
         .iter()
@@ -686,7 +687,7 @@ pub async fn completions_racing_cancellations_of_the_same_subscriptions_keep_eve
         };
         assert_eq!(current.status, expected);
     }
-    let stats = stats_now(&*store, plan.id).await;
+    let stats = stats_now(&*store, plan.id()).await;
     assert_eq!(
         (
             stats.incomplete,
@@ -696,7 +697,7 @@ pub async fn completions_racing_cancellations_of_the_same_subscriptions_keep_eve
         (0, 20, canceled)
     );
     assert_eq!(u64::from(stats.seats_left), canceled);
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_record(
@@ -708,7 +709,7 @@ pub async fn purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_
     let long_ago = t - secs(2 * 86_400);
     let make = |who: &str, at| -> Vec<Purchase> {
         (0..40)
-            .map(|i| Purchase::new(plan.id, &format!("{who}_{i}"), "k", at))
+            .map(|i| Purchase::new(plan.id(), &format!("{who}_{i}"), "k", at))
             .collect()
     };
     // Expired and left alone; expired and claimed again during the purge; brand new.
@@ -794,7 +795,7 @@ pub async fn purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_
             "an expired key nobody claimed should have been purged, got {got:?}"
         );
     }
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 /// The index of the only `Acquired` claim; fails unless every other one is `InUse`.
@@ -804,7 +805,7 @@ pub async fn a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exa
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 5).await;
     let at = now();
-    let base = Purchase::new(plan.id, "cus_1", "k", at);
+    let base = Purchase::new(plan.id(), "cus_1", "k", at);
     let attempts: Vec<Purchase> = (0..100)
         .map(|_| {
             base.taken_over_by(&base.reclaim(at))
@@ -853,9 +854,9 @@ pub async fn a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exa
         .release_key(winner.customer(), &winner.claim.key, winner.claim.owner)
         .await
         .expect("release_key failed"));
-    let stats = stats_now(&*store, plan.id).await;
+    let stats = stats_now(&*store, plan.id()).await;
     assert_eq!((stats.seats_left, stats.incomplete), (4, 1));
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn new_key_reservations_racing_claims_of_the_same_keys_give_each_key_one_holder(
@@ -866,7 +867,7 @@ pub async fn new_key_reservations_racing_claims_of_the_same_keys_give_each_key_o
     let at = now();
     let keys = 50;
     let reservers: Vec<Purchase> = (0..keys)
-        .map(|i| Purchase::new(plan.id, &format!("cus_{}", i % 5), &format!("k{i}"), at))
+        .map(|i| Purchase::new(plan.id(), &format!("cus_{}", i % 5), &format!("k{i}"), at))
         .collect();
     let claimers: Vec<Purchase> = reservers
         .iter()
@@ -912,9 +913,9 @@ pub async fn new_key_reservations_racing_claims_of_the_same_keys_give_each_key_o
         }
     }
     assert_eq!(reserved, keys as u32);
-    let stats = stats_now(&*store, plan.id).await;
+    let stats = stats_now(&*store, plan.id()).await;
     assert_eq!((stats.seats_left, stats.incomplete), (50, 50));
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 fn one_acquired(results: &[Result<Claim, StoreError>], what: &str) -> usize {

@@ -28,11 +28,11 @@ pub async fn claiming_a_new_key_acquires_a_fresh_record_at_started(factory: &dyn
     let at = now();
     let long_key = "x".repeat(255);
     let purchases = [
-        Purchase::new(plan.id, "cus_1", "order 42 / retry #1", at),
+        Purchase::new(plan.id(), "cus_1", "order 42 / retry #1", at),
         // The same key under another customer is another key.
-        Purchase::new(plan.id, "cus_2", "order 42 / retry #1", at),
-        Purchase::new(plan.id, "cus_1", "another", at),
-        Purchase::new(plan.id, "cus_1", &long_key, at),
+        Purchase::new(plan.id(), "cus_2", "order 42 / retry #1", at),
+        Purchase::new(plan.id(), "cus_1", "another", at),
+        Purchase::new(plan.id(), "cus_1", &long_key, at),
     ];
     for p in &purchases {
         let got = store.claim_key(&p.claim).await.expect("claim_key failed");
@@ -53,7 +53,7 @@ pub async fn claiming_a_key_under_a_live_lock_is_in_use_and_changes_nothing(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now();
-    let first = Purchase::new(plan.id, "cus_1", "k", at);
+    let first = Purchase::new(plan.id(), "cus_1", "k", at);
     first.claim(&*store).await;
     let last_live_instant = at + span(LEASE) - chrono::Duration::milliseconds(1);
     for when in [at, at + secs(1), last_live_instant] {
@@ -65,7 +65,7 @@ pub async fn claiming_a_key_under_a_live_lock_is_in_use_and_changes_nothing(
         other => panic!("the holder of the key should still reserve, got {other:?}"),
     }
     assert_key_in_use(&*store, &first, at + secs(2)).await;
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn claiming_a_key_with_a_different_request_is_a_fingerprint_mismatch(
@@ -74,7 +74,7 @@ pub async fn claiming_a_key_with_a_different_request_is_a_fingerprint_mismatch(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now();
-    let first = Purchase::new(plan.id, "cus_1", "k", at);
+    let first = Purchase::new(plan.id(), "cus_1", "k", at);
     first.claim(&*store).await;
     for when in [at + secs(1), at + span(LEASE) + secs(1)] {
         let got = store
@@ -98,7 +98,7 @@ pub async fn claiming_a_key_with_a_different_request_is_a_fingerprint_mismatch(
     assert_eq!(got, Claim::FingerprintMismatch, "also once finished");
     let (outcome, _) = finished_outcome(&*store, &first, at + secs(5)).await;
     assert_eq!(outcome.kind(), "created");
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn claiming_a_finished_key_replays_its_outcome_and_request_id(
@@ -148,7 +148,7 @@ pub async fn an_abandoned_lease_is_taken_over_keeping_the_recovery_point(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now();
-    let first = Purchase::new(plan.id, "cus_1", "k", at);
+    let first = Purchase::new(plan.id(), "cus_1", "k", at);
     let sub = first.reserved(&*store).await;
 
     // At the very instant the lease ends, another claim takes the key over.
@@ -171,7 +171,7 @@ pub async fn an_abandoned_lease_is_taken_over_keeping_the_recovery_point(
     assert_key_in_use(&*store, &first, takeover.now + secs(1)).await;
 
     // The first owner lost the key: it can neither reserve nor release.
-    let before = snapshot(&*store, plan.id).await;
+    let before = snapshot(&*store, plan.id()).await;
     let stale = first
         .clone()
         .with_subscription_id(seatkeeper_domain::SubscriptionId::generate());
@@ -182,7 +182,7 @@ pub async fn an_abandoned_lease_is_taken_over_keeping_the_recovery_point(
         ),
         "the owner of a lock that was taken over must get LockLost"
     );
-    assert_eq!(snapshot(&*store, plan.id).await, before);
+    assert_eq!(snapshot(&*store, plan.id()).await, before);
     let released = store
         .release_key(first.customer(), &first.claim.key, first.claim.owner)
         .await
@@ -197,7 +197,7 @@ pub async fn an_abandoned_lease_is_taken_over_keeping_the_recovery_point(
         .await
         .expect("release_key failed");
     assert!(released, "the new owner holds the lock");
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_released_key_is_acquired_again_at_once_keeping_its_recovery_point(
@@ -206,7 +206,7 @@ pub async fn a_released_key_is_acquired_again_at_once_keeping_its_recovery_point
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now();
-    let first = Purchase::new(plan.id, "cus_1", "k", at);
+    let first = Purchase::new(plan.id(), "cus_1", "k", at);
     let sub = first.reserved(&*store).await;
     let released = store
         .release_key(first.customer(), &first.claim.key, first.claim.owner)
@@ -231,7 +231,7 @@ pub async fn a_released_key_is_acquired_again_at_once_keeping_its_recovery_point
         Claim::Acquired(expected)
     );
     assert_key_in_use(&*store, &first, at + secs(2)).await;
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_record_past_its_retention_is_forgotten_and_the_key_starts_afresh(
@@ -258,7 +258,7 @@ pub async fn a_record_past_its_retention_is_forgotten_and_the_key_starts_afresh(
 
     // An open record at `Reserved`, released, past its retention: the key starts again at
     // `Started`, with a new record.
-    let mut open = Purchase::new(plan.id, "cus_2", "k", t - secs(120));
+    let mut open = Purchase::new(plan.id(), "cus_2", "k", t - secs(120));
     open.claim.retention = retention;
     open.reserved(&*store).await;
     let released = store
@@ -271,7 +271,7 @@ pub async fn a_record_past_its_retention_is_forgotten_and_the_key_starts_afresh(
         store.claim_key(&again).await.expect("claim_key failed"),
         Claim::Acquired(again.fresh_record())
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn releasing_a_key_lets_go_only_for_its_current_owner(factory: &dyn StoreFactory) {
@@ -299,7 +299,7 @@ pub async fn releasing_a_key_lets_go_only_for_its_current_owner(factory: &dyn St
         "there is nothing to release under an unknown key"
     );
 
-    let first = Purchase::new(plan.id, "cus_1", "k", at);
+    let first = Purchase::new(plan.id(), "cus_1", "k", at);
     first.claim(&*store).await;
     assert!(
         !release(&first, LockToken::generate()).await,
@@ -307,7 +307,7 @@ pub async fn releasing_a_key_lets_go_only_for_its_current_owner(factory: &dyn St
     );
     assert_key_in_use(&*store, &first, at + secs(1)).await;
     // The same key of another customer is another key.
-    let other = Purchase::new(plan.id, "cus_2", "k", at);
+    let other = Purchase::new(plan.id(), "cus_2", "k", at);
     assert!(!release(&other, first.claim.owner).await);
     assert_key_in_use(&*store, &first, at + secs(1)).await;
 
@@ -341,7 +341,7 @@ pub async fn releasing_a_key_lets_go_only_for_its_current_owner(factory: &dyn St
         (outcome.kind(), request_id),
         ("created", second.reserve.request_id.clone())
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn purging_removes_exactly_the_records_expired_at_that_moment(
@@ -361,18 +361,18 @@ pub async fn purging_removes_exactly_the_records_expired_at_that_moment(
     // (purchase, finish it with a rejection?, expected to be purged at t?)
     let records = [
         (
-            with_retention(plan.id, "cus_1", "k1", t - secs(2 * 86_400), day),
+            with_retention(plan.id(), "cus_1", "k1", t - secs(2 * 86_400), day),
             false,
             true,
         ),
         (
-            with_retention(plan.id, "cus_1", "k2", t - secs(60), minute),
+            with_retention(plan.id(), "cus_1", "k2", t - secs(60), minute),
             false,
             true,
         ),
         (
             with_retention(
-                plan.id,
+                plan.id(),
                 "cus_1",
                 "k3",
                 t - secs(60),
@@ -381,7 +381,11 @@ pub async fn purging_removes_exactly_the_records_expired_at_that_moment(
             false,
             false,
         ),
-        (with_retention(plan.id, "cus_1", "k4", t, day), false, false),
+        (
+            with_retention(plan.id(), "cus_1", "k4", t, day),
+            false,
+            false,
+        ),
         (
             with_retention(unknown, "cus_2", "k1", t - secs(2 * 86_400), day),
             true,

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::{
     support::{
-        admin, assert_invariants, assert_same_entry, create_plan, new_plan, now, plan_now, secs,
-        snapshot, stats_now, stats_of, whole_audit, Purchase,
+        admin, altered, assert_invariants, assert_same_entry, create_plan, new_plan, now, plan_now,
+        secs, snapshot, stats_now, stats_of, whole_audit, Purchase,
     },
     StoreFactory,
 };
@@ -48,19 +48,19 @@ pub async fn a_created_plan_reads_back_exactly_as_it_was_stored(factory: &dyn St
             .await
             .expect("create_plan failed");
         assert_eq!(
-            store.get_plan(plan.id).await.expect("get_plan failed"),
+            store.get_plan(plan.id()).await.expect("get_plan failed"),
             Some(plan.clone()),
             "get_plan must return the plan exactly as it was created"
         );
-        let audit = whole_audit(&*store, plan.id).await;
+        let audit = whole_audit(&*store, plan.id()).await;
         assert_eq!(audit.len(), 1, "a new plan has one audit entry: {audit:#?}");
         assert_same_entry(&audit[0], &AuditEntry::plan_created(plan, &ctx));
         assert_eq!(
-            stats_now(&*store, plan.id).await,
+            stats_now(&*store, plan.id()).await,
             stats_of(plan, [0, 0, 0, 0]),
             "a new plan has every seat free and no subscription"
         );
-        assert_invariants(&*store, plan.id).await;
+        assert_invariants(&*store, plan.id()).await;
     }
 }
 
@@ -100,8 +100,9 @@ pub async fn plans_are_listed_in_id_order_one_page_at_a_time(factory: &dyn Store
     // Random ids, stored in an order unrelated to their sort order.
     let mut created = Vec::new();
     for i in 0..7 {
-        let mut plan = new_plan(&format!("Plan {i}"), 5 + i);
-        plan.id = PlanId::from_uuid(Uuid::new_v4());
+        let plan = altered(&new_plan(&format!("Plan {i}"), 5 + i), |p| {
+            p.id = PlanId::from_uuid(Uuid::new_v4())
+        });
         store
             .create_plan(&plan, &admin("create"))
             .await
@@ -109,7 +110,7 @@ pub async fn plans_are_listed_in_id_order_one_page_at_a_time(factory: &dyn Store
         created.push(plan);
     }
     let mut sorted = created.clone();
-    sorted.sort_by_key(|p| p.id);
+    sorted.sort_by_key(|p| p.id());
 
     let list = |after: Option<PlanId>, limit: u32| {
         let store = store.clone();
@@ -123,17 +124,25 @@ pub async fn plans_are_listed_in_id_order_one_page_at_a_time(factory: &dyn Store
     assert_eq!(list(None, 100).await, sorted, "every plan, ordered by id");
     assert_eq!(list(None, 3).await, sorted[0..3], "first page of 3");
     assert_eq!(
-        list(Some(sorted[2].id), 3).await,
+        list(Some(sorted[2].id()), 3).await,
         sorted[3..6],
         "second page, after the last id of the first"
     );
-    assert_eq!(list(Some(sorted[5].id), 3).await, sorted[6..7], "last page");
-    assert_eq!(list(Some(sorted[6].id), 3).await, vec![], "after the last");
+    assert_eq!(
+        list(Some(sorted[5].id()), 3).await,
+        sorted[6..7],
+        "last page"
+    );
+    assert_eq!(
+        list(Some(sorted[6].id()), 3).await,
+        vec![],
+        "after the last"
+    );
     assert_eq!(list(None, 1).await, sorted[0..1], "a limit of one");
     // `after` need not be a stored id.
     let nil = PlanId::from_uuid(Uuid::nil());
     let max = PlanId::from_uuid(Uuid::max());
-    let between = PlanId::from_uuid(Uuid::from_u128(sorted[2].id.as_uuid().as_u128() + 1));
+    let between = PlanId::from_uuid(Uuid::from_u128(sorted[2].id().as_uuid().as_u128() + 1));
     assert_eq!(list(Some(nil), 100).await, sorted, "after the nil uuid");
     assert_eq!(list(Some(max), 100).await, vec![], "after the max uuid");
     assert_eq!(
@@ -149,12 +158,12 @@ pub async fn updating_a_plan_applies_the_patch_and_records_one_audit_entry_per_c
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 10).await;
     for i in 0..2 {
-        Purchase::new(plan.id, "cus_1", &format!("k{i}"), now())
+        Purchase::new(plan.id(), "cus_1", &format!("k{i}"), now())
             .reserved(&*store)
             .await;
     }
-    let mut expected = plan_now(&*store, plan.id).await;
-    let audit_before = whole_audit(&*store, plan.id).await;
+    let mut expected = plan_now(&*store, plan.id()).await;
+    let audit_before = whole_audit(&*store, plan.id()).await;
 
     let patch = PlanPatch {
         name: Some(name("Starter (renamed)")),
@@ -165,14 +174,14 @@ pub async fn updating_a_plan_applies_the_patch_and_records_one_audit_entry_per_c
     let at = now() + secs(1);
     let changes = expected.apply(&patch).expect("the patch applies");
     let updated = store
-        .update_plan(plan.id, &patch, &ctx, at)
+        .update_plan(plan.id(), &patch, &ctx, at)
         .await
         .expect("update_plan failed");
     assert_eq!(updated, expected, "update_plan returns the plan as patched");
-    assert_eq!(expected.seats_left, 13, "2 seats held of 15");
-    assert_eq!(expected.seq, 6, "three changes after three entries");
-    assert_eq!(plan_now(&*store, plan.id).await, expected);
-    let audit = whole_audit(&*store, plan.id).await;
+    assert_eq!(expected.seats_left(), 13, "2 seats held of 15");
+    assert_eq!(expected.seq(), 6, "three changes after three entries");
+    assert_eq!(plan_now(&*store, plan.id()).await, expected);
+    let audit = whole_audit(&*store, plan.id()).await;
     assert_eq!(
         audit[..3],
         audit_before[..],
@@ -206,12 +215,12 @@ pub async fn updating_a_plan_applies_the_patch_and_records_one_audit_entry_per_c
     let at = at + secs(1);
     let changes = expected.apply(&patch).expect("the patch applies");
     let updated = store
-        .update_plan(plan.id, &patch, &ctx, at)
+        .update_plan(plan.id(), &patch, &ctx, at)
         .await
         .expect("update_plan failed");
     assert_eq!(updated, expected);
-    assert_eq!((expected.seats_left, expected.seq), (0, 8));
-    let audit = whole_audit(&*store, plan.id).await;
+    assert_eq!((expected.seats_left(), expected.seq()), (0, 8));
+    let audit = whole_audit(&*store, plan.id()).await;
     assert_eq!(audit.len(), 8);
     for (actual, wanted) in audit[6..]
         .iter()
@@ -220,31 +229,31 @@ pub async fn updating_a_plan_applies_the_patch_and_records_one_audit_entry_per_c
         assert_same_entry(actual, wanted);
     }
     assert_eq!(
-        stats_now(&*store, plan.id).await,
+        stats_now(&*store, plan.id()).await,
         stats_of(&expected, [2, 0, 0, 0])
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_patch_that_changes_nothing_records_nothing(factory: &dyn StoreFactory) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 4).await;
-    let before = snapshot(&*store, plan.id).await;
+    let before = snapshot(&*store, plan.id()).await;
     for patch in [
         PlanPatch::default(),
         PlanPatch {
-            name: Some(plan.name.clone()),
-            capacity: Some(plan.capacity),
+            name: Some(plan.name().clone()),
+            capacity: Some(plan.capacity()),
             status: Some(PlanStatus::Active),
         },
     ] {
         let updated = store
-            .update_plan(plan.id, &patch, &admin("noop"), now())
+            .update_plan(plan.id(), &patch, &admin("noop"), now())
             .await
             .expect("update_plan failed");
         assert_eq!(updated, plan, "a patch without changes returns the plan");
         assert_eq!(
-            snapshot(&*store, plan.id).await,
+            snapshot(&*store, plan.id()).await,
             before,
             "a patch without changes changes nothing and records nothing ({patch:?})"
         );
@@ -277,11 +286,11 @@ pub async fn lowering_capacity_below_the_held_seats_is_refused_and_changes_nothi
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 5).await;
     for i in 0..3 {
-        Purchase::new(plan.id, "cus_1", &format!("k{i}"), now())
+        Purchase::new(plan.id(), "cus_1", &format!("k{i}"), now())
             .reserved(&*store)
             .await;
     }
-    let before = snapshot(&*store, plan.id).await;
+    let before = snapshot(&*store, plan.id()).await;
     // The rename and the archive in the same patch must not happen either.
     let patch = PlanPatch {
         name: Some(name("Smaller")),
@@ -289,7 +298,7 @@ pub async fn lowering_capacity_below_the_held_seats_is_refused_and_changes_nothi
         status: Some(PlanStatus::Archived),
     };
     match store
-        .update_plan(plan.id, &patch, &admin("shrink"), now())
+        .update_plan(plan.id(), &patch, &admin("shrink"), now())
         .await
     {
         Err(UpdatePlanError::CapacityBelowHeld { held, requested }) => {
@@ -298,7 +307,7 @@ pub async fn lowering_capacity_below_the_held_seats_is_refused_and_changes_nothi
         other => panic!("capacity below the held seats must be refused, got {other:?}"),
     }
     assert_eq!(
-        snapshot(&*store, plan.id).await,
+        snapshot(&*store, plan.id()).await,
         before,
         "a refused patch changes nothing"
     );
@@ -308,12 +317,12 @@ pub async fn lowering_capacity_below_the_held_seats_is_refused_and_changes_nothi
         ..Default::default()
     };
     let updated = store
-        .update_plan(plan.id, &patch, &admin("shrink"), now())
+        .update_plan(plan.id(), &patch, &admin("shrink"), now())
         .await
         .expect("capacity equal to the held seats is allowed");
-    assert_eq!((updated.capacity.get(), updated.seats_left), (3, 0));
-    assert!(stats_now(&*store, plan.id).await.sold_out);
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!((updated.capacity().get(), updated.seats_left()), (3, 0));
+    assert!(stats_now(&*store, plan.id()).await.sold_out);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn plan_stats_count_the_subscriptions_of_each_status(factory: &dyn StoreFactory) {
@@ -322,7 +331,7 @@ pub async fn plan_stats_count_the_subscriptions_of_each_status(factory: &dyn Sto
     let other = create_plan(&*store, 10).await;
     let at = now();
     let purchases: Vec<Purchase> = (0..6)
-        .map(|i| Purchase::new(plan.id, "cus_1", &format!("k{i}"), at))
+        .map(|i| Purchase::new(plan.id(), "cus_1", &format!("k{i}"), at))
         .collect();
     for p in &purchases {
         p.reserved(&*store).await;
@@ -338,29 +347,29 @@ pub async fn plan_stats_count_the_subscriptions_of_each_status(factory: &dyn Sto
         .expect("cancel_subscription failed");
     purchases[3].declined(&*store, "card_declined", at).await;
     // A subscription of another plan counts for that plan only.
-    Purchase::new(other.id, "cus_1", "other", at)
+    Purchase::new(other.id(), "cus_1", "other", at)
         .reserved(&*store)
         .await;
 
-    let plan = plan_now(&*store, plan.id).await;
-    assert_eq!(plan.seats_left, 6, "4 seats held of 10");
+    let plan = plan_now(&*store, plan.id()).await;
+    assert_eq!(plan.seats_left(), 6, "4 seats held of 10");
     assert_eq!(
-        stats_now(&*store, plan.id).await,
+        stats_now(&*store, plan.id()).await,
         stats_of(&plan, [2, 2, 1, 1])
     );
-    let other = plan_now(&*store, other.id).await;
+    let other = plan_now(&*store, other.id()).await;
     assert_eq!(
-        stats_now(&*store, other.id).await,
+        stats_now(&*store, other.id()).await,
         stats_of(&other, [1, 0, 0, 0])
     );
-    assert_invariants(&*store, plan.id).await;
-    assert_invariants(&*store, other.id).await;
+    assert_invariants(&*store, plan.id()).await;
+    assert_invariants(&*store, other.id()).await;
 
     let tiny = create_plan(&*store, 1).await;
-    Purchase::new(tiny.id, "cus_2", "k", at)
+    Purchase::new(tiny.id(), "cus_2", "k", at)
         .reserved(&*store)
         .await;
-    let stats = stats_now(&*store, tiny.id).await;
+    let stats = stats_now(&*store, tiny.id()).await;
     assert!(
         stats.sold_out && stats.seats_left == 0,
         "a plan without seats is sold out: {stats:?}"
@@ -380,7 +389,7 @@ pub async fn the_audit_log_pages_by_seq_and_is_none_for_an_unknown_plan(
         };
         store
             .update_plan(
-                plan.id,
+                plan.id(),
                 &patch,
                 &admin(&format!("rename-{i}")),
                 at + secs(i),
@@ -388,11 +397,12 @@ pub async fn the_audit_log_pages_by_seq_and_is_none_for_an_unknown_plan(
             .await
             .expect("update_plan failed");
     }
+    let plan_id = plan.id();
     let page = |after: Option<u64>, limit: u32| {
         let store = store.clone();
         async move {
             store
-                .plan_audit(plan.id, after, limit)
+                .plan_audit(plan_id, after, limit)
                 .await
                 .expect("plan_audit failed")
                 .expect("the plan exists")
@@ -406,7 +416,7 @@ pub async fn the_audit_log_pages_by_seq_and_is_none_for_an_unknown_plan(
         7,
         "every audit entry has its own id"
     );
-    assert!(all.iter().all(|e| e.plan_id == plan.id));
+    assert!(all.iter().all(|e| e.plan_id == plan.id()));
     assert_eq!(page(None, 3).await, all[0..3]);
     assert_eq!(page(Some(3), 3).await, all[3..6]);
     assert_eq!(page(Some(6), 3).await, all[6..7]);
@@ -435,5 +445,5 @@ pub async fn the_audit_log_pages_by_seq_and_is_none_for_an_unknown_plan(
             .expect("plan_audit failed"),
         None
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }

@@ -20,7 +20,7 @@ use seatkeeper_domain::{
 
 use crate::{
     support::{
-        admin, assert_invariants, assert_key_in_use, assert_same_entry, create_plan,
+        admin, altered, assert_invariants, assert_key_in_use, assert_same_entry, create_plan,
         finished_outcome, now, plan_now, secs, snapshot, span, stats_now, stats_of,
         subscription_now, whole_audit, PlanSnapshot, Purchase, LEASE,
     },
@@ -31,7 +31,7 @@ pub async fn reserving_a_seat_takes_it_and_records_the_recovery_point(factory: &
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now() + secs(1);
-    let purchase = Purchase::new(plan.id, "cus_1", "k1", at);
+    let purchase = Purchase::new(plan.id(), "cus_1", "k1", at);
     purchase.claim(&*store).await;
     let got = purchase.reserve(&*store).await;
     let expected = assert_first_seat_reserved(&*store, &plan, &purchase, got, at).await;
@@ -52,7 +52,7 @@ pub async fn reserving_a_seat_takes_it_and_records_the_recovery_point(factory: &
         },
         "the reservation sets the key's recovery point in the same step"
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn reserving_without_holding_the_key_is_lock_lost_and_changes_nothing(
@@ -63,16 +63,16 @@ pub async fn reserving_without_holding_the_key_is_lock_lost_and_changes_nothing(
     let at = now();
 
     // Never claimed.
-    let never = Purchase::new(plan.id, "cus_1", "never", at);
+    let never = Purchase::new(plan.id(), "cus_1", "never", at);
     // Held by another request.
-    let held = Purchase::new(plan.id, "cus_1", "held", at);
+    let held = Purchase::new(plan.id(), "cus_1", "held", at);
     held.claim(&*store).await;
     let mut intruder = held
         .clone()
         .with_subscription_id(SubscriptionId::generate());
     intruder.reserve.owner = LockToken::generate();
     // Released by its owner.
-    let released = Purchase::new(plan.id, "cus_1", "released", at);
+    let released = Purchase::new(plan.id(), "cus_1", "released", at);
     released.claim(&*store).await;
     assert!(store
         .release_key(
@@ -89,14 +89,14 @@ pub async fn reserving_without_holding_the_key_is_lock_lost_and_changes_nothing(
     let mut finished_retry = finished
         .clone()
         .with_subscription_id(SubscriptionId::generate());
-    finished_retry.reserve.plan_id = plan.id;
+    finished_retry.reserve.plan_id = plan.id();
     // Held by the same owner token, but as another customer's key.
-    let shared = Purchase::new(plan.id, "cus_1", "shared", at);
+    let shared = Purchase::new(plan.id(), "cus_1", "shared", at);
     shared.claim(&*store).await;
-    let mut other_customer = Purchase::new(plan.id, "cus_2", "shared", at);
+    let mut other_customer = Purchase::new(plan.id(), "cus_2", "shared", at);
     other_customer.reserve.owner = shared.claim.owner;
     // Held by its owner, but already holding a seat: one key never holds two.
-    let reserved = Purchase::new(plan.id, "cus_1", "reserved", at);
+    let reserved = Purchase::new(plan.id(), "cus_1", "reserved", at);
     reserved.claim(&*store).await;
     reserved.reserve(&*store).await;
     let twice = reserved
@@ -111,7 +111,7 @@ pub async fn reserving_without_holding_the_key_is_lock_lost_and_changes_nothing(
         ("another customer's key", &other_customer),
         ("a key that already reserved a seat", &twice),
     ] {
-        let before = snapshot(&*store, plan.id).await;
+        let before = snapshot(&*store, plan.id()).await;
         match store.reserve_seat(&attempt.reserve).await {
             Err(ReserveError::LockLost) => {}
             other => panic!("reserving with {what} must be LockLost, got {other:?}"),
@@ -131,7 +131,7 @@ pub async fn reserving_without_holding_the_key_is_lock_lost_and_changes_nothing(
             plan_id: finished.reserve.plan_id
         }
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn reserving_a_seat_of_an_unknown_plan_finishes_the_key_as_plan_not_found(
@@ -139,7 +139,7 @@ pub async fn reserving_a_seat_of_an_unknown_plan_finishes_the_key_as_plan_not_fo
 ) {
     let store = factory.fresh().await;
     let other = create_plan(&*store, 3).await;
-    let before = snapshot(&*store, other.id).await;
+    let before = snapshot(&*store, other.id()).await;
     let unknown = PlanId::generate();
     let at = now();
     let purchase = Purchase::new(unknown, "cus_1", "k", at);
@@ -160,7 +160,7 @@ pub async fn reserving_a_seat_of_an_unknown_plan_finishes_the_key_as_plan_not_fo
         store.get_plan(unknown).await.expect("get_plan failed"),
         None
     );
-    assert_eq!(snapshot(&*store, other.id).await, before);
+    assert_eq!(snapshot(&*store, other.id()).await, before);
     assert_eq!(
         finished_outcome(&*store, &purchase, at + secs(1)).await,
         (outcome, purchase.reserve.request_id.clone()),
@@ -186,7 +186,7 @@ pub async fn reserving_a_seat_of_an_archived_plan_finishes_the_key_as_plan_inact
         let plan = create_plan(&*store, capacity).await;
         for i in 0..held {
             Purchase::new(
-                plan.id,
+                plan.id(),
                 &format!("cus_held_{capacity}"),
                 &format!("k{i}"),
                 at,
@@ -195,19 +195,19 @@ pub async fn reserving_a_seat_of_an_archived_plan_finishes_the_key_as_plan_inact
             .await;
         }
         store
-            .update_plan(plan.id, &archive, &admin("archive"), at)
+            .update_plan(plan.id(), &archive, &admin("archive"), at)
             .await
             .expect("update_plan failed");
-        let before = snapshot(&*store, plan.id).await;
-        let purchase = Purchase::new(plan.id, &format!("cus_{capacity}"), "k", at);
+        let before = snapshot(&*store, plan.id()).await;
+        let purchase = Purchase::new(plan.id(), &format!("cus_{capacity}"), "k", at);
         purchase.claim(&*store).await;
-        let outcome = PurchaseOutcome::PlanInactive { plan_id: plan.id };
+        let outcome = PurchaseOutcome::PlanInactive { plan_id: plan.id() };
         assert_eq!(
             purchase.reserve(&*store).await,
             Reservation::Rejected(outcome.clone()),
             "an archived plan of {capacity} seats with {held} held"
         );
-        assert_eq!(snapshot(&*store, plan.id).await, before);
+        assert_eq!(snapshot(&*store, plan.id()).await, before);
         assert_eq!(
             store
                 .get_subscription(purchase.subscription_id())
@@ -219,7 +219,7 @@ pub async fn reserving_a_seat_of_an_archived_plan_finishes_the_key_as_plan_inact
             finished_outcome(&*store, &purchase, at + secs(1)).await,
             (outcome, purchase.reserve.request_id.clone())
         );
-        assert_invariants(&*store, plan.id).await;
+        assert_invariants(&*store, plan.id()).await;
     }
 }
 
@@ -227,20 +227,20 @@ pub async fn reserving_the_last_seat_then_one_more_is_sold_out(factory: &dyn Sto
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 1).await;
     let at = now();
-    let first = Purchase::new(plan.id, "cus_1", "k", at);
+    let first = Purchase::new(plan.id(), "cus_1", "k", at);
     first.reserved(&*store).await;
-    let before = snapshot(&*store, plan.id).await;
-    assert!(before.stats.sold_out && before.plan.seats_left == 0);
+    let before = snapshot(&*store, plan.id()).await;
+    assert!(before.stats.sold_out && before.plan.seats_left() == 0);
 
-    let second = Purchase::new(plan.id, "cus_2", "k", at);
+    let second = Purchase::new(plan.id(), "cus_2", "k", at);
     second.claim(&*store).await;
-    let outcome = PurchaseOutcome::SoldOut { plan_id: plan.id };
+    let outcome = PurchaseOutcome::SoldOut { plan_id: plan.id() };
     assert_eq!(
         second.reserve(&*store).await,
         Reservation::Rejected(outcome.clone())
     );
     assert_eq!(
-        snapshot(&*store, plan.id).await,
+        snapshot(&*store, plan.id()).await,
         before,
         "a sold-out rejection changes nothing of the plan"
     );
@@ -256,7 +256,7 @@ pub async fn reserving_the_last_seat_then_one_more_is_sold_out(factory: &dyn Sto
         (outcome, second.reserve.request_id.clone())
     );
     assert_key_in_use(&*store, &first, at + secs(1)).await;
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_as_created(
@@ -265,9 +265,9 @@ pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 2).await;
     let at = now();
-    let purchase = Purchase::new(plan.id, "cus_1", "k", at);
+    let purchase = Purchase::new(plan.id(), "cus_1", "k", at);
     let reserved = purchase.reserved(&*store).await;
-    let before = plan_now(&*store, plan.id).await;
+    let before = plan_now(&*store, plan.id()).await;
 
     let later = at + secs(5);
     let cmd = purchase.completion(
@@ -293,20 +293,19 @@ pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_
         }
     );
     assert_eq!(subscription_now(&*store, expected.id).await, expected);
-    let mut expected_plan = before.clone();
-    expected_plan.seq += 1;
+    let expected_plan = altered(&before, |p| p.seq += 1);
     assert_eq!(
-        plan_now(&*store, plan.id).await,
+        plan_now(&*store, plan.id()).await,
         expected_plan,
         "activation moves no seat"
     );
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     assert_same_entry(
         audit.last().expect("an audit entry"),
         &AuditEntry::record(
             &expected_plan,
             AuditAction::PurchaseActivated,
-            before.seats_left,
+            before.seats_left(),
             Some(expected.id),
             None,
             &cmd.ctx,
@@ -314,7 +313,7 @@ pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_
         ),
     );
     assert_eq!(
-        stats_now(&*store, plan.id).await,
+        stats_now(&*store, plan.id()).await,
         stats_of(&expected_plan, [0, 1, 0, 0])
     );
     assert_eq!(
@@ -322,7 +321,7 @@ pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_
         (outcome, "req-finish".to_owned()),
         "the key is finished with the outcome under the completion's request id"
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_declined_purchase_expires_the_subscription_releases_the_seat_and_finishes_its_key(
@@ -331,9 +330,9 @@ pub async fn a_declined_purchase_expires_the_subscription_releases_the_seat_and_
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 2).await;
     let at = now();
-    let purchase = Purchase::new(plan.id, "cus_1", "k", at);
+    let purchase = Purchase::new(plan.id(), "cus_1", "k", at);
     let reserved = purchase.reserved(&*store).await;
-    let before = plan_now(&*store, plan.id).await;
+    let before = plan_now(&*store, plan.id()).await;
 
     let later = at + secs(5);
     let reason = "card_declined: Your card was declined.";
@@ -361,21 +360,22 @@ pub async fn a_declined_purchase_expires_the_subscription_releases_the_seat_and_
         }
     );
     assert_eq!(subscription_now(&*store, expected.id).await, expected);
-    let mut expected_plan = before.clone();
-    expected_plan.seq += 1;
-    expected_plan.seats_left += 1;
+    let expected_plan = altered(&before, |p| {
+        p.seq += 1;
+        p.seats_left += 1;
+    });
     assert_eq!(
-        plan_now(&*store, plan.id).await,
+        plan_now(&*store, plan.id()).await,
         expected_plan,
         "a decline gives the seat back"
     );
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     assert_same_entry(
         audit.last().expect("an audit entry"),
         &AuditEntry::record(
             &expected_plan,
             AuditAction::SeatReleased,
-            before.seats_left,
+            before.seats_left(),
             Some(expected.id),
             Some(reason.into()),
             &cmd.ctx,
@@ -383,14 +383,14 @@ pub async fn a_declined_purchase_expires_the_subscription_releases_the_seat_and_
         ),
     );
     assert_eq!(
-        stats_now(&*store, plan.id).await,
+        stats_now(&*store, plan.id()).await,
         stats_of(&expected_plan, [0, 0, 0, 1])
     );
     assert_eq!(
         finished_outcome(&*store, &purchase, later + secs(1)).await,
         (outcome, "req-finish".to_owned())
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn completing_a_purchase_twice_is_not_incomplete_and_changes_nothing(
@@ -399,13 +399,13 @@ pub async fn completing_a_purchase_twice_is_not_incomplete_and_changes_nothing(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now();
-    let charged = Purchase::new(plan.id, "cus_1", "charged", at);
+    let charged = Purchase::new(plan.id(), "cus_1", "charged", at);
     charged.reserved(&*store).await;
     charged.charged(&*store, "pi_first", at).await;
-    let declined = Purchase::new(plan.id, "cus_1", "declined", at);
+    let declined = Purchase::new(plan.id(), "cus_1", "declined", at);
     declined.reserved(&*store).await;
     declined.declined(&*store, "card_declined", at).await;
-    let canceled = Purchase::new(plan.id, "cus_1", "canceled", at);
+    let canceled = Purchase::new(plan.id(), "cus_1", "canceled", at);
     canceled.active(&*store).await;
     store
         .cancel_subscription(canceled.subscription_id(), &admin("cancel"), at)
@@ -423,7 +423,7 @@ pub async fn completing_a_purchase_twice_is_not_incomplete_and_changes_nothing(
                 reason: "late decline".into(),
             },
         ] {
-            let before = snapshot(&*store, plan.id).await;
+            let before = snapshot(&*store, plan.id()).await;
             let cmd = purchase.completion(result, "req-second", at + secs(2));
             match store.complete_purchase(&cmd).await {
                 Err(CompleteError::NotIncomplete(current)) => assert_eq!(
@@ -435,7 +435,7 @@ pub async fn completing_a_purchase_twice_is_not_incomplete_and_changes_nothing(
                     sub_before.status.as_str()
                 ),
             }
-            assert_eq!(snapshot(&*store, plan.id).await, before);
+            assert_eq!(snapshot(&*store, plan.id()).await, before);
             assert_eq!(
                 subscription_now(&*store, purchase.subscription_id()).await,
                 sub_before
@@ -447,13 +447,13 @@ pub async fn completing_a_purchase_twice_is_not_incomplete_and_changes_nothing(
             );
         }
     }
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn completing_an_unknown_subscription_is_not_found(factory: &dyn StoreFactory) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
-    let before = snapshot(&*store, plan.id).await;
+    let before = snapshot(&*store, plan.id()).await;
     let unknown = SubscriptionId::generate();
     let cmd = CompletePurchase {
         subscription_id: unknown,
@@ -469,7 +469,7 @@ pub async fn completing_an_unknown_subscription_is_not_found(factory: &dyn Store
         Err(CompleteError::NotFound(id)) => assert_eq!(id, unknown),
         other => panic!("completing an unknown subscription must be NotFound, got {other:?}"),
     }
-    assert_eq!(snapshot(&*store, plan.id).await, before);
+    assert_eq!(snapshot(&*store, plan.id()).await, before);
 }
 
 pub async fn completing_a_purchase_finishes_its_key_even_after_a_release_or_a_takeover(
@@ -480,7 +480,7 @@ pub async fn completing_a_purchase_finishes_its_key_even_after_a_release_or_a_ta
     let at = now();
 
     // Released after an unknown payment outcome; the reconciler completes it.
-    let released = Purchase::new(plan.id, "cus_1", "released", at);
+    let released = Purchase::new(plan.id(), "cus_1", "released", at);
     released.reserved(&*store).await;
     assert!(store
         .release_key(
@@ -507,7 +507,7 @@ pub async fn completing_a_purchase_finishes_its_key_even_after_a_release_or_a_ta
     );
 
     // Taken over by a retry, then completed by the reconciler.
-    let abandoned = Purchase::new(plan.id, "cus_1", "abandoned", at);
+    let abandoned = Purchase::new(plan.id(), "cus_1", "abandoned", at);
     abandoned.reserved(&*store).await;
     let takeover = abandoned.reclaim(at + span(LEASE) + secs(1));
     assert!(matches!(
@@ -536,7 +536,7 @@ pub async fn completing_a_purchase_finishes_its_key_even_after_a_release_or_a_ta
             .expect("release_key failed"),
         "a finished key has no lock left to release"
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 /// A record past its retention is replaced by a new purchase's record under the same key
@@ -549,10 +549,10 @@ pub async fn completing_an_old_purchase_leaves_a_newer_purchase_under_the_same_k
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let t = now();
-    let old = Purchase::new(plan.id, "cus_1", "k", t - secs(2 * 86_400));
+    let old = Purchase::new(plan.id(), "cus_1", "k", t - secs(2 * 86_400));
     old.reserved(&*store).await;
 
-    let newer = Purchase::new(plan.id, "cus_1", "k", t);
+    let newer = Purchase::new(plan.id(), "cus_1", "k", t);
     assert_eq!(
         store
             .claim_key(&newer.claim)
@@ -584,7 +584,7 @@ pub async fn completing_an_old_purchase_leaves_a_newer_purchase_under_the_same_k
         finished_outcome(&*store, &newer, t + secs(4)).await,
         (done.outcome, newer.reserve.request_id.clone())
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step(
@@ -593,7 +593,7 @@ pub async fn reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now() + secs(1);
-    let purchase = Purchase::new(plan.id, "cus_1", "k1", at);
+    let purchase = Purchase::new(plan.id(), "cus_1", "k1", at);
     let got = purchase.reserve_with_new_key(&*store).await;
     let expected = assert_first_seat_reserved(&*store, &plan, &purchase, got, at).await;
 
@@ -613,12 +613,12 @@ pub async fn reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step(
         "the key was stored as the claim's fresh record"
     );
     // The same key of another customer is another, new key.
-    let other = Purchase::new(plan.id, "cus_2", "k1", at);
+    let other = Purchase::new(plan.id(), "cus_2", "k1", at);
     assert!(matches!(
         other.reserve_with_new_key(&*store).await,
         Reservation::Reserved(_)
     ));
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_nothing(
@@ -630,7 +630,7 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
 
     // Held by another request, and by the very owner that claimed it: either way the
     // key is not new.
-    let held = Purchase::new(plan.id, "cus_1", "held", t);
+    let held = Purchase::new(plan.id(), "cus_1", "held", t);
     held.claim(&*store).await;
     let other_owner = held
         .taken_over_by(&held.reclaim(t))
@@ -645,9 +645,9 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
     let mut finished_retry = finished
         .taken_over_by(&finished.reclaim(t))
         .with_subscription_id(SubscriptionId::generate());
-    finished_retry.reserve.plan_id = plan.id;
+    finished_retry.reserve.plan_id = plan.id();
     // Open at `Reserved`, released by its owner.
-    let released = Purchase::new(plan.id, "cus_1", "released", t);
+    let released = Purchase::new(plan.id(), "cus_1", "released", t);
     released.reserved(&*store).await;
     assert!(store
         .release_key(
@@ -668,7 +668,7 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
     let mut expired_retry = expired
         .taken_over_by(&expired.reclaim(t))
         .with_subscription_id(SubscriptionId::generate());
-    expired_retry.reserve.plan_id = plan.id;
+    expired_retry.reserve.plan_id = plan.id();
 
     for (what, attempt) in [
         ("a key held by another request", &other_owner),
@@ -677,7 +677,7 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
         ("a released key at Reserved", &released_retry),
         ("a key past its retention", &expired_retry),
     ] {
-        let before = snapshot(&*store, plan.id).await;
+        let before = snapshot(&*store, plan.id()).await;
         match store.reserve_with_new_key(&attempt.with_new_key()).await {
             Ok(NewKeyReservation::KeyExists) => {}
             other => panic!("reserving with {what} as a new key must be KeyExists, got {other:?}"),
@@ -715,7 +715,7 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
         store.claim_key(&again).await.expect("claim_key failed"),
         Claim::Acquired(again.fresh_record())
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_key(
@@ -725,7 +725,7 @@ pub async fn reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_
     let at = now();
     // Sold out: one seat, taken by the first purchase.
     let sold = create_plan(&*store, 1).await;
-    Purchase::new(sold.id, "cus_first", "k", at)
+    Purchase::new(sold.id(), "cus_first", "k", at)
         .reserve_with_new_key(&*store)
         .await;
     // Archived, with seats left.
@@ -735,17 +735,17 @@ pub async fn reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_
         ..Default::default()
     };
     store
-        .update_plan(archived.id, &archive, &admin("archive"), at)
+        .update_plan(archived.id(), &archive, &admin("archive"), at)
         .await
         .expect("update_plan failed");
     let unknown = PlanId::generate();
 
     for (plan_id, outcome) in [
-        (sold.id, PurchaseOutcome::SoldOut { plan_id: sold.id }),
+        (sold.id(), PurchaseOutcome::SoldOut { plan_id: sold.id() }),
         (
-            archived.id,
+            archived.id(),
             PurchaseOutcome::PlanInactive {
-                plan_id: archived.id,
+                plan_id: archived.id(),
             },
         ),
         (unknown, PurchaseOutcome::PlanNotFound { plan_id: unknown }),
@@ -780,8 +780,8 @@ pub async fn reserving_with_a_new_key_where_no_seat_can_be_had_finishes_the_new_
             "the new key is stored finished with the rejection"
         );
     }
-    assert_invariants(&*store, sold.id).await;
-    assert_invariants(&*store, archived.id).await;
+    assert_invariants(&*store, sold.id()).await;
+    assert_invariants(&*store, archived.id()).await;
 }
 
 /// Fails unless `got`, the first reservation of `plan` (3 seats, untouched), by `purchase`
@@ -808,11 +808,12 @@ async fn assert_first_seat_reserved(
         "the reservation is the subscription built by Subscription::reserve"
     );
     assert_eq!(subscription_now(store, expected.id).await, expected);
-    let mut expected_plan = plan.clone();
-    expected_plan.seats_left = 2;
-    expected_plan.seq = 2;
-    assert_eq!(plan_now(store, plan.id).await, expected_plan);
-    let audit = whole_audit(store, plan.id).await;
+    let expected_plan = altered(plan, |p| {
+        p.seats_left = 2;
+        p.seq = 2;
+    });
+    assert_eq!(plan_now(store, plan.id()).await, expected_plan);
+    let audit = whole_audit(store, plan.id()).await;
     assert_eq!(audit.len(), 2);
     assert_same_entry(
         &audit[1],
@@ -827,7 +828,7 @@ async fn assert_first_seat_reserved(
         ),
     );
     assert_eq!(
-        stats_now(store, plan.id).await,
+        stats_now(store, plan.id()).await,
         stats_of(&expected_plan, [1, 0, 0, 0])
     );
     expected
@@ -842,7 +843,7 @@ async fn assert_nothing_reserved(
     what: &str,
 ) {
     assert_eq!(
-        &snapshot(store, before.plan.id).await,
+        &snapshot(store, before.plan.id()).await,
         before,
         "reserving with {what} changed the plan"
     );

@@ -50,7 +50,7 @@ pub async fn stale_incomplete_purchases_are_leased_once_until_their_lease_ends(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let t0 = now();
-    let (purchase, sub) = stale_purchase(&*store, plan.id, 1, t0).await;
+    let (purchase, sub) = stale_purchase(&*store, plan.id(), 1, t0).await;
 
     let fresh = store
         .claim_recovery(&claim_at(
@@ -134,7 +134,7 @@ pub async fn a_released_recovery_task_goes_to_the_next_reconciler_at_once(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let t0 = now();
-    let (_, sub) = stale_purchase(&*store, plan.id, 1, t0).await;
+    let (_, sub) = stale_purchase(&*store, plan.id(), 1, t0).await;
     let a = LockToken::generate();
     let b = LockToken::generate();
     let got = store
@@ -167,7 +167,7 @@ pub async fn declining_with_verify_after_schedules_a_late_charge_check_when_it_i
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let t0 = now();
-    let (purchase, sub) = stale_purchase(&*store, plan.id, 1, t0).await;
+    let (purchase, sub) = stale_purchase(&*store, plan.id(), 1, t0).await;
     let mut cmd = purchase.completion(
         ChargeResult::Declined {
             reason: "recovery: never charged".into(),
@@ -212,7 +212,7 @@ pub async fn declining_with_verify_after_schedules_a_late_charge_check_when_it_i
     assert_eq!(due[0].phase, RecoveryPhase::Verify);
     assert_eq!(due[0].subscription.id, sub.id);
 
-    let audit_before = whole_audit(&*store, plan.id).await;
+    let audit_before = whole_audit(&*store, plan.id()).await;
     assert!(
         !store
             .finish_verification(
@@ -231,7 +231,7 @@ pub async fn declining_with_verify_after_schedules_a_late_charge_check_when_it_i
         .await
         .expect("finish_verification failed"));
     assert_eq!(
-        whole_audit(&*store, plan.id).await,
+        whole_audit(&*store, plan.id()).await,
         audit_before,
         "a check that found nothing records nothing"
     );
@@ -259,7 +259,7 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let t0 = now();
-    let (purchase, sub) = stale_purchase(&*store, plan.id, 1, t0).await;
+    let (purchase, sub) = stale_purchase(&*store, plan.id(), 1, t0).await;
     let mut cmd = purchase.completion(
         ChargeResult::Declined {
             reason: "recovery: never charged".into(),
@@ -278,7 +278,9 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
         .await
         .expect("claim_recovery failed");
     assert_eq!(due.len(), 1);
-    let seats = crate::support::plan_now(&*store, plan.id).await.seats_left;
+    let seats = crate::support::plan_now(&*store, plan.id())
+        .await
+        .seats_left();
     assert!(store
         .finish_verification(
             sub.id,
@@ -289,7 +291,7 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
         )
         .await
         .expect("finish_verification failed"));
-    let audit = whole_audit(&*store, plan.id).await;
+    let audit = whole_audit(&*store, plan.id()).await;
     let last = audit.last().expect("an audit entry");
     assert_eq!(last.action, AuditAction::PaymentRefunded);
     assert_eq!(last.subscription_id, Some(sub.id));
@@ -308,15 +310,15 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
             .expect("record_refund failed"),
         "a refund is audited once"
     );
-    assert_eq!(whole_audit(&*store, plan.id).await.len(), audit.len());
-    assert_invariants(&*store, plan.id).await;
+    assert_eq!(whole_audit(&*store, plan.id()).await.len(), audit.len());
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_refund_recorded_outside_a_check_is_audited_once(factory: &dyn StoreFactory) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let t0 = now();
-    let (purchase, sub) = stale_purchase(&*store, plan.id, 1, t0).await;
+    let (purchase, sub) = stale_purchase(&*store, plan.id(), 1, t0).await;
     purchase
         .declined(&*store, "never charged", t0 + secs(1))
         .await;
@@ -328,13 +330,13 @@ pub async fn a_refund_recorded_outside_a_check_is_audited_once(factory: &dyn Sto
         .record_refund(sub.id, "pi_x", &admin("r"), t0 + secs(3))
         .await
         .expect("record_refund failed"));
-    let refunds = whole_audit(&*store, plan.id)
+    let refunds = whole_audit(&*store, plan.id())
         .await
         .into_iter()
         .filter(|e| e.action == AuditAction::PaymentRefunded)
         .count();
     assert_eq!(refunds, 1);
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn many_reconcilers_claiming_at_once_never_get_the_same_task(factory: &dyn StoreFactory) {
@@ -342,7 +344,7 @@ pub async fn many_reconcilers_claiming_at_once_never_get_the_same_task(factory: 
     let plan = create_plan(&*store, 30).await;
     let t0 = now();
     for n in 0..20 {
-        stale_purchase(&*store, plan.id, n, t0).await;
+        stale_purchase(&*store, plan.id(), n, t0).await;
     }
     let backlog = store
         .recovery_backlog(t0 + secs(1))

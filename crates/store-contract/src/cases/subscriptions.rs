@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::{
     support::{
-        admin, assert_invariants, assert_same_entry, create_plan, customer, finished_outcome, now,
-        plan_now, secs, snapshot, stats_now, stats_of, subscription_now, whole_audit, Purchase,
+        admin, altered, assert_invariants, assert_same_entry, create_plan, customer,
+        finished_outcome, now, plan_now, secs, snapshot, stats_now, stats_of, subscription_now,
+        whole_audit, Purchase,
     },
     StoreFactory,
 };
@@ -23,11 +24,11 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 5).await;
     let at = now();
-    let incomplete = Purchase::new(plan.id, "cus_1", "k1", at);
+    let incomplete = Purchase::new(plan.id(), "cus_1", "k1", at);
     let reserved = incomplete.reserved(&*store).await;
     assert_eq!(subscription_now(&*store, reserved.id).await, reserved);
 
-    let charged = Purchase::new(plan.id, "cus_1", "k2", at);
+    let charged = Purchase::new(plan.id(), "cus_1", "k2", at);
     charged.reserved(&*store).await;
     let active = charged
         .charged(&*store, "pi_read_back", at + secs(2))
@@ -36,7 +37,7 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
         .clone();
     assert_eq!(subscription_now(&*store, active.id).await, active);
 
-    let declined = Purchase::new(plan.id, "cus_1", "k3", at);
+    let declined = Purchase::new(plan.id(), "cus_1", "k3", at);
     declined.reserved(&*store).await;
     let expired = declined
         .declined(
@@ -56,7 +57,7 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
             .expect("get_subscription failed"),
         None
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_elses(
@@ -72,7 +73,7 @@ pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_els
     // two plans and in every status.
     let mut mine = Vec::new();
     for i in 0..5 {
-        let p = Purchase::new(plans[i % 2].id, "cus_a", &format!("k{i}"), at)
+        let p = Purchase::new(plans[i % 2].id(), "cus_a", &format!("k{i}"), at)
             .with_subscription_id(SubscriptionId::from_uuid(Uuid::new_v4()));
         p.reserved(&*store).await;
         match i {
@@ -102,7 +103,7 @@ pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_els
         ("CUS_A", "k0"),
         ("cus_", "k0"),
     ] {
-        Purchase::new(plans[0].id, who, key, at)
+        Purchase::new(plans[0].id(), who, key, at)
             .reserved(&*store)
             .await;
     }
@@ -152,16 +153,16 @@ pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_els
     assert_eq!(b.len(), 2);
     assert!(b.iter().all(|s| s.customer_id.as_str() == "cus_b"));
     for plan in &plans {
-        assert_invariants(&*store, plan.id).await;
+        assert_invariants(&*store, plan.id()).await;
     }
 }
 
 pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &dyn StoreFactory) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
-    let purchase = Purchase::new(plan.id, "cus_1", "k1", now());
+    let purchase = Purchase::new(plan.id(), "cus_1", "k1", now());
     let active = purchase.active(&*store).await;
-    let before = plan_now(&*store, plan.id).await;
+    let before = plan_now(&*store, plan.id()).await;
 
     let ctx = admin("trace-cancel");
     let at = now() + secs(5);
@@ -179,18 +180,19 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
         }
     );
     assert_eq!(subscription_now(&*store, active.id).await, expected);
-    let mut expected_plan = before.clone();
-    expected_plan.seats_left += 1;
-    expected_plan.seq += 1;
-    assert_eq!(plan_now(&*store, plan.id).await, expected_plan);
-    let audit = whole_audit(&*store, plan.id).await;
-    assert_eq!(audit.len() as u64, expected_plan.seq);
+    let expected_plan = altered(&before, |p| {
+        p.seats_left += 1;
+        p.seq += 1;
+    });
+    assert_eq!(plan_now(&*store, plan.id()).await, expected_plan);
+    let audit = whole_audit(&*store, plan.id()).await;
+    assert_eq!(audit.len() as u64, expected_plan.seq());
     assert_same_entry(
         audit.last().expect("an audit entry"),
         &AuditEntry::record(
             &expected_plan,
             AuditAction::SubscriptionCanceled,
-            before.seats_left,
+            before.seats_left(),
             Some(active.id),
             None,
             &ctx,
@@ -198,12 +200,12 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
         ),
     );
     assert_eq!(
-        stats_now(&*store, plan.id).await,
+        stats_now(&*store, plan.id()).await,
         stats_of(&expected_plan, [0, 0, 1, 0])
     );
 
     // Again: nothing changes, and the subscription comes back as it was cancelled.
-    let after_first = snapshot(&*store, plan.id).await;
+    let after_first = snapshot(&*store, plan.id()).await;
     let again = store
         .cancel_subscription(active.id, &admin("trace-cancel-again"), at + secs(5))
         .await
@@ -215,9 +217,9 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
             already_canceled: true
         }
     );
-    assert_eq!(snapshot(&*store, plan.id).await, after_first);
+    assert_eq!(snapshot(&*store, plan.id()).await, after_first);
     assert_eq!(subscription_now(&*store, active.id).await, expected);
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 /// A finished key replays the answer its purchase gave, not the subscription as it is now.
@@ -226,7 +228,7 @@ pub async fn a_cancelled_purchase_still_replays_the_subscription_as_it_was_sold(
 ) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
-    let purchase = Purchase::new(plan.id, "cus_1", "k1", now());
+    let purchase = Purchase::new(plan.id(), "cus_1", "k1", now());
     let active = purchase.active(&*store).await;
     let sold = PurchaseOutcome::Created {
         subscription: active.clone(),
@@ -251,7 +253,7 @@ pub async fn a_cancelled_purchase_still_replays_the_subscription_as_it_was_sold(
         (sold, purchase.reserve.request_id.clone()),
         "the replay is the purchase's own answer, whatever happened to the subscription since"
     );
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn cancelling_a_subscription_that_is_not_active_is_refused_and_changes_nothing(
@@ -260,9 +262,9 @@ pub async fn cancelling_a_subscription_that_is_not_active_is_refused_and_changes
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
     let at = now();
-    let incomplete = Purchase::new(plan.id, "cus_1", "k1", at);
+    let incomplete = Purchase::new(plan.id(), "cus_1", "k1", at);
     incomplete.reserved(&*store).await;
-    let declined = Purchase::new(plan.id, "cus_1", "k2", at);
+    let declined = Purchase::new(plan.id(), "cus_1", "k2", at);
     declined.reserved(&*store).await;
     declined.declined(&*store, "card_declined", at).await;
 
@@ -271,7 +273,7 @@ pub async fn cancelling_a_subscription_that_is_not_active_is_refused_and_changes
         (&declined, SubscriptionStatus::IncompleteExpired),
     ] {
         let id = purchase.subscription_id();
-        let before = snapshot(&*store, plan.id).await;
+        let before = snapshot(&*store, plan.id()).await;
         let sub_before = subscription_now(&*store, id).await;
         match store
             .cancel_subscription(id, &admin("cancel"), at + secs(1))
@@ -283,16 +285,16 @@ pub async fn cancelling_a_subscription_that_is_not_active_is_refused_and_changes
                 status.as_str()
             ),
         }
-        assert_eq!(snapshot(&*store, plan.id).await, before);
+        assert_eq!(snapshot(&*store, plan.id()).await, before);
         assert_eq!(subscription_now(&*store, id).await, sub_before);
     }
-    assert_invariants(&*store, plan.id).await;
+    assert_invariants(&*store, plan.id()).await;
 }
 
 pub async fn cancelling_an_unknown_subscription_is_not_found(factory: &dyn StoreFactory) {
     let store = factory.fresh().await;
     let plan = create_plan(&*store, 3).await;
-    let before = snapshot(&*store, plan.id).await;
+    let before = snapshot(&*store, plan.id()).await;
     let unknown = SubscriptionId::generate();
     match store
         .cancel_subscription(unknown, &admin("cancel"), now())
@@ -301,5 +303,5 @@ pub async fn cancelling_an_unknown_subscription_is_not_found(factory: &dyn Store
         Err(CancelError::NotFound(id)) => assert_eq!(id, unknown),
         other => panic!("cancelling an unknown subscription must be NotFound, got {other:?}"),
     }
-    assert_eq!(snapshot(&*store, plan.id).await, before);
+    assert_eq!(snapshot(&*store, plan.id()).await, before);
 }
