@@ -18,6 +18,10 @@ openapi:
     cargo run -q -p seatkeeper-server -- openapi > openapi.yaml.new
     mv openapi.yaml.new openapi.yaml
 
+# Clients from openapi.yaml with openapi-generator (python, typescript-fetch, rust), openapi-python-client and openapi-typescript, into /tmp/seatkeeper-clients: lists their warnings, fails on any not explained in docs/architecture.md (installs the pinned generators under ~/.cache/seatkeeper/).
+check-clients:
+    bash .ci/check-clients.sh
+
 # Schema fuzzing: schemathesis against the debug server on the in-memory store, every check and phase (~20 s after the build; FUZZ_SEED=random for other inputs).
 fuzz-api:
     bash .ci/schemathesis.sh

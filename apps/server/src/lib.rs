@@ -11,7 +11,8 @@
 //! - [`extract`]: bodies, headers, query strings and the admin token, validated.
 //! - [`problem`] and `errors`: RFC 9457 problem responses, and the one place where
 //!   domain errors become HTTP statuses.
-//! - [`request_id`]: the `X-Request-Id` middleware and per-request log span.
+//! - [`request_id`]: request ids and each request's span (tracing-actix-web's
+//!   `TracingLogger` with our root span), and the `X-Request-Id` response header.
 //! - [`recovery`]: the reconciler's runs in this instance, for the admin API.
 //! - [`telemetry`]: the log subscriber.
 //! - [`timestamp`]: RFC 3339 timestamps in bodies, written without `core::fmt`.

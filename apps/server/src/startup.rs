@@ -19,6 +19,7 @@ use seatkeeper_store_memory::MemoryStore;
 use seatkeeper_store_mongo::{MongoSettings, MongoStore};
 use seatkeeper_store_postgres::{PostgresSettings, PostgresStore};
 use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
 
 use crate::{
     configuration::{redact, ExposeSecret, PaymentProvider, Secret, Settings, StoreKind},
@@ -171,7 +172,9 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(crate::metrics::middleware)
-                .wrap_fn(request_id::middleware)
+                .wrap_fn(request_id::respond)
+                // Outermost: the request's span covers the other middleware too.
+                .wrap(TracingLogger::<request_id::RequestSpan>::new())
                 .app_data(state.clone())
                 .app_data(token.clone())
                 .app_data(web::PayloadConfig::new(body_limit))

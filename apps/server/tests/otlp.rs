@@ -1,6 +1,7 @@
 //! Trace export: with `log.otlp_endpoint` set, the server sends its spans over OTLP/HTTP
 //! (protobuf) to a collector, here a receiver that decodes what arrives the way a
-//! collector does (`opentelemetry-proto`). A request's span carries its request id.
+//! collector does (`opentelemetry-proto`). A request's span is a server span and carries
+//! its request id.
 
 use std::{
     process::{Command, Stdio},
@@ -11,7 +12,7 @@ use std::{
 use actix_web::{web, App, HttpResponse, HttpServer};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value,
-    common::v1::KeyValue,
+    common::v1::KeyValue, trace::v1::span::SpanKind,
 };
 use prost::Message;
 
@@ -108,6 +109,7 @@ async fn requests_are_exported_as_traces_to_the_configured_otlp_collector() {
                 service.as_deref() == Some("seatkeeper-server")
                     && rs.scope_spans.iter().flat_map(|s| &s.spans).any(|span| {
                         span.name == "request"
+                            && span.kind == SpanKind::Server as i32
                             && string_value(&span.attributes, "request_id").as_deref()
                                 == Some("otlp-probe-1")
                     })
@@ -122,7 +124,7 @@ async fn requests_are_exported_as_traces_to_the_configured_otlp_collector() {
     child.wait().unwrap();
     assert!(
         found,
-        "no span named 'request' with request_id otlp-probe-1 from service seatkeeper-server reached the collector ({} exports)",
+        "no server span named 'request' with request_id otlp-probe-1 from service seatkeeper-server reached the collector ({} exports)",
         received.lock().unwrap().len()
     );
 }

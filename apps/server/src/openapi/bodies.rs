@@ -46,8 +46,10 @@ pub struct Health {
     #[schema(value_type = HealthStatus)]
     pub status: String,
     /// From `/health/ready`: each dependency's state.
+    // Left out, never `null` (`skip_serializing_if`): not nullable, so generated clients
+    // type it `Checks` when present, not `Checks | null` (or Rust's `Option<Option<_>>`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[schema(required = false, nullable = false)]
     pub checks: Option<Checks>,
 }
 

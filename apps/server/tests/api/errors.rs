@@ -65,6 +65,40 @@ async fn a_sane_request_id_is_echoed_and_an_insane_one_replaced() {
 }
 
 #[tokio::test]
+async fn the_request_id_is_the_trace_id_of_the_audit_entries_it_caused() {
+    let app = spawn_memory_app().await;
+    let plan = app.create_plan(5).await;
+    let mut echoed = Vec::new();
+    for (customer, given) in [("cus_given", Some("buy-7.a:b")), ("cus_generated", None)] {
+        let mut req = app
+            .client
+            .post(app.url("/api/subscriptions/purchase"))
+            .header("Idempotency-Key", customer)
+            .json(&serde_json::json!({
+                "plan_id": plan, "customer_id": customer, "payment_method": "pm_card_visa"
+            }));
+        if let Some(id) = given {
+            req = req.header("X-Request-Id", id);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        if let Some(given) = given {
+            assert_eq!(id, given);
+        }
+        echoed.push((format!("customer:{customer}"), id));
+    }
+    let audit = app.audit(&plan).await;
+    for (actor, id) in echoed {
+        let entries: Vec<_> = audit.iter().filter(|e| e["actor"] == actor).collect();
+        assert!(!entries.is_empty(), "no audit entry by {actor}");
+        for entry in entries {
+            assert_eq!(entry["trace_id"], id.as_str(), "{entry}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn every_success_also_carries_a_request_id() {
     let app = spawn_memory_app().await;
     for path in ["/health", "/api/plans"] {
