@@ -41,6 +41,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use seatkeeper_domain::ports::Store;
 
+pub mod batching;
 pub mod cases;
 pub mod outage;
 pub mod support;
