@@ -474,3 +474,25 @@ where
     })
     .join();
 }
+
+/// Runs an async cleanup (through [`block_on_detached`]) when dropped: the guard a store
+/// on a test database keeps, so that the database goes with the store.
+pub struct CleanUpOnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl CleanUpOnDrop {
+    pub fn new<F, Fut>(work: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()>,
+    {
+        Self(Some(Box::new(move || block_on_detached(work))))
+    }
+}
+
+impl Drop for CleanUpOnDrop {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take() {
+            work();
+        }
+    }
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mongodb::{bson::doc, options::ClientOptions, Client};
 
-use seatkeeper_store_contract::support::block_on_detached;
+use seatkeeper_store_contract::support::CleanUpOnDrop;
 
 use crate::{settings::open, topology::hosts_of, MongoSettings, MongoStore};
 
@@ -35,27 +35,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct TestDatabases {
     url: String,
-}
-
-/// Drops its database when dropped.
-struct DropDatabase {
-    url: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let name = self.name.clone();
-        // Drop cannot await, and the store's client belongs to the test's runtime: a
-        // short-lived thread with its own runtime and client does it.
-        block_on_detached(move || async move {
-            if let Some(client) = client(&url).await {
-                let _ = client.database(&name).drop().await;
-                client.shutdown().await;
-            }
-        });
-    }
 }
 
 async fn client(url: &str) -> Option<Client> {
@@ -119,10 +98,14 @@ impl TestDatabases {
         let store = MongoStore::connect(&settings)
             .await
             .expect("connect to the test MongoDB deployment and prepare a fresh database");
-        let guard = DropDatabase {
-            url: self.url.clone(),
-            name,
-        };
+        let admin_url = self.url.clone();
+        // The store's client belongs to the test's runtime; the cleanup makes its own.
+        let guard = CleanUpOnDrop::new(move || async move {
+            if let Some(client) = client(&admin_url).await {
+                let _ = client.database(&name).drop().await;
+                client.shutdown().await;
+            }
+        });
         (store.with_guard(guard), url)
     }
 

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use seatkeeper_store_contract::support::block_on_detached;
+use seatkeeper_store_contract::support::CleanUpOnDrop;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, PgConnection};
 
 use crate::{PostgresSettings, PostgresStore};
@@ -23,26 +23,6 @@ const PREFIX: &str = "seatkeeper_test_";
 #[derive(Debug, Clone)]
 pub struct TestDatabases {
     admin: PgConnectOptions,
-}
-
-/// Drops its database when dropped.
-struct DropDatabase {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        // Drop cannot await; a short-lived thread with its own runtime can.
-        block_on_detached(move || async move {
-            if let Ok(mut c) = admin.connect().await {
-                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                let _ = sqlx::query(&drop).execute(&mut c).await;
-            }
-        });
-    }
 }
 
 impl TestDatabases {
@@ -100,10 +80,13 @@ impl TestDatabases {
         let store = PostgresStore::connect(&settings)
             .await
             .expect("connect to the fresh test database and migrate it");
-        let guard = DropDatabase {
-            admin: self.admin.clone(),
-            name,
-        };
+        let admin = self.admin.clone();
+        let guard = CleanUpOnDrop::new(move || async move {
+            if let Ok(mut c) = admin.connect().await {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(&drop).execute(&mut c).await;
+            }
+        });
         (store.with_guard(guard), url)
     }
 }
