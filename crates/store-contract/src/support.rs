@@ -496,3 +496,46 @@ impl Drop for CleanUpOnDrop {
         }
     }
 }
+
+/// The prefix of every test database's name, so that a sweep finds them all.
+pub const TEST_DATABASE_PREFIX: &str = "seatkeeper_test_";
+
+/// A new test database name: the prefix, the Unix time in seconds (for
+/// [`is_stale_test_database`]) and 16 random hex digits.
+pub fn test_database_name() -> String {
+    format!(
+        "{TEST_DATABASE_PREFIX}{}_{}",
+        unix_secs(),
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
+}
+
+/// Whether `name` is a test database made over an hour ago: a leftover of a killed run.
+pub fn is_stale_test_database(name: &str) -> bool {
+    name.strip_prefix(TEST_DATABASE_PREFIX)
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|made| made + 3600 < unix_secs())
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod test_database_names {
+    use super::*;
+
+    #[test]
+    fn a_fresh_name_is_not_stale_and_one_from_two_hours_ago_is() {
+        let fresh = test_database_name();
+        assert!(fresh.starts_with(TEST_DATABASE_PREFIX) && fresh.len() < 60);
+        assert!(!is_stale_test_database(&fresh));
+        let old = format!("{TEST_DATABASE_PREFIX}{}_abc", unix_secs() - 7200);
+        assert!(is_stale_test_database(&old));
+        assert!(!is_stale_test_database("seatkeeper_live"));
+    }
+}

@@ -17,18 +17,19 @@
 //! set, no rights) is skipped with the reason too. Under `CI` both panic instead, so that a
 //! broken setup cannot pass by skipping.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mongodb::{bson::doc, options::ClientOptions, Client};
 
-use seatkeeper_store_contract::support::CleanUpOnDrop;
+use seatkeeper_store_contract::support::{
+    is_stale_test_database, test_database_name, CleanUpOnDrop, TEST_DATABASE_PREFIX,
+};
 
 use crate::{settings::open, topology::hosts_of, MongoSettings, MongoStore};
 
 pub const URL_VARIABLE: &str = "SEATKEEPER_TEST_MONGODB_URL";
 /// Where `bash deploy/mongodb.sh start` serves its replica set.
 pub const DEFAULT_URL: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
-const PREFIX: &str = "seatkeeper_test_";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Hands out fresh test databases on one MongoDB deployment.
@@ -111,11 +112,7 @@ impl TestDatabases {
 
     /// A new database name (nothing is created).
     pub fn fresh_name(&self) -> String {
-        format!(
-            "{PREFIX}{}_{}",
-            unix_secs(),
-            &uuid::Uuid::new_v4().simple().to_string()[..16]
-        )
+        test_database_name()
     }
 }
 
@@ -149,13 +146,6 @@ fn url_naming(url: &str, database: &str) -> String {
     } else {
         format!("{scheme}://{authority}/{database}?{}", options.join("&"))
     }
-}
-
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn cause_chain(e: &dyn std::error::Error) -> String {
@@ -217,18 +207,13 @@ async fn pause_ttl_monitor(client: &Client) {
 async fn drop_stale(client: &Client) {
     let Ok(names) = client
         .list_database_names()
-        .filter(doc! { "name": { "$regex": format!("^{PREFIX}") } })
+        .filter(doc! { "name": { "$regex": format!("^{TEST_DATABASE_PREFIX}") } })
         .await
     else {
         return;
     };
-    let now = unix_secs();
     for name in names {
-        let created = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|s| s.parse::<u64>().ok());
-        if created.is_some_and(|t| t + 3600 < now) {
+        if is_stale_test_database(&name) {
             let _ = client.database(&name).drop().await;
         }
     }

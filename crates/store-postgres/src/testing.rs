@@ -8,16 +8,17 @@
 //! (the tests say they were skipped) — unless `CI` is set, where it panics, so that CI
 //! can never pass by skipping.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use seatkeeper_store_contract::support::CleanUpOnDrop;
+use seatkeeper_store_contract::support::{
+    is_stale_test_database, test_database_name, CleanUpOnDrop,
+};
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, PgConnection};
 
 use crate::{PostgresSettings, PostgresStore};
 
 pub const URL_VARIABLE: &str = "SEATKEEPER_TEST_POSTGRES_URL";
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const PREFIX: &str = "seatkeeper_test_";
 
 /// Hands out fresh test databases on one PostgreSQL server.
 #[derive(Debug, Clone)]
@@ -54,11 +55,7 @@ impl TestDatabases {
     /// A store on a new, empty, migrated database, and the database's URL (for server
     /// processes that should share it). The database lives as long as the store.
     pub async fn fresh_store_with_url(&self) -> (PostgresStore, String) {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let name = format!("{PREFIX}{secs}_{}", uuid::Uuid::new_v4().simple());
+        let name = test_database_name();
         let mut conn = self
             .admin
             .connect()
@@ -111,16 +108,8 @@ async fn drop_stale(conn: &mut PgConnection) {
     else {
         return;
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     for name in names {
-        let created = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|s| s.parse::<u64>().ok());
-        if created.is_some_and(|t| t + 3600 < now) {
+        if is_stale_test_database(&name) {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                 .execute(&mut *conn)
                 .await;
