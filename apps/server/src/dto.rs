@@ -207,15 +207,15 @@ pub struct SubscriptionBody<'a> {
 impl<'a> From<&'a Subscription> for SubscriptionBody<'a> {
     fn from(s: &'a Subscription) -> Self {
         Self {
-            id: s.id,
-            plan_id: s.plan_id,
-            customer_id: s.customer_id.as_str(),
-            status: s.status.as_str(),
-            payment_id: s.payment_id.as_deref(),
-            current_period_start: s.current_period_start,
-            current_period_end: s.current_period_end,
-            created_at: s.created_at,
-            canceled_at: s.canceled_at,
+            id: s.id(),
+            plan_id: s.plan_id(),
+            customer_id: s.customer_id().as_str(),
+            status: s.status().as_str(),
+            payment_id: s.payment_id(),
+            current_period_start: s.current_period_start(),
+            current_period_end: s.current_period_end(),
+            created_at: s.created_at(),
+            canceled_at: s.canceled_at(),
         }
     }
 }

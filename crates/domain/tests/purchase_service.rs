@@ -32,10 +32,10 @@ async fn a_purchase_reserves_a_seat_charges_once_and_activates_the_subscription(
         panic!("expected a subscription, got {:?}", receipt.outcome)
     };
     assert!(!receipt.replayed);
-    assert_eq!(subscription.status, SubscriptionStatus::Active);
-    assert!(subscription.current_period_end > subscription.current_period_start);
+    assert_eq!(subscription.status(), SubscriptionStatus::Active);
+    assert!(subscription.current_period_end() > subscription.current_period_start());
     assert_eq!(
-        subscription.payment_id.as_deref(),
+        subscription.payment_id(),
         Some(gateway.succeeded_charges()[0].payment_id.as_str())
     );
     assert_eq!(
@@ -151,7 +151,7 @@ async fn a_declined_charge_expires_the_subscription_and_gives_the_seat_back() {
     else {
         panic!("expected a decline, got {:?}", receipt.outcome)
     };
-    assert_eq!(subscription.status, SubscriptionStatus::IncompleteExpired);
+    assert_eq!(subscription.status(), SubscriptionStatus::IncompleteExpired);
     assert!(reason.contains("card_declined"));
     assert_eq!(w.seats_left(plan.id()).await, 1);
     let audit = w
@@ -209,7 +209,7 @@ async fn an_unknown_payment_outcome_keeps_the_seat_releases_the_key_and_a_retry_
         panic!("expected the retry to complete, got {:?}", retried.outcome)
     };
     assert!(!retried.replayed);
-    assert_eq!(subscription.payment_id.as_deref(), Some("pi_after_retry"));
+    assert_eq!(subscription.payment_id(), Some("pi_after_retry"));
     let keys = provider_keys.all();
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1], "the retry must reuse the provider key");
@@ -407,11 +407,19 @@ async fn cancelling_releases_the_seat_once_and_refuses_subscriptions_that_are_no
     else {
         panic!("purchase failed")
     };
-    let ctx = AuditContext::customer(&subscription.customer_id, "t");
-    let first = w.subscriptions.cancel(subscription.id, &ctx).await.unwrap();
+    let ctx = AuditContext::customer(subscription.customer_id(), "t");
+    let first = w
+        .subscriptions
+        .cancel(subscription.id(), &ctx)
+        .await
+        .unwrap();
     assert!(!first.already_canceled);
-    assert_eq!(first.subscription.status, SubscriptionStatus::Canceled);
-    let again = w.subscriptions.cancel(subscription.id, &ctx).await.unwrap();
+    assert_eq!(first.subscription.status(), SubscriptionStatus::Canceled);
+    let again = w
+        .subscriptions
+        .cancel(subscription.id(), &ctx)
+        .await
+        .unwrap();
     assert!(again.already_canceled);
     assert_eq!(again.subscription, first.subscription);
     assert_eq!(w.seats_left(plan.id()).await, 2);
@@ -427,7 +435,7 @@ async fn cancelling_releases_the_seat_once_and_refuses_subscriptions_that_are_no
     };
     let err = w
         .subscriptions
-        .cancel(subscription.id, &ctx)
+        .cancel(subscription.id(), &ctx)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -595,7 +603,7 @@ async fn purchases_racing_cancellations_and_capacity_changes_keep_every_invarian
             .unwrap()
             .outcome
         {
-            bought.push(subscription.id);
+            bought.push(subscription.id());
         }
     }
     let barrier = Arc::new(Barrier::new(60));

@@ -130,7 +130,7 @@ pub async fn purchases_that_queue_behind_a_held_plan_reserve_and_complete_in_two
     for (p, t) in purchases.iter().zip(tasks) {
         match t.await.unwrap().unwrap() {
             Reservation::Reserved(sub) => {
-                assert_eq!(sub.id, p.subscription_id());
+                assert_eq!(sub.id(), p.subscription_id());
                 reserved.push(p.clone());
             }
             Reservation::Rejected(PurchaseOutcome::SoldOut { .. }) => sold_out += 1,
@@ -200,7 +200,7 @@ pub async fn a_step_the_database_refuses_fails_alone_and_its_batch_neighbours_st
         .map(|i| {
             let p = Purchase::new(plan.id(), &format!("cus_{i}"), "k", now());
             if i == 3 {
-                p.with_subscription_id(existing.id)
+                p.with_subscription_id(existing.id())
             } else {
                 p
             }

@@ -15,9 +15,9 @@ use seatkeeper_domain::{
         ReserveWithNewKey, Store,
     },
     AuditContext, AuditEntry, Capacity, Claim, ClaimKey, Currency, CustomerId, Fingerprint,
-    IdempotencyKey, IdempotencyRecord, Interval, LockToken, NewPlan, PaymentMethod, Plan, PlanId,
-    PlanName, PlanStats, PurchaseOutcome, StoredPlan, Subscription, SubscriptionId,
-    SubscriptionStatus, Timestamp, UnitAmount,
+    IdempotencyKey, IdempotencyRecord, Interval, InvalidValue, LockToken, NewPlan, PaymentMethod,
+    Plan, PlanId, PlanName, PlanStats, PurchaseOutcome, StoredIdempotencyRecord, StoredPlan,
+    StoredSubscription, Subscription, SubscriptionId, SubscriptionStatus, Timestamp, UnitAmount,
 };
 use tokio::sync::Barrier;
 
@@ -71,15 +71,54 @@ pub fn new_plan(name: &str, capacity: u32) -> Plan {
     )
 }
 
-/// Stores a new plan of `capacity` seats and returns it.
-/// `plan` with `change` made to its stored fields: what a case expects a store to hold
-/// after a step (a seat moved, one more audit entry).
-pub fn altered(plan: &Plan, change: impl FnOnce(&mut StoredPlan)) -> Plan {
-    let mut stored = StoredPlan::from(plan);
-    change(&mut stored);
-    Plan::restore(stored).expect("an altered plan keeps seats_left <= capacity and seq >= 1")
+/// An entity a store reads back as its `Stored…` form through its `restore`, which
+/// checks it: what [`altered`] changes.
+pub trait Restore: Sized {
+    type Stored;
+    fn stored(&self) -> Self::Stored;
+    fn restore(stored: Self::Stored) -> Result<Self, InvalidValue>;
 }
 
+impl Restore for Plan {
+    type Stored = StoredPlan;
+    fn stored(&self) -> StoredPlan {
+        self.into()
+    }
+    fn restore(stored: StoredPlan) -> Result<Self, InvalidValue> {
+        Plan::restore(stored)
+    }
+}
+
+impl Restore for Subscription {
+    type Stored = StoredSubscription;
+    fn stored(&self) -> StoredSubscription {
+        self.into()
+    }
+    fn restore(stored: StoredSubscription) -> Result<Self, InvalidValue> {
+        Subscription::restore(stored)
+    }
+}
+
+impl Restore for IdempotencyRecord {
+    type Stored = StoredIdempotencyRecord;
+    fn stored(&self) -> StoredIdempotencyRecord {
+        self.clone().into()
+    }
+    fn restore(stored: StoredIdempotencyRecord) -> Result<Self, InvalidValue> {
+        IdempotencyRecord::restore(stored)
+    }
+}
+
+/// `value` with `change` made to its stored fields: what a case expects a store to hold
+/// after a step (a seat moved, one more audit entry, a lock taken over). The result must
+/// still be one the entity's `restore` accepts.
+pub fn altered<T: Restore>(value: &T, change: impl FnOnce(&mut T::Stored)) -> T {
+    let mut stored = value.stored();
+    change(&mut stored);
+    T::restore(stored).unwrap_or_else(|e| panic!("an altered value must stay valid: {e}"))
+}
+
+/// Stores a new plan of `capacity` seats and returns it.
 pub async fn create_plan(store: &dyn Store, capacity: u32) -> Plan {
     let plan = new_plan("Starter", capacity);
     store
@@ -341,7 +380,7 @@ impl Purchase {
                 self.claim.now,
             )
             .await;
-        assert_eq!(done.subscription().status, SubscriptionStatus::Active);
+        assert_eq!(done.subscription().status(), SubscriptionStatus::Active);
         done.subscription().clone()
     }
 

@@ -15,7 +15,7 @@ use std::{
 
 use seatkeeper_domain::{
     CustomerId, Fingerprint, IdempotencyKey, IdempotencyRecord, KeyLock, KeyState, LockToken,
-    PlanId, PurchaseOutcome, RecoveryPoint, Subscription, Timestamp,
+    PlanId, PurchaseOutcome, RecoveryPoint, StoredIdempotencyRecord, Subscription, Timestamp,
 };
 
 /// The key map's key: the scope (customer) and the idempotency key.
@@ -192,6 +192,7 @@ pub(crate) struct KeyEntry {
 
 impl KeyEntry {
     pub(crate) fn of_record(record: IdempotencyRecord) -> Self {
+        let record = StoredIdempotencyRecord::from(record);
         Self {
             fingerprint: record.fingerprint,
             state: match record.state {
@@ -217,20 +218,22 @@ impl KeyEntry {
     ///
     /// [`ClaimKey::fresh_record`]: seatkeeper_domain::ClaimKey::fresh_record
     pub(crate) fn of_open(record: &IdempotencyRecord) -> Self {
-        let KeyState::Open { lock } = &record.state else {
+        let KeyState::Open { lock } = &record.state() else {
             return Self::of_record(record.clone());
         };
         Self {
-            fingerprint: record.fingerprint.clone(),
+            fingerprint: record.fingerprint().clone(),
             state: EntryState::Open { lock: lock.clone() },
-            recovery: record.recovery.clone(),
-            created_at: record.created_at,
-            expires_at: record.expires_at,
+            recovery: record.recovery().clone(),
+            created_at: record.created_at(),
+            expires_at: record.expires_at(),
         }
     }
 
+    /// The record this entry keeps. It was made from a record the domain made, so it is
+    /// one `IdempotencyRecord::restore` takes.
     pub(crate) fn to_record(&self, scope: &CustomerId, key: &IdempotencyKey) -> IdempotencyRecord {
-        IdempotencyRecord {
+        let stored = StoredIdempotencyRecord {
             scope: scope.clone(),
             key: key.clone(),
             fingerprint: self.fingerprint.clone(),
@@ -249,7 +252,8 @@ impl KeyEntry {
             recovery: self.recovery.clone(),
             created_at: self.created_at,
             expires_at: self.expires_at,
-        }
+        };
+        IdempotencyRecord::restore(stored).expect("an entry keeps a record the domain made")
     }
 
     /// Whether `owner` holds a lock on this key (see [`IdempotencyRecord::is_locked_by`]).
@@ -311,10 +315,12 @@ mod tests {
             open
         );
 
+        let declined = subscription();
         let mut finished = open;
+        finished.record_reservation(declined.id());
         finished.finish(
             PurchaseOutcome::Declined {
-                subscription: subscription(),
+                subscription: declined,
                 reason: "card_declined: no".into(),
             },
             "req-1".into(),

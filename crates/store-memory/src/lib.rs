@@ -186,21 +186,24 @@ impl MemoryStore {
         let Reservation::Reserved(sub) = reservation else {
             return;
         };
-        self.subscriptions.insert(sub.id, Arc::new(sub.clone()));
-        self.incomplete.insert(sub.id, ());
+        self.subscriptions.insert(sub.id(), Arc::new(sub.clone()));
+        self.incomplete.insert(sub.id(), ());
         // Looked up first: `entry` takes its key by value, a copy of the customer id that
         // only a customer's first subscription needs.
-        let mut ids = match self.by_customer.get_mut(&sub.customer_id) {
+        let mut ids = match self.by_customer.get_mut(sub.customer_id()) {
             Some(ids) => ids,
-            None => self.by_customer.entry(sub.customer_id.clone()).or_default(),
+            None => self
+                .by_customer
+                .entry(sub.customer_id().clone())
+                .or_default(),
         };
-        if ids.last().is_none_or(|last| *last < sub.id) {
+        if ids.last().is_none_or(|last| *last < sub.id()) {
             // The usual case: ids are time-ordered, so the newest goes last.
-            ids.push(sub.id);
+            ids.push(sub.id());
         } else {
-            let at = ids.partition_point(|id| *id < sub.id);
-            if ids.get(at) != Some(&sub.id) {
-                ids.insert(at, sub.id);
+            let at = ids.partition_point(|id| *id < sub.id());
+            if ids.get(at) != Some(&sub.id()) {
+                ids.insert(at, sub.id());
             }
         }
     }

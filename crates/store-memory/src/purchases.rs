@@ -26,7 +26,7 @@ fn reserve_under(
     cell.audit.push(entry);
     cell.counts.incomplete += 1;
     rec.recovery = RecoveryPoint::Reserved {
-        subscription_id: sub.id,
+        subscription_id: sub.id(),
     };
     Ok(Reservation::Reserved(sub))
 }
@@ -79,7 +79,7 @@ impl PurchaseRepository for MemoryStore {
         let plan_id = self
             .subscriptions
             .get(&id)
-            .map(|s| s.plan_id)
+            .map(|s| s.plan_id())
             .ok_or(CompleteError::NotFound(id))?;
         let cell = self
             .cell(plan_id)
@@ -89,7 +89,7 @@ impl PurchaseRepository for MemoryStore {
             .subscriptions
             .get_mut(&id)
             .ok_or(CompleteError::NotFound(id))?;
-        if entry.status != SubscriptionStatus::Incomplete {
+        if entry.status() != SubscriptionStatus::Incomplete {
             return Err(CompleteError::NotIncomplete(Box::new(Subscription::clone(
                 &entry,
             ))));
@@ -98,12 +98,12 @@ impl PurchaseRepository for MemoryStore {
         let sub = Arc::clone(&entry);
         drop(entry);
         cell.counts
-            .moved(SubscriptionStatus::Incomplete, sub.status);
+            .moved(SubscriptionStatus::Incomplete, sub.status());
         cell.record(change.seat_move(id), &cmd.ctx, cmd.now);
         let outcome = change.outcome;
-        if let Some(key) = &sub.idempotency_key {
+        if let Some(key) = sub.idempotency_key() {
             self.finish_key(
-                &(&sub.customer_id, key),
+                &(sub.customer_id(), key),
                 id,
                 StoredOutcome::of_ref(&outcome, &sub),
                 &cmd.request_id,

@@ -15,7 +15,7 @@ impl MemoryStore {
         let plan_id = self
             .subscriptions
             .get(&id)
-            .map(|s| s.plan_id)
+            .map(|s| s.plan_id())
             .ok_or_else(|| StoreError::internal(format!("no subscription {id} to refund")))?;
         let cell = self
             .cell(plan_id)
@@ -46,7 +46,9 @@ impl RecoveryRepository for MemoryStore {
             let Some(sub) = self.subscriptions.get(&id).map(|s| Subscription::clone(&s)) else {
                 continue;
             };
-            if sub.status != SubscriptionStatus::Incomplete || sub.updated_at > claim.stale_before {
+            if sub.status() != SubscriptionStatus::Incomplete
+                || sub.updated_at() > claim.stale_before
+            {
                 continue;
             }
             let taken = match self.recovery.entry(id) {
@@ -166,7 +168,7 @@ impl RecoveryRepository for MemoryStore {
             .filter(|e| {
                 self.subscriptions
                     .get(e.key())
-                    .is_some_and(|s| s.updated_at <= stale_before)
+                    .is_some_and(|s| s.updated_at() <= stale_before)
             })
             .count() as u64;
         let pending_verifications = self

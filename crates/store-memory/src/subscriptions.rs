@@ -40,7 +40,7 @@ impl SubscriptionRepository for MemoryStore {
         let plan_id = self
             .subscriptions
             .get(&id)
-            .map(|s| s.plan_id)
+            .map(|s| s.plan_id())
             .ok_or(CancelError::NotFound(id))?;
         let cell = self
             .cell(plan_id)

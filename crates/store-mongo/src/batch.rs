@@ -131,7 +131,10 @@ async fn read(
             .await?;
         while let Some(d) = found.next(&mut *s).await.transpose()? {
             let r = IdempotencyRecord::try_from(d).map_err(corrupt)?;
-            keys.insert((r.scope.as_str().to_owned(), r.key.as_str().to_owned()), r);
+            keys.insert(
+                (r.scope().as_str().to_owned(), r.key().as_str().to_owned()),
+                r,
+            );
         }
     }
     let sub_ids: Vec<Bson> = steps
@@ -150,13 +153,13 @@ async fn read(
             .await?;
         while let Some(d) = found.next(&mut *s).await.transpose()? {
             let sub = Subscription::try_from(d).map_err(corrupt)?;
-            subs.insert(sub.id, sub);
+            subs.insert(sub.id(), sub);
         }
     }
     let plan_ids: HashSet<PlanId> = steps
         .iter()
         .filter_map(|st| st.seat().map(|cmd| cmd.plan_id))
-        .chain(subs.values().map(|sub| sub.plan_id))
+        .chain(subs.values().map(|sub| sub.plan_id()))
         .collect();
     let mut plans = BTreeMap::new();
     if !plan_ids.is_empty() {
@@ -222,7 +225,7 @@ pub(crate) async fn run(
                 let ours = keys
                     .get(&(id.0.to_owned(), id.1.to_owned()))
                     .is_some_and(|r| {
-                        r.is_locked_by(cmd.owner) && r.recovery == RecoveryPoint::Started
+                        r.is_locked_by(cmd.owner) && *r.recovery() == RecoveryPoint::Started
                     });
                 if ours && taken.insert(id) {
                     let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
@@ -308,7 +311,7 @@ fn reserve(
     let p = plan.ok_or_else(|| corrupt(Corrupt("a missing plan was not rejected".into())))?;
     let (sub, entry) = cmd.take_seat(p);
     w.audit.push(AuditDoc::from(&entry));
-    key.reserved(sub.id, w);
+    key.reserved(sub.id(), w);
     w.new_subs.push(SubscriptionDoc::from(&sub));
     Ok(Reservation::Reserved(sub))
 }
@@ -324,7 +327,7 @@ fn complete(
     let Some(sub) = subs.get_mut(&id) else {
         return Ok(Err(CompleteError::NotFound(id)));
     };
-    if sub.status != SubscriptionStatus::Incomplete {
+    if sub.status() != SubscriptionStatus::Incomplete {
         return Ok(Err(CompleteError::NotIncomplete(Box::new(sub.clone()))));
     }
     let change = cmd.apply(sub);
@@ -340,18 +343,18 @@ fn complete(
         queries::subscription_by_id(id),
         queries::complete_subscription(sub, verify_after),
     ));
-    if let Some(key) = &sub.idempotency_key {
+    if let Some(key) = &sub.idempotency_key() {
         let finish =
             queries::finish_key(&change.outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
         w.purchase_keys.push(statement(
-            queries::key_of_purchase(&sub.customer_id, key, id),
+            queries::key_of_purchase(sub.customer_id(), key, id),
             finish,
         ));
     }
-    let plan = plans.get_mut(&sub.plan_id).ok_or_else(|| {
+    let plan = plans.get_mut(&sub.plan_id()).ok_or_else(|| {
         corrupt(Corrupt(format!(
             "plan {} of a subscription is missing",
-            sub.plan_id
+            sub.plan_id()
         )))
     })?;
     let entry = plan.move_seats(change.seat_move(id), &cmd.ctx, cmd.now);

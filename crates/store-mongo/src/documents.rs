@@ -21,8 +21,9 @@ use mongodb::bson::{self, DateTime as BsonDateTime, Uuid as BsonUuid};
 use seatkeeper_domain::{
     AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
-    PlanId, PlanName, PlanStats, PlanStatus, PurchaseOutcome, RecoveryPoint, StoredPlan,
-    Subscription, SubscriptionId, SubscriptionStatus, Timestamp, UnitAmount,
+    PlanId, PlanName, PlanStats, PlanStatus, PurchaseOutcome, RecoveryPoint,
+    StoredIdempotencyRecord, StoredPlan, StoredSubscription, Subscription, SubscriptionId,
+    SubscriptionStatus, Timestamp, UnitAmount,
 };
 use serde::{Deserialize, Serialize};
 
@@ -173,22 +174,22 @@ pub struct SubscriptionDoc {
 impl From<&Subscription> for SubscriptionDoc {
     fn from(s: &Subscription) -> Self {
         Self {
-            id: uuid(s.id.as_uuid()),
-            plan_id: uuid(s.plan_id.as_uuid()),
-            customer_id: s.customer_id.as_str().to_owned(),
-            status: s.status.as_str().to_owned(),
-            payment_method: s.payment_method.as_str().to_owned(),
-            payment_id: s.payment_id.clone(),
-            unit_amount: s.unit_amount.get(),
-            currency: s.currency.as_str().to_owned(),
-            interval: s.interval.as_str().to_owned(),
-            idempotency_key: s.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            current_period_start: s.current_period_start.map(date),
-            current_period_end: s.current_period_end.map(date),
-            created_at: date(s.created_at),
-            updated_at: date(s.updated_at),
-            canceled_at: s.canceled_at.map(date),
-            failure_reason: s.failure_reason.clone(),
+            id: uuid(s.id().as_uuid()),
+            plan_id: uuid(s.plan_id().as_uuid()),
+            customer_id: s.customer_id().as_str().to_owned(),
+            status: s.status().as_str().to_owned(),
+            payment_method: s.payment_method().as_str().to_owned(),
+            payment_id: s.payment_id().map(str::to_owned),
+            unit_amount: s.unit_amount().get(),
+            currency: s.currency().as_str().to_owned(),
+            interval: s.interval().as_str().to_owned(),
+            idempotency_key: s.idempotency_key().map(|k| k.as_str().to_owned()),
+            current_period_start: s.current_period_start().map(date),
+            current_period_end: s.current_period_end().map(date),
+            created_at: date(s.created_at()),
+            updated_at: date(s.updated_at()),
+            canceled_at: s.canceled_at().map(date),
+            failure_reason: s.failure_reason().map(str::to_owned),
         }
     }
 }
@@ -196,7 +197,7 @@ impl From<&Subscription> for SubscriptionDoc {
 impl TryFrom<SubscriptionDoc> for Subscription {
     type Error = Corrupt;
     fn try_from(d: SubscriptionDoc) -> Result<Self> {
-        Ok(Subscription {
+        let stored = StoredSubscription {
             id: SubscriptionId::from_uuid(from_uuid(d.id)),
             plan_id: PlanId::from_uuid(from_uuid(d.plan_id)),
             customer_id: valid("customer_id", CustomerId::parse(&d.customer_id))?,
@@ -216,7 +217,8 @@ impl TryFrom<SubscriptionDoc> for Subscription {
             updated_at: from_date("updated_at", d.updated_at)?,
             canceled_at: from_opt_date("canceled_at", d.canceled_at)?,
             failure_reason: d.failure_reason,
-        })
+        };
+        valid("subscription", Subscription::restore(stored))
     }
 }
 
@@ -424,19 +426,19 @@ pub struct KeyDoc {
 impl From<&IdempotencyRecord> for KeyDoc {
     fn from(r: &IdempotencyRecord) -> Self {
         let mut d = Self {
-            scope: r.scope.as_str().to_owned(),
-            key: r.key.as_str().to_owned(),
-            fingerprint: r.fingerprint.as_str().to_owned(),
+            scope: r.scope().as_str().to_owned(),
+            key: r.key().as_str().to_owned(),
+            fingerprint: r.fingerprint().as_str().to_owned(),
             state: String::new(),
             lock: None,
-            recovery: (&r.recovery).into(),
+            recovery: r.recovery().into(),
             outcome: None,
             request_id: None,
             finished_at: None,
-            created_at: date(r.created_at),
-            expires_at: date(r.expires_at),
+            created_at: date(r.created_at()),
+            expires_at: date(r.expires_at()),
         };
-        match &r.state {
+        match &r.state() {
             KeyState::Open { lock } => {
                 d.state = "open".into();
                 d.lock = lock.as_ref().map(|l| LockDoc {
@@ -491,7 +493,7 @@ impl TryFrom<KeyDoc> for IdempotencyRecord {
             },
             other => return Err(Corrupt::field("state", format!("unknown '{other}'"))),
         };
-        Ok(IdempotencyRecord {
+        let stored = StoredIdempotencyRecord {
             scope: valid("scope", CustomerId::parse(&d.scope))?,
             key: valid("key", IdempotencyKey::parse(&d.key))?,
             fingerprint: Fingerprint::from_stored(d.fingerprint),
@@ -499,7 +501,8 @@ impl TryFrom<KeyDoc> for IdempotencyRecord {
             recovery: d.recovery.try_into()?,
             created_at: from_date("created_at", d.created_at)?,
             expires_at: from_date("expires_at", d.expires_at)?,
-        })
+        };
+        valid("idempotency record", IdempotencyRecord::restore(stored))
     }
 }
 
@@ -601,8 +604,7 @@ mod tests {
         );
         let mut canceled = active.clone();
         canceled.cancel(ts("2026-03-01T12:00:00.042Z"));
-        let mut keyless = subscription(&p);
-        keyless.idempotency_key = None;
+        let keyless = altered(&subscription(&p), |s| s.idempotency_key = None);
         vec![incomplete, active, expired, canceled, keyless]
     }
 
@@ -625,7 +627,7 @@ mod tests {
 
     fn claim(now: Timestamp) -> ClaimKey {
         ClaimKey {
-            scope: CustomerId::parse("cus_1").unwrap(),
+            scope: CustomerId::parse("cus_A.b-c:d_1").unwrap(),
             key: IdempotencyKey::parse("k-1").unwrap(),
             fingerprint: Fingerprint::from_stored("ab".repeat(32)),
             owner: LockToken::generate(),
@@ -662,7 +664,7 @@ mod tests {
             let (document, back) = through_bson(&SubscriptionDoc::from(&s));
             assert!(is_uuid(document.get("_id")) && is_uuid(document.get("plan_id")));
             assert!(is_date(document.get("created_at")) && is_date(document.get("updated_at")));
-            assert_eq!(document.get_str("status"), Ok(s.status.as_str()));
+            assert_eq!(document.get_str("status"), Ok(s.status().as_str()));
             assert!(matches!(
                 document.get("unit_amount"),
                 Some(Bson::Int64(99_999_999))
@@ -729,17 +731,20 @@ mod tests {
     fn an_idempotency_record_round_trips_in_every_state() {
         let now = ts("2026-02-01T10:00:00.123Z");
         let fresh = claim(now).fresh_record();
-        let mut released = fresh.clone();
-        released.state = KeyState::Open { lock: None };
-        let mut reserved = fresh.clone();
-        reserved.recovery = RecoveryPoint::Reserved {
-            subscription_id: SubscriptionId::generate(),
-        };
-        let mut released_after_reserving = reserved.clone();
-        released_after_reserving.state = KeyState::Open { lock: None };
+        let released = altered(&fresh, |r| r.state = KeyState::Open { lock: None });
+        let reserved = altered(&fresh, |r| {
+            r.recovery = RecoveryPoint::Reserved {
+                subscription_id: SubscriptionId::generate(),
+            }
+        });
+        let released_after_reserving =
+            altered(&reserved, |r| r.state = KeyState::Open { lock: None });
         let mut records = vec![fresh, released, reserved.clone(), released_after_reserving];
         for outcome in every_outcome() {
             let mut finished = reserved.clone();
+            if let Some(sub) = outcome.subscription() {
+                finished.record_reservation(sub.id());
+            }
             finished.finish(
                 outcome,
                 "req-9".into(),
@@ -754,7 +759,7 @@ mod tests {
                 "the TTL index needs a date"
             );
             assert!(is_date(document.get("created_at")));
-            if let KeyState::Open { lock: Some(_) } = &r.state {
+            if let KeyState::Open { lock: Some(_) } = r.state() {
                 let lock = document.get_document("lock").unwrap();
                 assert!(is_uuid(lock.get("owner")) && is_date(lock.get("until")));
             }
@@ -830,7 +835,7 @@ mod tests {
         let mut stored = to_document(&SubscriptionDoc::from(&s)).unwrap();
         stored.insert(
             "recovery_task",
-            doc! { "phase": "verify", "owner": Bson::Null, "until": Bson::Null, "verify_after": date(s.updated_at) },
+            doc! { "phase": "verify", "owner": Bson::Null, "until": Bson::Null, "verify_after": date(s.updated_at()) },
         );
         stored.insert("refund_recorded", true);
         let read: SubscriptionDoc = bson::from_document(stored).unwrap();

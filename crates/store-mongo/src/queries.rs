@@ -109,13 +109,13 @@ pub fn change_subscription(sub: &Subscription) -> Document {
 
 fn subscription_changes(sub: &Subscription) -> Document {
     doc! {
-        "status": sub.status.as_str(),
-        "payment_id": opt_str(&sub.payment_id),
-        "current_period_start": opt_date(sub.current_period_start),
-        "current_period_end": opt_date(sub.current_period_end),
-        "updated_at": date(sub.updated_at),
-        "canceled_at": opt_date(sub.canceled_at),
-        "failure_reason": opt_str(&sub.failure_reason),
+        "status": sub.status().as_str(),
+        "payment_id": opt_str(sub.payment_id()),
+        "current_period_start": opt_date(sub.current_period_start()),
+        "current_period_end": opt_date(sub.current_period_end()),
+        "updated_at": date(sub.updated_at()),
+        "canceled_at": opt_date(sub.canceled_at()),
+        "failure_reason": opt_str(sub.failure_reason()),
     }
 }
 
@@ -354,8 +354,8 @@ fn seq_value(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-fn opt_str(s: &Option<String>) -> Bson {
-    s.as_ref().map_or(Bson::Null, |s| Bson::String(s.clone()))
+fn opt_str(s: Option<&str>) -> Bson {
+    s.map_or(Bson::Null, |s| Bson::String(s.to_owned()))
 }
 
 fn opt_date(t: Option<Timestamp>) -> Bson {
@@ -536,8 +536,8 @@ mod tests {
         let p = plan();
         let mut sub = subscription(&p);
         assert_eq!(
-            subscription_in(sub.id, SubscriptionStatus::Incomplete),
-            doc! { "_id": binary(sub.id.as_uuid()), "status": "incomplete" }
+            subscription_in(sub.id(), SubscriptionStatus::Incomplete),
+            doc! { "_id": binary(sub.id().as_uuid()), "status": "incomplete" }
         );
         sub.activate("pi_1".into(), ts("2026-03-02T10:00:01Z"));
         assert_eq!(

@@ -67,7 +67,7 @@ async fn audit_refund(
     }
     // The hot plan document last.
     let seat_move = SeatMove::refund(id, payment_id);
-    let plan = bump_plan(plans, s, sub.plan_id, seat_move.delta.into()).await?;
+    let plan = bump_plan(plans, s, sub.plan_id(), seat_move.delta.into()).await?;
     let entry = seat_move.entry_after(&plan, ctx, now);
     audit
         .insert_one(AuditDoc::from(&entry))
@@ -99,7 +99,7 @@ impl RecoveryRepository for MongoStore {
                 let sub = Subscription::try_from(found).map_err(corrupt)?;
                 let leased = subscriptions
                     .update_one(
-                        queries::stale_incomplete_one(sub.id, claim.stale_before, claim.now),
+                        queries::stale_incomplete_one(sub.id(), claim.stale_before, claim.now),
                         queries::lease_completion(claim.owner, claim.lease_until),
                     )
                     .session(&mut *s)
@@ -126,7 +126,7 @@ impl RecoveryRepository for MongoStore {
                     let sub = Subscription::try_from(found).map_err(corrupt)?;
                     let leased = subscriptions
                         .update_one(
-                            queries::due_verification_one(sub.id, claim.now),
+                            queries::due_verification_one(sub.id(), claim.now),
                             queries::lease_verification(claim.owner, claim.lease_until),
                         )
                         .session(&mut *s)

@@ -100,7 +100,7 @@ impl SubscriptionRepository for MongoStore {
                 return Err(unmatched("the cancellation"));
             }
             // The hot plan document last.
-            let plan = bump_plan(&plans, s, sub.plan_id, seat_move.delta.into()).await?;
+            let plan = bump_plan(&plans, s, sub.plan_id(), seat_move.delta.into()).await?;
             let entry = seat_move.entry_after(&plan, &ctx, now);
             audit
                 .insert_one(AuditDoc::from(&entry))

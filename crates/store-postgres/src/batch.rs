@@ -200,17 +200,17 @@ struct IncompleteInserts {
 
 impl IncompleteInserts {
     fn push(&mut self, s: &Subscription) {
-        self.id.push(s.id.as_uuid());
-        self.plan_id.push(s.plan_id.as_uuid());
-        self.customer_id.push(s.customer_id.as_str().to_owned());
+        self.id.push(s.id().as_uuid());
+        self.plan_id.push(s.plan_id().as_uuid());
+        self.customer_id.push(s.customer_id().as_str().to_owned());
         self.payment_method
-            .push(s.payment_method.as_str().to_owned());
-        self.unit_amount.push(s.unit_amount.get());
-        self.currency.push(s.currency.as_str().to_owned());
-        self.interval.push(s.interval.as_str().to_owned());
+            .push(s.payment_method().as_str().to_owned());
+        self.unit_amount.push(s.unit_amount().get());
+        self.currency.push(s.currency().as_str().to_owned());
+        self.interval.push(s.interval().as_str().to_owned());
         self.key
-            .push(s.idempotency_key.as_ref().map(|k| k.as_str().to_owned()));
-        self.at.push(s.created_at);
+            .push(s.idempotency_key().as_ref().map(|k| k.as_str().to_owned()));
+        self.at.push(s.created_at());
     }
 }
 
@@ -339,14 +339,15 @@ struct CompletedSubscriptions {
 
 impl CompletedSubscriptions {
     fn push(&mut self, s: &Subscription) {
-        self.id.push(s.id.as_uuid());
-        self.status.push(s.status.as_str());
-        self.payment_id.push(s.payment_id.clone());
-        self.period_start.push(s.current_period_start);
-        self.period_end.push(s.current_period_end);
-        self.updated_at.push(s.updated_at);
-        self.canceled_at.push(s.canceled_at);
-        self.failure_reason.push(s.failure_reason.clone());
+        self.id.push(s.id().as_uuid());
+        self.status.push(s.status().as_str());
+        self.payment_id.push(s.payment_id().map(str::to_owned));
+        self.period_start.push(s.current_period_start());
+        self.period_end.push(s.current_period_end());
+        self.updated_at.push(s.updated_at());
+        self.canceled_at.push(s.canceled_at());
+        self.failure_reason
+            .push(s.failure_reason().map(str::to_owned));
     }
 }
 
@@ -450,8 +451,8 @@ async fn lock_keys(
         let record = rows::key_record(row)?;
         found.insert(
             (
-                record.scope.as_str().to_owned(),
-                record.key.as_str().to_owned(),
+                record.scope().as_str().to_owned(),
+                record.key().as_str().to_owned(),
             ),
             record,
         );
@@ -550,7 +551,7 @@ pub(crate) async fn reserve_tx(
                 Reserve::Held(_) => Some(
                     keys.get(&(id.0.to_owned(), id.1.to_owned()))
                         .is_some_and(|k| {
-                            k.is_locked_by(cmd.owner) && k.recovery == RecoveryPoint::Started
+                            k.is_locked_by(cmd.owner) && *k.recovery() == RecoveryPoint::Started
                         })
                         && taken.insert(id),
                 ),
@@ -597,7 +598,7 @@ pub(crate) async fn reserve_tx(
         subs.push(&sub);
         points.scope.push(cmd.customer_id.as_str().to_owned());
         points.key.push(cmd.key.as_str().to_owned());
-        points.subscription_id.push(sub.id.as_uuid());
+        points.subscription_id.push(sub.id().as_uuid());
         answers.push(Ok(Reserved::Seat(Reservation::Reserved(sub))));
     }
 
@@ -638,7 +639,7 @@ pub(crate) async fn complete_tx(
     let mut subs = HashMap::with_capacity(ids.len());
     for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *c).await? {
         let sub = rows::subscription(&row)?;
-        subs.insert(sub.id, sub);
+        subs.insert(sub.id(), sub);
     }
 
     // Decide each in queue order, as if alone.
@@ -654,7 +655,7 @@ pub(crate) async fn complete_tx(
             answers.push(Err(CompleteError::NotFound(id)));
             continue;
         };
-        if sub.status != SubscriptionStatus::Incomplete {
+        if sub.status() != SubscriptionStatus::Incomplete {
             answers.push(Err(CompleteError::NotIncomplete(Box::new(sub.clone()))));
             continue;
         }
@@ -667,9 +668,9 @@ pub(crate) async fn complete_tx(
             }
             _ => ended.subscription_id.push(id.as_uuid()),
         }
-        if let Some(key) = &sub.idempotency_key {
+        if let Some(key) = &sub.idempotency_key() {
             finished.push(
-                sub.customer_id.as_str(),
+                sub.customer_id().as_str(),
                 key.as_str(),
                 &change.outcome,
                 &cmd.request_id,
@@ -677,7 +678,7 @@ pub(crate) async fn complete_tx(
                 Some(id.as_uuid()),
             )?;
         }
-        changes.push((cmd, sub.plan_id, change.seat_move(id)));
+        changes.push((cmd, sub.plan_id(), change.seat_move(id)));
         answers.push(Ok(Completion {
             outcome: change.outcome,
         }));
@@ -747,7 +748,7 @@ async fn insert_fresh_keys(
             continue;
         }
         let fresh = claim.fresh_record();
-        let KeyState::Open { lock: Some(lock) } = &fresh.state else {
+        let KeyState::Open { lock: Some(lock) } = &fresh.state() else {
             unreachable!("a fresh record is open and locked")
         };
         scope.push(claim.scope.as_str());
@@ -755,8 +756,8 @@ async fn insert_fresh_keys(
         fingerprint.push(claim.fingerprint.as_str());
         owner.push(lock.owner.as_uuid());
         until.push(lock.until);
-        created.push(fresh.created_at);
-        expires.push(fresh.expires_at);
+        created.push(fresh.created_at());
+        expires.push(fresh.expires_at());
     }
     let rows = sqlx::query(
         "INSERT INTO idempotency_keys (scope, key, fingerprint, state, lock_owner, lock_until, created_at, expires_at) \

@@ -60,7 +60,7 @@ async fn insert_fresh_key<'c>(
     claim: &ClaimKey,
     fresh: &IdempotencyRecord,
 ) -> Result<bool, sqlx::Error> {
-    let lock_until = match &fresh.state {
+    let lock_until = match &fresh.state() {
         KeyState::Open { lock: Some(l) } => Some(l.until),
         _ => None,
     };
@@ -68,13 +68,13 @@ async fn insert_fresh_key<'c>(
         "INSERT INTO idempotency_keys (scope, key, fingerprint, state, lock_owner, lock_until, created_at, expires_at) \
          VALUES ($1, $2, $3, 'open', $4, $5, $6, $7) ON CONFLICT (scope, key) DO NOTHING",
     )
-    .bind(fresh.scope.as_str())
-    .bind(fresh.key.as_str())
-    .bind(fresh.fingerprint.as_str())
+    .bind(fresh.scope().as_str())
+    .bind(fresh.key().as_str())
+    .bind(fresh.fingerprint().as_str())
     .bind(claim.owner.as_uuid())
     .bind(lock_until)
-    .bind(fresh.created_at)
-    .bind(fresh.expires_at)
+    .bind(fresh.created_at())
+    .bind(fresh.expires_at())
     .execute(c)
     .await?
     .rows_affected();

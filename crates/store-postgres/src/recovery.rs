@@ -119,7 +119,7 @@ async fn audit_refund(
         return Ok(false);
     }
     let seat_move = SeatMove::refund(id, &payment_id);
-    let plan = bump_plan(c, sub.plan_id, seat_move.delta.into()).await?;
+    let plan = bump_plan(c, sub.plan_id(), seat_move.delta.into()).await?;
     let entry = seat_move.entry_after(&plan, ctx, now);
     insert_audit(c, &entry).await?;
     Ok(true)
@@ -173,7 +173,7 @@ async fn claim_recovery_tx(
     let mut tasks = Vec::with_capacity(rows.len());
     for row in rows {
         let subscription = rows::subscription(&row)?;
-        let phase = if verify.contains(&subscription.id.as_uuid()) {
+        let phase = if verify.contains(&subscription.id().as_uuid()) {
             RecoveryPhase::Verify
         } else {
             RecoveryPhase::Complete

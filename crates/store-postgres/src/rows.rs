@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use seatkeeper_domain::{
     AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
-    PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint, StoredPlan, Subscription,
-    SubscriptionId, SubscriptionStatus, UnitAmount,
+    PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint, StoredIdempotencyRecord,
+    StoredPlan, StoredSubscription, Subscription, SubscriptionId, SubscriptionStatus, UnitAmount,
 };
 use sqlx::{postgres::PgRow, Row};
 use uuid::Uuid;
@@ -51,7 +51,7 @@ pub fn subscription_status(s: &str) -> R<SubscriptionStatus> {
 
 pub fn subscription(row: &PgRow) -> R<Subscription> {
     let key: Option<String> = row.try_get("idempotency_key")?;
-    Ok(Subscription {
+    let stored = StoredSubscription {
         id: SubscriptionId::from_uuid(row.try_get("id")?),
         plan_id: PlanId::from_uuid(row.try_get("plan_id")?),
         customer_id: parsed(
@@ -76,7 +76,8 @@ pub fn subscription(row: &PgRow) -> R<Subscription> {
         updated_at: row.try_get("updated_at")?,
         canceled_at: row.try_get("canceled_at")?,
         failure_reason: row.try_get("failure_reason")?,
-    })
+    };
+    parsed("subscription", Subscription::restore(stored))
 }
 
 pub const AUDIT_COLUMNS: &str = "plan_id, seq, id, at, action, subscription_id, actor, trace_id, seats_left_before, seats_left_after, reason";
@@ -140,7 +141,7 @@ pub fn key_record(row: &PgRow) -> R<IdempotencyRecord> {
         },
         None => RecoveryPoint::Started,
     };
-    Ok(IdempotencyRecord {
+    let stored = StoredIdempotencyRecord {
         scope: parsed("scope", CustomerId::parse(row.try_get("scope")?))?,
         key: parsed("key", IdempotencyKey::parse(row.try_get("key")?))?,
         fingerprint: Fingerprint::from_stored(row.try_get("fingerprint")?),
@@ -148,5 +149,6 @@ pub fn key_record(row: &PgRow) -> R<IdempotencyRecord> {
         recovery,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
-    })
+    };
+    parsed("idempotency record", IdempotencyRecord::restore(stored))
 }

@@ -89,14 +89,14 @@ pub(crate) async fn update_subscription(
         "UPDATE subscriptions SET status = $2, payment_id = $3, current_period_start = $4, current_period_end = $5, \
          updated_at = $6, canceled_at = $7, failure_reason = $8 WHERE id = $1",
     )
-    .bind(s.id.as_uuid())
-    .bind(s.status.as_str())
-    .bind(&s.payment_id)
-    .bind(s.current_period_start)
-    .bind(s.current_period_end)
-    .bind(s.updated_at)
-    .bind(s.canceled_at)
-    .bind(&s.failure_reason)
+    .bind(s.id().as_uuid())
+    .bind(s.status().as_str())
+    .bind(s.payment_id())
+    .bind(s.current_period_start())
+    .bind(s.current_period_end())
+    .bind(s.updated_at())
+    .bind(s.canceled_at())
+    .bind(s.failure_reason())
     .execute(c)
     .await?;
     Ok(())
@@ -107,7 +107,7 @@ pub(crate) async fn upsert_key(
     c: &mut PgConnection,
     r: &IdempotencyRecord,
 ) -> Result<(), sqlx::Error> {
-    let (state, owner, until, outcome, request_id, finished_at) = match &r.state {
+    let (state, owner, until, outcome, request_id, finished_at) = match &r.state() {
         KeyState::Open { lock } => (
             "open",
             lock.as_ref().map(|l| l.owner.as_uuid()),
@@ -129,7 +129,7 @@ pub(crate) async fn upsert_key(
             Some(*finished_at),
         ),
     };
-    let recovery = match r.recovery {
+    let recovery = match r.recovery() {
         RecoveryPoint::Started => None,
         RecoveryPoint::Reserved { subscription_id } => Some(subscription_id.as_uuid()),
     };
@@ -143,9 +143,9 @@ pub(crate) async fn upsert_key(
          outcome_request_id = EXCLUDED.outcome_request_id, finished_at = EXCLUDED.finished_at, \
          created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at",
     )
-    .bind(r.scope.as_str())
-    .bind(r.key.as_str())
-    .bind(r.fingerprint.as_str())
+    .bind(r.scope().as_str())
+    .bind(r.key().as_str())
+    .bind(r.fingerprint().as_str())
     .bind(state)
     .bind(owner)
     .bind(until)
@@ -153,8 +153,8 @@ pub(crate) async fn upsert_key(
     .bind(outcome)
     .bind(request_id)
     .bind(finished_at)
-    .bind(r.created_at)
-    .bind(r.expires_at)
+    .bind(r.created_at())
+    .bind(r.expires_at())
     .execute(c)
     .await?;
     Ok(())

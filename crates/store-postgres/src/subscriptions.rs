@@ -87,7 +87,7 @@ async fn cancel_tx(
         } => (subscription, seat_move),
     };
     update_subscription(c, &sub).await?;
-    let plan = bump_plan(c, sub.plan_id, seat_move.delta.into()).await?;
+    let plan = bump_plan(c, sub.plan_id(), seat_move.delta.into()).await?;
     let entry = seat_move.entry_after(&plan, &ctx, now);
     insert_audit(c, &entry).await?;
     Ok(CancelDecision::answer(sub))

@@ -151,7 +151,7 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
                     [
                         "/api/subscriptions/",
                         subscription
-                            .id
+                            .id()
                             .as_uuid()
                             .hyphenated()
                             .encode_lower(&mut uuid::Uuid::encode_buffer()),
@@ -168,8 +168,8 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
             Code::PaymentDeclined,
             format!("the payment was declined ({reason}); the seat was released"),
         )
-        .with_plan(subscription.plan_id)
-        .with_subscription(subscription.id)
+        .with_plan(subscription.plan_id())
+        .with_subscription(subscription.id())
         .to_response(&receipt.request_id),
         PurchaseOutcome::SoldOut { plan_id } => ApiError::new(
             Code::PlanSoldOut,

@@ -159,13 +159,13 @@ impl PurchaseOutcome {
     /// The outcome that a subscription already finished by someone else stands for.
     pub fn of_finished(subscription: Subscription) -> Option<Self> {
         use super::SubscriptionStatus::*;
-        match subscription.status {
+        match subscription.status() {
             Active | Canceled => Some(Self::Created { subscription }),
             IncompleteExpired => {
                 let reason = subscription
-                    .failure_reason
-                    .clone()
-                    .unwrap_or_else(|| "payment failed".into());
+                    .failure_reason()
+                    .unwrap_or("payment failed")
+                    .to_owned();
                 Some(Self::Declined {
                     subscription,
                     reason,
@@ -212,8 +212,26 @@ pub enum KeyState {
 }
 
 /// A customer's idempotency key and what became of the purchase it started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The fields are private: a record is made by [`ClaimKey::fresh_record`] or taken over
+/// by [`ClaimKey::decide`], read back from a store by [`IdempotencyRecord::restore`]
+/// (which checks it), and moves on only by [`IdempotencyRecord::record_reservation`] and
+/// [`IdempotencyRecord::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
+    scope: CustomerId,
+    key: IdempotencyKey,
+    fingerprint: Fingerprint,
+    state: KeyState,
+    recovery: RecoveryPoint,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+}
+
+/// An idempotency record as a store kept it; the store hands it to
+/// [`IdempotencyRecord::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIdempotencyRecord {
     pub scope: CustomerId,
     pub key: IdempotencyKey,
     pub fingerprint: Fingerprint,
@@ -309,7 +327,107 @@ impl ClaimKey {
     }
 }
 
+impl From<IdempotencyRecord> for StoredIdempotencyRecord {
+    fn from(r: IdempotencyRecord) -> Self {
+        let IdempotencyRecord {
+            scope,
+            key,
+            fingerprint,
+            state,
+            recovery,
+            created_at,
+            expires_at,
+        } = r;
+        Self {
+            scope,
+            key,
+            fingerprint,
+            state,
+            recovery,
+            created_at,
+            expires_at,
+        }
+    }
+}
+
 impl IdempotencyRecord {
+    /// The record a store kept, if it is one the purchase flow can leave behind: it
+    /// expires no earlier than it was made, and a finished purchase's subscription is
+    /// the key's customer's and the one its recovery point names (a purchase reserves
+    /// before it can finish with a subscription). Anything else is corrupt data.
+    pub fn restore(stored: StoredIdempotencyRecord) -> Result<Self, InvalidValue> {
+        if stored.expires_at < stored.created_at {
+            return Err(InvalidValue::new("a key that expires before it was made"));
+        }
+        if let KeyState::Finished { outcome, .. } = &stored.state {
+            if let Some(sub) = outcome.subscription() {
+                if sub.customer_id() != &stored.scope {
+                    return Err(InvalidValue::new(format!(
+                        "the outcome's subscription {} is another customer's",
+                        sub.id()
+                    )));
+                }
+                let reserved = matches!(stored.recovery,
+                    RecoveryPoint::Reserved { subscription_id } if subscription_id == sub.id());
+                if !reserved {
+                    return Err(InvalidValue::new(format!(
+                        "the outcome's subscription {} is not the one the key reserved",
+                        sub.id()
+                    )));
+                }
+            }
+        }
+        let StoredIdempotencyRecord {
+            scope,
+            key,
+            fingerprint,
+            state,
+            recovery,
+            created_at,
+            expires_at,
+        } = stored;
+        Ok(Self {
+            scope,
+            key,
+            fingerprint,
+            state,
+            recovery,
+            created_at,
+            expires_at,
+        })
+    }
+
+    /// The customer the key belongs to.
+    pub fn scope(&self) -> &CustomerId {
+        &self.scope
+    }
+
+    pub fn key(&self) -> &IdempotencyKey {
+        &self.key
+    }
+
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    pub fn state(&self) -> &KeyState {
+        &self.state
+    }
+
+    /// How far the purchase got: where a retry resumes.
+    pub fn recovery(&self) -> &RecoveryPoint {
+        &self.recovery
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// After this the record is forgotten: the key may start a new purchase.
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+
     /// Whether `owner` holds a lock on this record (live or not: a lock is only taken
     /// from its owner by a new claim, which replaces the token).
     pub fn is_locked_by(&self, owner: LockToken) -> bool {
@@ -373,9 +491,7 @@ mod tests {
     fn an_expired_lock_is_taken_over_and_keeps_the_recovery_point() {
         let now = chrono::Utc::now();
         let mut first = claim(now, "f").fresh_record();
-        first.recovery = RecoveryPoint::Reserved {
-            subscription_id: SubscriptionId::generate(),
-        };
+        first.record_reservation(SubscriptionId::generate());
         let later = claim(now + chrono::Duration::seconds(31), "f");
         match later.decide(&first) {
             Claim::Acquired(rec) => {

@@ -54,8 +54,37 @@ impl SubscriptionStatus {
 }
 
 /// A customer's subscription to a plan.
+///
+/// The fields are private so that a `Subscription` that exists is consistent with its
+/// status: made by [`Subscription::reserve`], read back from a store by
+/// [`Subscription::restore`] (which checks it), and moved through the state machine only
+/// by [`Subscription::activate`], [`Subscription::expire`] and [`Subscription::cancel`].
+/// Its serde form is [`StoredSubscription`]'s, checked the same way when read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredSubscription", into = "StoredSubscription")]
 pub struct Subscription {
+    id: SubscriptionId,
+    plan_id: PlanId,
+    customer_id: CustomerId,
+    status: SubscriptionStatus,
+    payment_method: PaymentMethod,
+    payment_id: Option<String>,
+    unit_amount: UnitAmount,
+    currency: Currency,
+    interval: Interval,
+    idempotency_key: Option<IdempotencyKey>,
+    current_period_start: Option<Timestamp>,
+    current_period_end: Option<Timestamp>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    canceled_at: Option<Timestamp>,
+    failure_reason: Option<String>,
+}
+
+/// A subscription as a store kept it, each field already parsed into its domain type; the
+/// store hands it to [`Subscription::restore`], which checks it against its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSubscription {
     pub id: SubscriptionId,
     pub plan_id: PlanId,
     pub customer_id: CustomerId,
@@ -75,6 +104,60 @@ pub struct Subscription {
     pub canceled_at: Option<Timestamp>,
     /// Why the purchase failed, for `incomplete_expired` subscriptions.
     pub failure_reason: Option<String>,
+}
+
+impl From<&Subscription> for StoredSubscription {
+    fn from(s: &Subscription) -> Self {
+        s.clone().into()
+    }
+}
+
+impl From<Subscription> for StoredSubscription {
+    fn from(s: Subscription) -> Self {
+        let Subscription {
+            id,
+            plan_id,
+            customer_id,
+            status,
+            payment_method,
+            payment_id,
+            unit_amount,
+            currency,
+            interval,
+            idempotency_key,
+            current_period_start,
+            current_period_end,
+            created_at,
+            updated_at,
+            canceled_at,
+            failure_reason,
+        } = s;
+        Self {
+            id,
+            plan_id,
+            customer_id,
+            status,
+            payment_method,
+            payment_id,
+            unit_amount,
+            currency,
+            interval,
+            idempotency_key,
+            current_period_start,
+            current_period_end,
+            created_at,
+            updated_at,
+            canceled_at,
+            failure_reason,
+        }
+    }
+}
+
+impl TryFrom<StoredSubscription> for Subscription {
+    type Error = InvalidValue;
+    fn try_from(stored: StoredSubscription) -> Result<Self, InvalidValue> {
+        Self::restore(stored)
+    }
 }
 
 impl Subscription {
@@ -105,6 +188,155 @@ impl Subscription {
             canceled_at: None,
             failure_reason: None,
         }
+    }
+
+    /// The subscription a store kept, if its fields agree with its status:
+    ///
+    /// | status | must have | must not have |
+    /// |---|---|---|
+    /// | `incomplete` | | a payment, a period, `canceled_at`, a failure reason |
+    /// | `active` | a payment, a period | `canceled_at`, a failure reason |
+    /// | `incomplete_expired` | a failure reason | a payment, a period, `canceled_at` |
+    /// | `canceled` | a payment, a period, `canceled_at` | a failure reason |
+    ///
+    /// (Only an active subscription is cancelled, and a charge that lands after its
+    /// purchase was given up is refunded, never recorded on it.) Anything else is corrupt
+    /// data, which the store reports rather than patches.
+    pub fn restore(stored: StoredSubscription) -> Result<Self, InvalidValue> {
+        use SubscriptionStatus::*;
+        let status = stored.status;
+        let period = match (stored.current_period_start, stored.current_period_end) {
+            (Some(start), Some(end)) if start <= end => true,
+            (None, None) => false,
+            _ => {
+                return Err(InvalidValue::new(
+                    "a subscription's period has both ends, in order, or neither",
+                ))
+            }
+        };
+        let has = [
+            ("a payment_id", stored.payment_id.is_some()),
+            ("a period", period),
+            ("canceled_at", stored.canceled_at.is_some()),
+            ("a failure_reason", stored.failure_reason.is_some()),
+        ];
+        // Per status, whether each of `has` must be there (true) or must not (false).
+        let wanted = match status {
+            Incomplete => [false, false, false, false],
+            Active => [true, true, false, false],
+            IncompleteExpired => [false, false, false, true],
+            Canceled => [true, true, true, false],
+        };
+        if let Some(((what, present), _)) = has.iter().zip(wanted).find(|((_, h), w)| h != w) {
+            let with = if *present { "with" } else { "without" };
+            return Err(InvalidValue::new(format!(
+                "a subscription in status `{}` {with} {what}",
+                status.as_str()
+            )));
+        }
+        let StoredSubscription {
+            id,
+            plan_id,
+            customer_id,
+            status,
+            payment_method,
+            payment_id,
+            unit_amount,
+            currency,
+            interval,
+            idempotency_key,
+            current_period_start,
+            current_period_end,
+            created_at,
+            updated_at,
+            canceled_at,
+            failure_reason,
+        } = stored;
+        Ok(Self {
+            id,
+            plan_id,
+            customer_id,
+            status,
+            payment_method,
+            payment_id,
+            unit_amount,
+            currency,
+            interval,
+            idempotency_key,
+            current_period_start,
+            current_period_end,
+            created_at,
+            updated_at,
+            canceled_at,
+            failure_reason,
+        })
+    }
+
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
+    pub fn plan_id(&self) -> PlanId {
+        self.plan_id
+    }
+
+    pub fn customer_id(&self) -> &CustomerId {
+        &self.customer_id
+    }
+
+    pub fn status(&self) -> SubscriptionStatus {
+        self.status
+    }
+
+    pub fn payment_method(&self) -> &PaymentMethod {
+        &self.payment_method
+    }
+
+    /// The gateway's reference of the successful charge, once there is one.
+    pub fn payment_id(&self) -> Option<&str> {
+        self.payment_id.as_deref()
+    }
+
+    pub fn unit_amount(&self) -> UnitAmount {
+        self.unit_amount
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn interval(&self) -> Interval {
+        self.interval
+    }
+
+    /// The idempotency key (scoped to the customer) of the purchase that created it.
+    pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
+        self.idempotency_key.as_ref()
+    }
+
+    pub fn current_period_start(&self) -> Option<Timestamp> {
+        self.current_period_start
+    }
+
+    pub fn current_period_end(&self) -> Option<Timestamp> {
+        self.current_period_end
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    pub fn updated_at(&self) -> Timestamp {
+        self.updated_at
+    }
+
+    pub fn canceled_at(&self) -> Option<Timestamp> {
+        self.canceled_at
+    }
+
+    /// Why the purchase failed, for `incomplete_expired` subscriptions.
+    pub fn failure_reason(&self) -> Option<&str> {
+        self.failure_reason.as_deref()
     }
 
     /// The idempotency key sent to the payment provider for this subscription's charge.

@@ -45,14 +45,14 @@ impl CancelDecision {
     /// Decides the cancellation of `sub` at `now`: only an active subscription is
     /// cancelled, a cancelled one is answered as it is, any other is refused.
     pub fn of(mut sub: Subscription, now: Timestamp) -> Result<Self, CancelError> {
-        match sub.status {
+        match sub.status() {
             SubscriptionStatus::Canceled => Ok(Self::AlreadyCanceled(Cancellation {
                 subscription: sub,
                 already_canceled: true,
             })),
             SubscriptionStatus::Active => {
                 sub.cancel(now);
-                let seat_move = SeatMove::cancel(sub.id);
+                let seat_move = SeatMove::cancel(sub.id());
                 Ok(Self::Cancel {
                     subscription: sub,
                     seat_move,
@@ -127,14 +127,24 @@ mod tests {
             None,
             plan.created_at(),
         );
-        sub.status = status;
+        let now = plan.created_at();
+        match status {
+            SubscriptionStatus::Incomplete => {}
+            SubscriptionStatus::Active => sub.activate("pi_1".into(), now),
+            SubscriptionStatus::IncompleteExpired => sub.expire("card_declined".into(), now),
+            SubscriptionStatus::Canceled => {
+                sub.activate("pi_1".into(), now);
+                sub.cancel(now);
+            }
+        }
+        assert_eq!(sub.status(), status);
         sub
     }
 
     #[test]
     fn an_active_subscription_is_cancelled_and_gives_its_seat_back() {
         let sub = subscription(SubscriptionStatus::Active);
-        let at = sub.created_at + chrono::Duration::days(3);
+        let at = sub.created_at() + chrono::Duration::days(3);
         let CancelDecision::Cancel {
             subscription,
             seat_move,
@@ -142,17 +152,17 @@ mod tests {
         else {
             panic!("an active subscription is cancelled");
         };
-        assert_eq!(subscription.status, SubscriptionStatus::Canceled);
-        assert_eq!(subscription.canceled_at, Some(at));
+        assert_eq!(subscription.status(), SubscriptionStatus::Canceled);
+        assert_eq!(subscription.canceled_at(), Some(at));
         assert_eq!(seat_move.delta, 1);
         assert_eq!(seat_move.action, AuditAction::SubscriptionCanceled);
-        assert_eq!(seat_move.subscription_id, Some(sub.id));
+        assert_eq!(seat_move.subscription_id, Some(sub.id()));
     }
 
     #[test]
     fn a_cancelled_subscription_is_answered_as_it_is() {
         let sub = subscription(SubscriptionStatus::Canceled);
-        let decision = CancelDecision::of(sub.clone(), sub.created_at).unwrap();
+        let decision = CancelDecision::of(sub.clone(), sub.created_at()).unwrap();
         assert_eq!(
             decision,
             CancelDecision::AlreadyCanceled(Cancellation {
@@ -170,7 +180,7 @@ mod tests {
         ] {
             let sub = subscription(status);
             assert!(matches!(
-                CancelDecision::of(sub.clone(), sub.created_at),
+                CancelDecision::of(sub.clone(), sub.created_at()),
                 Err(CancelError::NotActive(s)) if s == status
             ));
         }

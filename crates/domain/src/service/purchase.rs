@@ -175,7 +175,7 @@ impl PurchaseService {
         }
         // Only the recovery point goes on: the rest of the record is freed before the wait.
         let recovery = match self.store.claim_key(&self.claim(cmd, owner)).await? {
-            Claim::Acquired(record) => record.recovery,
+            Claim::Acquired(record) => record.recovery().clone(),
             Claim::Finished {
                 outcome,
                 request_id,
@@ -215,7 +215,7 @@ impl PurchaseService {
                 if let Some(outcome) = PurchaseOutcome::of_finished(subscription.clone()) {
                     return Ok(Start::Done(outcome));
                 }
-                tracing::info!(subscription_id = %subscription.id, "resuming a reserved purchase at the charge");
+                tracing::info!(subscription_id = %subscription.id(), "resuming a reserved purchase at the charge");
                 Ok(Start::Charge(subscription))
             }
         }
@@ -267,7 +267,7 @@ impl PurchaseService {
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let result = self.charge(&subscription).await?;
         let complete = CompletePurchase {
-            subscription_id: subscription.id,
+            subscription_id: subscription.id(),
             result,
             request_id: cmd.request_id.clone(),
             ctx,
@@ -280,11 +280,11 @@ impl PurchaseService {
                 if let (
                     ChargeResult::Charged { payment_id },
                     SubscriptionStatus::IncompleteExpired,
-                ) = (&complete.result, finished.status)
+                ) = (&complete.result, finished.status())
                 {
                     // The reconciler gave this purchase up (its seat is back on sale)
                     // while this retry charged: the money goes back.
-                    self.refund_late_charge(finished.id, payment_id, &complete.ctx)
+                    self.refund_late_charge(finished.id(), payment_id, &complete.ctx)
                         .await;
                 }
                 PurchaseOutcome::of_finished(*finished).ok_or_else(|| {
@@ -303,11 +303,11 @@ impl PurchaseService {
     async fn charge(&self, subscription: &Subscription) -> Result<ChargeResult, PurchaseError> {
         let req = ChargeRequest {
             provider_key: subscription.provider_key(),
-            subscription_id: subscription.id,
-            customer_id: subscription.customer_id.clone(),
-            amount: subscription.unit_amount,
-            currency: subscription.currency,
-            payment_method: subscription.payment_method.clone(),
+            subscription_id: subscription.id(),
+            customer_id: subscription.customer_id().clone(),
+            amount: subscription.unit_amount(),
+            currency: subscription.currency(),
+            payment_method: subscription.payment_method().clone(),
         };
         match self.gateway.charge(&req).await {
             Ok(charge) => Ok(ChargeResult::Charged {
@@ -317,7 +317,7 @@ impl PurchaseService {
                 reason: format!("{code}: {message}"),
             }),
             Err(unknown @ ChargeError::Unknown(_)) => {
-                tracing::warn!(subscription_id = %subscription.id, error = %unknown, "payment outcome unknown; the key is released for a retry");
+                tracing::warn!(subscription_id = %subscription.id(), error = %unknown, "payment outcome unknown; the key is released for a retry");
                 Err(PurchaseError::PaymentUnavailable(unknown))
             }
         }

@@ -143,7 +143,7 @@ impl Reconciler {
         };
         let ctx = AuditContext::reconciler(run_id.as_str());
         for task in tasks {
-            let id = task.subscription.id;
+            let id = task.subscription.id();
             let done = match self.work(&task, owner, &ctx).await {
                 Ok(done) => done,
                 Err(e) => {
@@ -187,8 +187,8 @@ impl Reconciler {
         let status = match self.gateway.lookup(&sub.provider_key()).await {
             Ok(status) => status,
             Err(e) => {
-                tracing::warn!(subscription_id = %sub.id, error = %e, "the gateway could not say what became of a charge");
-                self.store.release_recovery(sub.id, owner).await?;
+                tracing::warn!(subscription_id = %sub.id(), error = %e, "the gateway could not say what became of a charge");
+                self.store.release_recovery(sub.id(), owner).await?;
                 return Ok(Done::InDoubt);
             }
         };
@@ -232,7 +232,7 @@ impl Reconciler {
             ),
         };
         let cmd = CompletePurchase {
-            subscription_id: sub.id,
+            subscription_id: sub.id(),
             result: result.clone(),
             request_id: ctx.trace_id.to_string(),
             ctx: ctx.clone(),
@@ -271,25 +271,25 @@ impl Reconciler {
         match status {
             ChargeStatus::Succeeded { payment_id } => {
                 if let Err(e) = self.gateway.refund(&payment_id).await {
-                    tracing::warn!(subscription_id = %sub.id, error = %e, "could not refund a late charge; will retry");
-                    self.store.release_recovery(sub.id, owner).await?;
+                    tracing::warn!(subscription_id = %sub.id(), error = %e, "could not refund a late charge; will retry");
+                    self.store.release_recovery(sub.id(), owner).await?;
                     return Ok(Done::InDoubt);
                 }
                 self.store
-                    .finish_verification(sub.id, owner, Some(&payment_id), ctx, now)
+                    .finish_verification(sub.id(), owner, Some(&payment_id), ctx, now)
                     .await?;
-                tracing::warn!(subscription_id = %sub.id, payment_id, "a charge landed after its purchase was given up; refunded");
+                tracing::warn!(subscription_id = %sub.id(), payment_id, "a charge landed after its purchase was given up; refunded");
                 Ok(Done::Refunded)
             }
             ChargeStatus::Refunded { payment_id } => {
                 self.store
-                    .finish_verification(sub.id, owner, Some(&payment_id), ctx, now)
+                    .finish_verification(sub.id(), owner, Some(&payment_id), ctx, now)
                     .await?;
                 Ok(Done::Verified)
             }
             ChargeStatus::NotFound | ChargeStatus::Failed { .. } => {
                 self.store
-                    .finish_verification(sub.id, owner, None, ctx, now)
+                    .finish_verification(sub.id(), owner, None, ctx, now)
                     .await?;
                 Ok(Done::Verified)
             }
@@ -303,11 +303,11 @@ impl Reconciler {
         ctx: &AuditContext,
     ) -> Result<Done, StoreError> {
         if let Err(e) = self.gateway.refund(payment_id).await {
-            tracing::warn!(subscription_id = %sub.id, error = %e, "could not refund a late charge; its check will retry");
+            tracing::warn!(subscription_id = %sub.id(), error = %e, "could not refund a late charge; its check will retry");
             return Ok(Done::InDoubt);
         }
         self.store
-            .record_refund(sub.id, payment_id, ctx, self.clock.now())
+            .record_refund(sub.id(), payment_id, ctx, self.clock.now())
             .await?;
         Ok(Done::Refunded)
     }

@@ -44,7 +44,7 @@ impl SubscriptionService {
             .store
             .customer_subscriptions(customer, page.after, page.limit.get() + 1)
             .await?;
-        Ok(Page::from_overfetch(items, page.limit, |s| s.id))
+        Ok(Page::from_overfetch(items, page.limit, |s| s.id()))
     }
 
     /// Cancels an active subscription and releases its seat; cancelling again is a no-op.
@@ -59,7 +59,7 @@ impl SubscriptionService {
             .cancel_subscription(id, ctx, self.clock.now())
             .await?;
         if !done.already_canceled {
-            tracing::info!(plan_id = %done.subscription.plan_id, "subscription canceled; seat released");
+            tracing::info!(plan_id = %done.subscription.plan_id(), "subscription canceled; seat released");
         }
         Ok(done)
     }

@@ -77,10 +77,10 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
     for (p, result) in purchases.iter().zip(results) {
         match result {
             Ok(Reservation::Reserved(sub))
-                if sub.id == p.subscription_id()
-                    && sub.status == SubscriptionStatus::Incomplete =>
+                if sub.id() == p.subscription_id()
+                    && sub.status() == SubscriptionStatus::Incomplete =>
             {
-                reserved.insert(sub.id);
+                reserved.insert(sub.id());
             }
             Ok(Reservation::Rejected(PurchaseOutcome::SoldOut { plan_id }))
                 if plan_id == plan.id() =>
@@ -110,8 +110,8 @@ pub async fn two_hundred_simultaneous_reservations_of_fifty_seats_reserve_exactl
                 .await
                 .expect("customer_subscriptions failed");
             let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            listed.extend(page.iter().map(|s| s.id));
+            after = Some(last.id());
+            listed.extend(page.iter().map(|s| s.id()));
         }
     }
     assert_eq!(
@@ -213,12 +213,12 @@ pub async fn a_hundred_simultaneous_claims_of_one_abandoned_key_take_it_over_exa
         Ok(Claim::Acquired(record)) => {
             assert!(record.is_locked_by(claims[winner].owner));
             assert_eq!(
-                record.recovery,
+                *record.recovery(),
                 RecoveryPoint::Reserved {
-                    subscription_id: sub.id
+                    subscription_id: sub.id()
                 }
             );
-            assert_eq!(record.created_at, abandoned.claim.now);
+            assert_eq!(record.created_at(), abandoned.claim.now);
         }
         other => panic!("the winner acquired, got {other:?}"),
     }
@@ -424,16 +424,16 @@ pub async fn reservations_racing_takeovers_of_their_keys_either_land_first_or_ar
             Step::Reserve(Ok(Reservation::Reserved(sub))) => {
                 reserved += 1;
                 assert_eq!(
-                    record.recovery,
+                    *record.recovery(),
                     RecoveryPoint::Reserved {
-                        subscription_id: sub.id
+                        subscription_id: sub.id()
                     },
                     "a reservation that landed before the takeover is the takeover's recovery point"
                 );
             }
             Step::Reserve(Err(ReserveError::LockLost)) => {
                 assert_eq!(
-                    record.recovery,
+                    *record.recovery(),
                     RecoveryPoint::Started,
                     "a reservation refused as LockLost came after the takeover and did nothing"
                 );
@@ -510,12 +510,15 @@ pub async fn completing_one_purchase_many_times_at_once_completes_it_exactly_onc
         let (j, done) = winners.remove(0);
         assert_eq!(*done.subscription(), current);
         if (i + j) % 2 == 0 {
-            assert_eq!(current.status, SubscriptionStatus::Active);
-            assert_eq!(current.payment_id, Some(format!("pi_{i}_{j}")));
+            assert_eq!(current.status(), SubscriptionStatus::Active);
+            assert_eq!(current.payment_id(), Some(format!("pi_{i}_{j}").as_str()));
             active += 1;
         } else {
-            assert_eq!(current.status, SubscriptionStatus::IncompleteExpired);
-            assert_eq!(current.failure_reason, Some(format!("declined {i} {j}")));
+            assert_eq!(current.status(), SubscriptionStatus::IncompleteExpired);
+            assert_eq!(
+                current.failure_reason(),
+                Some(format!("declined {i} {j}").as_str())
+            );
         }
         assert_eq!(
             finished_outcome(&*store, p, at + secs(2)).await,
@@ -575,7 +578,7 @@ pub async fn cancelling_one_subscription_many_times_at_once_releases_its_seat_on
     let steps = race(tasks).await;
     for (p, attempts) in purchases.iter().zip(steps.chunks(20)) {
         let current = subscription_now(&*store, p.subscription_id()).await;
-        assert_eq!(current.status, SubscriptionStatus::Canceled);
+        assert_eq!(current.status(), SubscriptionStatus::Canceled);
         let mut first = 0;
         for step in attempts {
             match step {
@@ -685,7 +688,7 @@ pub async fn completions_racing_cancellations_of_the_same_subscriptions_keep_eve
         } else {
             SubscriptionStatus::Active
         };
-        assert_eq!(current.status, expected);
+        assert_eq!(current.status(), expected);
     }
     let stats = stats_now(&*store, plan.id()).await;
     assert_eq!(
@@ -826,7 +829,7 @@ pub async fn a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exa
     for (i, (p, result)) in attempts.iter().zip(&results).enumerate() {
         match result {
             Ok(NewKeyReservation::Claimed(Reservation::Reserved(sub)))
-                if sub.id == p.subscription_id() =>
+                if sub.id() == p.subscription_id() =>
             {
                 winners.push(i)
             }
@@ -898,7 +901,7 @@ pub async fn new_key_reservations_racing_claims_of_the_same_keys_give_each_key_o
                 reserved += 1;
             }
             (Ok(NewKeyReservation::KeyExists), Ok(Claim::Acquired(record)))
-                if record.recovery == RecoveryPoint::Started =>
+                if *record.recovery() == RecoveryPoint::Started =>
             {
                 // The claim holds the key: its own reservation goes through.
                 assert!(matches!(

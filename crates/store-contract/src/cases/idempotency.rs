@@ -16,8 +16,8 @@ use seatkeeper_domain::{
 
 use crate::{
     support::{
-        assert_invariants, assert_key_in_use, create_plan, customer, finished_outcome, idem_key,
-        now, secs, snapshot, span, Purchase, LEASE,
+        altered, assert_invariants, assert_key_in_use, create_plan, customer, finished_outcome,
+        idem_key, now, secs, snapshot, span, Purchase, LEASE,
     },
     StoreFactory,
 };
@@ -153,16 +153,17 @@ pub async fn an_abandoned_lease_is_taken_over_keeping_the_recovery_point(
 
     // At the very instant the lease ends, another claim takes the key over.
     let takeover = first.reclaim(at + span(LEASE));
-    let mut expected = first.claim.fresh_record();
-    expected.recovery = RecoveryPoint::Reserved {
-        subscription_id: sub.id,
-    };
-    expected.state = KeyState::Open {
-        lock: Some(KeyLock {
-            owner: takeover.owner,
-            until: takeover.now + span(LEASE),
-        }),
-    };
+    let expected = altered(&first.claim.fresh_record(), |r| {
+        r.recovery = RecoveryPoint::Reserved {
+            subscription_id: sub.id(),
+        };
+        r.state = KeyState::Open {
+            lock: Some(KeyLock {
+                owner: takeover.owner,
+                until: takeover.now + span(LEASE),
+            }),
+        };
+    });
     assert_eq!(
         store.claim_key(&takeover).await.expect("claim_key failed"),
         Claim::Acquired(expected),
@@ -216,16 +217,17 @@ pub async fn a_released_key_is_acquired_again_at_once_keeping_its_recovery_point
 
     // Well within the first lease: a released lock does not wait for its lease.
     let retry = first.reclaim(at + secs(1));
-    let mut expected = first.claim.fresh_record();
-    expected.recovery = RecoveryPoint::Reserved {
-        subscription_id: sub.id,
-    };
-    expected.state = KeyState::Open {
-        lock: Some(KeyLock {
-            owner: retry.owner,
-            until: retry.now + span(LEASE),
-        }),
-    };
+    let expected = altered(&first.claim.fresh_record(), |r| {
+        r.recovery = RecoveryPoint::Reserved {
+            subscription_id: sub.id(),
+        };
+        r.state = KeyState::Open {
+            lock: Some(KeyLock {
+                owner: retry.owner,
+                until: retry.now + span(LEASE),
+            }),
+        };
+    });
     assert_eq!(
         store.claim_key(&retry).await.expect("claim_key failed"),
         Claim::Acquired(expected)

@@ -46,9 +46,9 @@ pub async fn reserving_a_seat_takes_it_and_records_the_recovery_point(factory: &
     // The key is still held by the purchase, and now records where a retry resumes.
     let record = released_and_reclaimed(&*store, &purchase, at).await;
     assert_eq!(
-        record.recovery,
+        *record.recovery(),
         RecoveryPoint::Reserved {
-            subscription_id: expected.id
+            subscription_id: expected.id()
         },
         "the reservation sets the key's recovery point in the same step"
     );
@@ -292,7 +292,7 @@ pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_
             outcome: outcome.clone()
         }
     );
-    assert_eq!(subscription_now(&*store, expected.id).await, expected);
+    assert_eq!(subscription_now(&*store, expected.id()).await, expected);
     let expected_plan = altered(&before, |p| p.seq += 1);
     assert_eq!(
         plan_now(&*store, plan.id()).await,
@@ -306,7 +306,7 @@ pub async fn a_charged_purchase_activates_the_subscription_and_finishes_its_key_
             &expected_plan,
             AuditAction::PurchaseActivated,
             before.seats_left(),
-            Some(expected.id),
+            Some(expected.id()),
             None,
             &cmd.ctx,
             later,
@@ -359,7 +359,7 @@ pub async fn a_declined_purchase_expires_the_subscription_releases_the_seat_and_
             outcome: outcome.clone()
         }
     );
-    assert_eq!(subscription_now(&*store, expected.id).await, expected);
+    assert_eq!(subscription_now(&*store, expected.id()).await, expected);
     let expected_plan = altered(&before, |p| {
         p.seq += 1;
         p.seats_left += 1;
@@ -376,7 +376,7 @@ pub async fn a_declined_purchase_expires_the_subscription_releases_the_seat_and_
             &expected_plan,
             AuditAction::SeatReleased,
             before.seats_left(),
-            Some(expected.id),
+            Some(expected.id()),
             Some(reason.into()),
             &cmd.ctx,
             later,
@@ -432,7 +432,7 @@ pub async fn completing_a_purchase_twice_is_not_incomplete_and_changes_nothing(
                 ),
                 other => panic!(
                     "completing a {} subscription must be NotIncomplete, got {other:?}",
-                    sub_before.status.as_str()
+                    sub_before.status().as_str()
                 ),
             }
             assert_eq!(snapshot(&*store, plan.id()).await, before);
@@ -579,7 +579,7 @@ pub async fn completing_an_old_purchase_leaves_a_newer_purchase_under_the_same_k
         other => panic!("the newer purchase should still hold its key and reserve, got {other:?}"),
     };
     let done = newer.charged(&*store, "pi_newer", t + secs(3)).await;
-    assert_eq!(done.subscription().id, sub.id);
+    assert_eq!(done.subscription().id(), sub.id());
     assert_eq!(
         finished_outcome(&*store, &newer, t + secs(4)).await,
         (done.outcome, newer.reserve.request_id.clone())
@@ -600,16 +600,20 @@ pub async fn reserving_with_a_new_key_claims_it_and_takes_the_seat_in_one_step(
     // The key is the claim's fresh record, held by the purchase, at `Reserved`.
     let record = released_and_reclaimed(&*store, &purchase, at).await;
     assert_eq!(
-        record.recovery,
+        *record.recovery(),
         RecoveryPoint::Reserved {
-            subscription_id: expected.id
+            subscription_id: expected.id()
         },
         "the key records the reservation made with it"
     );
     let fresh = purchase.claim.fresh_record();
     assert_eq!(
-        (record.fingerprint, record.created_at, record.expires_at),
-        (fresh.fingerprint, fresh.created_at, fresh.expires_at),
+        (
+            record.fingerprint(),
+            record.created_at(),
+            record.expires_at()
+        ),
+        (fresh.fingerprint(), fresh.created_at(), fresh.expires_at()),
         "the key was stored as the claim's fresh record"
     );
     // The same key of another customer is another, new key.
@@ -703,7 +707,7 @@ pub async fn reserving_with_a_key_that_has_a_record_is_key_exists_and_changes_no
         .expect("claim_key failed")
     {
         Claim::Acquired(record) => assert_eq!(
-            record.recovery,
+            *record.recovery(),
             RecoveryPoint::Reserved {
                 subscription_id: released.subscription_id()
             }
@@ -807,7 +811,7 @@ async fn assert_first_seat_reserved(
         Reservation::Reserved(expected.clone()),
         "the reservation is the subscription built by Subscription::reserve"
     );
-    assert_eq!(subscription_now(store, expected.id).await, expected);
+    assert_eq!(subscription_now(store, expected.id()).await, expected);
     let expected_plan = altered(plan, |p| {
         p.seats_left = 2;
         p.seq = 2;
@@ -821,7 +825,7 @@ async fn assert_first_seat_reserved(
             &expected_plan,
             AuditAction::SeatReserved,
             3,
-            Some(expected.id),
+            Some(expected.id()),
             None,
             &purchase.reserve.ctx,
             at,

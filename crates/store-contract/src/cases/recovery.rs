@@ -144,13 +144,13 @@ pub async fn a_released_recovery_task_goes_to_the_next_reconciler_at_once(
     assert_eq!(got.len(), 1);
     assert!(
         !store
-            .release_recovery(sub.id, b)
+            .release_recovery(sub.id(), b)
             .await
             .expect("release_recovery failed"),
         "only the lease holder may release a task"
     );
     assert!(store
-        .release_recovery(sub.id, a)
+        .release_recovery(sub.id(), a)
         .await
         .expect("release_recovery failed"));
     let got = store
@@ -158,7 +158,7 @@ pub async fn a_released_recovery_task_goes_to_the_next_reconciler_at_once(
         .await
         .expect("claim_recovery failed");
     assert_eq!(got.len(), 1, "a released task is free at once");
-    assert_eq!(got[0].subscription.id, sub.id);
+    assert_eq!(got[0].subscription.id(), sub.id());
 }
 
 pub async fn declining_with_verify_after_schedules_a_late_charge_check_when_it_is_due(
@@ -210,13 +210,13 @@ pub async fn declining_with_verify_after_schedules_a_late_charge_check_when_it_i
         .expect("claim_recovery failed");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].phase, RecoveryPhase::Verify);
-    assert_eq!(due[0].subscription.id, sub.id);
+    assert_eq!(due[0].subscription.id(), sub.id());
 
     let audit_before = whole_audit(&*store, plan.id()).await;
     assert!(
         !store
             .finish_verification(
-                sub.id,
+                sub.id(),
                 LockToken::generate(),
                 None,
                 &admin("x"),
@@ -227,7 +227,7 @@ pub async fn declining_with_verify_after_schedules_a_late_charge_check_when_it_i
         "only the lease holder may finish a check"
     );
     assert!(store
-        .finish_verification(sub.id, owner, None, &admin("x"), t0 + secs(12))
+        .finish_verification(sub.id(), owner, None, &admin("x"), t0 + secs(12))
         .await
         .expect("finish_verification failed"));
     assert_eq!(
@@ -283,7 +283,7 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
         .seats_left();
     assert!(store
         .finish_verification(
-            sub.id,
+            sub.id(),
             owner,
             Some("pi_late"),
             &admin("reconcile-2"),
@@ -294,7 +294,7 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
     let audit = whole_audit(&*store, plan.id()).await;
     let last = audit.last().expect("an audit entry");
     assert_eq!(last.action, AuditAction::PaymentRefunded);
-    assert_eq!(last.subscription_id, Some(sub.id));
+    assert_eq!(last.subscription_id, Some(sub.id()));
     assert_eq!(
         (last.seats_left_before, last.seats_left_after),
         (seats, seats)
@@ -305,7 +305,7 @@ pub async fn a_late_charge_refund_is_audited_once_and_moves_no_seat(factory: &dy
         .is_some_and(|r| r.contains("pi_late")));
     assert!(
         !store
-            .record_refund(sub.id, "pi_late", &admin("again"), t0 + secs(6))
+            .record_refund(sub.id(), "pi_late", &admin("again"), t0 + secs(6))
             .await
             .expect("record_refund failed"),
         "a refund is audited once"
@@ -323,11 +323,11 @@ pub async fn a_refund_recorded_outside_a_check_is_audited_once(factory: &dyn Sto
         .declined(&*store, "never charged", t0 + secs(1))
         .await;
     assert!(store
-        .record_refund(sub.id, "pi_x", &admin("r"), t0 + secs(2))
+        .record_refund(sub.id(), "pi_x", &admin("r"), t0 + secs(2))
         .await
         .expect("record_refund failed"));
     assert!(!store
-        .record_refund(sub.id, "pi_x", &admin("r"), t0 + secs(3))
+        .record_refund(sub.id(), "pi_x", &admin("r"), t0 + secs(3))
         .await
         .expect("record_refund failed"));
     let refunds = whole_audit(&*store, plan.id())
@@ -374,9 +374,9 @@ pub async fn many_reconcilers_claiming_at_once_never_get_the_same_task(factory: 
         for t in tasks {
             total += 1;
             assert!(
-                seen.insert(t.subscription.id),
+                seen.insert(t.subscription.id()),
                 "task {} handed out twice",
-                t.subscription.id
+                t.subscription.id()
             );
         }
     }

@@ -26,7 +26,7 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
     let at = now();
     let incomplete = Purchase::new(plan.id(), "cus_1", "k1", at);
     let reserved = incomplete.reserved(&*store).await;
-    assert_eq!(subscription_now(&*store, reserved.id).await, reserved);
+    assert_eq!(subscription_now(&*store, reserved.id()).await, reserved);
 
     let charged = Purchase::new(plan.id(), "cus_1", "k2", at);
     charged.reserved(&*store).await;
@@ -35,7 +35,7 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
         .await
         .subscription()
         .clone();
-    assert_eq!(subscription_now(&*store, active.id).await, active);
+    assert_eq!(subscription_now(&*store, active.id()).await, active);
 
     let declined = Purchase::new(plan.id(), "cus_1", "k3", at);
     declined.reserved(&*store).await;
@@ -48,7 +48,7 @@ pub async fn a_subscription_reads_back_exactly_and_an_unknown_one_is_none(
         .await
         .subscription()
         .clone();
-    assert_eq!(subscription_now(&*store, expired.id).await, expired);
+    assert_eq!(subscription_now(&*store, expired.id()).await, expired);
 
     assert_eq!(
         store
@@ -94,7 +94,7 @@ pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_els
         }
         mine.push(subscription_now(&*store, p.subscription_id()).await);
     }
-    mine.sort_by_key(|s| s.id);
+    mine.sort_by_key(|s| s.id());
     // Other customers, including look-alike ids.
     for (who, key) in [
         ("cus_b", "k0"),
@@ -124,14 +124,14 @@ pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_els
         "every subscription of the customer, in any status, ordered by id, and no one else's"
     );
     assert_eq!(list(None, 2).await, mine[0..2]);
-    assert_eq!(list(Some(mine[1].id), 2).await, mine[2..4]);
-    assert_eq!(list(Some(mine[3].id), 2).await, mine[4..5]);
-    assert_eq!(list(Some(mine[4].id), 2).await, vec![]);
+    assert_eq!(list(Some(mine[1].id()), 2).await, mine[2..4]);
+    assert_eq!(list(Some(mine[3].id()), 2).await, mine[4..5]);
+    assert_eq!(list(Some(mine[4].id()), 2).await, vec![]);
     let nil = SubscriptionId::from_uuid(Uuid::nil());
     let max = SubscriptionId::from_uuid(Uuid::max());
     assert_eq!(list(Some(nil), 100).await, mine);
     assert_eq!(list(Some(max), 100).await, vec![]);
-    let between = SubscriptionId::from_uuid(Uuid::from_u128(mine[0].id.as_uuid().as_u128() + 1));
+    let between = SubscriptionId::from_uuid(Uuid::from_u128(mine[0].id().as_uuid().as_u128() + 1));
     assert_eq!(
         list(Some(between), 100).await,
         mine[1..],
@@ -151,7 +151,7 @@ pub async fn a_customers_subscriptions_are_listed_in_id_order_without_anyone_els
         .await
         .expect("customer_subscriptions failed");
     assert_eq!(b.len(), 2);
-    assert!(b.iter().all(|s| s.customer_id.as_str() == "cus_b"));
+    assert!(b.iter().all(|s| s.customer_id().as_str() == "cus_b"));
     for plan in &plans {
         assert_invariants(&*store, plan.id()).await;
     }
@@ -169,7 +169,7 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
     let mut expected = active.clone();
     expected.cancel(at);
     let done = store
-        .cancel_subscription(active.id, &ctx, at)
+        .cancel_subscription(active.id(), &ctx, at)
         .await
         .expect("cancelling an active subscription failed");
     assert_eq!(
@@ -179,7 +179,7 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
             already_canceled: false
         }
     );
-    assert_eq!(subscription_now(&*store, active.id).await, expected);
+    assert_eq!(subscription_now(&*store, active.id()).await, expected);
     let expected_plan = altered(&before, |p| {
         p.seats_left += 1;
         p.seq += 1;
@@ -193,7 +193,7 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
             &expected_plan,
             AuditAction::SubscriptionCanceled,
             before.seats_left(),
-            Some(active.id),
+            Some(active.id()),
             None,
             &ctx,
             at,
@@ -207,7 +207,7 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
     // Again: nothing changes, and the subscription comes back as it was cancelled.
     let after_first = snapshot(&*store, plan.id()).await;
     let again = store
-        .cancel_subscription(active.id, &admin("trace-cancel-again"), at + secs(5))
+        .cancel_subscription(active.id(), &admin("trace-cancel-again"), at + secs(5))
         .await
         .expect("cancelling a cancelled subscription failed");
     assert_eq!(
@@ -218,7 +218,7 @@ pub async fn cancelling_an_active_subscription_releases_its_seat_once(factory: &
         }
     );
     assert_eq!(snapshot(&*store, plan.id()).await, after_first);
-    assert_eq!(subscription_now(&*store, active.id).await, expected);
+    assert_eq!(subscription_now(&*store, active.id()).await, expected);
     assert_invariants(&*store, plan.id()).await;
 }
 
@@ -242,12 +242,12 @@ pub async fn a_cancelled_purchase_still_replays_the_subscription_as_it_was_sold(
 
     let at = now() + secs(5);
     let canceled = store
-        .cancel_subscription(active.id, &admin("trace-cancel"), at)
+        .cancel_subscription(active.id(), &admin("trace-cancel"), at)
         .await
         .expect("cancelling an active subscription failed")
         .subscription;
-    assert_eq!(canceled.status, SubscriptionStatus::Canceled);
-    assert_eq!(subscription_now(&*store, active.id).await, canceled);
+    assert_eq!(canceled.status(), SubscriptionStatus::Canceled);
+    assert_eq!(subscription_now(&*store, active.id()).await, canceled);
     assert_eq!(
         finished_outcome(&*store, &purchase, at + secs(1)).await,
         (sold, purchase.reserve.request_id.clone()),
