@@ -49,6 +49,11 @@ macro_rules! uuid_id {
 }
 
 uuid_id!(
+    /// Identifies an API key (not its secret).
+    ApiKeyId,
+    "key"
+);
+uuid_id!(
     /// Identifies a plan.
     PlanId,
     "plan"

@@ -1,5 +1,6 @@
 //! The entities and validated value types of Seatkeeper.
 
+mod access;
 mod audit;
 mod idempotency;
 mod ids;
@@ -8,6 +9,7 @@ mod plan;
 mod subscription;
 mod values;
 
+pub use access::*;
 pub use audit::*;
 pub use idempotency::*;
 pub use ids::*;
