@@ -168,6 +168,12 @@ macro_rules! __contract_cases {
             concurrency::purging_expired_keys_while_they_are_reclaimed_never_removes_a_live_record,
             concurrency::a_hundred_simultaneous_new_key_reservations_of_one_key_claim_it_exactly_once,
             concurrency::new_key_reservations_racing_claims_of_the_same_keys_give_each_key_one_holder,
+            keys::a_created_key_reads_back_exactly_by_its_secrets_hash_and_no_other,
+            keys::storing_a_key_whose_id_or_hash_is_stored_fails_and_changes_nothing,
+            keys::keys_are_listed_in_id_order_one_page_at_a_time_revoked_ones_included,
+            keys::revoking_a_key_keeps_the_first_time_and_an_unknown_key_is_none,
+            keys::recording_a_use_only_moves_the_last_use_forward,
+            keys::many_simultaneous_uses_and_revocations_of_one_key_keep_the_latest_use_and_one_revocation,
         }
     };
 }
@@ -233,6 +239,7 @@ pub mod __private {
         ("purchases", include_str!("cases/purchases.rs")),
         ("concurrency", include_str!("cases/concurrency.rs")),
         ("recovery", include_str!("cases/recovery.rs")),
+        ("keys", include_str!("cases/keys.rs")),
     ];
 
     /// Every case the sources define, as `module::case`-free names.

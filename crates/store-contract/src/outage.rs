@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{
-        AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError, CompletePurchase,
-        Completion, IdempotencyRepository, NewKeyReservation, PlanRepository, PoolUse,
-        PurchaseRepository, RecoveryBacklog, RecoveryRepository, RecoveryTask, Reservation,
-        ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError, SubscriptionRepository,
-        UpdatePlanError,
+        ApiKeyRepository, AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError,
+        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
+        PoolUse, PurchaseRepository, RecoveryBacklog, RecoveryRepository, RecoveryTask,
+        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        SubscriptionRepository, UpdatePlanError,
     },
-    AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken, Plan, PlanId,
-    PlanPatch, PlanStats, Subscription, SubscriptionId, Timestamp,
+    ApiKey, ApiKeyId, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
+    LockToken, Plan, PlanId, PlanPatch, PlanStats, SecretHash, Subscription, SubscriptionId,
+    Timestamp,
 };
 
 /// A store whose operations all fail with [`StoreError::Unavailable`] while it is switched
@@ -225,6 +226,38 @@ impl<S: RecoveryRepository> RecoveryRepository for Switchable<S> {
     ) -> Result<RecoveryBacklog, StoreError> {
         self.up()?;
         self.inner.recovery_backlog(stale_before).await
+    }
+}
+
+#[async_trait]
+impl<S: ApiKeyRepository> ApiKeyRepository for Switchable<S> {
+    async fn create_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.create_key(key).await
+    }
+
+    async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<ApiKey>, StoreError> {
+        self.up()?;
+        self.inner.key_by_hash(hash).await
+    }
+
+    async fn list_keys(
+        &self,
+        after: Option<ApiKeyId>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        self.up()?;
+        self.inner.list_keys(after, limit).await
+    }
+
+    async fn revoke_key(&self, id: ApiKeyId, now: Timestamp) -> Result<Option<ApiKey>, StoreError> {
+        self.up()?;
+        self.inner.revoke_key(id, now).await
+    }
+
+    async fn record_key_use(&self, id: ApiKeyId, at: Timestamp) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.record_key_use(id, at).await
     }
 }
 

@@ -17,9 +17,10 @@
 //!
 //! Layout: this file holds the store, its plan cells and the helpers every port uses;
 //! each port is a module of its own (`plans`, `subscriptions`, `idempotency`,
-//! `purchases`, `recovery`), with `keys` (the compact key records) and `trail` (a plan's
+//! `purchases`, `recovery`, `api_keys`), with `keys` (the compact key records) and `trail` (a plan's
 //! audit log).
 
+mod api_keys;
 mod idempotency;
 mod keys;
 mod plans;
@@ -129,6 +130,8 @@ pub struct MemoryStore {
     incomplete: DashMap<SubscriptionId, ()>,
     /// Recovery tasks: leases on `Complete` work, and scheduled `Verify` checks.
     recovery: DashMap<SubscriptionId, RecoveryRow>,
+    /// API keys (few, rarely changed: one lock).
+    api_keys: RwLock<api_keys::ApiKeys>,
 }
 
 impl Default for MemoryStore {
@@ -140,6 +143,7 @@ impl Default for MemoryStore {
             by_customer: map(),
             incomplete: map(),
             recovery: map(),
+            api_keys: RwLock::default(),
         }
     }
 }

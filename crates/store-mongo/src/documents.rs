@@ -38,7 +38,7 @@ impl Corrupt {
     }
 }
 
-type Result<T> = std::result::Result<T, Corrupt>;
+pub(crate) type Result<T> = std::result::Result<T, Corrupt>;
 
 // ----- scalar conversions -----
 
@@ -47,7 +47,7 @@ pub fn uuid(u: uuid::Uuid) -> BsonUuid {
     BsonUuid::from_bytes(u.into_bytes())
 }
 
-fn from_uuid(u: BsonUuid) -> uuid::Uuid {
+pub(crate) fn from_uuid(u: BsonUuid) -> uuid::Uuid {
     uuid::Uuid::from_bytes(u.bytes())
 }
 
@@ -56,12 +56,12 @@ pub fn date(t: Timestamp) -> BsonDateTime {
     BsonDateTime::from_millis(t.timestamp_millis())
 }
 
-fn from_date(field: &str, d: BsonDateTime) -> Result<Timestamp> {
+pub(crate) fn from_date(field: &str, d: BsonDateTime) -> Result<Timestamp> {
     chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
         .ok_or_else(|| Corrupt::field(field, "date out of range"))
 }
 
-fn from_opt_date(field: &str, d: Option<BsonDateTime>) -> Result<Option<Timestamp>> {
+pub(crate) fn from_opt_date(field: &str, d: Option<BsonDateTime>) -> Result<Option<Timestamp>> {
     d.map(|d| from_date(field, d)).transpose()
 }
 
@@ -78,7 +78,10 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn valid<T, E: std::fmt::Display>(field: &str, r: std::result::Result<T, E>) -> Result<T> {
+pub(crate) fn valid<T, E: std::fmt::Display>(
+    field: &str,
+    r: std::result::Result<T, E>,
+) -> Result<T> {
     r.map_err(|e| Corrupt::field(field, e))
 }
 

@@ -10,6 +10,7 @@
 //! | `subscriptions` | `status, updated_at` | | stale `incomplete` purchases for the reconciler, oldest first |
 //! | `subscriptions` | `recovery_task.phase, recovery_task.verify_after` | sparse | late-charge checks that are due |
 //! | `audit_entries` | `plan_id, seq` | unique | a plan's log in order; two entries can never share a place in it |
+//! | `api_keys` | `secret_hash` | unique | a request's key found by its secret's hash |
 //!
 //! Plans and subscriptions are read by `_id`, which MongoDB always indexes.
 //!
@@ -26,7 +27,7 @@ use seatkeeper_domain::ports::StoreError;
 
 use crate::{
     errors::{classify, Facts},
-    queries::{self, AUDIT_ENTRIES, IDEMPOTENCY_KEYS, SUBSCRIPTIONS},
+    queries::{self, API_KEYS, AUDIT_ENTRIES, IDEMPOTENCY_KEYS, SUBSCRIPTIONS},
 };
 
 /// Every index the store needs, with its collection.
@@ -84,6 +85,13 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
             IndexModel::builder()
                 .keys(doc! { "plan_id": 1, "seq": 1 })
                 .options(named("plan_id_seq_unique").unique(true).build())
+                .build(),
+        ),
+        (
+            API_KEYS,
+            IndexModel::builder()
+                .keys(doc! { "secret_hash": 1 })
+                .options(named("secret_hash_unique").unique(true).build())
                 .build(),
         ),
     ]
@@ -170,6 +178,18 @@ mod tests {
             by_plan.get_document("key").unwrap(),
             &doc! { "plan_id": 1, "status": 1 }
         );
+    }
+
+    #[test]
+    fn api_keys_are_found_by_a_unique_secret_hash() {
+        let all = indexes();
+        let (coll, spec) = find(&all, "secret_hash_unique");
+        assert_eq!(coll, "api_keys");
+        assert_eq!(
+            spec.get_document("key").unwrap(),
+            &doc! { "secret_hash": 1 }
+        );
+        assert_eq!(spec.get_bool("unique"), Ok(true));
     }
 
     #[test]

@@ -25,7 +25,8 @@
 //! - one module per port: `plans` ([`PlanRepository`]), `audit` ([`AuditLog`]),
 //!   `subscriptions` ([`SubscriptionRepository`]), `idempotency`
 //!   ([`IdempotencyRepository`]), `purchases` ([`PurchaseRepository`] and the glue to the
-//!   batches), `recovery` ([`RecoveryRepository`]);
+//!   batches), `recovery` ([`RecoveryRepository`]), `api_keys` ([`ApiKeyRepository`], with
+//!   its document);
 //! - `batch`: the purchase steps (reserve, reserve under a new key, complete) as
 //!   batches: concurrent steps share one transaction (see above);
 //! - [`documents`]: the stored documents and their conversions (UUIDs as binary subtype
@@ -48,7 +49,9 @@
 //! [`IdempotencyRepository`]: seatkeeper_domain::ports::IdempotencyRepository
 //! [`PurchaseRepository`]: seatkeeper_domain::ports::PurchaseRepository
 //! [`RecoveryRepository`]: seatkeeper_domain::ports::RecoveryRepository
+//! [`ApiKeyRepository`]: seatkeeper_domain::ports::ApiKeyRepository
 
+mod api_keys;
 mod audit;
 mod batch;
 pub mod documents;
@@ -91,6 +94,7 @@ pub struct MongoStore {
     subscriptions: Collection<SubscriptionDoc>,
     audit: Collection<AuditDoc>,
     keys: Collection<KeyDoc>,
+    api_keys: Collection<api_keys::ApiKeyDoc>,
     time_limit: Duration,
     /// The driver's connections, counted from its pool events.
     pool: Arc<PoolCounter>,
@@ -116,6 +120,7 @@ impl MongoStore {
             subscriptions: db.collection(queries::SUBSCRIPTIONS),
             audit: db.collection(queries::AUDIT_ENTRIES),
             keys: db.collection(queries::IDEMPOTENCY_KEYS),
+            api_keys: db.collection(queries::API_KEYS),
             client,
             db,
             time_limit: settings.transaction_time_limit,

@@ -21,9 +21,16 @@ pub const PLANS: &str = "plans";
 pub const SUBSCRIPTIONS: &str = "subscriptions";
 pub const AUDIT_ENTRIES: &str = "audit_entries";
 pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
+pub const API_KEYS: &str = "api_keys";
 
 /// Every collection, created at start-up (outside any transaction).
-pub const COLLECTIONS: &[&str] = &[PLANS, SUBSCRIPTIONS, AUDIT_ENTRIES, IDEMPOTENCY_KEYS];
+pub const COLLECTIONS: &[&str] = &[
+    PLANS,
+    SUBSCRIPTIONS,
+    AUDIT_ENTRIES,
+    IDEMPOTENCY_KEYS,
+    API_KEYS,
+];
 
 // ----- plans -----
 

@@ -22,13 +22,14 @@
 //! - `transaction`: the transaction runner: what is run again, what is returned at once;
 //! - `statements`: statements shared by several operations;
 //! - one module per port: `plans`, `audit`, `subscriptions`, `idempotency`, `purchases`
-//!   (with the glue that runs the coalesced batches) and `recovery`;
+//!   (with the glue that runs the coalesced batches), `recovery` and `api_keys`;
 //! - `batch`: the purchase steps as batch transactions;
 //! - `rows`: reading rows back into domain values;
 //! - `errors`: which failures are retried, unavailable or internal;
 //! - `testing` (behind the `testing` feature, for tests only): fresh databases for the
 //!   contract suite.
 
+mod api_keys;
 mod audit;
 mod batch;
 mod errors;

@@ -3,10 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use seatkeeper_domain::{
-    AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
-    IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
-    PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint, StoredIdempotencyRecord,
-    StoredPlan, StoredSubscription, Subscription, SubscriptionId, SubscriptionStatus, UnitAmount,
+    ApiKey, ApiKeyId, AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId,
+    Fingerprint, IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyName, KeyState,
+    LockToken, PaymentMethod, Plan, PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint,
+    Role, SecretHash, StoredApiKey, StoredIdempotencyRecord, StoredPlan, StoredSubscription,
+    Subscription, SubscriptionId, SubscriptionStatus, UnitAmount,
 };
 use sqlx::{postgres::PgRow, Row};
 use uuid::Uuid;
@@ -151,4 +152,24 @@ pub fn key_record(row: &PgRow) -> R<IdempotencyRecord> {
         expires_at: row.try_get("expires_at")?,
     };
     parsed("idempotency record", IdempotencyRecord::restore(stored))
+}
+
+pub const API_KEY_COLUMNS: &str =
+    "id, name, role, shown_prefix, secret_hash, created_at, last_used_at, revoked_at";
+
+pub fn api_key(row: &PgRow) -> R<ApiKey> {
+    let stored = StoredApiKey {
+        id: ApiKeyId::from_uuid(row.try_get("id")?),
+        name: parsed("key name", KeyName::parse(row.try_get("name")?))?,
+        role: parsed("role", Role::parse(row.try_get("role")?))?,
+        shown_prefix: row.try_get("shown_prefix")?,
+        secret_hash: parsed(
+            "secret_hash",
+            SecretHash::parse(row.try_get("secret_hash")?),
+        )?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    };
+    parsed("API key", ApiKey::restore(stored))
 }

@@ -2,7 +2,7 @@
 //!
 //! Store traits are split by aggregate ([`PlanRepository`], [`SubscriptionRepository`],
 //! [`IdempotencyRepository`], [`PurchaseRepository`], [`RecoveryRepository`],
-//! [`AuditLog`]) and gathered in
+//! [`AuditLog`], [`ApiKeyRepository`]) and gathered in
 //! [`Store`], which is what a storage adapter provides. **Every method is one atomic
 //! business step**: a reader never sees half of it, and the adapter owns the
 //! transaction or lock that makes it so. Each method documents what it guarantees and
@@ -13,6 +13,7 @@
 mod audit;
 mod clock;
 mod idempotency;
+mod keys;
 mod payment;
 mod plans;
 mod purchases;
@@ -23,6 +24,7 @@ mod subscriptions;
 pub use audit::*;
 pub use clock::*;
 pub use idempotency::*;
+pub use keys::*;
 pub use payment::*;
 pub use plans::*;
 pub use purchases::*;

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{
-    AuditLog, IdempotencyRepository, PlanRepository, PurchaseRepository, RecoveryRepository,
-    SubscriptionRepository,
+    ApiKeyRepository, AuditLog, IdempotencyRepository, PlanRepository, PurchaseRepository,
+    RecoveryRepository, SubscriptionRepository,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -40,6 +40,7 @@ pub trait Store:
     + PurchaseRepository
     + RecoveryRepository
     + AuditLog
+    + ApiKeyRepository
     + Send
     + Sync
     + 'static

@@ -3,12 +3,14 @@
 //! transaction.
 
 mod health;
+mod keys;
 mod plans;
 mod purchase;
 mod recovery;
 mod subscriptions;
 
 pub use health::*;
+pub use keys::*;
 pub use plans::*;
 pub use purchase::*;
 pub use recovery::*;

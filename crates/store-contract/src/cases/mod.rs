@@ -7,6 +7,7 @@
 
 pub mod concurrency;
 pub mod idempotency;
+pub mod keys;
 pub mod plans;
 pub mod purchases;
 pub mod recovery;
