@@ -103,10 +103,28 @@ impl Default for StoreSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct AuthSettings {
-    /// The bearer token of the admin API; when unset, one is generated and printed.
+    /// The bootstrap credential: a bearer token that may do everything an `admin` key
+    /// may; when unset, one is generated and printed.
     pub admin_token: Option<Secret>,
+    /// The key that signs customer sessions (HMAC-SHA256), at least 32 characters. Every
+    /// instance must share it; when unset, one is generated with a warning (fine for a
+    /// single instance: its sessions end when it stops).
+    pub session_secret: Option<Secret>,
+    /// How long a customer session lasts, in seconds (1 to 86,400).
+    pub session_ttl_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            session_secret: None,
+            session_ttl_secs: 1800,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +381,14 @@ impl Settings {
             if token.expose_secret().len() < 16 {
                 bail!("invalid configuration: auth.admin_token must be at least 16 characters");
             }
+        }
+        if let Some(secret) = &self.auth.session_secret {
+            if secret.expose_secret().len() < 32 {
+                bail!("invalid configuration: auth.session_secret must be at least 32 characters");
+            }
+        }
+        if !(1..=86_400).contains(&self.auth.session_ttl_secs) {
+            bail!("invalid configuration: auth.session_ttl_secs must be from 1 to 86400");
         }
         Ok(())
     }

@@ -1,20 +1,13 @@
-//! Turning requests into validated input: JSON bodies with field-level errors, the
-//! admin bearer token, list parameters and the `Idempotency-Key` header. Every failure
+//! Turning requests into validated input: JSON bodies with field-level errors, list
+//! parameters and the `Idempotency-Key` header. Every failure
 //! is an [`ApiError`] 4xx that names what is wrong.
 
-use std::future::{ready, Ready};
-
-use actix_web::{http::header, web, FromRequest, HttpRequest};
+use actix_web::{http::header, HttpRequest};
 use seatkeeper_domain::{IdempotencyKey, InvalidValue, Limit, PageRequest};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
 
-use crate::{
-    configuration::{ExposeSecret, Secret},
-    problem::{ApiError, Code, FieldError},
-};
+use crate::problem::{ApiError, Code, FieldError};
 
 /// Parses a JSON request body into `T`, naming the field at fault on failure.
 ///
@@ -256,43 +249,6 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
             format!("the Idempotency-Key header {e}"),
         )
     })
-}
-
-/// Proof that the request carries the admin bearer token.
-pub struct Admin;
-
-/// The admin token, as app data.
-#[derive(Clone)]
-pub struct AdminToken(pub Secret);
-
-impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(check_admin(req).map(|()| Admin))
-    }
-}
-
-fn check_admin(req: &HttpRequest) -> Result<(), ApiError> {
-    let unauthorized = |detail: &str| ApiError::new(Code::Unauthorized, detail);
-    let expected = req
-        .app_data::<web::Data<AdminToken>>()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the admin token is not configured")))?;
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'"))?;
-    // Comparing digests keeps the time independent of where, and whether, lengths differ.
-    let a = Sha256::digest(given.trim().as_bytes());
-    let b = Sha256::digest(expected.0.expose_secret().as_bytes());
-    if bool::from(a.ct_eq(&b)) {
-        Ok(())
-    } else {
-        Err(unauthorized("the admin token is wrong"))
-    }
 }
 
 #[cfg(test)]

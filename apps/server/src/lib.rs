@@ -2,13 +2,15 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: who is calling (bootstrap token, API keys, customer sessions) and what
+//!   they may do.
 //! - [`configuration`]: settings from defaults, an optional file and `SEATKEEPER_…`
 //!   environment variables.
 //! - [`startup`]: wiring adapters into services, binding, running (`Application`).
 //! - [`routes`]: one module per resource, each handler with its OpenAPI operation.
 //! - [`openapi`]: the OpenAPI document generated from the routes and DTOs.
 //! - [`dto`]: the JSON shapes and their conversion into validated domain values.
-//! - [`extract`]: bodies, headers, query strings and the admin token, validated.
+//! - [`extract`]: bodies, headers and query strings, validated.
 //! - [`problem`] and `errors`: RFC 9457 problem responses, and the one place where
 //!   domain errors become HTTP statuses.
 //! - [`request_id`]: request ids and each request's span (tracing-actix-web's
@@ -17,6 +19,7 @@
 //! - [`telemetry`]: the log subscriber.
 //! - [`timestamp`]: RFC 3339 timestamps in bodies, written without `core::fmt`.
 
+pub mod auth;
 pub mod bench;
 pub mod configuration;
 pub mod dto;

@@ -62,9 +62,11 @@ codes! {
     IdempotencyKeyMissing = "idempotency_key_missing", BAD_REQUEST, "An Idempotency-Key header is required";
     IdempotencyKeyInvalid = "idempotency_key_invalid", BAD_REQUEST, "The Idempotency-Key header is invalid";
     Unauthorized = "unauthorized", UNAUTHORIZED, "Authentication is required";
+    Forbidden = "forbidden", FORBIDDEN, "The credential may not do that";
     PaymentDeclined = "payment_declined", PAYMENT_REQUIRED, "The payment was declined";
     PlanNotFound = "plan_not_found", NOT_FOUND, "No such plan";
     SubscriptionNotFound = "subscription_not_found", NOT_FOUND, "No such subscription";
+    KeyNotFound = "key_not_found", NOT_FOUND, "No such API key";
     NotFound = "not_found", NOT_FOUND, "Not found";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed";
     PlanSoldOut = "plan_sold_out", CONFLICT, "The plan is sold out";
@@ -89,6 +91,7 @@ impl Code {
     fn for_status(status: StatusCode) -> Self {
         match status.as_u16() {
             401 => Code::Unauthorized,
+            403 => Code::Forbidden,
             404 => Code::NotFound,
             405 => Code::MethodNotAllowed,
             413 => Code::PayloadTooLarge,
@@ -251,10 +254,7 @@ impl ApiError {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         if self.code == Code::Unauthorized {
-            res.insert_header((
-                header::WWW_AUTHENTICATE,
-                "Bearer realm=\"seatkeeper-admin\"",
-            ));
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"seatkeeper\""));
         }
         res.body(serde_json::to_vec(&self.problem(request_id)).unwrap_or_default())
     }

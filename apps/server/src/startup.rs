@@ -11,7 +11,9 @@ use rand::RngCore;
 use seatkeeper_domain::{
     error_chain,
     ports::{Clock, PaymentGateway, Store, SystemClock},
-    service::{HealthService, PlanService, PurchaseService, Reconciler, SubscriptionService},
+    service::{
+        HealthService, KeyService, PlanService, PurchaseService, Reconciler, SubscriptionService,
+    },
     AuditContext, Capacity, Currency, Interval, NewPlan, PlanName, UnitAmount,
 };
 use seatkeeper_payments::{SimulatedGateway, StripeGateway};
@@ -22,8 +24,8 @@ use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
 use crate::{
+    auth::{sessions::Sessions, Authenticator},
     configuration::{redact, ExposeSecret, PaymentProvider, Secret, Settings, StoreKind},
-    extract::AdminToken,
     metrics::MeteredGateway,
     recovery::RecoveryLog,
     request_id,
@@ -157,7 +159,28 @@ impl Application {
             ),
             health: HealthService::new(store.clone()),
             recovery: RecoveryLog::new(reconciler.clone()),
+            keys: KeyService::new(store.clone(), clock.clone()),
         });
+        let session_secret = match &settings.auth.session_secret {
+            Some(secret) => secret.expose_secret().as_bytes().to_vec(),
+            None => {
+                tracing::warn!(
+                    "auth.session_secret is not set: customer sessions are signed with a key made for this run, so they end when it stops and no other instance accepts them; set it (the same on every instance) to run more than one"
+                );
+                let mut bytes = vec![0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                bytes
+            }
+        };
+        let authenticator = web::Data::new(Authenticator::new(
+            admin_token.expose_secret(),
+            state.keys.clone(),
+            Sessions::new(
+                &session_secret,
+                Duration::from_secs(settings.auth.session_ttl_secs),
+            ),
+            clock.clone(),
+        ));
         if settings.seed_demo() {
             seed_demo_plans(&state.plans, store.as_ref())
                 .await
@@ -165,7 +188,6 @@ impl Application {
         }
 
         let recovery = state.recovery.clone();
-        let token = web::Data::new(AdminToken(admin_token.clone()));
         let body_limit = settings.http.body_limit_bytes;
         let bench_echo = crate::bench::EchoRoute::of(&settings.bench);
         let doc = crate::openapi::document();
@@ -176,7 +198,7 @@ impl Application {
                 // Outermost: the request's span covers the other middleware too.
                 .wrap(TracingLogger::<request_id::RequestSpan>::new())
                 .app_data(state.clone())
-                .app_data(token.clone())
+                .app_data(authenticator.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 // The echo (when on) is matched first, as the purchase is among the API's
                 // routes: the two are compared, so neither pays for the other's table.

@@ -28,6 +28,16 @@ pub struct SubscriptionList {
     pub next_cursor: Option<String>,
 }
 
+/// One page of API keys.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    #[schema(max_items = 100)]
+    pub data: Vec<crate::dto::KeyBody>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required, format = Uuid)]
+    pub next_cursor: Option<String>,
+}
+
 /// One page of a plan's audit log.
 #[derive(Serialize, ToSchema)]
 pub struct AuditEntryList {

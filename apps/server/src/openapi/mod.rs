@@ -35,37 +35,61 @@ use crate::problem::{FieldError, Problem};
         (name = "subscriptions", description = "Buying, reading and cancelling subscriptions."),
         (name = "customers", description = "A customer's subscriptions."),
         (name = "admin", description = "Operating the service."),
+        (name = "access", description = "API keys and customer sessions."),
     ),
     components(
         schemas(Problem, FieldError),
         responses(
             InvalidRequest, InvalidListQuery, InvalidCustomerListQuery, PurchaseBadRequest,
-            Unauthorized, PaymentDeclined, PlanNotFound, PurchasePlanNotFound,
+            Unauthorized, Forbidden, KeyNotFound, PaymentDeclined, PlanNotFound, PurchasePlanNotFound,
             SubscriptionNotFound, NotFound, MethodNotAllowed, CapacityBelowHeld,
             SubscriptionNotActive, PurchaseConflict, PayloadTooLarge, UnsupportedMediaType,
             IdempotencyKeyReused, PurchaseUnavailable, StoreUnavailable, Internal,
         ),
     ),
-    modifiers(&AdminToken),
+    modifiers(&Credentials),
 )]
 struct ApiDoc;
 
-/// The `adminToken` security scheme.
-struct AdminToken;
+/// The security schemes: three kinds of bearer credential.
+struct Credentials;
 
-impl Modify for AdminToken {
+impl Modify for Credentials {
     fn modify(&self, doc: &mut Document) {
-        let scheme = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .description(Some(
-                "The admin token (setting `auth.admin_token`, at least 16 characters; when \
-                 unset, the server generates one at start-up and prints it once). Sent as \
-                 `Authorization: Bearer <token>`; the `Bearer ` prefix is case-sensitive.",
-            ))
-            .build();
-        doc.components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("adminToken", SecurityScheme::Http(scheme));
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, format, description) in [
+            (
+                "adminToken",
+                None,
+                "The bootstrap admin token (setting `auth.admin_token`, at least 16 \
+                 characters; when unset, the server generates one at start-up and prints it \
+                 once). It may do everything an `admin` key may.",
+            ),
+            (
+                "apiKey",
+                Some("sk_…"),
+                "An API key's secret (`sk_` and 32 letters and digits), from `POST /api/keys`. \
+                 Role `admin`: everything. Role `purchases`: buy, read and cancel any \
+                 customer's subscriptions, make customer sessions.",
+            ),
+            (
+                "customerSession",
+                Some("JWT"),
+                "A customer session's token, from `POST /api/customer_sessions`: buys for its \
+                 customer only, and reads and cancels that customer's subscriptions only, \
+                 until it expires.",
+            ),
+        ] {
+            let mut scheme = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(format!(
+                    "{description} Sent as `Authorization: Bearer <credential>`."
+                )));
+            if let Some(format) = format {
+                scheme = scheme.bearer_format(format);
+            }
+            components.add_security_scheme(name, SecurityScheme::Http(scheme.build()));
+        }
     }
 }
 

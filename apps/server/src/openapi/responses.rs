@@ -50,7 +50,7 @@ impl Extra {
             ),
             Extra::WwwAuthenticate => (
                 "WWW-Authenticate",
-                "The authentication scheme the admin endpoints expect: `Bearer realm=\"seatkeeper-admin\"`.",
+                "The authentication scheme the API expects: `Bearer realm=\"seatkeeper\"`.",
                 string(),
             ),
             Extra::IdempotentReplayed => (
@@ -173,10 +173,35 @@ problem_responses! {
             ("payment_method", "must be a payment method id such as 'pm_card_visa' ('pm_' then letters, digits or '_', at most 255 characters)"),
         ])),
     ];
-    /// The `Authorization: Bearer <admin token>` header is missing or the token is wrong.
-    Unauthorized [WwwAuthenticate] => vec![("No token", ApiError::new(
-        Code::Unauthorized,
-        "this endpoint needs 'Authorization: Bearer <admin token>'",
+    /// No credential was sent, or the credential is not valid: the `Authorization` header
+    /// is not `Bearer <credential>`, the API key is unknown or revoked, the customer
+    /// session is expired or forged. A credential that is not valid is never taken as no
+    /// credential. Nothing was changed.
+    Unauthorized [WwwAuthenticate] => vec![
+        ("No credential", ApiError::new(
+            Code::Unauthorized,
+            "a credential is needed to administer (plans, audit, reconciliation, keys, metrics): send 'Authorization: Bearer <API key, customer session or admin token>'",
+        )),
+        ("A revoked key", ApiError::new(
+            Code::Unauthorized,
+            "the API key is not valid: unknown or revoked",
+        )),
+        ("An expired session", ApiError::new(
+            Code::Unauthorized,
+            "the customer session has expired",
+        )),
+    ];
+    /// The credential is valid but may not do this: a `purchases` key or a customer
+    /// session on an admin endpoint, a customer session making sessions, or a customer
+    /// session buying for another customer. Nothing was changed.
+    Forbidden [] => vec![("A purchases key administering", ApiError::new(
+        Code::Forbidden,
+        "this credential may not administer (plans, audit, reconciliation, keys, metrics)",
+    ))];
+    /// There is no API key with this id (or the id is not a UUID).
+    KeyNotFound [] => vec![("Unknown key", ApiError::new(
+        Code::KeyNotFound,
+        "there is no API key with id '0193a1b2-0c3d-7e4f-8a5b-000000000000'",
     ))];
     /// The payment provider declined the charge: the subscription is `incomplete_expired`
     /// and its seat was released. `plan_id` and `subscription_id` name them. Stored on the

@@ -65,6 +65,17 @@ scalar_schemas! {
     PlanId => uuid().examples([json!("0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f")]);
     /// A subscription id (UUIDv7, time-ordered).
     SubscriptionId => uuid().examples([json!("0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")]);
+    /// An API key's id (UUIDv7, time-ordered); not its secret.
+    ApiKeyId => uuid().examples([json!("0193a1b2-0c3d-7e4f-8a5b-6c7d8e9f0a1b")]);
+    /// An API key's label for the people who manage keys. The server trims surrounding
+    /// whitespace, then requires 1 to 100 characters, none of them a control character.
+    KeyName => string()
+        .pattern(Some(plan_name_pattern()))
+        .examples([json!("web shop backend")]);
+    /// What an API key may do. `admin`: everything. `purchases`: buy, read and cancel
+    /// subscriptions of any customer, and make customer sessions; no plan
+    /// administration, audit, reconciliation, metrics or keys.
+    Role => string().enum_values(Some(seatkeeper_domain::Role::VARIANTS.iter().copied()));
     /// A customer id, also the scope of the customer's idempotency keys. 1 to 64 ASCII
     /// letters, digits, `_`, `-`, `.` or `:`.
     CustomerId => string()

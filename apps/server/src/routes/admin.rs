@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::{
-    extract::Admin,
+    auth::Admin,
     openapi::{bodies::Reconciliation, responses::*},
     problem::ApiError,
 };
@@ -23,10 +23,11 @@ use crate::{
 #[utoipa::path(
     operation_id = "getReconciliation",
     tag = "admin",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
     responses(
         (status = 200, description = "The report.", body = Reconciliation),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 500, response = Internal),
         (status = 503, response = StoreUnavailable),
     ),
@@ -64,10 +65,11 @@ pub async fn reconciliation(
 #[utoipa::path(
     operation_id = "getMetrics",
     tag = "admin",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
     responses(
         (status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 500, response = Internal),
         (status = 503, response = StoreUnavailable),
     ),

@@ -8,7 +8,9 @@
 mod admin;
 mod customers;
 mod health;
+mod keys;
 mod plans;
+mod sessions;
 mod subscriptions;
 
 use actix_web::{
@@ -17,7 +19,7 @@ use actix_web::{
     web, HttpRequest, HttpResponse,
 };
 use seatkeeper_domain::service::{
-    HealthService, PlanService, PurchaseService, SubscriptionService,
+    HealthService, KeyService, PlanService, PurchaseService, SubscriptionService,
 };
 use utoipa::openapi::{path::PathItem, OpenApi as Document};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -34,6 +36,7 @@ pub struct AppState {
     pub purchases: PurchaseService,
     pub health: HealthService,
     pub recovery: RecoveryLog,
+    pub keys: KeyService,
 }
 
 /// Every operation of the API, in the order actix tries them.
@@ -52,6 +55,10 @@ pub fn services(cfg: &mut ServiceConfig) {
         .service(subscriptions::get)
         .service(subscriptions::cancel)
         .service(customers::subscriptions)
+        .service(sessions::create)
+        .service(keys::create)
+        .service(keys::list)
+        .service(keys::revoke)
         .service(admin::reconciliation)
         .service(admin::metrics);
 }

@@ -1,13 +1,14 @@
 //! `/api/plans`: list, create, read, change, stats and audit log of plans.
 
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
-use seatkeeper_domain::{AuditContext, PlanId};
+use seatkeeper_domain::PlanId;
 
 use super::{created_at, AppState};
 use crate::{
+    auth::Admin,
     dto::{AuditEntryBody, CreatePlanRequest, List, PlanBody, StatsBody, UpdatePlanRequest},
     errors::no_such_plan,
-    extract::{json_body, Admin, ListQuery, SeqListQuery},
+    extract::{json_body, ListQuery, SeqListQuery},
     openapi::{
         bodies::{AuditEntryList, PlanList},
         responses::*,
@@ -53,14 +54,14 @@ pub async fn list(
 ///
 /// Creates an `active` plan with every seat free (`seats_left == capacity`); the
 /// creation is entry 1 (`plan_created`) of the plan's audit log, with actor `admin` and
-/// the request id as trace id. Admin only.
+/// the request id as trace id. Needs an `admin` key or the admin token.
 ///
 /// Checks run in this order: token (401), body size (413), `Content-Type` (415), JSON
 /// and fields (400, naming every invalid field).
 #[utoipa::path(
     operation_id = "createPlan",
     tag = "plans",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
     request_body(
         content = CreatePlanRequest,
         example = json!({"name": "Team", "capacity": 50, "unit_amount": 4900, "currency": "usd", "interval": "month"}),
@@ -71,6 +72,7 @@ pub async fn list(
         )),
         (status = 400, response = InvalidRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 500, response = Internal),
@@ -79,7 +81,7 @@ pub async fn list(
 )]
 #[post("/api/plans")]
 pub async fn create(
-    _: Admin,
+    admin: Admin,
     req: HttpRequest,
     body: web::Bytes,
     rid: RequestId,
@@ -88,7 +90,7 @@ pub async fn create(
     let new = json_body::<CreatePlanRequest>(&req, &body)?.try_into_domain()?;
     let plan = state
         .plans
-        .create(new, &AuditContext::admin(rid.as_str()))
+        .create(new, &admin.0.audit_context(rid.as_str()))
         .await?;
     Ok(created_at(
         format!("/api/plans/{}", plan.id()),
@@ -123,7 +125,7 @@ pub async fn get(
 /// Change a plan
 ///
 /// Changes the name, the capacity and/or the status of a plan; absent fields stay as
-/// they are, and at least one must be given. Admin only.
+/// they are, and at least one must be given. Needs an `admin` key or the admin token.
 ///
 /// - A new `capacity` keeps the seats held by `incomplete` and `active` subscriptions:
 ///   `seats_left` moves by the difference. A capacity below the seats held answers 409
@@ -141,7 +143,7 @@ pub async fn get(
 #[utoipa::path(
     operation_id = "updatePlan",
     tag = "plans",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
     params(("id" = schemas::PlanId, Path, description = "The plan's id (a UUID). Any other value answers 404 `plan_not_found`.", example = "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f")),
     request_body(
         content = UpdatePlanRequest,
@@ -154,6 +156,7 @@ pub async fn get(
         (status = 200, description = "The plan after the change.", body = PlanBody),
         (status = 400, response = InvalidRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = PlanNotFound),
         (status = 409, response = CapacityBelowHeld),
         (status = 413, response = PayloadTooLarge),
@@ -164,7 +167,7 @@ pub async fn get(
 )]
 #[patch("/api/plans/{id}")]
 pub async fn update(
-    _: Admin,
+    admin: Admin,
     req: HttpRequest,
     body: web::Bytes,
     rid: RequestId,
@@ -175,7 +178,7 @@ pub async fn update(
     let patch = json_body::<UpdatePlanRequest>(&req, &body)?.try_into_domain()?;
     let plan = state
         .plans
-        .update(id, &patch, &AuditContext::admin(rid.as_str()))
+        .update(id, &patch, &admin.0.audit_context(rid.as_str()))
         .await?;
     Ok(HttpResponse::Ok().json(PlanBody::from(&plan)))
 }
@@ -209,19 +212,20 @@ pub async fn stats(
 /// Every change of the plan's seats or attributes, in the order the changes took
 /// effect (`seq` 1, 2, 3, …; entry 1 is `plan_created`). Replaying the entries from the
 /// start reproduces `seats_left`. The cursor is the `seq` of the last entry of the
-/// previous page, in decimal. Admin only.
+/// previous page, in decimal. Needs an `admin` key or the admin token.
 ///
 /// Checks run in this order: token (401), plan id syntax (404), `limit` and `cursor`
 /// (400), then the plan itself (404).
 #[utoipa::path(
     operation_id = "getPlanAudit",
     tag = "plans",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
     params(("id" = schemas::PlanId, Path, description = "The plan's id (a UUID). Any other value answers 404 `plan_not_found`.", example = "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f"), SeqListQuery),
     responses(
         (status = 200, description = "One page of audit entries.", body = AuditEntryList),
         (status = 400, response = InvalidListQuery),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = PlanNotFound),
         (status = 500, response = Internal),
         (status = 503, response = StoreUnavailable),

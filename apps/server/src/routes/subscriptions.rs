@@ -9,13 +9,14 @@ use actix_web::{
 };
 use seatkeeper_domain::{
     service::{PurchaseCommand, PurchaseReceipt},
-    AuditContext, PurchaseOutcome, SubscriptionId,
+    Action, PurchaseOutcome, Reach, SubscriptionId,
 };
 
 use super::AppState;
 use crate::{
+    auth::Caller,
     dto::{PurchaseRequest, SubscriptionBody},
-    errors::{no_such_subscription, plan_not_found},
+    errors::{no_such_subscription, plan_not_found, subscription_not_found},
     extract::{idempotency_key, json_body},
     openapi::{responses::*, schemas},
     problem::{ApiError, Code},
@@ -29,10 +30,11 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
 /// Buy a seat
 ///
 /// Buys one seat of a plan for a customer, exactly once per `(customer_id,
-/// Idempotency-Key)`: see "The purchase flow" and "Idempotency" above. No token is
-/// needed.
+/// Idempotency-Key)`: see "The purchase flow" and "Idempotency" above. Needs a
+/// credential (see "Who may call what"); a customer session buys for its own customer
+/// only (403 `forbidden` for another `customer_id`, changing nothing).
 ///
-/// Checks run in this order: body size (413), `Idempotency-Key` (400
+/// Checks run in this order: credential (401, 403), body size (413), `Idempotency-Key` (400
 /// `idempotency_key_missing` / `idempotency_key_invalid`), `Content-Type` (415), JSON
 /// and fields (400 `invalid_request`), then the key claim (409
 /// `idempotency_key_in_use`, 422 `idempotency_key_reused`, or a replay) and the
@@ -51,6 +53,7 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
 #[utoipa::path(
     operation_id = "purchaseSubscription",
     tag = "subscriptions",
+    security(("apiKey" = []), ("customerSession" = []), ("adminToken" = [])),
     params(
         ("Idempotency-Key" = String, Header,
             description = "A unique value per purchase, resent unchanged on every retry of that purchase: 1 to 255 printable ASCII characters (0x20 to 0x7E), sent exactly once. HTTP drops the spaces around a header value, so a key neither starts nor ends with one (` k1 ` arrives as `k1`, and a key of spaces as an empty one). Scoped to the `customer_id` of the body and remembered for 24 hours. Missing: 400 `idempotency_key_missing`; otherwise invalid: 400 `idempotency_key_invalid`.",
@@ -75,7 +78,9 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
             }),
         ),
         (status = 400, response = PurchaseBadRequest),
+        (status = 401, response = Unauthorized),
         (status = 402, response = PaymentDeclined),
+        (status = 403, response = Forbidden),
         (status = 404, response = PurchasePlanNotFound),
         (status = 409, response = PurchaseConflict),
         (status = 413, response = PayloadTooLarge),
@@ -87,20 +92,29 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
 )]
 #[post("/api/subscriptions/purchase")]
 pub async fn purchase(
+    caller: Caller,
     req: HttpRequest,
     body: web::Bytes,
     rid: RequestId,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let reach = caller.may(Action::Purchase)?;
     let key = idempotency_key(&req)?;
     let input = json_body::<PurchaseRequest>(&req, &body)?.try_into_domain()?;
+    if !reach.covers(&input.customer_id) {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "a customer session may buy only for its own customer (customer_id)",
+        ));
+    }
     let cmd = PurchaseCommand {
         customer_id: input.customer_id,
         key,
         plan_id: input.plan_id,
         payment_method: input.payment_method,
         request_id: rid.0,
+        actor: caller.0.actor(),
     };
     // The command owns what the purchase needs: the body (a slice of the connection's
     // read buffer) is let go before the purchase waits on its payment.
@@ -198,14 +212,17 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
 
 /// Read a subscription
 ///
-/// The subscription with its current status. No token is needed. An id that is not a
-/// UUID answers 404 `subscription_not_found` like an unknown one.
+/// The subscription with its current status. An id that is not a UUID, and another
+/// customer's subscription read with a customer session, answer 404
+/// `subscription_not_found` like an unknown one.
 #[utoipa::path(
     operation_id = "getSubscription",
     tag = "subscriptions",
+    security(("apiKey" = []), ("customerSession" = []), ("adminToken" = [])),
     params(("id" = schemas::SubscriptionId, Path, description = "The subscription's id (a UUID). Any other value answers 404 `subscription_not_found`.", example = "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")),
     responses(
         (status = 200, description = "The subscription.", body = SubscriptionBody),
+        (status = 401, response = Unauthorized),
         (status = 404, response = SubscriptionNotFound),
         (status = 500, response = Internal),
         (status = 503, response = StoreUnavailable),
@@ -213,10 +230,16 @@ fn render(receipt: &PurchaseReceipt) -> HttpResponse {
 )]
 #[get("/api/subscriptions/{id}")]
 pub async fn get(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let reach = caller.may(Action::ManageSubscriptions)?;
     let sub = state.subscriptions.get(subscription_id(&path)?).await?;
+    if !reach.covers(sub.customer_id()) {
+        // Answered exactly as an unknown id is: another customer's is not to be known.
+        return Err(subscription_not_found(sub.id()));
+    }
     Ok(HttpResponse::Ok().json(SubscriptionBody::from(&sub)))
 }
 
@@ -224,14 +247,15 @@ pub async fn get(
 ///
 /// Cancels an `active` subscription: its status becomes `canceled`, `canceled_at` is
 /// set, its seat is released (`seats_left + 1`) and a `subscription_canceled` audit
-/// entry (actor `anonymous`: customers are not authenticated yet) is written,
-/// atomically. Idempotent without a key: cancelling a `canceled` subscription changes
-/// nothing and answers 200 with it again. `incomplete` and `incomplete_expired`
-/// subscriptions cannot be cancelled (409 `subscription_not_active`). No request body
-/// is read and no token is needed.
+/// entry naming the caller is written, atomically. Idempotent without a key:
+/// cancelling a `canceled` subscription changes nothing and answers 200 with it again.
+/// `incomplete` and `incomplete_expired` subscriptions cannot be cancelled (409
+/// `subscription_not_active`). Another customer's subscription, with a customer
+/// session, answers 404 like an unknown one and is left alone. No request body is read.
 #[utoipa::path(
     operation_id = "cancelSubscription",
     tag = "subscriptions",
+    security(("apiKey" = []), ("customerSession" = []), ("adminToken" = [])),
     params(("id" = schemas::SubscriptionId, Path, description = "The subscription's id (a UUID). Any other value answers 404 `subscription_not_found`.", example = "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")),
     responses(
         (status = 200, description = "The subscription, now (or already) `canceled`.", body = SubscriptionBody,
@@ -242,6 +266,7 @@ pub async fn get(
                 "created_at": "2026-02-01T12:00:00.200Z", "canceled_at": "2026-02-10T08:15:00.010Z"
             }),
         ),
+        (status = 401, response = Unauthorized),
         (status = 404, response = SubscriptionNotFound),
         (status = 409, response = SubscriptionNotActive),
         (status = 500, response = Internal),
@@ -250,16 +275,24 @@ pub async fn get(
 )]
 #[post("/api/subscriptions/{id}/cancel")]
 pub async fn cancel(
+    caller: Caller,
     rid: RequestId,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let reach = caller.may(Action::ManageSubscriptions)?;
     let id = subscription_id(&path)?;
-    // Customers are not authenticated yet, so the audit log cannot name who cancelled.
-    let ctx = AuditContext {
-        actor: "anonymous".into(),
-        trace_id: rid.0.into(),
-    };
-    let done = state.subscriptions.cancel(id, &ctx).await?;
+    // A subscription never changes customer: once it is found to be the caller's, it
+    // stays theirs until the cancellation.
+    if let Reach::Only(_) = reach {
+        let sub = state.subscriptions.get(id).await?;
+        if !reach.covers(sub.customer_id()) {
+            return Err(subscription_not_found(id));
+        }
+    }
+    let done = state
+        .subscriptions
+        .cancel(id, &caller.0.audit_context(rid.0))
+        .await?;
     Ok(HttpResponse::Ok().json(SubscriptionBody::from(&done.subscription)))
 }

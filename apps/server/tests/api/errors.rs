@@ -86,14 +86,20 @@ async fn the_request_id_is_the_trace_id_of_the_audit_entries_it_caused() {
         if let Some(given) = given {
             assert_eq!(id, given);
         }
-        echoed.push((format!("customer:{customer}"), id));
+        let subscription = crate::helpers::body(res).await["id"].clone();
+        echoed.push((subscription, id));
     }
     let audit = app.audit(&plan).await;
-    for (actor, id) in echoed {
-        let entries: Vec<_> = audit.iter().filter(|e| e["actor"] == actor).collect();
-        assert!(!entries.is_empty(), "no audit entry by {actor}");
+    let actor = app.purchases_actor().await;
+    for (subscription, id) in echoed {
+        let entries: Vec<_> = audit
+            .iter()
+            .filter(|e| e["subscription_id"] == subscription)
+            .collect();
+        assert_eq!(entries.len(), 2, "reserved and activated: {entries:?}");
         for entry in entries {
             assert_eq!(entry["trace_id"], id.as_str(), "{entry}");
+            assert_eq!(entry["actor"], actor.as_str(), "{entry}");
         }
     }
 }
@@ -111,20 +117,18 @@ async fn admin_routes_answer_401_without_the_right_bearer_token() {
     let app = spawn_memory_app().await;
     let plan = app.create_plan(3).await;
     let body = serde_json::json!({"name": "X", "capacity": 1, "unit_amount": 1, "currency": "usd", "interval": "month"});
+    let http = &app.anonymous;
     let attempts = [
-        app.client.post(app.url("/api/plans")).json(&body),
-        app.client
-            .post(app.url("/api/plans"))
+        http.post(app.url("/api/plans")).json(&body),
+        http.post(app.url("/api/plans"))
             .bearer_auth("wrong-token-wrong-token")
             .json(&body),
-        app.client
-            .post(app.url("/api/plans"))
+        http.post(app.url("/api/plans"))
             .header("Authorization", format!("Basic {ADMIN_TOKEN}"))
             .json(&body),
-        app.client
-            .patch(app.url(&format!("/api/plans/{plan}")))
+        http.patch(app.url(&format!("/api/plans/{plan}")))
             .json(&serde_json::json!({"capacity": 1})),
-        app.client.get(app.url(&format!("/api/plans/{plan}/audit"))),
+        http.get(app.url(&format!("/api/plans/{plan}/audit"))),
     ];
     for req in attempts {
         let res = req.send().await.unwrap();

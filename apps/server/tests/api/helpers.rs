@@ -70,7 +70,13 @@ pub enum StoreKind {
 
 pub struct TestApp {
     pub address: String,
+    /// Sends the secret of a `purchases` key made at start-up ([`TestApp::purchases_key`])
+    /// on every request that does not set `Authorization` itself.
     pub client: reqwest::Client,
+    /// Sends no credential.
+    pub anonymous: reqwest::Client,
+    /// The secret of the `purchases` key `client` sends.
+    pub purchases_key: String,
     pub kind: StoreKind,
     /// The server's store; a database store's database is dropped with it.
     pub store: Arc<dyn Store>,
@@ -175,18 +181,44 @@ async fn spawn(
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    let anonymous = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .unwrap();
+    let purchases_key = make_key(&anonymous, &address, "purchases", "tests").await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {purchases_key}").parse().unwrap(),
+    );
     Some(TestApp {
         address,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(512)
+            .default_headers(headers)
             .build()
             .unwrap(),
+        anonymous,
+        purchases_key,
         kind,
         store,
         memory,
         database_url,
         gateway,
     })
+}
+
+/// Makes an API key of `role` with the admin token and returns its secret.
+pub async fn make_key(http: &reqwest::Client, address: &str, role: &str, name: &str) -> String {
+    let res = http
+        .post(format!("{address}/api/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"role": role, "name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "making a key");
+    body(res).await["secret"].as_str().unwrap().to_owned()
 }
 
 impl TestApp {
@@ -233,6 +265,19 @@ impl TestApp {
             }
             _ => unreachable!("a database store has its URL"),
         }
+    }
+
+    /// The actor audit entries name for what [`TestApp::client`] does: `key:<id>` of the
+    /// `purchases` key.
+    pub async fn purchases_actor(&self) -> String {
+        let keys = body(self.admin_get("/api/keys").await).await;
+        let key = keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| self.purchases_key.starts_with(k["prefix"].as_str().unwrap()))
+            .expect("the purchases key is listed");
+        format!("key:{}", key["id"].as_str().unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {

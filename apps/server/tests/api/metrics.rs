@@ -125,7 +125,9 @@ async fn metrics_show_the_purchases_their_payments_store_steps_and_seats(app: Te
 
 on_every_store!(metrics_are_for_the_admin_only);
 async fn metrics_are_for_the_admin_only(app: TestApp) {
-    assert_problem(app.get("/metrics").await, 401, "unauthorized").await;
+    let anonymous = app.anonymous.get(app.url("/metrics")).send().await.unwrap();
+    assert_problem(anonymous, 401, "unauthorized").await;
+    assert_problem(app.get("/metrics").await, 403, "forbidden").await;
     let res = app
         .client
         .get(app.url("/metrics"))

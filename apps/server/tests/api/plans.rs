@@ -470,7 +470,7 @@ async fn the_audit_log_is_paged_in_the_order_changes_took_effect(app: TestApp) {
     assert_eq!(data[0]["action"], "plan_created");
     assert_eq!(data[0]["actor"], "admin");
     assert_eq!(data[1]["action"], "seat_reserved");
-    assert_eq!(data[1]["actor"], "customer:cus_0");
+    assert_eq!(data[1]["actor"], app.purchases_actor().await.as_str());
     assert!(data[1]["subscription_id"].is_string());
     assert!(data[1]["trace_id"].is_string());
     assert_eq!(first["next_cursor"], "3");

@@ -6,8 +6,15 @@ use crate::helpers::{assert_problem, body, spawn_app_with, StoreKind, TestApp};
 
 on_every_store!(the_reconciliation_report_is_for_admins_only);
 async fn the_reconciliation_report_is_for_admins_only(app: TestApp) {
-    let res = app.get("/api/admin/reconciliation").await;
+    let res = app
+        .anonymous
+        .get(app.url("/api/admin/reconciliation"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 401, "unauthorized").await;
+    let res = app.get("/api/admin/reconciliation").await;
+    assert_problem(res, 403, "forbidden").await;
     let res = app.admin_get("/api/admin/reconciliation").await;
     assert_eq!(res.status(), 200);
     let report = body(res).await;

@@ -63,7 +63,10 @@ async fn cancelling_releases_the_seat_and_cancelling_again_returns_the_same_200(
     assert_eq!(app.plan(&plan).await["seats_left"], 1);
     let audit = app.audit(&plan).await;
     assert_eq!(audit.last().unwrap()["action"], "subscription_canceled");
-    assert_eq!(audit.last().unwrap()["actor"], "anonymous");
+    assert_eq!(
+        audit.last().unwrap()["actor"],
+        app.purchases_actor().await.as_str()
+    );
     assert_eq!(
         app.purchase(&plan, "cus_2", "k", "pm_card_visa")
             .await

@@ -285,6 +285,16 @@ impl ApiKey {
         self.revoked_at.get_or_insert(now);
     }
 
+    /// How often a key's use is written down: `last_used_at` is exact to within this.
+    pub const USE_RECORDING_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
+
+    /// Whether a use at `now` should be recorded: never used, or last recorded at least
+    /// [`ApiKey::USE_RECORDING_INTERVAL`] before.
+    pub fn use_due(&self, now: Timestamp) -> bool {
+        self.last_used_at
+            .is_none_or(|last| now - last >= Self::USE_RECORDING_INTERVAL)
+    }
+
     /// Records a use; an earlier time than the one recorded changes nothing.
     pub fn record_use(&mut self, at: Timestamp) {
         if self.last_used_at.is_none_or(|last| last < at) {
@@ -491,7 +501,10 @@ mod tests {
         k.record_use(at("2026-01-05T00:00:00Z"));
         k.record_use(at("2026-01-04T00:00:00Z"));
         assert_eq!(k.last_used_at(), Some(at("2026-01-05T00:00:00Z")));
-        assert_eq!(ApiKey::restore(StoredApiKey::from(&k)), Ok(k));
+        assert_eq!(ApiKey::restore(StoredApiKey::from(&k)), Ok(k.clone()));
+        assert!(!k.use_due(at("2026-01-05T00:00:59Z")));
+        assert!(k.use_due(at("2026-01-05T00:01:00Z")));
+        assert!(key(Role::Admin).0.use_due(at("2026-01-01T00:00:00Z")));
     }
 
     #[test]

@@ -71,8 +71,22 @@ impl KeyService {
         self.store.key_by_hash(&secret.hash()).await
     }
 
-    /// Records that `key` authenticated a request now.
-    pub async fn record_use(&self, key: ApiKeyId) -> Result<(), StoreError> {
-        self.store.record_key_use(key, self.clock.now()).await
+    /// The key `secret` belongs to, if it may act (known and not revoked), with its use
+    /// recorded when one is due ([`ApiKey::use_due`]). A failure to record the use is
+    /// logged and does not refuse the key.
+    pub async fn authenticate(&self, secret: &KeySecret) -> Result<Option<ApiKey>, StoreError> {
+        let Some(key) = self.find(secret).await? else {
+            return Ok(None);
+        };
+        if key.is_revoked() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        if key.use_due(now) {
+            if let Err(e) = self.store.record_key_use(key.id(), now).await {
+                tracing::warn!(key_id = %key.id(), error = %crate::error_chain(&e), "could not record an API key's use");
+            }
+        }
+        Ok(Some(key))
     }
 }

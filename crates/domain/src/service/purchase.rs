@@ -45,6 +45,8 @@ pub struct PurchaseCommand {
     pub payment_method: PaymentMethod,
     /// The id of the HTTP request (or job) this runs under.
     pub request_id: String,
+    /// Who buys, as the audit log names them ([`crate::Principal::actor`]).
+    pub actor: std::sync::Arc<str>,
 }
 
 /// The definitive result of a purchase.
@@ -117,7 +119,10 @@ impl PurchaseService {
     pub async fn purchase(&self, cmd: &PurchaseCommand) -> Result<PurchaseReceipt, PurchaseError> {
         let owner = LockToken::generate();
         // One context for both of the purchase's audit entries: they share its strings.
-        let ctx = AuditContext::customer(&cmd.customer_id, cmd.request_id.as_str());
+        let ctx = AuditContext {
+            actor: cmd.actor.clone(),
+            trace_id: cmd.request_id.as_str().into(),
+        };
         let result = match self.start(cmd, owner, &ctx).await {
             Ok(Start::Replay {
                 outcome,

@@ -127,5 +127,6 @@ pub fn cmd(plan: PlanId, customer: &str, key: &str, pm: &str) -> PurchaseCommand
         plan_id: plan,
         payment_method: PaymentMethod::parse(pm).unwrap(),
         request_id: format!("req-{customer}-{key}"),
+        actor: format!("customer:{customer}").into(),
     }
 }

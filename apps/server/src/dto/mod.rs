@@ -398,3 +398,6 @@ impl PurchaseRequest<'_> {
         })
     }
 }
+
+mod access;
+pub use access::*;
