@@ -78,7 +78,7 @@ run() {
     loadgen_cpu="taskset -c 1"
   fi
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL="$url" \
-    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_DEMO__SEED=false \
+    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false SEATKEEPER_DEMO__SEED=false \
     SEATKEEPER_LOG__LEVEL=warn $server_cpu "$binary" >"$out/server-$store-$tag-$round.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 200); do

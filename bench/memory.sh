@@ -48,7 +48,7 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 measure() {
   local tag=$1 retention=$2 sweep=$3 lease=$4 plans=${5:-$plans} seats=${6:-1000000}
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL=memory:// \
-    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_DEMO__SEED=false SEATKEEPER_LOG__LEVEL=warn \
+    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false SEATKEEPER_DEMO__SEED=false SEATKEEPER_LOG__LEVEL=warn \
     SEATKEEPER_IDEMPOTENCY__RETENTION_SECS="$retention" \
     SEATKEEPER_IDEMPOTENCY__SWEEP_INTERVAL_SECS="$sweep" \
     SEATKEEPER_IDEMPOTENCY__LOCK_LEASE_MS="$lease" \

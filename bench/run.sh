@@ -92,7 +92,7 @@ start_server() {
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" \
     SEATKEEPER_STORE__URL="$url" \
     SEATKEEPER_PAYMENTS__LATENCY_MS="$latency" \
-    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" \
+    SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false \
     SEATKEEPER_DEMO__SEED=false \
     SEATKEEPER_BENCH__ECHO=true \
     SEATKEEPER_LOG__LEVEL="$log_level" \

@@ -51,9 +51,13 @@ struct Cli {
     /// Payment methods, round-robin by optional weight: pm_card_visa:9,pm_card_chargeDeclined:1
     #[arg(long, default_value = "pm_card_visa")]
     payment_methods: String,
-    /// The admin token, to create plans.
+    /// The admin token, to create plans (and the run's API key).
     #[arg(long, env = "SEATKEEPER_AUTH__ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The API key to buy with (`purchases` or `admin`); when unset, the run makes a
+    /// `purchases` key with the admin token.
+    #[arg(long, env = "SEATKEEPER_LOADGEN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Write the report as JSON here too.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         retry_share: cli.retry_share,
         payment_methods,
         admin_token: cli.admin_token,
+        api_key: cli.api_key,
         progress: (cli.progress > 0.0).then(|| secs(cli.progress)),
         seed: cli.seed,
     };

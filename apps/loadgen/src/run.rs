@@ -91,6 +91,9 @@ pub struct Options {
     /// Payment methods, chosen round-robin by weight.
     pub payment_methods: Vec<WeightedMethod>,
     pub admin_token: Option<String>,
+    /// The API key purchases are sent with; `None`: the run makes a `purchases` key with
+    /// the admin token, as it makes its plans.
+    pub api_key: Option<String>,
     /// Print progress to stderr this often (`None`: quiet).
     pub progress: Option<Duration>,
     /// Seed of the retry choices.
@@ -115,6 +118,7 @@ impl Options {
                 weight: 1,
             }],
             admin_token: None,
+            api_key: None,
             progress: None,
             seed: 0x5eed,
         }
@@ -275,6 +279,8 @@ struct Shared {
     opts: Options,
     target: Target,
     plan_ids: Vec<String>,
+    /// `Bearer <API key>` for purchases.
+    authorization: Option<String>,
     /// Payment method per slot of the weighted round-robin.
     schedule: Vec<String>,
     run_id: String,
@@ -302,9 +308,18 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         admin_token: opts.admin_token.clone(),
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let plan_ids = match opts.mode {
-        Mode::Purchase => create_plans(&api, opts, &run_id).await?,
-        Mode::Echo => Vec::new(),
+    let (plan_ids, authorization) = match opts.mode {
+        Mode::Purchase => {
+            let key = match &opts.api_key {
+                Some(key) => key.clone(),
+                None => create_key(&api, &run_id).await?,
+            };
+            (
+                create_plans(&api, opts, &run_id).await?,
+                Some(format!("Bearer {key}")),
+            )
+        }
+        Mode::Echo => (Vec::new(), None),
     };
     let schedule = opts
         .payment_methods
@@ -321,6 +336,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         opts: opts.clone(),
         target,
         plan_ids: plan_ids.clone(),
+        authorization,
         schedule,
         run_id,
         issued: AtomicU64::new(0),
@@ -385,6 +401,23 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         plans_after,
         verification,
     })
+}
+
+/// Makes the `purchases` key the run buys with, and returns its secret.
+async fn create_key(api: &Api, run_id: &str) -> anyhow::Result<String> {
+    let body = json!({"role": "purchases", "name": format!("loadgen {run_id}")});
+    let answer = api.admin_post("/api/keys", &body).await?;
+    if answer.status != 201 {
+        bail!(
+            "making an API key answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(answer.json()?["secret"]
+        .as_str()
+        .context("the made key has no secret")?
+        .to_owned())
 }
 
 async fn create_plans(api: &Api, opts: &Options, run_id: &str) -> anyhow::Result<Vec<String>> {
@@ -537,6 +570,7 @@ async fn exchange(
     conn: &mut Option<Conn>,
     target: &Target,
     path: &str,
+    authorization: Option<&str>,
     sent: &Sent,
 ) -> Option<Answer> {
     for _ in 0..2 {
@@ -550,10 +584,18 @@ async fn exchange(
             }
         }
         let c = conn.as_mut()?;
-        let headers = [("idempotency-key", sent.key.as_str())];
+        let key = ("idempotency-key", sent.key.as_str());
+        let with_auth;
+        let headers: &[(&'static str, &str)] = match authorization {
+            Some(a) => {
+                with_auth = [key, ("authorization", a)];
+                &with_auth
+            }
+            None => std::slice::from_ref(&key),
+        };
         let result = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            c.try_send(Method::POST, path, &headers, Some(sent.body.clone())),
+            c.try_send(Method::POST, path, headers, Some(sent.body.clone())),
         )
         .await;
         match result {
@@ -643,7 +685,14 @@ async fn worker(index: usize, shared: Arc<Shared>, mut conn: Option<Conn>) -> Wo
             (sent, None)
         };
         let t0 = Instant::now();
-        let answer = exchange(&mut conn, &shared.target, path, &sent).await;
+        let answer = exchange(
+            &mut conn,
+            &shared.target,
+            path,
+            shared.authorization.as_deref(),
+            &sent,
+        )
+        .await;
         let micros = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
         requests += 1;
         shared.answered.fetch_add(1, Ordering::Relaxed);
@@ -700,7 +749,14 @@ async fn settle(
     let mut sent_count = 0;
     for sent in unresolved {
         loop {
-            let answer = exchange(conn, &shared.target, path, &sent).await;
+            let answer = exchange(
+                conn,
+                &shared.target,
+                path,
+                shared.authorization.as_deref(),
+                &sent,
+            )
+            .await;
             sent_count += 1;
             let mut o = observe(sent.plan, answer.as_ref(), None);
             let pending = o.status == 0

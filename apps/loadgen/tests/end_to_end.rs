@@ -20,6 +20,8 @@ async fn spawn_server_with(echo: bool) -> String {
     settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.http.workers = 2;
     settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
+    // A load test: the server's rate limits would refuse most of it.
+    settings.rate_limit.enabled = false;
     settings.demo.seed = Some(false);
     settings.bench.echo = echo;
     let app = Application::build(settings)

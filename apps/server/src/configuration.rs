@@ -22,6 +22,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub store: StoreSettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub payments: PaymentSettings,
     pub demo: DemoSettings,
     pub bench: BenchSettings,
@@ -67,6 +68,44 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (exact addresses, comma-separated
+    /// in the environment); from anyone else the client is the socket's peer.
+    #[serde(deserialize_with = "comma_list")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Origins whose pages may call the API from a browser (CORS), such as
+    /// `https://shop.example.com`; none by default (same origin only).
+    #[serde(deserialize_with = "comma_list")]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// A list from a file (an array) or from the environment (one string, comma-separated;
+/// config's own list parsing would also turn every numeric-looking value, such as a token
+/// with leading zeros, into a number).
+fn comma_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        List(Vec<String>),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+        Raw::List(items) => items,
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
+        })
+        .collect()
 }
 
 impl Default for HttpSettings {
@@ -75,6 +114,8 @@ impl Default for HttpSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             body_limit_bytes: 16_384,
             workers: 0,
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -115,6 +156,37 @@ pub struct AuthSettings {
     pub session_secret: Option<Secret>,
     /// How long a customer session lasts, in seconds (1 to 86,400).
     pub session_ttl_secs: u64,
+}
+
+/// Rate limits of one instance (see `rate_limit.rs`). Requests with a credential count
+/// against that credential, others against the client's address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Off: no limits (benchmarks, or a gateway in front that limits).
+    pub enabled: bool,
+    pub credential_per_sec: u32,
+    pub credential_burst: u32,
+    /// Requests without a credential, per client address.
+    pub address_per_sec: u32,
+    pub address_burst: u32,
+    /// Failed authentications per client address.
+    pub failed_auth_per_min: u32,
+    pub failed_auth_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            credential_per_sec: 100,
+            credential_burst: 200,
+            address_per_sec: 20,
+            address_burst: 40,
+            failed_auth_per_min: 10,
+            failed_auth_burst: 10,
+        }
+    }
 }
 
 impl Default for AuthSettings {
@@ -387,6 +459,25 @@ impl Settings {
                 bail!("invalid configuration: auth.session_secret must be at least 32 characters");
             }
         }
+        let r = &self.rate_limit;
+        for (name, value) in [
+            ("credential_per_sec", r.credential_per_sec),
+            ("credential_burst", r.credential_burst),
+            ("address_per_sec", r.address_per_sec),
+            ("address_burst", r.address_burst),
+            ("failed_auth_per_min", r.failed_auth_per_min),
+            ("failed_auth_burst", r.failed_auth_burst),
+        ] {
+            if value == 0 {
+                bail!("invalid configuration: rate_limit.{name} must be positive");
+            }
+        }
+        for origin in &self.http.cors_allowed_origins {
+            let scheme_ok = origin.starts_with("https://") || origin.starts_with("http://");
+            if !scheme_ok || origin.ends_with('/') || origin.matches('/').count() != 2 {
+                bail!("invalid configuration: http.cors_allowed_origins '{origin}' must be an origin such as https://shop.example.com (scheme and host, no path)");
+            }
+        }
         if !(1..=86_400).contains(&self.auth.session_ttl_secs) {
             bail!("invalid configuration: auth.session_ttl_secs must be from 1 to 86400");
         }
@@ -654,6 +745,63 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.bench.echo_wait_ms, 50);
+    }
+
+    #[test]
+    fn proxies_origins_and_limits_are_read_from_the_environment_and_checked() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SEATKEEPER_HTTP__TRUSTED_PROXIES", "10.0.0.1, ::1"),
+                (
+                    "SEATKEEPER_HTTP__CORS_ALLOWED_ORIGINS",
+                    "https://shop.example,http://localhost:5173",
+                ),
+                ("SEATKEEPER_RATE_LIMIT__CREDENTIAL_PER_SEC", "7"),
+                ("SEATKEEPER_AUTH__SESSION_TTL_SECS", "60"),
+            ]),
+        )
+        .unwrap();
+        let proxies: Vec<std::net::IpAddr> =
+            vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(s.http.trusted_proxies, proxies);
+        assert_eq!(
+            s.http.cors_allowed_origins,
+            ["https://shop.example", "http://localhost:5173"]
+        );
+        assert_eq!(s.rate_limit.credential_per_sec, 7);
+        assert!(s.rate_limit.enabled);
+        assert_eq!(s.auth.session_ttl_secs, 60);
+        for (key, value, named) in [
+            (
+                "SEATKEEPER_HTTP__TRUSTED_PROXIES",
+                "proxy.local",
+                "http.trusted_proxies",
+            ),
+            (
+                "SEATKEEPER_HTTP__CORS_ALLOWED_ORIGINS",
+                "https://shop.example/",
+                "cors_allowed_origins",
+            ),
+            (
+                "SEATKEEPER_RATE_LIMIT__ADDRESS_BURST",
+                "0",
+                "rate_limit.address_burst",
+            ),
+            (
+                "SEATKEEPER_AUTH__SESSION_TTL_SECS",
+                "0",
+                "auth.session_ttl_secs",
+            ),
+            (
+                "SEATKEEPER_AUTH__SESSION_SECRET",
+                "short",
+                "auth.session_secret",
+            ),
+        ] {
+            let e = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(e.to_string().contains(named), "{key}={value}: {e}");
+        }
     }
 
     #[test]

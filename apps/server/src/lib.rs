@@ -15,6 +15,8 @@
 //!   domain errors become HTTP statuses.
 //! - [`request_id`]: request ids and each request's span (tracing-actix-web's
 //!   `TracingLogger` with our root span), and the `X-Request-Id` response header.
+//! - [`rate_limit`]: per-credential and per-address rate limits, and CORS's allowlist
+//!   is applied in `startup`.
 //! - [`recovery`]: the reconciler's runs in this instance, for the admin API.
 //! - [`telemetry`]: the log subscriber.
 //! - [`timestamp`]: RFC 3339 timestamps in bodies, written without `core::fmt`.
@@ -28,6 +30,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod rate_limit;
 pub mod recovery;
 pub mod request_id;
 pub mod routes;

@@ -77,6 +77,7 @@ codes! {
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "The request body is too large";
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type";
     IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY, "The Idempotency-Key was used for a different request";
+    RateLimited = "rate_limited", TOO_MANY_REQUESTS, "Too many requests";
     PaymentUnavailable = "payment_unavailable", SERVICE_UNAVAILABLE, "The payment outcome is unknown";
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE, "The store is unavailable";
     Internal = "internal", INTERNAL_SERVER_ERROR, "Internal server error";
@@ -96,6 +97,7 @@ impl Code {
             405 => Code::MethodNotAllowed,
             413 => Code::PayloadTooLarge,
             415 => Code::UnsupportedMediaType,
+            429 => Code::RateLimited,
             400..=499 => Code::InvalidRequest,
             _ => Code::Internal,
         }
@@ -177,8 +179,10 @@ pub struct ApiErrorDetails {
     pub subscription_id: Option<String>,
     /// Methods the resource allows, for 405.
     pub allow: Option<String>,
-    /// Seconds after which a retry may work, for 503.
+    /// Seconds after which a retry may work, for 503 and 429.
     pub retry_after: Option<u64>,
+    /// `RateLimit-Policy` and `RateLimit` headers, for 429.
+    pub rate_limit: Option<(header::HeaderValue, header::HeaderValue)>,
     /// The cause, logged (never shown) for internal errors.
     pub source: Option<anyhow::Error>,
 }
@@ -197,6 +201,7 @@ impl ApiError {
             subscription_id: None,
             allow: None,
             retry_after,
+            rate_limit: None,
             source: None,
         }))
     }
@@ -252,6 +257,10 @@ impl ApiError {
         }
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Some((policy, state)) = &self.rate_limit {
+            res.insert_header(("ratelimit-policy", policy.clone()));
+            res.insert_header(("ratelimit", state.clone()));
         }
         if self.code == Code::Unauthorized {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"seatkeeper\""));

@@ -5,7 +5,7 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web, App, HttpServer};
+use actix_web::{dev::Server, http::header, middleware::Condition, web, App, HttpServer};
 use anyhow::Context;
 use rand::RngCore;
 use seatkeeper_domain::{
@@ -27,6 +27,7 @@ use crate::{
     auth::{sessions::Sessions, Authenticator},
     configuration::{redact, ExposeSecret, PaymentProvider, Secret, Settings, StoreKind},
     metrics::MeteredGateway,
+    rate_limit::RateLimits,
     recovery::RecoveryLog,
     request_id,
     routes::{self, AppState},
@@ -188,12 +189,28 @@ impl Application {
         }
 
         let recovery = state.recovery.clone();
+        let limits = settings.rate_limit.enabled.then(|| {
+            Arc::new(RateLimits::new(
+                &settings.rate_limit,
+                settings.http.trusted_proxies.clone(),
+            ))
+        });
+        let limits_data = limits.clone().map(web::Data::from);
+        let cors_origins = settings.http.cors_allowed_origins.clone();
         let body_limit = settings.http.body_limit_bytes;
         let bench_echo = crate::bench::EchoRoute::of(&settings.bench);
         let doc = crate::openapi::document();
         let mut server = HttpServer::new(move || {
-            App::new()
+            let mut app = App::new();
+            if let Some(limits) = &limits_data {
+                app = app.app_data(limits.clone());
+            }
+            app.wrap_fn(crate::rate_limit::middleware)
                 .wrap_fn(crate::metrics::middleware)
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
                 .wrap_fn(request_id::respond)
                 // Outermost: the request's span covers the other middleware too.
                 .wrap(TracingLogger::<request_id::RequestSpan>::new())
@@ -220,6 +237,12 @@ impl Application {
             )),
             tokio::spawn(crate::metrics::upkeep(Duration::from_secs(5))),
         ];
+        if let Some(limits) = limits {
+            background.push(tokio::spawn(crate::rate_limit::upkeep(
+                limits,
+                Duration::from_secs(60),
+            )));
+        }
         if settings.recovery.enabled {
             background.push(tokio::spawn(reconcile_periodically(
                 recovery,
@@ -265,6 +288,32 @@ impl Application {
         }
         result
     }
+}
+
+/// CORS for browser pages served from `origins`: the API's methods, the headers a client
+/// sends, and the headers it may read.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("idempotent-replayed"),
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
+        ])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
 }
 
 async fn shutdown_signal() {

@@ -28,7 +28,7 @@ async fn log_of_a_short_run(format: &str) -> String {
         .spawn()
         .expect("start seatkeeper-server");
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = common::app::client_with(TOKEN);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(res) = client.get(format!("{base}/health/ready")).send().await {

@@ -99,7 +99,7 @@ async fn while_mongod_is_killed_mid_load_the_server_answers_503_problems_and_rec
         settings.idempotency.lock_lease_ms = 2000;
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = common::app::client_with(TOKEN);
     let plan = common::app::create_plan(&http, &base, TOKEN, 100_000).await;
 
     // Eight buyers, each buying again and again with a new key, until told to stop.

@@ -26,6 +26,7 @@ use common::{
 };
 
 const TOKEN: &str = "multi-instance-admin-token";
+const SESSION_SECRET: &str = "multi-instance-session-secret-0123456789";
 
 /// Server processes, killed when dropped.
 struct Servers {
@@ -64,6 +65,8 @@ async fn start_servers(n: usize, database_url: &str, kind: DatabaseKind) -> Serv
             // queue 600 transactions on one plan row for a while.
             .env("SEATKEEPER_STORE__ACQUIRE_TIMEOUT_MS", "20000")
             .env("SEATKEEPER_AUTH__ADMIN_TOKEN", TOKEN)
+            .env("SEATKEEPER_AUTH__SESSION_SECRET", SESSION_SECRET)
+            .env("SEATKEEPER_RATE_LIMIT__ENABLED", "false")
             .env("SEATKEEPER_PAYMENTS__LATENCY_MS", "5")
             .env("SEATKEEPER_LOG__LEVEL", "warn")
             .stdout(Stdio::from(log.try_clone().expect("the log file")))
@@ -133,10 +136,15 @@ async fn three_instances_sell_exactly_the_capacity_and_replay_across_instances(k
     };
     let started = std::time::Instant::now();
     let servers = start_servers(3, &db.url, kind).await;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
+    // A key made on one instance works on every one.
+    let key = common::app::make_key(
+        &reqwest::Client::new(),
+        &servers.urls[0],
+        TOKEN,
+        "purchases",
+    )
+    .await;
+    let client = common::app::client_with(&key);
 
     let plan = json_of(
         client
@@ -274,6 +282,91 @@ async fn three_instances_sell_exactly_the_capacity_and_replay_across_instances(k
     }
     let violations = check_store_plan(db.store.as_ref(), plan.parse::<PlanId>().unwrap()).await;
     assert!(violations.is_empty(), "{violations:#?}");
+
+    credentials_hold_across_instances(&servers.urls, &key, i).await;
     drop(servers);
     eprintln!("{test} on {kind}: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A customer session made on one instance works on the others (they share the signing
+/// secret), for its own customer only; a key revoked on one instance stops working on
+/// every instance within a second.
+async fn credentials_hold_across_instances(urls: &[String], key: &str, customer: usize) {
+    let keyed = common::app::client_with(key);
+    let session = json_of(
+        keyed
+            .post(format!("{}/api/customer_sessions", urls[0]))
+            .json(&json!({"customer_id": format!("cus_{customer}")}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let browser = common::app::client_with(session["token"].as_str().unwrap());
+    for url in &urls[1..] {
+        let own = browser
+            .get(format!("{url}/api/customers/cus_{customer}/subscriptions"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(own.status(), 200, "a session made elsewhere works on {url}");
+        let other = browser
+            .get(format!(
+                "{url}/api/customers/cus_{}/subscriptions",
+                customer + 1
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 404, "another customer's list is not found");
+    }
+    // Each instance has just used the key, so each one holds it in its cache.
+    for url in urls {
+        let res = keyed
+            .get(format!("{url}/api/customers/cus_0/subscriptions"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let keys = json_of(
+        reqwest::Client::new()
+            .get(format!("{}/api/keys", urls[1]))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| key.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = reqwest::Client::new()
+        .delete(format!("{}/api/keys/{id}", urls[1]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let revoked_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for url in urls {
+        let res = keyed
+            .get(format!("{url}/api/customers/cus_0/subscriptions"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            401,
+            "{url} still took the key {:?} after its revocation",
+            revoked_at.elapsed()
+        );
+    }
 }

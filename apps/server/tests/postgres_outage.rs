@@ -56,7 +56,7 @@ async fn while_postgres_is_unreachable_the_server_answers_503_and_recovers_by_it
     .await
     .unwrap();
     let base = common::app::serve(Arc::new(store), TOKEN, |_| {}).await;
-    let client = reqwest::Client::new();
+    let client = common::app::client_with(TOKEN);
     let plan = common::app::create_plan(&client, &base, TOKEN, 5).await;
     assert_eq!(
         purchase(&client, &base, &plan, "before").await.status(),

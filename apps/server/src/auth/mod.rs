@@ -24,7 +24,10 @@ use seatkeeper_domain::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::problem::{ApiError, Code};
+use crate::{
+    problem::{ApiError, Code},
+    rate_limit::RateLimits,
+};
 use sessions::{Session, SessionRejected, Sessions};
 
 /// How long an instance trusts what it read of a key.
@@ -168,11 +171,22 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let auth = req.app_data::<web::Data<Authenticator>>().cloned();
         let header = req.headers().get(header::AUTHORIZATION).cloned();
+        let req = req.clone();
         Box::pin(async move {
             let auth = auth.ok_or_else(|| {
                 ApiError::internal(anyhow::anyhow!("no authenticator is configured"))
             })?;
-            auth.principal(header.as_ref()).await.map(Caller)
+            match auth.principal(header.as_ref()).await {
+                Ok(principal) => Ok(Caller(principal)),
+                Err(e) if e.code == Code::Unauthorized => {
+                    // Guessing credentials draws from the address's small bucket.
+                    if let Some(limits) = req.app_data::<web::Data<RateLimits>>() {
+                        limits.failed_authentication(&req)?;
+                    }
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 }

@@ -41,7 +41,7 @@ use crate::problem::{FieldError, Problem};
         schemas(Problem, FieldError),
         responses(
             InvalidRequest, InvalidListQuery, InvalidCustomerListQuery, PurchaseBadRequest,
-            Unauthorized, Forbidden, KeyNotFound, PaymentDeclined, PlanNotFound, PurchasePlanNotFound,
+            Unauthorized, Forbidden, KeyNotFound, RateLimited, PaymentDeclined, PlanNotFound, PurchasePlanNotFound,
             SubscriptionNotFound, NotFound, MethodNotAllowed, CapacityBelowHeld,
             SubscriptionNotActive, PurchaseConflict, PayloadTooLarge, UnsupportedMediaType,
             IdempotencyKeyReused, PurchaseUnavailable, StoreUnavailable, Internal,
@@ -110,6 +110,7 @@ pub fn document() -> Document {
         ];
         for operation in operations.into_iter().flatten() {
             add_request_id(operation);
+            add_rate_limited(operation);
         }
     }
     require_a_change(&mut doc);
@@ -135,6 +136,15 @@ pub fn yaml() -> String {
     document()
         .to_yaml()
         .expect("the OpenAPI document serializes")
+}
+
+/// Any request may be refused by a rate limit (when limits are on); said once here.
+fn add_rate_limited(operation: &mut Operation) {
+    operation
+        .responses
+        .responses
+        .entry("429".into())
+        .or_insert_with(|| RefOr::Ref(utoipa::openapi::Ref::from_response_name("RateLimited")));
 }
 
 /// The request-id middleware reads `X-Request-Id` on every request and sets it on every

@@ -30,6 +30,8 @@ enum Extra {
     RetryAfter,
     WwwAuthenticate,
     IdempotentReplayed,
+    RateLimitPolicy,
+    RateLimit,
 }
 
 impl Extra {
@@ -43,7 +45,7 @@ impl Extra {
             ),
             Extra::RetryAfter => (
                 "Retry-After",
-                "Seconds after which a retry may succeed (always `1`).",
+                "Seconds after which a retry may succeed (`1` for 503; for 429, when the bucket has room again).",
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(0)),
@@ -51,6 +53,19 @@ impl Extra {
             Extra::WwwAuthenticate => (
                 "WWW-Authenticate",
                 "The authentication scheme the API expects: `Bearer realm=\"seatkeeper\"`.",
+                string(),
+            ),
+            Extra::RateLimitPolicy => (
+                "RateLimit-Policy",
+                "The limit that applies (IETF draft-ietf-httpapi-ratelimit-headers): \
+                 `\"credential\";q=<burst>;w=<seconds>` for requests with a credential, \
+                 `\"address\";…` for requests without one, `\"failed_auth\";…` for failed \
+                 authentications. Absent when rate limits are off.",
+                string(),
+            ),
+            Extra::RateLimit => (
+                "RateLimit",
+                "What is left of it: `\"<policy>\";r=<requests left>;t=<seconds until full>`.",
                 string(),
             ),
             Extra::IdempotentReplayed => (
@@ -198,6 +213,17 @@ problem_responses! {
         Code::Forbidden,
         "this credential may not administer (plans, audit, reconciliation, keys, metrics)",
     ))];
+    /// Too many requests: this credential's, this address's or this address's failed
+    /// authentications' bucket is empty (limits are per instance, see `rate_limit`
+    /// settings). Nothing was done; retry after `Retry-After` seconds.
+    RateLimited [RetryAfter, RateLimitPolicy, RateLimit] => vec![("Limited", {
+        let mut e = ApiError::new(
+            Code::RateLimited,
+            "too many requests for this credential: retry in 1 s",
+        );
+        e.retry_after = Some(1);
+        e
+    })];
     /// There is no API key with this id (or the id is not a UUID).
     KeyNotFound [] => vec![("Unknown key", ApiError::new(
         Code::KeyNotFound,

@@ -142,6 +142,9 @@ async fn spawn(
     settings.http.workers = 2;
     settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
     settings.demo.seed = Some(false);
+    // Tests send hundreds of requests at once with one key; the limits have tests of
+    // their own, which turn them on.
+    settings.rate_limit.enabled = false;
     configure(&mut settings);
     let (store, memory, database_url): (Arc<dyn Store>, _, _) = match kind {
         StoreKind::Memory => {
@@ -275,7 +278,10 @@ impl TestApp {
             .as_array()
             .unwrap()
             .iter()
-            .find(|k| self.purchases_key.starts_with(k["prefix"].as_str().unwrap()))
+            .find(|k| {
+                self.purchases_key
+                    .starts_with(k["prefix"].as_str().unwrap())
+            })
             .expect("the purchases key is listed");
         format!("key:{}", key["id"].as_str().unwrap())
     }

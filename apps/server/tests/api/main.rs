@@ -10,6 +10,7 @@
 #[macro_use]
 mod helpers;
 
+mod access;
 mod bench;
 #[path = "../common/mod.rs"]
 mod common;

@@ -18,6 +18,7 @@ pub async fn serve(store: Arc<dyn Store>, token: &str, tune: impl FnOnce(&mut Se
     settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.auth.admin_token = Some(Secret::from(token));
     settings.demo.seed = Some(false);
+    settings.rate_limit.enabled = false;
     tune(&mut settings);
     let app = Application::build_with(
         settings,
@@ -47,4 +48,53 @@ pub async fn create_plan(http: &reqwest::Client, base: &str, token: &str, capaci
         .await
         .unwrap();
     plan["id"].as_str().unwrap().to_owned()
+}
+
+/// An HTTP client that sends `Authorization: Bearer <credential>` on every request that
+/// does not set its own.
+pub fn client_with(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Makes an API key of `role` (with the admin token) and returns its secret.
+pub async fn make_key(http: &reqwest::Client, base: &str, token: &str, role: &str) -> String {
+    let res = http
+        .post(format!("{base}/api/keys"))
+        .bearer_auth(token)
+        .json(&json!({"role": role, "name": format!("{role} key of a test")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "making a key");
+    let key: Value = res.json().await.unwrap();
+    key["secret"].as_str().unwrap().to_owned()
+}
+
+/// The actor audit entries name for the key whose secret is `secret`: `key:<id>`.
+pub async fn key_actor(http: &reqwest::Client, base: &str, token: &str, secret: &str) -> String {
+    let keys: Value = http
+        .get(format!("{base}/api/keys?limit=100"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
+        .expect("the key is listed");
+    format!("key:{}", key["id"].as_str().unwrap())
 }

@@ -35,6 +35,8 @@ pub struct Scenario {
     pub paysim: Paysim,
     proxy: Option<Proxy>,
     pub http: reqwest::Client,
+    /// The actor audit entries name for the buyers' `purchases` key (`key:<id>`).
+    pub buyer: String,
     pub knobs: Knobs,
     /// `(id, capacity)`
     pub plans: Vec<(String, u64)>,
@@ -107,7 +109,12 @@ impl Scenario {
             let body: Value = res.json().await.unwrap();
             plans.push((body["id"].as_str().unwrap().to_owned(), capacity));
         }
+        // Buyers and readers act as an integrator's server does: with a `purchases` key.
+        let key = crate::common::app::make_key(&http, &fleet.url(0), TOKEN, "purchases").await;
+        let buyer = crate::common::app::key_actor(&http, &fleet.url(0), TOKEN, &key).await;
+        let http = crate::common::app::client_with(&key);
         Some(Self {
+            buyer,
             name,
             started,
             db,

@@ -64,7 +64,7 @@ pub async fn a_charge_that_lands_after_the_reconciler_gave_its_purchase_up_is_re
         &sc,
         [
             (s1.as_str(), "reconciler".to_owned()),
-            (s2.as_str(), format!("customer:{}", second.customer)),
+            (s2.as_str(), sc.buyer.clone()),
         ],
         &mut extra,
     )
