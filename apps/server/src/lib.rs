@@ -10,6 +10,7 @@
 //! - [`routes`]: one module per resource, each handler with its OpenAPI operation.
 //! - [`openapi`]: the OpenAPI document generated from the routes and DTOs.
 //! - [`dto`]: the JSON shapes and their conversion into validated domain values.
+//! - [`keys_cli`]: `seatkeeper-server keys create|list|revoke`.
 //! - [`extract`]: bodies, headers and query strings, validated.
 //! - [`problem`] and `errors`: RFC 9457 problem responses, and the one place where
 //!   domain errors become HTTP statuses.
@@ -27,6 +28,7 @@ pub mod configuration;
 pub mod dto;
 mod errors;
 pub mod extract;
+pub mod keys_cli;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

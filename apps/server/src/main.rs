@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use seatkeeper_domain::service::Reconciler;
 use seatkeeper_server::{
     configuration::Settings,
+    keys_cli::{self, KeysCommand},
     startup::{Application, Wiring},
     telemetry,
 };
@@ -35,6 +36,9 @@ enum Command {
     Reconcile,
     /// Print the OpenAPI document of the API as YAML (what openapi.yaml holds), then exit.
     Openapi,
+    /// Make, list and revoke API keys on the configured (database) store.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[tokio::main]
@@ -61,6 +65,16 @@ async fn main() -> ExitCode {
     let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Reconcile => reconcile(settings).await,
+        Command::Keys(command) => match keys_cli::run(&settings, command).await {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("seatkeeper-server: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Openapi => unreachable!("answered before the settings are read"),
     };
     tokio::task::block_in_place(|| telemetry.shutdown());

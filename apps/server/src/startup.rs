@@ -43,6 +43,33 @@ pub struct Wiring {
 impl Wiring {
     /// The adapters the settings name.
     pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let store = Self::store_from_settings(settings).await?;
+        let gateway: Arc<dyn PaymentGateway> = match settings.payments.provider {
+            PaymentProvider::Simulated => Arc::new(SimulatedGateway::with_latency(
+                Duration::from_millis(settings.payments.latency_ms),
+            )),
+            PaymentProvider::Stripe => {
+                let secret_key = settings
+                    .payments
+                    .secret_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned())
+                    .unwrap_or_default();
+                Arc::new(
+                    StripeGateway::new(settings.stripe_settings(secret_key))
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                )
+            }
+        };
+        Ok(Self {
+            store,
+            gateway,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The store the settings name, connected (and migrated, for PostgreSQL).
+    pub async fn store_from_settings(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         let store: Arc<dyn Store> = match settings.store_kind()? {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             StoreKind::Postgres => {
@@ -77,28 +104,7 @@ impl Wiring {
                 Arc::new(store)
             }
         };
-        let gateway: Arc<dyn PaymentGateway> = match settings.payments.provider {
-            PaymentProvider::Simulated => Arc::new(SimulatedGateway::with_latency(
-                Duration::from_millis(settings.payments.latency_ms),
-            )),
-            PaymentProvider::Stripe => {
-                let secret_key = settings
-                    .payments
-                    .secret_key
-                    .as_ref()
-                    .map(|k| k.expose_secret().to_owned())
-                    .unwrap_or_default();
-                Arc::new(
-                    StripeGateway::new(settings.stripe_settings(secret_key))
-                        .map_err(|e| anyhow::anyhow!(e))?,
-                )
-            }
-        };
-        Ok(Self {
-            store,
-            gateway,
-            clock: Arc::new(SystemClock),
-        })
+        Ok(store)
     }
 }
 
