@@ -54,7 +54,7 @@ pub async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Result<St
         KeysCommand::Create { role, name } => {
             let role = Role::parse(&role).map_err(|e| anyhow::anyhow!("--role {e}"))?;
             let name = KeyName::parse(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
-            let (key, secret) = keys.create(name, role).await?;
+            let (key, secret) = keys.create(name, role, "command line").await?;
             Ok(serde_json::to_string_pretty(&CreatedKeyBody::new(
                 &key, &secret,
             ))?)
@@ -98,7 +98,7 @@ pub async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Result<St
         }
         KeysCommand::Revoke { id } => {
             let id: ApiKeyId = id.parse().map_err(|e| anyhow::anyhow!("the id {e}"))?;
-            let key = keys.revoke(id).await.map_err(|e| match e {
+            let key = keys.revoke(id, "command line").await.map_err(|e| match e {
                 RevokeKeyError::NotFound(id) => anyhow::anyhow!("there is no API key with id {id}"),
                 RevokeKeyError::Store(e) => {
                     anyhow::Error::new(e).context("could not revoke the key")

@@ -50,8 +50,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, role) = json_body::<CreateKeyRequest>(&req, &body)?.try_into_domain()?;
-    let (key, secret) = state.keys.create(name, role).await?;
-    tracing::info!(key_id = %key.id(), role = role.as_str(), by = &*admin.0.actor(), "API key made");
+    let (key, secret) = state.keys.create(name, role, &admin.0.actor()).await?;
     Ok(created_at(
         format!("/api/keys/{}", key.id()),
         CreatedKeyBody::new(&key, &secret),
@@ -116,10 +115,13 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ApiKeyId = path.parse().map_err(|_| key_not_found(&path))?;
-    let key = state.keys.revoke(id).await.map_err(|e| match e {
-        RevokeKeyError::NotFound(_) => key_not_found(&path),
-        RevokeKeyError::Store(e) => e.into(),
-    })?;
-    tracing::info!(key_id = %id, by = &*admin.0.actor(), "API key revoked");
+    let key = state
+        .keys
+        .revoke(id, &admin.0.actor())
+        .await
+        .map_err(|e| match e {
+            RevokeKeyError::NotFound(_) => key_not_found(&path),
+            RevokeKeyError::Store(e) => e.into(),
+        })?;
     Ok(HttpResponse::Ok().json(KeyBody::from(&key)))
 }

@@ -29,16 +29,17 @@ impl KeyService {
     }
 
     /// Makes a key and returns it with its secret, which is shown this once: the store
-    /// keeps only its hash.
+    /// keeps only its hash. `by` names who asked, for the log.
     #[tracing::instrument(skip_all, fields(role = role.as_str()))]
     pub async fn create(
         &self,
         name: KeyName,
         role: Role,
+        by: &str,
     ) -> Result<(ApiKey, KeySecret), StoreError> {
         let (key, secret) = ApiKey::create(name, role, self.clock.now());
         self.store.create_key(&key).await?;
-        tracing::info!(key_id = %key.id(), "API key created");
+        tracing::info!(key_id = %key.id(), by, "API key created");
         Ok((key, secret))
     }
 
@@ -53,15 +54,16 @@ impl KeyService {
         Ok(Page::from_overfetch(items, page.limit, |k| k.id()))
     }
 
-    /// Revokes a key; revoking a revoked key answers it unchanged.
+    /// Revokes a key; revoking a revoked key answers it unchanged. `by` names who asked,
+    /// for the log.
     #[tracing::instrument(skip_all, fields(key_id = %id))]
-    pub async fn revoke(&self, id: ApiKeyId) -> Result<ApiKey, RevokeKeyError> {
+    pub async fn revoke(&self, id: ApiKeyId, by: &str) -> Result<ApiKey, RevokeKeyError> {
         let key = self
             .store
             .revoke_key(id, self.clock.now())
             .await?
             .ok_or(RevokeKeyError::NotFound(id))?;
-        tracing::info!("API key revoked");
+        tracing::info!(by, "API key revoked");
         Ok(key)
     }
 
