@@ -33,7 +33,10 @@ async fn a_secret_authenticates_its_key_until_the_key_is_revoked() {
         .unwrap();
     let found = keys.authenticate(&secret).await.unwrap().unwrap();
     assert_eq!((found.id(), found.role()), (key.id(), Role::Admin));
-    assert_eq!(keys.authenticate(&KeySecret::generate()).await.unwrap(), None);
+    assert_eq!(
+        keys.authenticate(&KeySecret::generate()).await.unwrap(),
+        None
+    );
     let revoked = keys.revoke(key.id(), "test").await.unwrap();
     assert!(revoked.is_revoked());
     assert_eq!(keys.authenticate(&secret).await.unwrap(), None);

@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 use crate::common::stores::{DatabaseKind, FreshDatabase};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The servers' session signing secret, so that tests can make expired or forged tokens.
+pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdefghij";
 
 /// Makes `name::on_memory`, `name::on_postgres` and `name::on_mongodb` tests of the async
 /// function `name` defined next to it. `on_every_store!(name);` hands it a fresh
@@ -141,6 +143,7 @@ async fn spawn(
     settings.http.addr = ([127, 0, 0, 1], 0).into();
     settings.http.workers = 2;
     settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
+    settings.auth.session_secret = Some(Secret::from(SESSION_SECRET));
     settings.demo.seed = Some(false);
     // Tests send hundreds of requests at once with one key; the limits have tests of
     // their own, which turn them on.

@@ -211,3 +211,74 @@ async fn without_an_allowlist_no_origin_is_allowed() {
     assert!(res.headers().get("access-control-allow-origin").is_none());
     assert_problem(res, 405, "method_not_allowed").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_purchases_at_once_with_one_key_get_the_burst_through_and_the_rest_429() {
+    let app = app(|s| {
+        s.rate_limit.credential_per_sec = 1;
+        s.rate_limit.credential_burst = 20;
+    })
+    .await;
+    let plan = {
+        let res = app
+            .anonymous
+            .post(app.url("/api/plans"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"name": "Hot", "capacity": 1000, "unit_amount": 100, "currency": "usd", "interval": "month"}))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::body(res).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // A key of its own: the app's key stays free for the checks below.
+    let burst_key =
+        crate::helpers::make_key(&app.anonymous, &app.address, "purchases", "burst").await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let (http, url, key, plan, barrier) = (
+                app.anonymous.clone(),
+                app.url("/api/subscriptions/purchase"),
+                burst_key.clone(),
+                plan.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                http.post(url)
+                    .bearer_auth(key)
+                    .header("Idempotency-Key", format!("k{i}"))
+                    .json(&serde_json::json!({"plan_id": plan, "customer_id": format!("cus_{i}"), "payment_method": "pm_card_visa"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let (mut created, mut limited) = (0u32, 0u32);
+    for t in tasks {
+        match t.await.unwrap() {
+            201 => created += 1,
+            429 => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // A cell may come back while the hundred are answered (one per second).
+    assert!(
+        (20..=22).contains(&created),
+        "{created} created, {limited} limited"
+    );
+    assert_eq!(created + limited, 100);
+    let seats = app.plan(&plan).await["seats_left"].as_u64().unwrap();
+    assert_eq!(
+        seats,
+        1000 - u64::from(created),
+        "a refused purchase took no seat"
+    );
+    app.assert_invariants(&plan).await;
+}

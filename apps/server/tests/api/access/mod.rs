@@ -6,44 +6,30 @@
 mod callers;
 mod keys;
 mod limits;
+mod matrix;
 mod sessions;
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::helpers::{body, make_key, TestApp, ADMIN_TOKEN};
+use crate::helpers::{body, make_key, TestApp};
 
-/// One caller of each kind, with its credential (`None`: anonymous).
+/// A customer session, a `purchases` key and an `admin` key.
 pub struct Callers {
-    pub anonymous: Option<String>,
     pub session: Option<String>,
     pub purchases: Option<String>,
     pub admin_key: Option<String>,
-    pub bootstrap: Option<String>,
 }
 
 impl Callers {
-    /// A session for `customer`, the app's purchases key, a new admin key, the admin token.
+    /// A session for `customer`, the app's purchases key, a new admin key.
     pub async fn of(app: &TestApp, customer: &str) -> Self {
         let admin_key = make_key(&app.anonymous, &app.address, "admin", "ops").await;
         Self {
-            anonymous: None,
             session: Some(session(app, &app.purchases_key, customer).await),
             purchases: Some(app.purchases_key.clone()),
             admin_key: Some(admin_key),
-            bootstrap: Some(ADMIN_TOKEN.to_owned()),
         }
-    }
-
-    /// The callers in the table's column order.
-    pub fn all(&self) -> [(&'static str, Option<&str>); 5] {
-        [
-            ("anonymous", self.anonymous.as_deref()),
-            ("customer session", self.session.as_deref()),
-            ("purchases key", self.purchases.as_deref()),
-            ("admin key", self.admin_key.as_deref()),
-            ("admin token", self.bootstrap.as_deref()),
-        ]
     }
 }
 
