@@ -15,7 +15,9 @@
 #   BENCH_PIN=1                  in memory: server on CPU 0, loadgen on CPU 1
 #   BENCH_PORT=3902
 #   BENCH_OUT=target/bench/compare-<date>   every run's JSON and `pairs.md`
-# The loadgen is target/release/seatkeeper-loadgen (LOADGEN=... for another), and MongoDB
+#   COMPARE_B_ENV="K=V …"        extra settings of B's server only (say, the rate limits on)
+# The loadgen is target/release/seatkeeper-loadgen (LOADGEN=... for another; LOADGEN_A=...
+# for A alone, when A's API differs, say a build from before API keys), and MongoDB
 # databases are dropped with target/release/seatkeeper-mongobench (MONGOBENCH=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,8 @@ pin=${BENCH_PIN:-1}
 port=${BENCH_PORT:-3902}
 out=${BENCH_OUT:-target/bench/compare-$(date +%Y%m%d-%H%M%S)}
 loadgen=${LOADGEN:-target/release/seatkeeper-loadgen}
+loadgen_a=${LOADGEN_A:-$loadgen}
+b_env=${COMPARE_B_ENV:-}
 mongobench=${MONGOBENCH:-target/release/seatkeeper-mongobench}
 pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 mongo_url=${SEATKEEPER_BENCH_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConnection=true}
@@ -71,22 +75,27 @@ drop_store() {
 run() {
   local store=$1 tag=$2 binary=$3 round=$4
   local db="seatkeeper_compare_${tag,,}_${round}_$$"
-  local url server_cpu="" loadgen_cpu=""
+  local url server_cpu="" loadgen_cpu="" driver=$loadgen extra=""
   url=$(store_url "$store" "$db")
+  if [ "$tag" = A ]; then
+    driver=$loadgen_a
+  else
+    extra=$b_env
+  fi
   if [ "$pin" = 1 ] && [ "$store" = memory ]; then
     server_cpu="taskset -c 0"
     loadgen_cpu="taskset -c 1"
   fi
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL="$url" \
     SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false SEATKEEPER_DEMO__SEED=false \
-    SEATKEEPER_LOG__LEVEL=warn $server_cpu "$binary" >"$out/server-$store-$tag-$round.log" 2>&1 &
+    SEATKEEPER_LOG__LEVEL=warn $extra $server_cpu "$binary" >"$out/server-$store-$tag-$round.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 200); do
     curl -fsS "$base_url/health/ready" >/dev/null 2>&1 && break
     sleep 0.1
   done
   local json="$out/$store-$tag-$round.json"
-  $loadgen_cpu "$loadgen" --base-url "$base_url" --admin-token "$token" --progress 0 \
+  $loadgen_cpu "$driver" --base-url "$base_url" --admin-token "$token" --progress 0 \
     --duration "$duration" --connections "$conns" --plans "$plans" --seats 1000000 \
     --json "$json" >"$out/loadgen-$store-$tag-$round.log" 2>&1
   cleanup

@@ -13,7 +13,7 @@ use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{ApiKeyId, AuditContext, CustomerId, InvalidValue, Timestamp};
+use super::{ApiKeyId, AuditContext, CustomerId, InvalidValue, KeyName, Timestamp};
 
 /// What an API key may do.
 #[derive(
@@ -50,50 +50,6 @@ impl Role {
 
     pub fn as_str(&self) -> &'static str {
         self.into()
-    }
-}
-
-/// A key's label, for the people who manage keys: 1 to 100 characters once trimmed, no
-/// control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct KeyName(String);
-
-impl KeyName {
-    pub const MAX_CHARS: usize = 100;
-
-    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        let trimmed = s.trim();
-        if trimmed.is_empty() {
-            return Err(InvalidValue::new("must not be empty"));
-        }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(InvalidValue::new(format!(
-                "must be at most {} characters",
-                Self::MAX_CHARS
-            )));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(InvalidValue::new("must not contain control characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for KeyName {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<KeyName> for String {
-    fn from(n: KeyName) -> Self {
-        n.0
     }
 }
 

@@ -4,48 +4,63 @@ use serde::{Deserialize, Serialize};
 
 use super::InvalidValue;
 
-/// A plan's display name: 1 to 100 characters once trimmed, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PlanName(String);
+/// Declares a label type: text for people, 1 to 100 characters once trimmed (Unicode
+/// scalar values), no control characters; kept trimmed.
+macro_rules! label {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl PlanName {
-    pub const MAX_CHARS: usize = 100;
+        impl $name {
+            pub const MAX_CHARS: usize = 100;
 
-    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        let trimmed = s.trim();
-        if trimmed.is_empty() {
-            return Err(InvalidValue::new("must not be empty"));
-        }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(InvalidValue::new(format!(
-                "must be at most {} characters",
-                Self::MAX_CHARS
-            )));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(InvalidValue::new("must not contain control characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
-    }
+            pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+                let trimmed = s.trim();
+                if trimmed.is_empty() {
+                    return Err(InvalidValue::new("must not be empty"));
+                }
+                if trimmed.chars().count() > Self::MAX_CHARS {
+                    return Err(InvalidValue::new(format!(
+                        "must be at most {} characters",
+                        Self::MAX_CHARS
+                    )));
+                }
+                if trimmed.chars().any(char::is_control) {
+                    return Err(InvalidValue::new("must not contain control characters"));
+                }
+                Ok(Self(trimmed.to_owned()))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> Self {
+                n.0
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for PlanName {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<PlanName> for String {
-    fn from(n: PlanName) -> Self {
-        n.0
-    }
-}
+label!(
+    /// A plan's display name.
+    PlanName
+);
+label!(
+    /// An API key's label, for the people who manage keys.
+    KeyName
+);
 
 /// How many seats a plan has: 1 to 1,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
