@@ -76,6 +76,10 @@ pub struct HttpSettings {
     /// `https://shop.example.com`; none by default (same origin only).
     #[serde(deserialize_with = "comma_list")]
     pub cors_allowed_origins: Vec<String>,
+    /// An internal address that serves `GET /metrics` without a credential (for a
+    /// scraper on a private network); none by default: `/metrics` is then only on `addr`,
+    /// for admins.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A list from a file (an array) or from the environment (one string, comma-separated;
@@ -116,6 +120,7 @@ impl Default for HttpSettings {
             workers: 0,
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
+            metrics_addr: None,
         }
     }
 }

@@ -112,6 +112,8 @@ impl Wiring {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The internal `/metrics` server and its port, when `http.metrics_addr` is set.
+    metrics: Option<(u16, Server)>,
     admin_token: Secret,
     token_generated: bool,
     /// The key sweep, the metrics upkeep and the reconciler.
@@ -206,6 +208,7 @@ impl Application {
         let body_limit = settings.http.body_limit_bytes;
         let bench_echo = crate::bench::EchoRoute::of(&settings.bench);
         let doc = crate::openapi::document();
+        let metrics_state = state.clone();
         let mut server = HttpServer::new(move || {
             let mut app = App::new();
             if let Some(limits) = &limits_data {
@@ -234,6 +237,10 @@ impl Application {
             server = server.workers(settings.http.workers);
         }
         let server = server.disable_signals().run();
+        let metrics = match settings.http.metrics_addr {
+            Some(addr) => Some(metrics_server(addr, metrics_state)?),
+            None => None,
+        };
 
         let mut background = vec![
             tokio::spawn(sweep_expired_keys(
@@ -259,6 +266,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics,
             admin_token,
             token_generated,
             background,
@@ -267,6 +275,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the internal `/metrics` address, when one is configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     pub fn admin_token(&self) -> &str {
@@ -287,13 +300,47 @@ impl Application {
             tracing::info!("shutting down gracefully");
             handle.stop(true).await;
         });
+        let metrics = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            (tokio::spawn(server), handle)
+        });
         let result = self.server.await;
         signals.abort();
+        if let Some((task, handle)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         for task in &self.background {
             task.abort();
         }
         result
     }
+}
+
+/// The internal server of `GET /metrics`, without a credential: one worker, bound now.
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    state: web::Data<AppState>,
+) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("could not listen on {addr} (http.metrics_addr)"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap_fn(request_id::respond)
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(routes::admin::render_metrics))
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .run();
+    tracing::info!(
+        port,
+        "metrics served without a credential on the internal address"
+    );
+    Ok((port, server))
 }
 
 /// CORS for browser pages served from `origins`: the API's methods, the headers a client

@@ -61,7 +61,9 @@ pub async fn reconciliation(
 /// per active plan (the first 100), the reconciler's backlog and actions, the purchase
 /// steps' latency and batch sizes, the store's connections, and payment calls' latency by
 /// outcome. The list is in
-/// `docs/operations.md`. Scrape it with the admin token as a bearer token.
+/// `docs/operations.md`. Scrape it with an `admin` key or the admin token as a bearer
+/// token, or without a credential on the internal address `http.metrics_addr` when one
+/// is configured.
 #[utoipa::path(
     operation_id = "getMetrics",
     tag = "admin",
@@ -76,6 +78,11 @@ pub async fn reconciliation(
 )]
 #[get("/metrics")]
 pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    render_metrics(state).await
+}
+
+/// The metrics page: the gauges read now, then everything recorded.
+pub async fn render_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let plans = state
         .plans
         .list(PageRequest {

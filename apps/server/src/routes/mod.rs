@@ -5,7 +5,7 @@
 //! path and method it lacks, and `GET /openapi.json`. Unknown paths answer 404
 //! ([`not_found`]).
 
-mod admin;
+pub(crate) mod admin;
 mod customers;
 mod health;
 mod keys;

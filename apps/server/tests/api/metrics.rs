@@ -137,3 +137,44 @@ async fn metrics_are_for_the_admin_only(app: TestApp) {
         .unwrap();
     assert_problem(res, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn an_internal_metrics_address_serves_metrics_without_a_credential_and_nothing_else() {
+    use seatkeeper_server::{
+        configuration::{Secret, Settings},
+        startup::Application,
+    };
+    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
+    settings.http.addr = ([127, 0, 0, 1], 0).into();
+    settings.http.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+    settings.auth.admin_token = Some(Secret::from(ADMIN_TOKEN));
+    let app = Application::build(settings).await.unwrap();
+    let (api, internal) = (app.port(), app.metrics_port().expect("the internal port"));
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!("http://127.0.0.1:{internal}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert!(
+        value(&scrape, "seatkeeper_plan_capacity", &[]).is_some(),
+        "the demo plans' gauges"
+    );
+    let other = http
+        .get(format!("http://127.0.0.1:{internal}/api/plans"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 404, "not_found").await;
+    // The API's own /metrics still wants an admin.
+    let public = http
+        .get(format!("http://127.0.0.1:{api}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(public, 401, "unauthorized").await;
+}
