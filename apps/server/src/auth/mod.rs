@@ -19,7 +19,7 @@ use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use seatkeeper_domain::{
     ports::{Clock, StoreError},
     service::KeyService,
-    Action, ApiKey, CustomerId, Denied, KeySecret, Principal, Reach, SecretHash,
+    Action, ApiKey, CustomerId, Denied, KeySecret, Principal, Reach,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -39,7 +39,9 @@ pub struct Authenticator {
     /// taken says nothing of where, or whether, lengths differ.
     bootstrap: [u8; 32],
     keys: KeyService,
-    cache: moka::future::Cache<SecretHash, Option<ApiKey>>,
+    /// What was read of each key, by the SHA-256 of its secret (the digest the bootstrap
+    /// comparison computes anyway).
+    cache: moka::future::Cache<[u8; 32], Option<ApiKey>>,
     sessions: Sessions,
     clock: Arc<dyn Clock>,
 }
@@ -85,7 +87,7 @@ impl Authenticator {
         }
         if credential.starts_with(KeySecret::PREFIX) {
             let key = match KeySecret::parse(credential) {
-                Some(secret) => self.key(secret).await?,
+                Some(secret) => self.key(digest, secret).await?,
                 None => None,
             };
             return key
@@ -103,11 +105,12 @@ impl Authenticator {
             })
     }
 
-    /// The key a secret belongs to if it may act, from the cache or the store.
-    async fn key(&self, secret: KeySecret) -> Result<Option<ApiKey>, ApiError> {
+    /// The key a secret (whose SHA-256 is `digest`) belongs to if it may act, from the
+    /// cache or the store.
+    async fn key(&self, digest: [u8; 32], secret: KeySecret) -> Result<Option<ApiKey>, ApiError> {
         let keys = &self.keys;
         self.cache
-            .try_get_with(secret.hash(), async move { keys.authenticate(&secret).await })
+            .try_get_with(digest, async move { keys.authenticate(&secret).await })
             .await
             .map_err(|e: Arc<StoreError>| match &*e {
                 StoreError::Unavailable(_) => {
