@@ -11,7 +11,6 @@
 //! not a trusted proxy itself.
 
 use std::{
-    future::Future,
     net::IpAddr,
     num::NonZeroU32,
     sync::Arc,
@@ -19,9 +18,10 @@ use std::{
 };
 
 use actix_web::{
-    body::BoxBody,
-    dev::{Service, ServiceRequest, ServiceResponse},
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
     http::header::{self, HeaderName, HeaderValue},
+    middleware::Next,
     web, Error, HttpRequest,
 };
 use governor::{
@@ -204,39 +204,23 @@ impl RateLimits {
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The rate-limit middleware, for `App::wrap_fn`: a no-op without [`RateLimits`] app
-/// data (limits off).
-pub fn middleware<S, B>(
+/// The rate-limit middleware, for `middleware::from_fn` (wrapped in a `Condition`, so
+/// that a server with limits off does not run it at all).
+pub async fn middleware(
     req: ServiceRequest,
-    srv: &S,
-) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>> + 'static
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    let admitted = req
-        .app_data::<web::Data<RateLimits>>()
-        .map(|limits| limits.admit(req.request()));
-    let (headers, fut) = match admitted {
-        Some(Err(e)) => (Err(req.error_response(e)), None),
-        Some(Ok(headers)) => (Ok(Some(headers)), Some(srv.call(req))),
-        None => (Ok(None), Some(srv.call(req))),
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let Some(limits) = req.app_data::<web::Data<RateLimits>>() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    async move {
-        let headers = match headers {
-            Err(refused) => return Ok(refused),
-            Ok(headers) => headers,
-        };
-        let Some(fut) = fut else {
-            unreachable!("an admitted request is passed on")
-        };
-        let mut res = fut.await?.map_into_boxed_body();
-        if let Some((policy, state)) = headers {
+    match limits.admit(req.request()) {
+        Err(refused) => Ok(req.error_response(refused)),
+        Ok((policy, state)) => {
+            let mut res = next.call(req).await?.map_into_boxed_body();
             res.headers_mut().insert(POLICY, policy);
             res.headers_mut().insert(STATE, state);
+            Ok(res)
         }
-        Ok(res)
     }
 }
 

@@ -5,7 +5,12 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, http::header, middleware::Condition, web, App, HttpServer};
+use actix_web::{
+    dev::Server,
+    http::header,
+    middleware::{from_fn, Condition},
+    web, App, HttpServer,
+};
 use anyhow::Context;
 use rand::RngCore;
 use seatkeeper_domain::{
@@ -214,23 +219,26 @@ impl Application {
             if let Some(limits) = &limits_data {
                 app = app.app_data(limits.clone());
             }
-            app.wrap_fn(crate::rate_limit::middleware)
-                .wrap_fn(crate::metrics::middleware)
-                .wrap(Condition::new(
-                    !cors_origins.is_empty(),
-                    cors(&cors_origins),
-                ))
-                .wrap_fn(request_id::respond)
-                // Outermost: the request's span covers the other middleware too.
-                .wrap(TracingLogger::<request_id::RequestSpan>::new())
-                .app_data(state.clone())
-                .app_data(authenticator.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
-                // The echo (when on) is matched first, as the purchase is among the API's
-                // routes: the two are compared, so neither pays for the other's table.
-                .configure(|cfg| crate::bench::configure(cfg, bench_echo))
-                .configure(|cfg| routes::register(cfg, &doc))
-                .default_service(web::to(routes::not_found))
+            app.wrap(Condition::new(
+                limits_data.is_some(),
+                from_fn(crate::rate_limit::middleware),
+            ))
+            .wrap_fn(crate::metrics::middleware)
+            .wrap(Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins),
+            ))
+            .wrap_fn(request_id::respond)
+            // Outermost: the request's span covers the other middleware too.
+            .wrap(TracingLogger::<request_id::RequestSpan>::new())
+            .app_data(state.clone())
+            .app_data(authenticator.clone())
+            .app_data(web::PayloadConfig::new(body_limit))
+            // The echo (when on) is matched first, as the purchase is among the API's
+            // routes: the two are compared, so neither pays for the other's table.
+            .configure(|cfg| crate::bench::configure(cfg, bench_echo))
+            .configure(|cfg| routes::register(cfg, &doc))
+            .default_service(web::to(routes::not_found))
         })
         .listen(listener)?;
         if settings.http.workers > 0 {

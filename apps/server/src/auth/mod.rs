@@ -13,13 +13,19 @@
 
 pub mod sessions;
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::{ready, Future, Ready},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use futures::future::{Either, LocalBoxFuture};
 use seatkeeper_domain::{
     ports::{Clock, StoreError},
     service::KeyService,
-    Action, ApiKey, CustomerId, Denied, KeySecret, Principal, Reach,
+    Action, ApiKeyId, CustomerId, Denied, KeySecret, Principal, Reach, Role,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -33,6 +39,9 @@ use sessions::{Session, SessionRejected, Sessions};
 /// How long an instance trusts what it read of a key.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// What a key that may act may do, as the cache keeps it (`None`: unknown or revoked).
+type Grant = Option<(ApiKeyId, Role)>;
+
 /// Checks credentials. Shared by the workers as app data.
 pub struct Authenticator {
     /// SHA-256 of the bootstrap admin token: compared digest to digest, so the time
@@ -40,10 +49,19 @@ pub struct Authenticator {
     bootstrap: [u8; 32],
     keys: KeyService,
     /// What was read of each key, by the SHA-256 of its secret (the digest the bootstrap
-    /// comparison computes anyway).
-    cache: moka::future::Cache<[u8; 32], Option<ApiKey>>,
+    /// comparison computes anyway). Synchronous: a request whose key is cached is
+    /// answered without a future of its own.
+    cache: moka::sync::Cache<[u8; 32], Grant>,
     sessions: Sessions,
     clock: Arc<dyn Clock>,
+}
+
+/// What a credential is, as far as it can be told without the store.
+pub enum Resolved {
+    /// Decided: the principal, or the 401.
+    Done(Result<Principal, ApiError>),
+    /// A key that is not in the cache: the store must say.
+    Lookup { digest: [u8; 32], secret: KeySecret },
 }
 
 impl Authenticator {
@@ -56,7 +74,7 @@ impl Authenticator {
         Self {
             bootstrap: Sha256::digest(bootstrap_token.as_bytes()).into(),
             keys,
-            cache: moka::future::Cache::builder()
+            cache: moka::sync::Cache::builder()
                 .time_to_live(KEY_CACHE_TTL)
                 .max_capacity(100_000)
                 .build(),
@@ -75,53 +93,68 @@ impl Authenticator {
         &self,
         authorization: Option<&header::HeaderValue>,
     ) -> Result<Principal, ApiError> {
-        let Some(value) = authorization else {
-            return Ok(Principal::Anonymous);
-        };
-        let credential = value.to_str().ok().and_then(bearer).ok_or_else(|| {
-            unauthorized("the Authorization header must be 'Bearer <credential>'")
-        })?;
-        let digest: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
-        if bool::from(digest.ct_eq(&self.bootstrap)) {
-            return Ok(Principal::Bootstrap);
+        match self.resolve(authorization) {
+            Resolved::Done(result) => result,
+            Resolved::Lookup { digest, secret } => self.lookup(digest, secret).await,
         }
-        if credential.starts_with(KeySecret::PREFIX) {
-            let key = match KeySecret::parse(credential) {
-                Some(secret) => self.key(digest, secret).await?,
-                None => None,
-            };
-            return key
-                .map(|k| Principal::Key {
-                    id: k.id(),
-                    role: k.role(),
-                })
-                .ok_or_else(|| unauthorized("the API key is not valid: unknown or revoked"));
-        }
-        self.sessions
-            .verify(credential)
-            .map(Principal::Customer)
-            .map_err(|e| match e {
-                SessionRejected::Expired | SessionRejected::Invalid => unauthorized(&e.to_string()),
-            })
     }
 
-    /// The key a secret (whose SHA-256 is `digest`) belongs to if it may act, from the
-    /// cache or the store.
-    async fn key(&self, digest: [u8; 32], secret: KeySecret) -> Result<Option<ApiKey>, ApiError> {
-        let keys = &self.keys;
-        self.cache
-            .try_get_with(digest, async move { keys.authenticate(&secret).await })
-            .await
-            .map_err(|e: Arc<StoreError>| match &*e {
-                StoreError::Unavailable(_) => {
-                    tracing::warn!(error = %seatkeeper_domain::error_chain(&*e), "could not look up an API key");
-                    crate::errors::store_unavailable()
-                }
-                StoreError::Internal(_) => {
-                    ApiError::internal(anyhow::anyhow!(seatkeeper_domain::error_chain(&*e)))
-                }
-            })
+    /// Everything [`Authenticator::principal`] decides without the store.
+    pub fn resolve(&self, authorization: Option<&header::HeaderValue>) -> Resolved {
+        let Some(value) = authorization else {
+            return Resolved::Done(Ok(Principal::Anonymous));
+        };
+        let Some(credential) = value.to_str().ok().and_then(bearer) else {
+            return Resolved::Done(Err(unauthorized(
+                "the Authorization header must be 'Bearer <credential>'",
+            )));
+        };
+        let digest: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+        if bool::from(digest.ct_eq(&self.bootstrap)) {
+            return Resolved::Done(Ok(Principal::Bootstrap));
+        }
+        if credential.starts_with(KeySecret::PREFIX) {
+            if let Some(grant) = self.cache.get(&digest) {
+                return Resolved::Done(key_principal(grant));
+            }
+            return match KeySecret::parse(credential) {
+                Some(secret) => Resolved::Lookup { digest, secret },
+                None => Resolved::Done(key_principal(None)),
+            };
+        }
+        Resolved::Done(
+            self.sessions
+                .verify(credential)
+                .map(Principal::Customer)
+                .map_err(|e| match e {
+                    SessionRejected::Expired | SessionRejected::Invalid => {
+                        unauthorized(&e.to_string())
+                    }
+                }),
+        )
     }
+
+    /// Asks the store about a key that is not in the cache, and caches the answer.
+    /// Requests that miss at once each ask (a point lookup by a unique index, at most
+    /// once per second per key and request in flight).
+    pub async fn lookup(&self, digest: [u8; 32], secret: KeySecret) -> Result<Principal, ApiError> {
+        let key = self.keys.authenticate(&secret).await.map_err(|e| match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %seatkeeper_domain::error_chain(&e), "could not look up an API key");
+                crate::errors::store_unavailable()
+            }
+            e @ StoreError::Internal(_) => ApiError::internal(e),
+        })?;
+        let grant = key.map(|k| (k.id(), k.role()));
+        self.cache.insert(digest, grant);
+        key_principal(grant)
+    }
+}
+
+fn key_principal(grant: Grant) -> Result<Principal, ApiError> {
+    grant
+        .map(|(id, role)| Principal::Key { id, role })
+        .ok_or_else(|| unauthorized("the API key is not valid: unknown or revoked"))
 }
 
 /// The credential of `Bearer <credential>` (the scheme in any case, RFC 9110 §11.1).
@@ -169,28 +202,40 @@ fn denied_error(denied: Denied, action: Action) -> ApiError {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future =
+        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let auth = req.app_data::<web::Data<Authenticator>>().cloned();
-        let header = req.headers().get(header::AUTHORIZATION).cloned();
-        let req = req.clone();
-        Box::pin(async move {
-            let auth = auth.ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("no authenticator is configured"))
-            })?;
-            match auth.principal(header.as_ref()).await {
-                Ok(principal) => Ok(Caller(principal)),
-                Err(e) if e.code == Code::Unauthorized => {
-                    // Guessing credentials draws from the address's small bucket.
-                    if let Some(limits) = req.app_data::<web::Data<RateLimits>>() {
-                        limits.failed_authentication(&req)?;
-                    }
-                    Err(e)
-                }
-                Err(e) => Err(e),
+        let Some(auth) = req.app_data::<web::Data<Authenticator>>() else {
+            return Either::Left(ready(Err(ApiError::internal(anyhow::anyhow!(
+                "no authenticator is configured"
+            )))));
+        };
+        match auth.resolve(req.headers().get(header::AUTHORIZATION)) {
+            Resolved::Done(result) => Either::Left(ready(caller(result, req))),
+            Resolved::Lookup { digest, secret } => {
+                let (auth, req) = (auth.clone(), req.clone());
+                Either::Right(Box::pin(async move {
+                    caller(auth.lookup(digest, secret).await, &req)
+                }))
             }
-        })
+        }
+    }
+}
+
+/// The caller, or the 401 (after counting it against the address's failed
+/// authentications, which may make it a 429).
+fn caller(result: Result<Principal, ApiError>, req: &HttpRequest) -> Result<Caller, ApiError> {
+    match result {
+        Ok(principal) => Ok(Caller(principal)),
+        Err(e) if e.code == Code::Unauthorized => {
+            // Guessing credentials draws from the address's small bucket.
+            if let Some(limits) = req.app_data::<web::Data<RateLimits>>() {
+                limits.failed_authentication(req)?;
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
 }
 
