@@ -277,7 +277,8 @@ async fn start_up_on_a_replica_set_creates_the_collections_and_exactly_the_docum
             "plans",
             "subscriptions",
             "audit_entries",
-            "idempotency_keys"
+            "idempotency_keys",
+            "api_keys"
         ]
     );
     let mut sent = Vec::new();
