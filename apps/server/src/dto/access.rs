@@ -61,11 +61,11 @@ pub struct KeyBody {
     pub created_at: Timestamp,
     /// When the key last authenticated a request, to within a minute; `null` if never.
     #[serde(serialize_with = "timestamp::serialize_opt")]
-    #[schema(value_type = Option<schemas::Timestamp>)]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<Timestamp>,
     /// When the key was revoked; `null` while it works.
     #[serde(serialize_with = "timestamp::serialize_opt")]
-    #[schema(value_type = Option<schemas::Timestamp>)]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
 }
 
@@ -91,19 +91,55 @@ impl From<&ApiKey> for KeyBody {
     "created_at": "2026-12-06T10:00:00.000Z", "last_used_at": null, "revoked_at": null
 }))]
 pub struct CreatedKeyBody {
+    #[schema(value_type = schemas::ApiKeyId)]
+    pub id: ApiKeyId,
+    #[schema(value_type = schemas::KeyName)]
+    pub name: String,
+    #[schema(value_type = schemas::Role)]
+    pub role: &'static str,
     /// The key's secret, to send as `Authorization: Bearer <secret>`. Shown this once:
     /// the server keeps only its SHA-256.
     #[schema(min_length = 35, max_length = 35, pattern = "^sk_[A-Za-z0-9]{32}$")]
     pub secret: String,
-    #[serde(flatten)]
-    pub key: KeyBody,
+    /// The first 11 characters of the secret, as key listings show it.
+    #[schema(min_length = 11, max_length = 11, pattern = "^sk_[A-Za-z0-9]{8}$")]
+    pub prefix: String,
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = schemas::Timestamp)]
+    pub created_at: Timestamp,
+    /// `null`: a key just made was never used.
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<Timestamp>,
+    /// `null`: a key just made works.
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(required, value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<Timestamp>,
 }
 
 impl CreatedKeyBody {
+    /// Flat rather than `KeyBody` flattened: a flattened struct is an `allOf` in the
+    /// document, which openapi-generator's Rust client turns into `serde_json::Value`
+    /// fields.
     pub fn new(key: &ApiKey, secret: &KeySecret) -> Self {
+        let KeyBody {
+            id,
+            name,
+            role,
+            prefix,
+            created_at,
+            last_used_at,
+            revoked_at,
+        } = KeyBody::from(key);
         Self {
+            id,
+            name,
+            role,
             secret: secret.expose().to_owned(),
-            key: KeyBody::from(key),
+            prefix,
+            created_at,
+            last_used_at,
+            revoked_at,
         }
     }
 }
