@@ -329,24 +329,7 @@ async fn credentials_hold_across_instances(urls: &[String], key: &str, customer:
             .unwrap();
         assert_eq!(res.status(), 200);
     }
-    let keys = json_of(
-        reqwest::Client::new()
-            .get(format!("{}/api/keys", urls[1]))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let id = keys["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| key.starts_with(k["prefix"].as_str().unwrap()))
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = common::app::find_key_id(&reqwest::Client::new(), &urls[1], TOKEN, key).await;
     let revoked = reqwest::Client::new()
         .delete(format!("{}/api/keys/{id}", urls[1]))
         .bearer_auth(TOKEN)

@@ -276,17 +276,11 @@ impl TestApp {
     /// The actor audit entries name for what [`TestApp::client`] does: `key:<id>` of the
     /// `purchases` key.
     pub async fn purchases_actor(&self) -> String {
-        let keys = body(self.admin_get("/api/keys").await).await;
-        let key = keys["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| {
-                self.purchases_key
-                    .starts_with(k["prefix"].as_str().unwrap())
-            })
-            .expect("the purchases key is listed");
-        format!("key:{}", key["id"].as_str().unwrap())
+        let keys = body(self.admin_get("/api/keys?limit=100").await).await;
+        format!(
+            "key:{}",
+            crate::common::app::key_id(&keys, &self.purchases_key)
+        )
     }
 
     pub fn url(&self, path: &str) -> String {

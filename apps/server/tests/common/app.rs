@@ -79,8 +79,22 @@ pub async fn make_key(http: &reqwest::Client, base: &str, token: &str, role: &st
     key["secret"].as_str().unwrap().to_owned()
 }
 
-/// The actor audit entries name for the key whose secret is `secret`: `key:<id>`.
-pub async fn key_actor(http: &reqwest::Client, base: &str, token: &str, secret: &str) -> String {
+/// The id of the key whose secret is `secret`, in a `GET /api/keys` answer (found by
+/// the prefix the listing shows).
+pub fn key_id(keys: &Value, secret: &str) -> String {
+    keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
+        .expect("the key is listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The id of the key whose secret is `secret`, listed by the server at `base`.
+pub async fn find_key_id(http: &reqwest::Client, base: &str, token: &str, secret: &str) -> String {
     let keys: Value = http
         .get(format!("{base}/api/keys?limit=100"))
         .bearer_auth(token)
@@ -90,11 +104,10 @@ pub async fn key_actor(http: &reqwest::Client, base: &str, token: &str, secret: 
         .json()
         .await
         .unwrap();
-    let key = keys["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
-        .expect("the key is listed");
-    format!("key:{}", key["id"].as_str().unwrap())
+    key_id(&keys, secret)
+}
+
+/// The actor audit entries name for the key whose secret is `secret`: `key:<id>`.
+pub async fn key_actor(http: &reqwest::Client, base: &str, token: &str, secret: &str) -> String {
+    format!("key:{}", find_key_id(http, base, token, secret).await)
 }

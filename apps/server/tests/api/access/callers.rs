@@ -123,17 +123,7 @@ async fn audit_entries_name_the_admin_token_the_key_or_the_customer(app: TestApp
     );
 
     let keys = body(app.admin_get("/api/keys").await).await;
-    let id_of = |secret: &str| {
-        keys["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let id_of = |secret: &str| crate::common::app::key_id(&keys, secret);
     let admin_actor = format!("key:{}", id_of(admin_key));
     let purchases_actor = format!("key:{}", id_of(&app.purchases_key));
     let audit = app.audit(&plan).await;

@@ -10,7 +10,10 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{buy, session};
-use crate::helpers::{body, make_key, TestApp, ADMIN_TOKEN, SESSION_SECRET};
+use crate::{
+    common::app::key_id,
+    helpers::{body, make_key, TestApp, ADMIN_TOKEN, SESSION_SECRET},
+};
 
 /// The callers, in the order of the table's columns: a name and the `Authorization`
 /// header sent (none: anonymous).
@@ -72,18 +75,6 @@ impl Callers {
             ("tampered session", bearer(&tampered)),
         ])
     }
-}
-
-fn key_id(keys: &Value, secret: &str) -> String {
-    keys["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// Everything a request could change, read with the admin token (keys without their last
