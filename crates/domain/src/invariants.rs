@@ -64,11 +64,11 @@ pub fn check_plan(plan: &Plan, stats: &PlanStats, audit: &[AuditEntry]) -> Vec<S
             plan.seats_left()
         ));
     }
-    let held = stats.incomplete + stats.active;
-    if capacity != u64::from(stats.seats_left) + held {
+    let taken = stats.held + stats.incomplete + stats.active;
+    if capacity != u64::from(stats.seats_left) + taken {
         violations.push(format!(
-            "capacity {capacity} != seats_left {} + incomplete {} + active {}",
-            stats.seats_left, stats.incomplete, stats.active
+            "capacity {capacity} != seats_left {} + held {} + incomplete {} + active {}",
+            stats.seats_left, stats.held, stats.incomplete, stats.active
         ));
     }
     match replay_audit(audit) {

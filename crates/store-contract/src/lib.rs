@@ -43,6 +43,7 @@ use seatkeeper_domain::ports::Store;
 
 pub mod batching;
 pub mod cases;
+pub mod checkout_support;
 pub mod outage;
 pub mod support;
 
@@ -111,6 +112,22 @@ macro_rules! contract_tests {
 macro_rules! __contract_cases {
     ($($args:tt)*) => {
         $crate::__contract_expand! { ($($args)*)
+            checkouts::opening_a_checkout_holds_a_seat_audits_it_and_reads_back_exactly,
+            checkouts::opening_again_with_the_same_key_answers_the_same_session_and_changes_nothing,
+            checkouts::a_customer_holds_one_open_session_per_plan_and_refusals_change_nothing,
+            checkouts::paying_a_session_makes_its_seat_an_active_subscription_once,
+            checkouts::a_failed_payment_keeps_the_session_open_for_another_card,
+            checkouts::expiring_a_session_gives_its_seat_back_once_and_not_before_its_time,
+            checkouts::a_late_payment_takes_a_free_seat_or_is_due_a_refund_recorded_once,
+            checkouts::a_payment_of_another_intent_is_refused_and_changes_nothing,
+            checkouts::sessions_are_due_by_check_at_earliest_first_until_nothing_is_left,
+            checkouts::webhook_events_are_claimed_once_and_claimable_again_once_released,
+            checkouts::purging_deletes_only_sessions_that_ended_and_events_that_are_old,
+            checkout_races::sixty_customers_opening_sessions_for_ten_seats_hold_exactly_ten,
+            checkout_races::one_key_opened_thirty_times_at_once_holds_one_seat,
+            checkout_races::payment_expiry_failure_and_cancellation_of_one_session_at_once_settle_it_once,
+            checkout_races::twenty_sessions_paid_and_expired_at_once_keep_the_invariants,
+            checkout_races::one_webhook_event_delivered_forty_times_at_once_is_claimed_once,
             store::the_store_answers_a_ping,
             recovery::stale_incomplete_purchases_are_leased_once_until_their_lease_ends,
             recovery::a_released_recovery_task_goes_to_the_next_reconciler_at_once,
@@ -240,6 +257,8 @@ pub mod __private {
         ("concurrency", include_str!("cases/concurrency.rs")),
         ("recovery", include_str!("cases/recovery.rs")),
         ("keys", include_str!("cases/keys.rs")),
+        ("checkouts", include_str!("cases/checkouts.rs")),
+        ("checkout_races", include_str!("cases/checkout_races.rs")),
     ];
 
     /// Every case the sources define, as `module::case`-free names.

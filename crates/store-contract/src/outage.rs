@@ -8,15 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{
-        ApiKeyRepository, AuditLog, CancelError, Cancellation, ClaimRecovery, CompleteError,
-        CompletePurchase, Completion, IdempotencyRepository, NewKeyReservation, PlanRepository,
-        PoolUse, PurchaseRepository, RecoveryBacklog, RecoveryRepository, RecoveryTask,
+        ApiKeyRepository, AuditLog, CancelError, Cancellation, ChangeCheckoutError, Changed,
+        CheckoutRepository, ClaimRecovery, CompleteError, CompletePurchase, Completion,
+        IdempotencyRepository, NewKeyReservation, OpenCheckoutError, Opened, PlanRepository,
+        PoolUse, PurchaseRepository, Purged, RecoveryBacklog, RecoveryRepository, RecoveryTask,
         Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
-        SubscriptionRepository, UpdatePlanError,
+        SubscriptionRepository, UpdatePlanError, WebhookEvent,
     },
-    ApiKey, ApiKeyId, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey,
-    LockToken, Plan, PlanId, PlanPatch, PlanStats, SecretHash, Subscription, SubscriptionId,
-    Timestamp,
+    ApiKey, ApiKeyId, AuditContext, AuditEntry, ChangeCheckout, CheckoutSession, CheckoutSessionId,
+    Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken, OpenCheckout, Plan, PlanId, PlanPatch,
+    PlanStats, SecretHash, Subscription, SubscriptionId, Timestamp,
 };
 
 /// A store whose operations all fail with [`StoreError::Unavailable`] while it is switched
@@ -258,6 +259,57 @@ impl<S: ApiKeyRepository> ApiKeyRepository for Switchable<S> {
     async fn record_key_use(&self, id: ApiKeyId, at: Timestamp) -> Result<(), StoreError> {
         self.up()?;
         self.inner.record_key_use(id, at).await
+    }
+}
+
+#[async_trait]
+impl<S: CheckoutRepository> CheckoutRepository for Switchable<S> {
+    async fn open_checkout(&self, cmd: &OpenCheckout) -> Result<Opened, OpenCheckoutError> {
+        self.up()?;
+        self.inner.open_checkout(cmd).await
+    }
+
+    async fn get_checkout(
+        &self,
+        id: CheckoutSessionId,
+    ) -> Result<Option<CheckoutSession>, StoreError> {
+        self.up()?;
+        self.inner.get_checkout(id).await
+    }
+
+    async fn change_checkout(&self, cmd: &ChangeCheckout) -> Result<Changed, ChangeCheckoutError> {
+        self.up()?;
+        self.inner.change_checkout(cmd).await
+    }
+
+    async fn checkouts_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<CheckoutSession>, StoreError> {
+        self.up()?;
+        self.inner.checkouts_due(now, limit).await
+    }
+
+    async fn claim_webhook_event(&self, event: &WebhookEvent) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.claim_webhook_event(event).await
+    }
+
+    async fn release_webhook_event(&self, id: &str) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.release_webhook_event(id).await
+    }
+
+    async fn purge_checkouts(
+        &self,
+        ended_before: Timestamp,
+        events_before: Timestamp,
+    ) -> Result<Purged, StoreError> {
+        self.up()?;
+        self.inner
+            .purge_checkouts(ended_before, events_before)
+            .await
     }
 }
 

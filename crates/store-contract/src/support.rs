@@ -211,6 +211,7 @@ pub fn stats_of(plan: &Plan, counts: [u64; 4]) -> PlanStats {
         plan_id: plan.id(),
         capacity: plan.capacity().get(),
         seats_left: plan.seats_left(),
+        held: 0,
         incomplete,
         active,
         canceled,

@@ -17,10 +17,11 @@
 //!
 //! Layout: this file holds the store, its plan cells and the helpers every port uses;
 //! each port is a module of its own (`plans`, `subscriptions`, `idempotency`,
-//! `purchases`, `recovery`, `api_keys`), with `keys` (the compact key records) and `trail` (a plan's
+//! `purchases`, `recovery`, `api_keys`, `checkouts`), with `keys` (the compact key records) and `trail` (a plan's
 //! audit log).
 
 mod api_keys;
+mod checkouts;
 mod idempotency;
 mod keys;
 mod plans;
@@ -57,10 +58,14 @@ struct PlanCell {
     /// Entry `i` has `seq == i + 1`.
     audit: AuditTrail,
     counts: Counts,
+    /// The plan's open checkout sessions, by customer.
+    holds: checkouts::Holds,
 }
 
 #[derive(Default)]
 struct Counts {
+    /// Open checkout sessions.
+    held: u64,
     incomplete: u64,
     active: u64,
     canceled: u64,
@@ -132,6 +137,7 @@ pub struct MemoryStore {
     recovery: DashMap<SubscriptionId, RecoveryRow>,
     /// API keys (few, rarely changed: one lock).
     api_keys: RwLock<api_keys::ApiKeys>,
+    checkouts: checkouts::Checkouts,
 }
 
 impl Default for MemoryStore {
@@ -144,6 +150,7 @@ impl Default for MemoryStore {
             incomplete: map(),
             recovery: map(),
             api_keys: RwLock::default(),
+            checkouts: checkouts::Checkouts::default(),
         }
     }
 }
@@ -190,8 +197,13 @@ impl MemoryStore {
         let Reservation::Reserved(sub) = reservation else {
             return;
         };
-        self.subscriptions.insert(sub.id(), Arc::new(sub.clone()));
         self.incomplete.insert(sub.id(), ());
+        self.file_subscription(sub);
+    }
+
+    /// Files a new subscription in the subscription map and its customer's index.
+    fn file_subscription(&self, sub: &Subscription) {
+        self.subscriptions.insert(sub.id(), Arc::new(sub.clone()));
         // Looked up first: `entry` takes its key by value, a copy of the customer id that
         // only a customer's first subscription needs.
         let mut ids = match self.by_customer.get_mut(sub.customer_id()) {

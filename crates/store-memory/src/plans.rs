@@ -10,6 +10,7 @@ impl PlanRepository for MemoryStore {
             plan: plan.clone(),
             audit: AuditTrail::default(),
             counts: Counts::default(),
+            holds: Default::default(),
         };
         cell.audit.push(AuditEntry::plan_created(plan, ctx));
         let mut plans = self.plans.write();
@@ -65,6 +66,7 @@ impl PlanRepository for MemoryStore {
                 plan_id: id,
                 capacity: c.plan.capacity().get(),
                 seats_left: c.plan.seats_left(),
+                held: c.counts.held,
                 incomplete: c.counts.incomplete,
                 active: c.counts.active,
                 canceled: c.counts.canceled,

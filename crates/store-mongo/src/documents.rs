@@ -15,7 +15,8 @@
 //!
 //! Converting a document back validates every value with the domain's own parsers, so a
 //! hand-edited or corrupt document is reported (as [`Corrupt`]) instead of turning into an
-//! invalid domain value.
+//! invalid domain value. Checkout sessions and webhook events have theirs in
+//! [`crate::checkout_documents`].
 
 use mongodb::bson::{self, DateTime as BsonDateTime, Uuid as BsonUuid};
 use seatkeeper_domain::{
@@ -511,9 +512,10 @@ impl TryFrom<KeyDoc> for IdempotencyRecord {
 
 // ----- stats -----
 
-/// A plan's stats from the plan and the `{ _id: <status>, n: <count> }` documents of
-/// [`crate::queries::count_by_status`], read in one snapshot.
-pub fn stats(plan: &Plan, counts: &[bson::Document]) -> Result<PlanStats> {
+/// A plan's stats from the plan, its open checkout sessions (`held`) and the
+/// `{ _id: <status>, n: <count> }` documents of [`crate::queries::count_by_status`], read
+/// in one snapshot.
+pub fn stats(plan: &Plan, held: u64, counts: &[bson::Document]) -> Result<PlanStats> {
     let counts = counts
         .iter()
         .map(|row| {
@@ -528,7 +530,7 @@ pub fn stats(plan: &Plan, counts: &[bson::Document]) -> Result<PlanStats> {
             Ok((subscription_status(status)?, u64_of("count.n", n)?))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(PlanStats::from_counts(plan, counts))
+    Ok(PlanStats::from_counts(plan, held, counts))
 }
 
 /// Serialises a stored type into a BSON document (for inserts and `$set`s).
@@ -820,17 +822,26 @@ mod tests {
             doc! { "_id": "canceled", "n": 1_i64 },
             doc! { "_id": "incomplete_expired", "n": 4_i64 },
         ];
-        let s = stats(&p, &counts).unwrap();
+        let s = stats(&p, 3, &counts).unwrap();
         assert_eq!(
-            (s.incomplete, s.active, s.canceled, s.incomplete_expired),
-            (2, 7, 1, 4)
+            (
+                s.held,
+                s.incomplete,
+                s.active,
+                s.canceled,
+                s.incomplete_expired
+            ),
+            (3, 2, 7, 1, 4)
         );
         assert!(s.sold_out);
         assert_eq!((s.capacity, s.seats_left), (1_000_000, 0));
-        let none = stats(&plan(), &[]).unwrap();
-        assert_eq!((none.incomplete, none.active, none.sold_out), (0, 0, false));
-        assert!(stats(&p, &[doc! { "_id": "paused", "n": 1_i64 }]).is_err());
-        assert!(stats(&p, &[doc! { "_id": "active", "n": "many" }]).is_err());
+        let none = stats(&plan(), 0, &[]).unwrap();
+        assert_eq!(
+            (none.held, none.incomplete, none.active, none.sold_out),
+            (0, 0, 0, false)
+        );
+        assert!(stats(&p, 0, &[doc! { "_id": "paused", "n": 1_i64 }]).is_err());
+        assert!(stats(&p, 0, &[doc! { "_id": "active", "n": "many" }]).is_err());
     }
     #[test]
     fn a_subscription_carrying_a_recovery_task_and_a_refund_mark_reads_as_the_domains() {

@@ -11,14 +11,18 @@
 //!   not retried, so that it answers 503 at once;
 //! - a claim whose insert of a new key lost to another claim's (duplicate key on the
 //!   unique `(scope, key)` index) is run again: it then finds the winner's record and
-//!   decides against it ([`Retry::Claim`]).
+//!   decides against it ([`Retry::Claim`]); so is a checkout opening whose session insert
+//!   lost the unique `(customer_id, idempotency_key)` to another opening's.
+//!
+//! A webhook event's claim is a single insert keyed by the event id: there a duplicate
+//! key is the answer ("seen before", [`duplicate_key`]), not a failure.
 //!
 //! Whatever reaches [`classify`] after those retries is final. Errors that still carry a
 //! transaction label, network and server-selection failures, and the server's "not
 //! primary / shutting down / interrupted" codes mean the deployment cannot serve us now:
-//! [`StoreError::Unavailable`]. Everything else — duplicate keys outside a claim, an
-//! invalid document, a transaction on a standalone server (code 20), authentication — is
-//! [`StoreError::Internal`].
+//! [`StoreError::Unavailable`]. Everything else — duplicate keys outside a claim or an
+//! opening, an invalid document, a transaction on a standalone server (code 20),
+//! authentication — is [`StoreError::Internal`].
 //!
 //! The decisions are made on [`Facts`] (kind, code, labels) so that they can be tested on
 //! every combination without a server; [`Facts::of`] reads them from a driver error.
@@ -206,13 +210,19 @@ pub enum Retry {
     No,
 }
 
-/// Whether a failed claim of a key should be run again.
+/// Whether a failed claim of a key (or opening of a checkout session under a key) should
+/// be run again.
 pub fn retry_claim(f: &Facts) -> Retry {
-    if f.kind == Kind::Server && f.code == Some(DUPLICATE_KEY) {
+    if duplicate_key(f) {
         Retry::Claim
     } else {
         Retry::No
     }
+}
+
+/// Whether the server refused a write because a unique index already holds its key.
+pub fn duplicate_key(f: &Facts) -> bool {
+    f.kind == Kind::Server && f.code == Some(DUPLICATE_KEY)
 }
 
 /// The store error a driver error stands for.
@@ -385,6 +395,7 @@ mod tests {
         let on_find_and_modify = command_error(DUPLICATE_KEY, "DuplicateKey");
         for e in [on_insert, on_find_and_modify] {
             assert_eq!(retry_claim(&Facts::of(&e)), Retry::Claim);
+            assert!(duplicate_key(&Facts::of(&e)));
             assert!(matches!(classify(e), StoreError::Internal(_)));
         }
         assert_eq!(
@@ -393,6 +404,8 @@ mod tests {
             "write conflicts are the driver's to retry"
         );
         assert_eq!(retry_claim(&Facts::of_kind(Kind::Network)), Retry::No);
+        assert!(!duplicate_key(&facts(Kind::Server, Some(112))));
+        assert!(!duplicate_key(&Facts::of_kind(Kind::Network)));
     }
 
     #[test]

@@ -26,12 +26,15 @@
 //!   `subscriptions` ([`SubscriptionRepository`]), `idempotency`
 //!   ([`IdempotencyRepository`]), `purchases` ([`PurchaseRepository`] and the glue to the
 //!   batches), `recovery` ([`RecoveryRepository`]), `api_keys` ([`ApiKeyRepository`], with
-//!   its document);
+//!   its document), `checkouts` ([`CheckoutRepository`]: checkout sessions, each opening
+//!   and seat-moving change one transaction taken in the plan's turn, and webhook events);
 //! - `batch`: the purchase steps (reserve, reserve under a new key, complete) as
 //!   batches: concurrent steps share one transaction (see above);
 //! - [`documents`]: the stored documents and their conversions (UUIDs as binary subtype
-//!   4, BSON dates, `i64` money);
+//!   4, BSON dates, `i64` money); [`checkout_documents`]: those of checkout sessions and
+//!   webhook events;
 //! - [`queries`]: every filter, update and pipeline, as pure functions;
+//!   [`checkout_queries`]: those of the checkout steps;
 //! - [`indexes`]: the collections and indexes created at start-up;
 //! - [`errors`]: which failures are retried, unavailable or internal;
 //! - `transaction`: the transaction runner: what is run again, what answers at once; and
@@ -50,10 +53,14 @@
 //! [`PurchaseRepository`]: seatkeeper_domain::ports::PurchaseRepository
 //! [`RecoveryRepository`]: seatkeeper_domain::ports::RecoveryRepository
 //! [`ApiKeyRepository`]: seatkeeper_domain::ports::ApiKeyRepository
+//! [`CheckoutRepository`]: seatkeeper_domain::ports::CheckoutRepository
 
 mod api_keys;
 mod audit;
 mod batch;
+pub mod checkout_documents;
+pub mod checkout_queries;
+mod checkouts;
 pub mod documents;
 pub mod errors;
 mod idempotency;
@@ -81,6 +88,7 @@ use seatkeeper_coalesce::Coalescer;
 use seatkeeper_domain::ports::{PoolUse, Store, StoreError};
 
 use crate::{
+    checkout_documents::{CheckoutDoc, WebhookEventDoc},
     documents::{AuditDoc, KeyDoc, PlanDoc, SubscriptionDoc},
     errors::classify,
     settings::PoolCounter,
@@ -95,6 +103,10 @@ pub struct MongoStore {
     audit: Collection<AuditDoc>,
     keys: Collection<KeyDoc>,
     api_keys: Collection<api_keys::ApiKeyDoc>,
+    checkouts: Collection<CheckoutDoc>,
+    webhook_events: Collection<WebhookEventDoc>,
+    /// The checkout steps that write a plan document, queued per plan (`checkouts.rs`).
+    turns: checkouts::PlanTurns,
     time_limit: Duration,
     /// The driver's connections, counted from its pool events.
     pool: Arc<PoolCounter>,
@@ -121,6 +133,9 @@ impl MongoStore {
             audit: db.collection(queries::AUDIT_ENTRIES),
             keys: db.collection(queries::IDEMPOTENCY_KEYS),
             api_keys: db.collection(queries::API_KEYS),
+            checkouts: db.collection(queries::CHECKOUT_SESSIONS),
+            webhook_events: db.collection(queries::WEBHOOK_EVENTS),
+            turns: checkouts::PlanTurns::new(),
             client,
             db,
             time_limit: settings.transaction_time_limit,

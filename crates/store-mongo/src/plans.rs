@@ -1,5 +1,6 @@
 //! [`PlanRepository`] for [`MongoStore`]: creating, reading, listing and patching plans
-//! and their stats, each write together with its audit entries in one transaction. Also
+//! and their stats (the held seats are the plan's open checkout sessions, counted in the
+//! same snapshot), each write together with its audit entries in one transaction. Also
 //! [`bump_plan`], the seat move that a cancellation and a refund make on the hot plan
 //! document, last before their audit entry.
 
@@ -12,6 +13,7 @@ use seatkeeper_domain::{
 };
 
 use crate::{
+    checkout_queries,
     documents::{self, AuditDoc, Corrupt, PlanDoc},
     errors::{classify, corrupt},
     queries,
@@ -115,9 +117,14 @@ impl PlanRepository for MongoStore {
     }
 
     async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError> {
-        let (plans, subscriptions) = (self.plans.clone(), self.subscriptions.clone());
+        let (plans, subscriptions, checkouts) = (
+            self.plans.clone(),
+            self.subscriptions.clone(),
+            self.checkouts.clone(),
+        );
         let mut session = self.session().await?;
-        // A read-only transaction: the plan and the counts from one snapshot.
+        // A read-only transaction: the plan, its open sessions (held seats) and the
+        // subscription counts from one snapshot.
         let run = transaction::run(&mut session, async move |s| {
             let Some(found) = plans
                 .find_one(queries::plan_by_id(id))
@@ -132,7 +139,11 @@ impl PlanRepository for MongoStore {
                 .session(&mut *s)
                 .await?;
             let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
-            let stats = documents::stats(&plan, &counts).map_err(corrupt)?;
+            let held = checkouts
+                .count_documents(checkout_queries::open_checkouts(id))
+                .session(&mut *s)
+                .await?;
+            let stats = documents::stats(&plan, held, &counts).map_err(corrupt)?;
             Ok(Ok::<_, StoreError>(Some(stats)))
         });
         self.settle(run).await

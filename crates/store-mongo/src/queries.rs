@@ -22,6 +22,8 @@ pub const SUBSCRIPTIONS: &str = "subscriptions";
 pub const AUDIT_ENTRIES: &str = "audit_entries";
 pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
 pub const API_KEYS: &str = "api_keys";
+pub const CHECKOUT_SESSIONS: &str = "checkout_sessions";
+pub const WEBHOOK_EVENTS: &str = "webhook_events";
 
 /// Every collection, created at start-up (outside any transaction).
 pub const COLLECTIONS: &[&str] = &[
@@ -30,6 +32,8 @@ pub const COLLECTIONS: &[&str] = &[
     AUDIT_ENTRIES,
     IDEMPOTENCY_KEYS,
     API_KEYS,
+    CHECKOUT_SESSIONS,
+    WEBHOOK_EVENTS,
 ];
 
 // ----- plans -----

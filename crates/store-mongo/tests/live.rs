@@ -1,7 +1,8 @@
 //! What the contract suite cannot see, checked on a live replica set: the indexes start-up
 //! creates are exactly the documented ones, start-up is idempotent on a prepared
-//! database, and stored documents carry UUIDs as binary subtype 4 and dates as BSON dates
-//! (what the TTL index and id-ordered pages rely on).
+//! database, stored documents carry UUIDs as binary subtype 4 and dates as BSON dates
+//! (what the TTL index and id-ordered pages rely on), and the checkout worker's and
+//! purges' queries are served by their (partial) indexes.
 //!
 //! These run only when `SEATKEEPER_TEST_MONGODB_URL` names a replica set; otherwise each
 //! says it was skipped (see `seatkeeper_store_mongo::testing`).
@@ -12,7 +13,10 @@ use seatkeeper_domain::{
     ports::{PlanRepository, Store},
     AuditContext, Capacity, Currency, Interval, NewPlan, Plan, PlanName, UnitAmount,
 };
-use seatkeeper_store_mongo::{indexes::indexes, testing::TestDatabases, MongoSettings, MongoStore};
+use seatkeeper_store_contract::{checkout_support, support::now};
+use seatkeeper_store_mongo::{
+    checkout_queries, indexes::indexes, testing::TestDatabases, MongoSettings, MongoStore,
+};
 
 async fn databases(test: &str) -> Option<TestDatabases> {
     match TestDatabases::connect().await {
@@ -131,4 +135,78 @@ async fn stored_ids_are_binary_uuids_and_dates_are_bson_dates() {
         .unwrap();
     assert!(matches!(entry.get("at"), Some(Bson::DateTime(_))));
     assert!(matches!(entry.get("seq"), Some(Bson::Int64(1))));
+}
+
+/// The name of the index the server's query planner picks for `find` (none: a scan).
+async fn index_used(store: &MongoStore, collection: &str, find: Document) -> String {
+    fn index_name(stage: &Document) -> Option<String> {
+        if let Ok(name) = stage.get_str("indexName") {
+            return Some(name.to_owned());
+        }
+        let inner = stage.get_document("inputStage").ok()?;
+        index_name(inner)
+    }
+    let mut command = doc! { "find": collection };
+    command.extend(find);
+    let explained = store
+        .database()
+        .run_command(doc! { "explain": command, "verbosity": "queryPlanner" })
+        .await
+        .unwrap();
+    let winning = explained
+        .get_document("queryPlanner")
+        .and_then(|p| p.get_document("winningPlan"))
+        .unwrap();
+    index_name(winning).unwrap_or_else(|| format!("none: {winning}"))
+}
+
+#[tokio::test]
+async fn checkout_sessions_are_stored_natively_and_found_through_their_partial_indexes() {
+    let Some(dbs) =
+        databases("checkout_sessions_are_stored_natively_and_found_through_their_partial_indexes")
+            .await
+    else {
+        return;
+    };
+    let store = dbs.fresh_store().await;
+    let p = plan();
+    store
+        .create_plan(&p, &AuditContext::admin("t"))
+        .await
+        .unwrap();
+    let session = checkout_support::open(
+        &store,
+        &checkout_support::opening(p.id(), "alice", "k", now()),
+    )
+    .await;
+    let raw = store
+        .database()
+        .collection::<Document>("checkout_sessions")
+        .find_one(doc! {})
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        raw.get("_id"),
+        Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid && b.bytes == session.id().as_uuid().as_bytes()
+    ));
+    assert!(matches!(raw.get("check_at"), Some(Bson::DateTime(_))));
+    assert!(matches!(raw.get("amount"), Some(Bson::Int64(900))));
+
+    let (filter, sort) = checkout_queries::due_checkouts(now());
+    let due = doc! { "filter": filter, "sort": sort, "limit": 10_i64 };
+    assert_eq!(
+        index_used(&store, "checkout_sessions", due).await,
+        "check_at_due"
+    );
+    let purge = doc! { "filter": checkout_queries::purgeable_checkouts(now()) };
+    assert_eq!(
+        index_used(&store, "checkout_sessions", purge).await,
+        "ended_at_purgeable"
+    );
+    let events = doc! { "filter": checkout_queries::old_webhook_events(now()) };
+    assert_eq!(
+        index_used(&store, "webhook_events", events).await,
+        "received_at"
+    );
 }

@@ -8,8 +8,9 @@
 //! are taken together by the next one (the `seatkeeper-coalesce` crate, `batch.rs`), each
 //! decided as if alone, so one lock of a hot plan row and one commit serve many
 //! purchases. Rows are always locked in the same order — idempotency keys, then
-//! subscriptions, then plans, each kind sorted — and a transaction that loses a
-//! serialization or deadlock race is run again, a bounded number of times. The schema
+//! subscriptions, then checkout sessions, then plans, each kind sorted — and a
+//! transaction that loses a serialization or deadlock race is run again, a bounded number
+//! of times. The schema
 //! (embedded migrations, applied at start-up) enforces what it can: seat bounds, one
 //! record per (customer, key), references.
 //!
@@ -22,7 +23,8 @@
 //! - `transaction`: the transaction runner: what is run again, what is returned at once;
 //! - `statements`: statements shared by several operations;
 //! - one module per port: `plans`, `audit`, `subscriptions`, `idempotency`, `purchases`
-//!   (with the glue that runs the coalesced batches), `recovery` and `api_keys`;
+//!   (with the glue that runs the coalesced batches), `recovery`, `api_keys` and
+//!   `checkouts` (checkout sessions and webhook event ids);
 //! - `batch`: the purchase steps as batch transactions;
 //! - `rows`: reading rows back into domain values;
 //! - `errors`: which failures are retried, unavailable or internal;
@@ -32,6 +34,7 @@
 mod api_keys;
 mod audit;
 mod batch;
+mod checkouts;
 mod errors;
 mod idempotency;
 mod plans;

@@ -1,5 +1,6 @@
 //! [`PlanRepository`]: creating, reading, listing and updating plans (each change with its
-//! audit entries, in the same transaction), and a plan's statistics read from one snapshot.
+//! audit entries, in the same transaction), and a plan's statistics (with the seats its
+//! open checkout sessions hold) read from one snapshot.
 
 use async_trait::async_trait;
 use seatkeeper_domain::{
@@ -9,7 +10,7 @@ use seatkeeper_domain::{
 use sqlx::{PgConnection, Row};
 
 use crate::{
-    errors::{classify, Fail},
+    errors::{classify, corrupt, Fail},
     rows::{self, PLAN_COLUMNS},
     statements::{insert_audit, select_plan},
     PostgresStore,
@@ -127,7 +128,7 @@ async fn plan_stats_tx(
     c: &mut PgConnection,
     id: PlanId,
 ) -> Result<Option<PlanStats>, Fail<StoreError>> {
-    // One snapshot for the plan and the counts.
+    // One snapshot for the plan, the held seats and the counts.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *c)
         .await?;
@@ -147,5 +148,13 @@ async fn plan_stats_tx(
             Ok((rows::subscription_status(row.try_get("status")?)?, n))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(Some(PlanStats::from_counts(&plan, counts)))
+    // The seats held by open checkout sessions, in the same snapshot.
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM checkout_sessions WHERE plan_id = $1 AND status = 'open'",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(&mut *c)
+    .await?;
+    let held = u64::try_from(held).map_err(corrupt)?;
+    Ok(Some(PlanStats::from_counts(&plan, held, counts)))
 }

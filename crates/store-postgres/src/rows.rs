@@ -3,11 +3,13 @@
 
 use chrono::{DateTime, Utc};
 use seatkeeper_domain::{
-    ApiKey, ApiKeyId, AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId,
-    Fingerprint, IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyName, KeyState,
-    LockToken, PaymentMethod, Plan, PlanId, PlanName, PlanStatus, PurchaseOutcome, RecoveryPoint,
-    Role, SecretHash, StoredApiKey, StoredIdempotencyRecord, StoredPlan, StoredSubscription,
-    Subscription, SubscriptionId, SubscriptionStatus, UnitAmount,
+    ApiKey, ApiKeyId, AuditAction, AuditEntry, AuditEntryId, Capacity, CheckoutSession,
+    CheckoutSessionId, CheckoutStatus, Currency, CustomerId, ExpiryCause, Fingerprint,
+    IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyName, KeyState, LatePayment,
+    LockToken, PaymentIntentRef, PaymentMethod, Plan, PlanId, PlanName, PlanStatus,
+    PurchaseOutcome, RecoveryPoint, Role, SecretHash, StoredApiKey, StoredCheckoutSession,
+    StoredIdempotencyRecord, StoredPlan, StoredSubscription, Subscription, SubscriptionId,
+    SubscriptionStatus, UnitAmount,
 };
 use sqlx::{postgres::PgRow, Row};
 use uuid::Uuid;
@@ -172,4 +174,58 @@ pub fn api_key(row: &PgRow) -> R<ApiKey> {
         revoked_at: row.try_get("revoked_at")?,
     };
     parsed("API key", ApiKey::restore(stored))
+}
+
+pub const CHECKOUT_COLUMNS: &str = "id, plan_id, customer_id, subscription_id, idempotency_key, fingerprint, amount, currency, status, payment_intent_id, client_secret, payment_error, intent_closed, late_payment_id, late_payment_refunded, created_at, expires_at, updated_at, ended_at, expiry, check_at";
+
+pub fn checkout_session(row: &PgRow) -> R<CheckoutSession> {
+    let intent_id: Option<String> = row.try_get("payment_intent_id")?;
+    let secret: Option<String> = row.try_get("client_secret")?;
+    let late_id: Option<String> = row.try_get("late_payment_id")?;
+    let refunded: Option<bool> = row.try_get("late_payment_refunded")?;
+    let expiry: Option<&str> = row.try_get("expiry")?;
+    let stored = StoredCheckoutSession {
+        id: CheckoutSessionId::from_uuid(row.try_get("id")?),
+        plan_id: PlanId::from_uuid(row.try_get("plan_id")?),
+        customer_id: parsed(
+            "customer_id",
+            CustomerId::parse(row.try_get("customer_id")?),
+        )?,
+        subscription_id: SubscriptionId::from_uuid(row.try_get("subscription_id")?),
+        idempotency_key: parsed(
+            "idempotency_key",
+            IdempotencyKey::parse(row.try_get("idempotency_key")?),
+        )?,
+        fingerprint: Fingerprint::from_stored(row.try_get("fingerprint")?),
+        amount: parsed("amount", UnitAmount::new(row.try_get("amount")?))?,
+        currency: parsed("currency", Currency::parse(row.try_get("currency")?))?,
+        status: parsed(
+            "checkout status",
+            CheckoutStatus::parse(row.try_get("status")?),
+        )?,
+        payment_intent: match (intent_id, secret) {
+            (Some(id), Some(client_secret)) => Some(PaymentIntentRef { id, client_secret }),
+            (None, None) => None,
+            _ => return Err(corrupt("a payment intent without its client secret")),
+        },
+        payment_error: row.try_get("payment_error")?,
+        intent_closed: row.try_get("intent_closed")?,
+        late_payment: match (late_id, refunded) {
+            (Some(payment_id), Some(refunded)) => Some(LatePayment {
+                payment_id,
+                refunded,
+            }),
+            (None, None) => None,
+            _ => return Err(corrupt("a late payment without its refund flag")),
+        },
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        updated_at: row.try_get("updated_at")?,
+        ended_at: row.try_get("ended_at")?,
+        expiry: expiry
+            .map(|e| parsed("expiry", ExpiryCause::parse(e)))
+            .transpose()?,
+        check_at: row.try_get("check_at")?,
+    };
+    parsed("checkout session", CheckoutSession::restore(stored))
 }

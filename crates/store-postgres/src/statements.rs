@@ -1,5 +1,6 @@
 //! Statements shared by several operations: the audit insert, reading and moving a plan,
-//! reading (locked) and writing a subscription, writing a whole idempotency key record.
+//! reading (locked), inserting and writing a subscription, writing a whole idempotency key
+//! record.
 
 use seatkeeper_domain::{
     AuditEntry, IdempotencyRecord, KeyState, Plan, PlanId, RecoveryPoint, Subscription,
@@ -68,6 +69,20 @@ pub(crate) async fn bump_plan(
     rows::plan(&row)
 }
 
+/// Writes the seats and `seq` a domain decision left `plan` with (its row is locked).
+pub(crate) async fn write_plan_seats(c: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
+    let done = sqlx::query("UPDATE plans SET seats_left = $2, seq = $3 WHERE id = $1")
+        .bind(plan.id().as_uuid())
+        .bind(plan.seats_left() as i32)
+        .bind(plan.seq() as i64)
+        .execute(c)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(corrupt(format!("plan {} vanished", plan.id())));
+    }
+    Ok(())
+}
+
 pub(crate) async fn select_subscription_for_update(
     c: &mut PgConnection,
     id: SubscriptionId,
@@ -94,6 +109,38 @@ pub(crate) async fn update_subscription(
     .bind(s.payment_id())
     .bind(s.current_period_start())
     .bind(s.current_period_end())
+    .bind(s.updated_at())
+    .bind(s.canceled_at())
+    .bind(s.failure_reason())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a whole subscription, in whatever status the domain made it.
+pub(crate) async fn insert_subscription(
+    c: &mut PgConnection,
+    s: &Subscription,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO subscriptions (id, plan_id, customer_id, status, payment_method, payment_id, unit_amount, \
+         currency, \"interval\", idempotency_key, current_period_start, current_period_end, created_at, updated_at, \
+         canceled_at, failure_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(s.id().as_uuid())
+    .bind(s.plan_id().as_uuid())
+    .bind(s.customer_id().as_str())
+    .bind(s.status().as_str())
+    .bind(s.payment_method().as_str())
+    .bind(s.payment_id())
+    .bind(s.unit_amount().get())
+    .bind(s.currency().as_str())
+    .bind(s.interval().as_str())
+    .bind(s.idempotency_key().map(|k| k.as_str()))
+    .bind(s.current_period_start())
+    .bind(s.current_period_end())
+    .bind(s.created_at())
     .bind(s.updated_at())
     .bind(s.canceled_at())
     .bind(s.failure_reason())

@@ -19,6 +19,15 @@ const QUERIES: &[(&str, &str)] = &[
     ("customer: a page of subscriptions", "SELECT * FROM subscriptions WHERE customer_id = 'c' AND id > '00000000-0000-0000-0000-000000000000' ORDER BY id LIMIT 20"),
     ("plans: a page", "SELECT * FROM plans WHERE id > '00000000-0000-0000-0000-000000000000' ORDER BY id LIMIT 20"),
     ("sweep: expired keys", "DELETE FROM idempotency_keys WHERE expires_at <= now()"),
+    ("checkout: the session of a key", "SELECT * FROM checkout_sessions WHERE customer_id = 'c' AND idempotency_key = 'k'"),
+    ("checkout: a customer's open sessions on a plan", "SELECT id FROM checkout_sessions WHERE plan_id = '00000000-0000-0000-0000-000000000000' AND customer_id = 'c' AND status = 'open' ORDER BY id"),
+    ("checkout: lock a session", "SELECT * FROM checkout_sessions WHERE id = '00000000-0000-0000-0000-000000000000' FOR UPDATE"),
+    ("checkout: write a session", "UPDATE checkout_sessions SET status = 'expired' WHERE id = '00000000-0000-0000-0000-000000000000'"),
+    ("stats: held seats", "SELECT count(*) FROM checkout_sessions WHERE plan_id = '00000000-0000-0000-0000-000000000000' AND status = 'open'"),
+    ("checkout: due sessions", "SELECT * FROM checkout_sessions WHERE check_at <= now() ORDER BY check_at, id LIMIT 20"),
+    ("purge: ended sessions", "DELETE FROM checkout_sessions WHERE check_at IS NULL AND ended_at < now()"),
+    ("purge: old webhook events", "DELETE FROM webhook_events WHERE received_at < now()"),
+    ("webhook: release an event", "DELETE FROM webhook_events WHERE id = 'evt_1'"),
 ];
 
 #[tokio::test]
@@ -91,10 +100,43 @@ const PREPARED: &[(&str, &str, &str)] = &[
         "('{c}', '{k}', '{00000000-0000-0000-0000-000000000000}')",
     ),
     (
+        "checkout: a customer's open sessions on a plan",
+        "SELECT id FROM checkout_sessions WHERE plan_id = $1 AND customer_id = $2 AND status = 'open' ORDER BY id",
+        "('00000000-0000-0000-0000-000000000000', 'c')",
+    ),
+    (
+        "stats: held seats",
+        "SELECT count(*) FROM checkout_sessions WHERE plan_id = $1 AND status = 'open'",
+        "('00000000-0000-0000-0000-000000000000')",
+    ),
+    (
+        "checkout: due sessions",
+        "SELECT * FROM checkout_sessions WHERE check_at <= $1 ORDER BY check_at, id LIMIT $2",
+        "(now(), 20)",
+    ),
+    (
+        "purge: ended sessions",
+        "DELETE FROM checkout_sessions WHERE check_at IS NULL AND ended_at < $1",
+        "(now())",
+    ),
+    (
         "batch: write the plans",
         "UPDATE plans p SET seats_left = u.seats_left, seq = u.seq FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS u(id, seats_left, seq) WHERE p.id = u.id",
         "('{00000000-0000-0000-0000-000000000000}', '{1}', '{2}')",
     ),
+];
+
+/// Statements of `PREPARED` that a scan of a wrong index would still serve without a
+/// sequential scan (a walk of the whole primary key to save a sort), and the index each
+/// must use.
+const EXPECTED_INDEX: &[(&str, &str)] = &[
+    (
+        "checkout: a customer's open sessions on a plan",
+        "Index Only Scan using checkout_sessions_open",
+    ),
+    ("stats: held seats", "using checkout_sessions_open"),
+    ("checkout: due sessions", "using checkout_sessions_due"),
+    ("purge: ended sessions", "using checkout_sessions_ended"),
 ];
 
 /// The store's connections plan each statement once (a generic plan) and never scan a
@@ -132,6 +174,9 @@ async fn generic_plans_made_on_a_young_database_never_scan_a_table_whole() {
             .unwrap_or_else(|e| panic!("PREPARE {what}: {e}"));
         let plan =
             assert_no_seq_scan(&mut conn, what, &format!("EXPLAIN EXECUTE q{i}{args}")).await;
+        if let Some((_, index)) = EXPECTED_INDEX.iter().find(|(w, _)| w == what) {
+            assert!(plan.contains(index), "{what} must scan `{index}`:\n{plan}");
+        }
         if *what == COMPLETION_LOCKS {
             // The keys' lock is an init plan behind a one-time filter: it runs, locking
             // every key, before the first subscription is read, as the store's lock

@@ -2,7 +2,9 @@
 //! `20261128000001_statement_references.sql`): the database still refuses any row that
 //! names a plan or subscription that does not exist, one bad row fails its whole
 //! statement, what is referred to can never be removed, the audit log is append-only, and
-//! the checks find rows by index whatever the table statistics say.
+//! the checks find rows by index whatever the table statistics say. An audit entry may
+//! name the subscription a checkout session may become (migration
+//! `20261207000001_checkout_sessions.sql`).
 
 use seatkeeper_store_postgres::{testing::TestDatabases, PostgresStore};
 use sqlx::{pool::PoolConnection, Postgres};
@@ -85,6 +87,16 @@ fn audit(plan: Uuid, subscriptions: &[Option<Uuid>]) -> String {
     )
 }
 
+/// An open checkout session of `plan` holding a seat for the future subscription `sub`.
+fn session(id: Uuid, plan: Uuid, sub: Uuid) -> String {
+    format!(
+        "INSERT INTO checkout_sessions (id, plan_id, customer_id, subscription_id, idempotency_key, fingerprint, \
+         amount, currency, status, intent_closed, created_at, expires_at, updated_at, check_at) \
+         VALUES ('{id}', '{plan}', 'cus_1', '{sub}', 'k-{id}', 'f', 1500, 'usd', 'open', false, now(), \
+         now() + interval '30 minutes', now(), now() + interval '30 minutes')"
+    )
+}
+
 fn key(name: &str, recovery: Option<Uuid>) -> String {
     let recovery = recovery.map_or("NULL".to_owned(), |s| format!("'{s}'::uuid"));
     format!(
@@ -131,6 +143,58 @@ async fn rows_that_name_a_missing_plan_or_subscription_are_refused() {
     .await;
     assert_eq!(count(&mut c, "subscriptions").await, 1);
     assert_eq!(count(&mut c, "audit_entries").await, 2);
+}
+
+/// A hold's audit entries name the subscription its session may become, which does not
+/// exist (yet, or ever): the session's `subscription_id` is accepted in its place, at
+/// write time. A session names a plan that exists and keeps its plan and subscription id.
+#[tokio::test]
+async fn audit_entries_may_name_the_subscription_of_a_checkout_session() {
+    let Some((_store, mut c)) =
+        connect("audit_entries_may_name_the_subscription_of_a_checkout_session").await
+    else {
+        return;
+    };
+    let (p, other, cs, future, missing) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    run(&mut c, &plan(p)).await;
+    run(&mut c, &plan(other)).await;
+    assert_eq!(
+        refused(&mut c, &session(Uuid::new_v4(), missing, Uuid::new_v4())).await,
+        "23503"
+    );
+    run(&mut c, &session(cs, p, future)).await;
+    run(&mut c, &audit(p, &[Some(future)])).await;
+    assert_eq!(
+        refused(&mut c, &audit(other, &[Some(missing)])).await,
+        "23503"
+    );
+    for sql in [
+        format!("UPDATE checkout_sessions SET plan_id = '{other}' WHERE id = '{cs}'"),
+        format!("UPDATE checkout_sessions SET subscription_id = '{missing}' WHERE id = '{cs}'"),
+        format!(
+            "UPDATE checkout_sessions SET id = '{}' WHERE id = '{cs}'",
+            Uuid::new_v4()
+        ),
+    ] {
+        assert_eq!(refused(&mut c, &sql).await, "23001", "{sql}");
+    }
+    // The check holds at write time: a purged session leaves its entries in the log.
+    run(
+        &mut c,
+        &format!("DELETE FROM checkout_sessions WHERE id = '{cs}'"),
+    )
+    .await;
+    assert_eq!(count(&mut c, "audit_entries").await, 1);
+    assert_eq!(
+        refused(&mut c, &audit(other, &[Some(future)])).await,
+        "23503"
+    );
 }
 
 #[tokio::test]
@@ -232,12 +296,13 @@ async fn plans_and_subscriptions_stay_and_the_audit_log_is_append_only() {
     .await;
 }
 
-/// Sequential scans of plans and subscriptions so far (the statistics flushed first).
+/// Sequential scans of plans, subscriptions and checkout sessions so far (the statistics
+/// flushed first).
 async fn seq_scans(c: &mut PoolConnection<Postgres>) -> i64 {
     run(c, "SELECT pg_stat_force_next_flush()").await;
     run(c, "SELECT pg_stat_clear_snapshot()").await;
     sqlx::query_scalar(
-        "SELECT sum(seq_scan)::bigint FROM pg_stat_user_tables WHERE relname IN ('plans', 'subscriptions')",
+        "SELECT sum(seq_scan)::bigint FROM pg_stat_user_tables WHERE relname IN ('plans', 'subscriptions', 'checkout_sessions')",
     )
     .fetch_one(&mut **c)
     .await
@@ -258,9 +323,25 @@ async fn the_checks_find_rows_by_index_even_with_the_statistics_of_tiny_tables()
     run(&mut c, &plan(p)).await;
     let s = Uuid::new_v4();
     run(&mut c, &subscription(s, p)).await;
-    run(&mut c, "ANALYZE plans, subscriptions").await;
+    let cs = Uuid::new_v4();
+    run(&mut c, &session(cs, p, Uuid::new_v4())).await;
+    run(&mut c, "ANALYZE plans, subscriptions, checkout_sessions").await;
     let before = seq_scans(&mut c).await;
     for n in 0..20 {
+        // A hold's entry, naming the subscription its session may become.
+        let future = Uuid::new_v4();
+        run(&mut c, &session(Uuid::new_v4(), p, future)).await;
+        run(
+            &mut c,
+            &format!(
+                "INSERT INTO audit_entries (plan_id, seq, id, at, action, subscription_id, actor, trace_id, \
+                 seats_left_before, seats_left_after) \
+                 VALUES ('{p}', {}, '{}', now(), 'seat_held', '{future}', 'test', 'trace', 10, 9)",
+                n + 100,
+                Uuid::new_v4()
+            ),
+        )
+        .await;
         let s = Uuid::new_v4();
         run(&mut c, &subscription(s, p)).await;
         run(
@@ -279,6 +360,6 @@ async fn the_checks_find_rows_by_index_even_with_the_statistics_of_tiny_tables()
     assert_eq!(
         seq_scans(&mut c).await,
         before,
-        "a reference check scanned plans or subscriptions whole"
+        "a reference check scanned plans, subscriptions or checkout sessions whole"
     );
 }

@@ -39,9 +39,16 @@ pub enum AuditAction {
     PlanArchived,
     /// An administrator made an archived plan sell again.
     PlanActivated,
-    /// A charge that landed after its purchase had been given up (seat already released)
-    /// was refunded; no seat moves.
+    /// A charge that landed after its purchase had been given up (seat already released),
+    /// or after its checkout session expired with no seat free, was refunded; no seat moves.
     PaymentRefunded,
+    /// A checkout session holds a seat while its customer pays.
+    SeatHeld,
+    /// A checkout session ended unpaid (it expired, or was expired); its seat came back.
+    HoldExpired,
+    /// A checkout session was paid: its held seat is the active subscription's; no seat
+    /// moves.
+    CheckoutCompleted,
 }
 
 impl AuditAction {
@@ -60,9 +67,10 @@ impl AuditAction {
     /// How this action moves `seats_left`, when the move is fixed.
     pub fn fixed_seat_delta(&self) -> Option<i64> {
         match self {
-            Self::SeatReserved => Some(-1),
-            Self::SeatReleased | Self::SubscriptionCanceled => Some(1),
+            Self::SeatReserved | Self::SeatHeld => Some(-1),
+            Self::SeatReleased | Self::SubscriptionCanceled | Self::HoldExpired => Some(1),
             Self::PurchaseActivated
+            | Self::CheckoutCompleted
             | Self::PlanUpdated
             | Self::PlanArchived
             | Self::PlanActivated

@@ -91,6 +91,27 @@ impl Fingerprint {
         Self(String::from_utf8(hex.to_vec()).expect("hex digits are ASCII"))
     }
 
+    /// The fingerprint of a checkout session's opening: `POST /api/checkout_sessions`
+    /// with the canonical body (`expires_in` as the seconds asked for, or empty).
+    pub fn of_checkout(
+        plan_id: PlanId,
+        customer_id: &CustomerId,
+        expires_in_secs: Option<u32>,
+    ) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"POST /api/checkout_sessions\n");
+        h.update(b"customer_id=");
+        h.update(customer_id.as_str());
+        h.update(b"\nexpires_in=");
+        if let Some(secs) = expires_in_secs {
+            h.update(secs.to_string());
+        }
+        h.update(b"\nplan_id=");
+        h.update(plan_id.to_string());
+        h.update(b"\n");
+        Self(hex::encode(h.finalize()))
+    }
+
     pub fn from_stored(s: String) -> Self {
         Self(s)
     }

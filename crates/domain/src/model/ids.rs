@@ -64,6 +64,11 @@ uuid_id!(
     "subscription"
 );
 uuid_id!(
+    /// Identifies a checkout session.
+    CheckoutSessionId,
+    "checkout session"
+);
+uuid_id!(
     /// Identifies an audit entry.
     AuditEntryId,
     "audit entry"

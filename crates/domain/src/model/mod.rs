@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod checkout;
 mod idempotency;
 mod ids;
 mod page;
@@ -11,6 +12,7 @@ mod values;
 
 pub use access::*;
 pub use audit::*;
+pub use checkout::*;
 pub use idempotency::*;
 pub use ids::*;
 pub use page::*;

@@ -7,8 +7,8 @@ use super::{
 
 /// A plan with a limited number of seats.
 ///
-/// `seats_left` counts the seats nobody holds: `capacity - seats_left` subscriptions are
-/// `incomplete` or `active`. `seq` is bumped with every audit entry of the plan, so the
+/// `seats_left` counts the seats nobody holds: `capacity - seats_left` seats are held by
+/// open checkout sessions or by `incomplete` or `active` subscriptions. `seq` is bumped with every audit entry of the plan, so the
 /// plan's audit log is totally ordered on every store.
 ///
 /// The fields are private so that a `Plan` that exists keeps `seats_left <= capacity` and
@@ -203,7 +203,7 @@ impl Plan {
         self.seq
     }
 
-    /// Seats held by `incomplete` or `active` subscriptions.
+    /// Seats taken: by open checkout sessions, and by `incomplete` or `active` subscriptions.
     pub fn held(&self) -> u32 {
         self.capacity.get() - self.seats_left
     }
@@ -378,6 +378,8 @@ pub struct PlanStats {
     pub plan_id: PlanId,
     pub capacity: u32,
     pub seats_left: u32,
+    /// Seats held by open checkout sessions.
+    pub held: u64,
     pub incomplete: u64,
     pub active: u64,
     pub canceled: u64,
@@ -386,16 +388,19 @@ pub struct PlanStats {
 }
 
 impl PlanStats {
-    /// The stats of `plan` whose subscriptions, by status, number `counts` (a status
-    /// not named counts none; one named twice counts its last number).
+    /// The stats of `plan` with `held` open checkout sessions and subscriptions that, by
+    /// status, number `counts` (a status not named counts none; one named twice counts
+    /// its last number).
     pub fn from_counts(
         plan: &Plan,
+        held: u64,
         counts: impl IntoIterator<Item = (super::SubscriptionStatus, u64)>,
     ) -> Self {
         let mut stats = Self {
             plan_id: plan.id,
             capacity: plan.capacity.get(),
             seats_left: plan.seats_left,
+            held,
             incomplete: 0,
             active: 0,
             canceled: 0,

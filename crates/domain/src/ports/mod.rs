@@ -2,7 +2,7 @@
 //!
 //! Store traits are split by aggregate ([`PlanRepository`], [`SubscriptionRepository`],
 //! [`IdempotencyRepository`], [`PurchaseRepository`], [`RecoveryRepository`],
-//! [`AuditLog`], [`ApiKeyRepository`]) and gathered in
+//! [`AuditLog`], [`ApiKeyRepository`], [`CheckoutRepository`]) and gathered in
 //! [`Store`], which is what a storage adapter provides. **Every method is one atomic
 //! business step**: a reader never sees half of it, and the adapter owns the
 //! transaction or lock that makes it so. Each method documents what it guarantees and
@@ -11,6 +11,7 @@
 //! [`PaymentGateway`] charges, looks up and refunds; [`Clock`] tells the time.
 
 mod audit;
+mod checkout;
 mod clock;
 mod idempotency;
 mod keys;
@@ -22,6 +23,7 @@ mod store;
 mod subscriptions;
 
 pub use audit::*;
+pub use checkout::*;
 pub use clock::*;
 pub use idempotency::*;
 pub use keys::*;

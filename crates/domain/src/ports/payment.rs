@@ -1,9 +1,12 @@
 //! The payment gateway: charge a customer once per provider key, look a charge up,
-//! refund it.
+//! refund it; and, for checkout sessions, PaymentIntents confirmed later
+//! ([`IntentGateway`]).
 
 use async_trait::async_trait;
 
-use crate::model::{Currency, CustomerId, PaymentMethod, SubscriptionId, UnitAmount};
+use crate::model::{
+    CheckoutSessionId, Currency, CustomerId, PaymentMethod, SubscriptionId, UnitAmount,
+};
 
 /// One charge. `provider_key` is the gateway's idempotency key: every call with the
 /// same key is the same charge, charged at most once.
@@ -72,4 +75,76 @@ pub trait PaymentGateway: Send + Sync + 'static {
 
     /// Refunds a successful charge in full (idempotent per payment).
     async fn refund(&self, payment_id: &str) -> Result<(), GatewayError>;
+}
+
+/// A PaymentIntent to create for a checkout session, not confirmed: the customer confirms
+/// it later (with the server, or in the browser with Stripe.js).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentRequest {
+    /// The provider's idempotency key: every creation with it is the same intent.
+    pub provider_key: String,
+    pub checkout_session_id: CheckoutSessionId,
+    pub subscription_id: SubscriptionId,
+    pub customer_id: CustomerId,
+    pub amount: UnitAmount,
+    pub currency: Currency,
+}
+
+/// Where a PaymentIntent is, in Stripe's vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentStatus {
+    /// Waiting for a payment method; `last_error` says why the previous one failed.
+    RequiresPaymentMethod { last_error: Option<String> },
+    /// The customer must authenticate (3-D Secure) at `next_action`.
+    RequiresAction { next_action: NextAction },
+    /// The provider is still working on it.
+    Processing,
+    /// Paid with `payment_method`.
+    Succeeded { payment_method: PaymentMethod },
+    /// Cancelled: it can never charge.
+    Canceled,
+}
+
+/// What the customer must do for an intent in `requires_action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextAction {
+    /// The provider's name of the action (`redirect_to_url`, `use_stripe_sdk`).
+    pub kind: String,
+    /// Where to send the customer, for a redirect.
+    pub redirect_url: Option<String>,
+}
+
+/// A PaymentIntent as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub client_secret: String,
+    pub status: IntentStatus,
+}
+
+/// The payment side of checkout sessions: intents created unconfirmed, then confirmed,
+/// read or cancelled.
+#[async_trait]
+pub trait IntentGateway: Send + Sync + 'static {
+    /// The provider's name, shown with the intent (`simulated`, `stripe`).
+    fn provider(&self) -> &'static str;
+
+    /// Creates the intent, once per `provider_key`: a retry returns the same intent.
+    async fn create_intent(&self, req: &IntentRequest) -> Result<PaymentIntent, GatewayError>;
+
+    /// Confirms `intent_id` with `payment_method` on the customer's behalf. A decline is
+    /// `ChargeError::Declined` (the intent waits for another method); no definitive
+    /// answer is `ChargeError::Unknown`.
+    async fn confirm_intent(
+        &self,
+        intent_id: &str,
+        payment_method: &PaymentMethod,
+    ) -> Result<PaymentIntent, ChargeError>;
+
+    /// The intent as the provider has it now.
+    async fn retrieve_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError>;
+
+    /// Cancels the intent so it can never charge. An intent that already succeeded is
+    /// returned as it is (`Succeeded`); one already cancelled too.
+    async fn cancel_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError>;
 }

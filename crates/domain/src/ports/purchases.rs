@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::StoreError;
 use crate::model::{
     AuditAction, AuditContext, AuditEntry, ClaimKey, CustomerId, IdempotencyKey, LockToken,
-    PaymentMethod, Plan, PlanId, PlanStatus, PurchaseOutcome, SeatMove, Subscription,
+    PaymentMethod, Plan, PlanId, PurchaseOutcome, SeatMove, SeatRefusal, Subscription,
     SubscriptionId, Timestamp,
 };
 
@@ -33,14 +33,11 @@ impl ReserveSeat {
     /// Why `plan` (or its absence) cannot give a seat now, if it cannot.
     pub fn rejection(&self, plan: Option<&Plan>) -> Option<PurchaseOutcome> {
         let plan_id = self.plan_id;
-        match plan {
-            None => Some(PurchaseOutcome::PlanNotFound { plan_id }),
-            Some(p) if p.status() != PlanStatus::Active => {
-                Some(PurchaseOutcome::PlanInactive { plan_id })
-            }
-            Some(p) if p.seats_left() == 0 => Some(PurchaseOutcome::SoldOut { plan_id }),
-            Some(_) => None,
-        }
+        SeatRefusal::of(plan).map(|refusal| match refusal {
+            SeatRefusal::PlanNotFound => PurchaseOutcome::PlanNotFound { plan_id },
+            SeatRefusal::PlanInactive => PurchaseOutcome::PlanInactive { plan_id },
+            SeatRefusal::SoldOut => PurchaseOutcome::SoldOut { plan_id },
+        })
     }
 
     /// Takes a seat of `plan` (one [`Self::rejection`] let through) for this purchase:

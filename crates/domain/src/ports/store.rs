@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{
-    ApiKeyRepository, AuditLog, IdempotencyRepository, PlanRepository, PurchaseRepository,
-    RecoveryRepository, SubscriptionRepository,
+    ApiKeyRepository, AuditLog, CheckoutRepository, IdempotencyRepository, PlanRepository,
+    PurchaseRepository, RecoveryRepository, SubscriptionRepository,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -41,6 +41,7 @@ pub trait Store:
     + RecoveryRepository
     + AuditLog
     + ApiKeyRepository
+    + CheckoutRepository
     + Send
     + Sync
     + 'static

@@ -2,6 +2,7 @@
 //! call. They hold the business rules and drive the ports; they never see a
 //! transaction.
 
+mod checkout;
 mod health;
 mod keys;
 mod plans;
@@ -9,6 +10,7 @@ mod purchase;
 mod recovery;
 mod subscriptions;
 
+pub use checkout::*;
 pub use health::*;
 pub use keys::*;
 pub use plans::*;

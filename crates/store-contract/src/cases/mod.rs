@@ -5,6 +5,8 @@
 //! Every `pub async fn` at the start of a line in these files is a case and must be listed
 //! in `__contract_cases!` (lib.rs); helpers are private or live in [`crate::support`].
 
+pub mod checkout_races;
+pub mod checkouts;
 pub mod concurrency;
 pub mod idempotency;
 pub mod keys;

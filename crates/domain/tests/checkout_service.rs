@@ -1,0 +1,429 @@
+//! The checkout service on the in-memory store, with the payment ports mocked where the
+//! provider fails: an intent that cannot be made (the seat stays held; a retry resumes),
+//! a lost confirmation answer, a provider down at expiry (the hold still ends on time;
+//! the cancellation follows), a cancellation that finds the intent paid, a lost webhook
+//! found by the worker, and a late payment whose refund fails before it succeeds.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use common::{ManualClock, MockGateway};
+use mockall::{mock, predicate::eq};
+use seatkeeper_domain::{
+    ports::{
+        ChargeError, GatewayError, IntentGateway, IntentRequest, IntentStatus, PaymentIntent,
+        Store, WebhookEvent,
+    },
+    service::{
+        CheckoutError, CheckoutService, CheckoutSettings, Confirmation, EventOutcome, OpenCommand,
+        OpenError, PaymentEvent, PaymentEventKind, PlanService,
+    },
+    AuditAction, AuditContext, Capacity, CheckoutStatus, Currency, CustomerId, IdempotencyKey,
+    Interval, NewPlan, PaymentMethod, PlanId, PlanName, UnitAmount,
+};
+use seatkeeper_store_memory::MemoryStore;
+
+mock! {
+    pub Intents {}
+
+    #[async_trait]
+    impl IntentGateway for Intents {
+        fn provider(&self) -> &'static str;
+        async fn create_intent(&self, req: &IntentRequest) -> Result<PaymentIntent, GatewayError>;
+        async fn confirm_intent(&self, intent_id: &str, payment_method: &PaymentMethod) -> Result<PaymentIntent, ChargeError>;
+        async fn retrieve_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError>;
+        async fn cancel_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError>;
+    }
+}
+
+fn intent(status: IntentStatus) -> PaymentIntent {
+    PaymentIntent {
+        id: "pi_1".into(),
+        client_secret: "pi_1_secret".into(),
+        status,
+    }
+}
+
+fn visa() -> PaymentMethod {
+    PaymentMethod::parse("pm_card_visa").unwrap()
+}
+
+fn paid() -> IntentStatus {
+    IntentStatus::Succeeded {
+        payment_method: visa(),
+    }
+}
+
+fn down() -> GatewayError {
+    GatewayError::Unavailable("connection refused".into())
+}
+
+struct World {
+    store: Arc<MemoryStore>,
+    checkouts: CheckoutService,
+    clock: Arc<ManualClock>,
+    plan: PlanId,
+}
+
+async fn world(intents: MockIntents, payments: MockGateway, capacity: i64) -> World {
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let clock = Arc::new(ManualClock::default());
+    let plans = PlanService::new(dyn_store.clone(), clock.clone());
+    let plan = plans
+        .create(
+            NewPlan {
+                name: PlanName::parse("Starter").unwrap(),
+                capacity: Capacity::new(capacity).unwrap(),
+                unit_amount: UnitAmount::new(1500).unwrap(),
+                currency: Currency::parse("usd").unwrap(),
+                interval: Interval::Month,
+            },
+            &AuditContext::admin("test"),
+        )
+        .await
+        .unwrap()
+        .id();
+    let checkouts = CheckoutService::new(
+        dyn_store,
+        Arc::new(intents),
+        Arc::new(payments),
+        clock.clone(),
+        CheckoutSettings::default(),
+    );
+    World {
+        store,
+        checkouts,
+        clock,
+        plan,
+    }
+}
+
+impl World {
+    fn open_cmd(&self, customer: &str, key: &str) -> OpenCommand {
+        let customer_id = CustomerId::parse(customer).unwrap();
+        OpenCommand {
+            ctx: AuditContext::customer(&customer_id, "req"),
+            customer_id,
+            key: IdempotencyKey::parse(key).unwrap(),
+            plan_id: self.plan,
+            expires_in_secs: None,
+        }
+    }
+
+    async fn assert_invariants(&self) {
+        let v =
+            seatkeeper_domain::invariants::check_store_plan(self.store.as_ref(), self.plan).await;
+        assert!(v.is_empty(), "{v:#?}");
+    }
+
+    async fn audit_actions(&self) -> Vec<AuditAction> {
+        use seatkeeper_domain::ports::AuditLog;
+        self.store
+            .plan_audit(self.plan, None, 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|e| e.action)
+            .collect()
+    }
+}
+
+fn ctx() -> AuditContext {
+    AuditContext::admin("t")
+}
+
+#[tokio::test]
+async fn a_provider_down_at_opening_keeps_the_hold_and_a_retry_with_the_key_makes_the_intent() {
+    let mut intents = MockIntents::new();
+    let mut calls = 0;
+    intents.expect_create_intent().times(2).returning(move |_| {
+        calls += 1;
+        if calls == 1 {
+            Err(down())
+        } else {
+            Ok(intent(IntentStatus::RequiresPaymentMethod {
+                last_error: None,
+            }))
+        }
+    });
+    let w = world(intents, MockGateway::new(), 2).await;
+    let cmd = w.open_cmd("cus_1", "k1");
+    assert!(matches!(
+        w.checkouts.open(&cmd).await,
+        Err(OpenError::PaymentUnavailable(_))
+    ));
+    let receipt = w.checkouts.open(&cmd).await.unwrap();
+    assert!(receipt.replayed);
+    assert_eq!(receipt.session.payment_intent().unwrap().id, "pi_1");
+    use seatkeeper_domain::ports::PlanRepository;
+    assert_eq!(w.store.plan_stats(w.plan).await.unwrap().unwrap().held, 1);
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_lost_confirmation_answer_leaves_the_session_open_for_the_worker_to_settle() {
+    let mut intents = MockIntents::new();
+    intents.expect_create_intent().returning(|_| {
+        Ok(intent(IntentStatus::RequiresPaymentMethod {
+            last_error: None,
+        }))
+    });
+    intents
+        .expect_confirm_intent()
+        .times(1)
+        .returning(|_, _| Err(ChargeError::Unknown("timed out".into())));
+    // The worker's check, one recheck interval later, finds it paid.
+    intents
+        .expect_retrieve_intent()
+        .with(eq("pi_1"))
+        .times(1)
+        .returning(|_| Ok(intent(paid())));
+    let w = world(intents, MockGateway::new(), 2).await;
+    let s = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    assert!(matches!(
+        w.checkouts.confirm(s.id(), &visa(), &ctx()).await,
+        Err(CheckoutError::PaymentUnavailable(_))
+    ));
+    assert_eq!(
+        w.checkouts.get(s.id()).await.unwrap().unwrap().status(),
+        CheckoutStatus::Open
+    );
+    assert_eq!(
+        w.checkouts.run_due().await.unwrap().found,
+        0,
+        "not due before the recheck"
+    );
+    w.clock.advance(Duration::from_secs(61));
+    let run = w.checkouts.run_due().await.unwrap();
+    assert_eq!((run.found, run.completed), (1, 1));
+    assert_eq!(
+        w.checkouts.get(s.id()).await.unwrap().unwrap().status(),
+        CheckoutStatus::Complete
+    );
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_hold_ends_on_time_with_the_provider_down_and_its_intent_is_cancelled_later() {
+    let mut intents = MockIntents::new();
+    intents.expect_create_intent().returning(|_| {
+        Ok(intent(IntentStatus::RequiresPaymentMethod {
+            last_error: None,
+        }))
+    });
+    let mut calls = 0;
+    intents.expect_cancel_intent().times(3).returning(move |_| {
+        calls += 1;
+        match calls {
+            1 | 2 => Err(down()),
+            _ => Ok(intent(IntentStatus::Canceled)),
+        }
+    });
+    let w = world(intents, MockGateway::new(), 1).await;
+    let s = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    w.clock.advance(Duration::from_secs(1801));
+    let run = w.checkouts.run_due().await.unwrap();
+    assert_eq!(run.expired, 1);
+    let expired = w.checkouts.get(s.id()).await.unwrap().unwrap();
+    assert_eq!(expired.status(), CheckoutStatus::Expired);
+    assert!(
+        !expired.intent_closed(),
+        "the provider did not confirm the cancellation"
+    );
+    // Still due: the next runs try again until the provider answers.
+    assert_eq!(w.checkouts.run_due().await.unwrap().deferred, 1);
+    let run = w.checkouts.run_due().await.unwrap();
+    assert_eq!(run.intents_canceled, 1);
+    let done = w.checkouts.get(s.id()).await.unwrap().unwrap();
+    assert!(done.intent_closed());
+    assert_eq!(done.check_at(), None);
+    assert_eq!(w.checkouts.run_due().await.unwrap().found, 0);
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_at_expiry_that_finds_the_intent_paid_completes_the_session() {
+    let mut intents = MockIntents::new();
+    intents.expect_create_intent().returning(|_| {
+        Ok(intent(IntentStatus::RequiresPaymentMethod {
+            last_error: None,
+        }))
+    });
+    intents
+        .expect_cancel_intent()
+        .times(1)
+        .returning(|_| Ok(intent(paid())));
+    let w = world(intents, MockGateway::new(), 1).await;
+    let s = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    w.clock.advance(Duration::from_secs(1801));
+    let run = w.checkouts.run_due().await.unwrap();
+    assert_eq!((run.completed, run.expired), (1, 0));
+    assert_eq!(
+        w.checkouts.get(s.id()).await.unwrap().unwrap().status(),
+        CheckoutStatus::Complete
+    );
+    assert_eq!(
+        w.audit_actions().await,
+        [
+            AuditAction::PlanCreated,
+            AuditAction::SeatHeld,
+            AuditAction::CheckoutCompleted
+        ]
+    );
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_late_payment_with_no_seat_is_refunded_once_even_when_the_first_refund_fails() {
+    let mut intents = MockIntents::new();
+    intents.expect_create_intent().returning(|req| {
+        Ok(PaymentIntent {
+            id: format!("pi_{}", req.checkout_session_id.as_uuid().simple()),
+            client_secret: "s".into(),
+            status: IntentStatus::RequiresPaymentMethod { last_error: None },
+        })
+    });
+    intents.expect_cancel_intent().returning(|id| {
+        Ok(PaymentIntent {
+            id: id.into(),
+            client_secret: "s".into(),
+            status: IntentStatus::Canceled,
+        })
+    });
+    let mut payments = MockGateway::new();
+    let mut calls = 0;
+    payments.expect_refund().times(2).returning(move |_| {
+        calls += 1;
+        if calls == 1 {
+            Err(down())
+        } else {
+            Ok(())
+        }
+    });
+    let w = world(intents, payments, 1).await;
+    let a = w
+        .checkouts
+        .open(&w.open_cmd("cus_a", "k"))
+        .await
+        .unwrap()
+        .session;
+    w.checkouts.expire(a.id(), &ctx()).await.unwrap();
+    w.checkouts.open(&w.open_cmd("cus_b", "k")).await.unwrap();
+    let event = PaymentEvent {
+        event: WebhookEvent {
+            id: "evt_late".into(),
+            kind: "payment_intent.succeeded".into(),
+            received_at: w.clock_now(),
+        },
+        session_id: a.id(),
+        intent_id: a.payment_intent().unwrap().id.clone(),
+        kind: PaymentEventKind::Succeeded {
+            payment_method: visa(),
+        },
+    };
+    assert!(matches!(
+        w.checkouts.on_event(&event).await.unwrap(),
+        EventOutcome::Handled(seatkeeper_domain::Effect::RefundDue)
+    ));
+    assert_eq!(
+        w.checkouts.on_event(&event).await.unwrap(),
+        EventOutcome::Duplicate
+    );
+    assert_eq!(
+        w.checkouts.run_due().await.unwrap().deferred,
+        1,
+        "the refund failed"
+    );
+    assert_eq!(w.checkouts.run_due().await.unwrap().refunded, 1);
+    assert_eq!(w.checkouts.run_due().await.unwrap().found, 0);
+    let refunds = w
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|a| *a == AuditAction::PaymentRefunded)
+        .count();
+    assert_eq!(refunds, 1);
+    let late = w.checkouts.get(a.id()).await.unwrap().unwrap();
+    assert!(late.late_payment().unwrap().refunded);
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_declined_confirmation_answers_the_reason_and_a_3ds_one_its_next_action() {
+    let mut intents = MockIntents::new();
+    intents.expect_create_intent().returning(|_| {
+        Ok(intent(IntentStatus::RequiresPaymentMethod {
+            last_error: None,
+        }))
+    });
+    let mut calls = 0;
+    intents
+        .expect_confirm_intent()
+        .times(2)
+        .returning(move |_, _| {
+            calls += 1;
+            if calls == 1 {
+                Err(ChargeError::Declined {
+                    code: "card_declined".into(),
+                    message: "Your card was declined.".into(),
+                })
+            } else {
+                Ok(intent(IntentStatus::RequiresAction {
+                    next_action: seatkeeper_domain::ports::NextAction {
+                        kind: "redirect_to_url".into(),
+                        redirect_url: Some("https://bank.example/3ds".into()),
+                    },
+                }))
+            }
+        });
+    let w = world(intents, MockGateway::new(), 1).await;
+    let s = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    match w.checkouts.confirm(s.id(), &visa(), &ctx()).await.unwrap() {
+        Confirmation::PaymentFailed { reason, session } => {
+            assert_eq!(reason, "card_declined: Your card was declined.");
+            assert_eq!(session.status(), CheckoutStatus::Open);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    match w.checkouts.confirm(s.id(), &visa(), &ctx()).await.unwrap() {
+        Confirmation::RequiresAction { next_action, .. } => {
+            assert_eq!(
+                next_action.redirect_url.as_deref(),
+                Some("https://bank.example/3ds")
+            )
+        }
+        other => panic!("expected requires_action, got {other:?}"),
+    }
+    w.assert_invariants().await;
+}
+
+impl World {
+    fn clock_now(&self) -> seatkeeper_domain::Timestamp {
+        use seatkeeper_domain::ports::Clock;
+        self.clock.now()
+    }
+}

@@ -1,0 +1,206 @@
+//! The filters and updates of the checkout steps (`checkouts.rs`), as pure functions so
+//! that the exact documents are unit-tested without a server, like [`crate::queries`].
+//!
+//! The guards repeat what the step read: a session is written only while it still has
+//! the `status` and `updated_at` the decision was made on, and a plan only while it has
+//! the `seq` read. Inside a transaction a concurrent change is a WriteConflict (the step
+//! runs again and decides again); a guard that matches nothing is corruption.
+
+use mongodb::bson::{doc, Bson, Document};
+use seatkeeper_domain::{
+    CheckoutSession, CheckoutSessionId, CheckoutStatus, CustomerId, IdempotencyKey, Plan, PlanId,
+    Timestamp,
+};
+
+use crate::documents::{date, uuid};
+
+/// One session.
+pub fn checkout_by_id(id: CheckoutSessionId) -> Document {
+    doc! { "_id": uuid(id.as_uuid()) }
+}
+
+/// The session `customer` opened with `key` (unique index `(customer_id,
+/// idempotency_key)`).
+pub fn checkout_by_key(customer: &CustomerId, key: &IdempotencyKey) -> Document {
+    doc! { "customer_id": customer.as_str(), "idempotency_key": key.as_str() }
+}
+
+/// The plan's open sessions (index `(plan_id, status, customer_id)`): counted as the
+/// plan's held seats.
+pub fn open_checkouts(plan: PlanId) -> Document {
+    doc! { "plan_id": uuid(plan.as_uuid()), "status": CheckoutStatus::Open.as_str() }
+}
+
+/// `customer`'s open sessions on the plan (the same index, all three fields).
+pub fn open_checkouts_of(plan: PlanId, customer: &CustomerId) -> Document {
+    let mut filter = open_checkouts(plan);
+    filter.insert("customer_id", customer.as_str());
+    filter
+}
+
+/// Only the `_id` of each document found.
+pub fn ids_only() -> Document {
+    doc! { "_id": 1 }
+}
+
+/// The session, only while it is as `read` (its status and last change): the guard of
+/// a change decided on `read`.
+pub fn checkout_as_read(read: &CheckoutSession) -> Document {
+    doc! {
+        "_id": uuid(read.id().as_uuid()),
+        "status": read.status().as_str(),
+        "updated_at": date(read.stored().updated_at),
+    }
+}
+
+/// The plan's seats and `seq` as a checkout step left them (`OpenCheckout::hold` or
+/// `CheckoutSession::apply`, through `Plan::move_seats`); written guarded by
+/// [`crate::queries::plan_at_seq`] with the `seq` read.
+pub fn set_plan_seats(plan: &Plan) -> Document {
+    doc! { "$set": {
+        "seats_left": i64::from(plan.seats_left()),
+        "seq": i64::try_from(plan.seq()).unwrap_or(i64::MAX),
+    } }
+}
+
+/// Sessions due at `now`, earliest first, ties by id: filter and sort (partial index
+/// `check_at_due` on `(check_at, _id)`, which `$lte` on a date lets the planner use).
+pub fn due_checkouts(now: Timestamp) -> (Document, Document) {
+    (
+        doc! { "check_at": { "$lte": date(now) } },
+        doc! { "check_at": 1, "_id": 1 },
+    )
+}
+
+/// Sessions that ended before `before` and have nothing left to check (partial index
+/// `ended_at_purgeable`, on the sessions without `check_at`).
+pub fn purgeable_checkouts(before: Timestamp) -> Document {
+    doc! { "check_at": Bson::Null, "ended_at": { "$lt": date(before) } }
+}
+
+/// One webhook event, by the provider's id.
+pub fn webhook_event(id: &str) -> Document {
+    doc! { "_id": id }
+}
+
+/// Webhook events received before `before` (index `received_at`).
+pub fn old_webhook_events(before: Timestamp) -> Document {
+    doc! { "received_at": { "$lt": date(before) } }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The exact documents each checkout step sends.
+
+    use mongodb::bson::{spec::BinarySubtype, Binary};
+    use seatkeeper_domain::{
+        AuditContext, Capacity, Currency, Fingerprint, Interval, NewPlan, OpenCheckout, PlanName,
+        SubscriptionId, UnitAmount,
+    };
+
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn binary(u: uuid::Uuid) -> Bson {
+        Bson::Binary(Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: u.as_bytes().to_vec(),
+        })
+    }
+
+    fn plan() -> Plan {
+        Plan::create(
+            NewPlan {
+                name: PlanName::parse("Team").unwrap(),
+                capacity: Capacity::new(10).unwrap(),
+                unit_amount: UnitAmount::new(4900).unwrap(),
+                currency: Currency::parse("eur").unwrap(),
+                interval: Interval::Year,
+            },
+            ts("2026-03-01T10:00:00Z"),
+        )
+    }
+
+    #[test]
+    fn a_session_is_found_by_id_or_by_its_customers_key() {
+        let id = CheckoutSessionId::generate();
+        assert_eq!(checkout_by_id(id), doc! { "_id": binary(id.as_uuid()) });
+        let c = CustomerId::parse("cus_1").unwrap();
+        let k = IdempotencyKey::parse("k-1").unwrap();
+        assert_eq!(
+            checkout_by_key(&c, &k),
+            doc! { "customer_id": "cus_1", "idempotency_key": "k-1" }
+        );
+    }
+
+    #[test]
+    fn open_sessions_are_filtered_in_the_order_of_their_index() {
+        let p = PlanId::generate();
+        let c = CustomerId::parse("cus_1").unwrap();
+        assert_eq!(
+            open_checkouts(p),
+            doc! { "plan_id": binary(p.as_uuid()), "status": "open" }
+        );
+        assert_eq!(
+            open_checkouts_of(p, &c),
+            doc! { "plan_id": binary(p.as_uuid()), "status": "open", "customer_id": "cus_1" }
+        );
+        assert_eq!(ids_only(), doc! { "_id": 1 });
+    }
+
+    #[test]
+    fn a_change_is_guarded_by_the_status_and_time_it_read_and_moves_the_plans_seats_and_seq() {
+        let mut p = plan();
+        let customer_id = CustomerId::parse("cus_1").unwrap();
+        let now = ts("2026-03-01T10:00:00.250Z");
+        let cmd = OpenCheckout {
+            session_id: CheckoutSessionId::generate(),
+            subscription_id: SubscriptionId::generate(),
+            fingerprint: Fingerprint::of_checkout(p.id(), &customer_id, None),
+            ctx: AuditContext::customer(&customer_id, "req"),
+            key: IdempotencyKey::parse("k").unwrap(),
+            customer_id,
+            plan_id: p.id(),
+            expires_in: chrono::Duration::seconds(60),
+            max_open: 1,
+            now,
+        };
+        let (session, _) = cmd.hold(&mut p);
+        assert_eq!(
+            checkout_as_read(&session),
+            doc! {
+                "_id": binary(session.id().as_uuid()),
+                "status": "open",
+                "updated_at": date(now),
+            }
+        );
+        assert_eq!(
+            set_plan_seats(&p),
+            doc! { "$set": { "seats_left": 9_i64, "seq": 2_i64 } }
+        );
+    }
+
+    #[test]
+    fn due_sessions_come_earliest_first_then_by_id_and_purges_take_only_what_ended() {
+        let now = ts("2026-03-01T10:00:00Z");
+        assert_eq!(
+            due_checkouts(now),
+            (
+                doc! { "check_at": { "$lte": date(now) } },
+                doc! { "check_at": 1, "_id": 1 }
+            )
+        );
+        assert_eq!(
+            purgeable_checkouts(now),
+            doc! { "check_at": Bson::Null, "ended_at": { "$lt": date(now) } }
+        );
+        assert_eq!(
+            old_webhook_events(now),
+            doc! { "received_at": { "$lt": date(now) } }
+        );
+        assert_eq!(webhook_event("evt_1"), doc! { "_id": "evt_1" });
+    }
+}
