@@ -28,6 +28,9 @@ use uuid::Uuid;
 
 use super::PaymentGateway;
 
+mod intents;
+pub use intents::AUTHENTICATE_PATH;
+
 /// One charge the simulator made or refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulatedCharge {
@@ -93,6 +96,11 @@ pub struct SimulatedGateway {
     hold: watch::Sender<bool>,
     held: AtomicUsize,
     held_changed: Notify,
+    /// Checkout PaymentIntents by their payment UUID, and which provider key made each.
+    intents: DashMap<Uuid, intents::IntentRow, ahash::RandomState>,
+    intent_keys: DashMap<String, Uuid, ahash::RandomState>,
+    /// While set, cancelling an intent fails as an unreachable provider does.
+    cancellations_down: std::sync::atomic::AtomicBool,
 }
 
 impl Default for SimulatedGateway {
@@ -107,6 +115,9 @@ impl Default for SimulatedGateway {
             hold: watch::Sender::new(false),
             held: AtomicUsize::new(0),
             held_changed: Notify::new(),
+            intents: DashMap::default(),
+            intent_keys: DashMap::default(),
+            cancellations_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
