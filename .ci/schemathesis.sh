@@ -59,6 +59,7 @@ echo "== starting the server on $base_url (memory store, demo plans)"
 env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" \
   SEATKEEPER_STORE__URL=memory:// \
   SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false \
+  SEATKEEPER_PAYMENTS__WEBHOOK_SECRETS=whsec_fuzz_0123456789 \
   SEATKEEPER_LOG__LEVEL=warn \
   "$server" >"$out/server.log" 2>&1 &
 server_pid=$!

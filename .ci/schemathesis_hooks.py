@@ -1,9 +1,10 @@
 """schemathesis hooks for .ci/schemathesis.sh (loaded through SCHEMATHESIS_HOOKS).
 
-Hypothesis draws few distinct short strings, so the fuzzer's purchases kept reusing
+Hypothesis draws few distinct short strings, so the fuzzer's purchases (and checkout
+sessions) kept reusing
 `Idempotency-Key`s with other bodies, and most of them were answered 422
 `idempotency_key_reused` without reaching the purchase itself. A valid key of a
-generated purchase gets a UUID drawn by hypothesis appended, so that purchases are
+generated purchase or checkout gets a UUID drawn by hypothesis appended, so that purchases are
 mostly new ones (replays are still exercised: hypothesis repeats a whole case when it
 shrinks or replays one). Invalid keys are left as generated.
 """
@@ -25,7 +26,7 @@ def flatmap_headers(context, headers):
     key = headers.get("Idempotency-Key") if isinstance(headers, dict) else None
     if (
         operation is None
-        or operation.path != "/api/subscriptions/purchase"
+        or operation.path not in ("/api/subscriptions/purchase", "/api/checkout_sessions")
         or not isinstance(key, str)
         or not VALID_KEY.match(key)
         or len(key) > MAX_PREFIX

@@ -6,6 +6,9 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{bail, Context};
+
+mod checkout;
+pub use checkout::CheckoutSettings;
 use seatkeeper_payments::StripeSettings;
 use serde::Deserialize;
 
@@ -28,6 +31,7 @@ pub struct Settings {
     pub bench: BenchSettings,
     pub idempotency: IdempotencySettings,
     pub recovery: RecoverySettings,
+    pub checkout: CheckoutSettings,
     pub log: LogSettings,
 }
 
@@ -110,6 +114,17 @@ where
                 .map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
         })
         .collect()
+}
+
+/// [`comma_list`] of secrets.
+fn secret_list<'de, D>(d: D) -> Result<Vec<Secret>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(comma_list::<D, String>(d)?
+        .into_iter()
+        .map(Secret::from)
+        .collect())
 }
 
 impl Default for HttpSettings {
@@ -220,6 +235,13 @@ pub struct PaymentSettings {
     pub timeout_ms: u64,
     /// Retries of a request whose answer may change (timeouts, 409, 429, 5xx).
     pub max_retries: u32,
+    /// The signing secrets (`whsec_…`) of the Stripe webhook endpoint, comma-separated in
+    /// the environment; several during a rotation. None: `POST /api/webhooks/stripe`
+    /// answers 404. Never printed.
+    #[serde(deserialize_with = "secret_list")]
+    pub webhook_secrets: Vec<Secret>,
+    /// How far a webhook's signature timestamp may be from now, in seconds.
+    pub webhook_tolerance_secs: u64,
 }
 
 impl Default for PaymentSettings {
@@ -231,6 +253,8 @@ impl Default for PaymentSettings {
             secret_key: None,
             timeout_ms: 5_000,
             max_retries: 2,
+            webhook_secrets: Vec::new(),
+            webhook_tolerance_secs: 300,
         }
     }
 }
@@ -482,6 +506,10 @@ impl Settings {
             if !scheme_ok || origin.ends_with('/') || origin.matches('/').count() != 2 {
                 bail!("invalid configuration: http.cors_allowed_origins '{origin}' must be an origin such as https://shop.example.com (scheme and host, no path)");
             }
+        }
+        self.checkout.validate()?;
+        if self.payments.webhook_tolerance_secs == 0 {
+            bail!("invalid configuration: payments.webhook_tolerance_secs must be positive");
         }
         if !(1..=86_400).contains(&self.auth.session_ttl_secs) {
             bail!("invalid configuration: auth.session_ttl_secs must be from 1 to 86400");

@@ -2,8 +2,8 @@
 
 use seatkeeper_domain::{
     ports::{CancelError, StoreError, UpdatePlanError},
-    service::{PlanQueryError, PurchaseError, SubscriptionQueryError},
-    PlanId, SubscriptionId,
+    service::{CheckoutError, OpenError, PlanQueryError, PurchaseError, SubscriptionQueryError},
+    CheckoutSessionId, OpenRefusal, PlanId, SeatRefusal, SubscriptionId,
 };
 
 use crate::problem::{ApiError, Code};
@@ -118,5 +118,72 @@ pub fn no_such_subscription(raw: &str) -> ApiError {
     ApiError::new(
         Code::SubscriptionNotFound,
         format!("there is no subscription with id '{raw}'"),
+    )
+}
+
+/// The refusals and failures of opening a checkout session for `plan_id`.
+pub fn open_error(e: OpenError, plan_id: PlanId) -> ApiError {
+    match e {
+        OpenError::Refused(OpenRefusal::KeyReused) => ApiError::new(
+            Code::IdempotencyKeyReused,
+            "this Idempotency-Key already opened a checkout session with a different request; use a new key for a new session",
+        ),
+        OpenError::Refused(OpenRefusal::TooManyOpen { open }) => ApiError::new(
+            Code::CheckoutSessionOpen,
+            format!(
+                "the customer already has an open checkout session on this plan ('{open}'): pay it or expire it first"
+            ),
+        )
+        .with_plan(plan_id),
+        OpenError::Refused(OpenRefusal::Seat(SeatRefusal::PlanNotFound)) => plan_not_found(plan_id),
+        OpenError::Refused(OpenRefusal::Seat(SeatRefusal::PlanInactive)) => ApiError::new(
+            Code::PlanInactive,
+            format!("plan '{plan_id}' is archived and sells no seats"),
+        )
+        .with_plan(plan_id),
+        OpenError::Refused(OpenRefusal::Seat(SeatRefusal::SoldOut)) => ApiError::new(
+            Code::PlanSoldOut,
+            format!("plan '{plan_id}' has no seats left"),
+        )
+        .with_plan(plan_id),
+        OpenError::PaymentUnavailable(e) => {
+            tracing::warn!(error = %e, "the payment provider did not make the session's intent");
+            ApiError::new(
+                Code::PaymentUnavailable,
+                "the seat is held but the payment provider did not answer; retry with the same Idempotency-Key to get the session with its payment",
+            )
+        }
+        OpenError::Store(e) => e.into(),
+    }
+}
+
+/// The failures of confirming or expiring session `id`.
+pub fn checkout_error(e: CheckoutError, id: CheckoutSessionId) -> ApiError {
+    match e {
+        CheckoutError::NotFound => checkout_not_found(&id.to_string()),
+        CheckoutError::NotOpen { status } => ApiError::new(
+            Code::CheckoutSessionNotOpen,
+            format!(
+                "the checkout session is {} and no longer open",
+                status.as_str()
+            ),
+        ),
+        CheckoutError::PaymentUnavailable(why) => {
+            tracing::warn!(error = %why, "the payment provider did not answer");
+            ApiError::new(
+                Code::PaymentUnavailable,
+                "the payment provider did not give an answer; the session is unchanged: retry, or wait for the payment's outcome",
+            )
+        }
+        CheckoutError::Conflict(r) => ApiError::new(Code::CheckoutSessionNotOpen, r.to_string()),
+        CheckoutError::Store(e) => e.into(),
+    }
+}
+
+/// 404 for whatever a client wrote where a checkout session id belongs.
+pub fn checkout_not_found(raw: &str) -> ApiError {
+    ApiError::new(
+        Code::CheckoutSessionNotFound,
+        format!("there is no checkout session with id '{raw}'"),
     )
 }

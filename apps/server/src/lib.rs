@@ -21,9 +21,12 @@
 //! - [`recovery`]: the reconciler's runs in this instance, for the admin API.
 //! - [`telemetry`]: the log subscriber.
 //! - [`timestamp`]: RFC 3339 timestamps in bodies, written without `core::fmt`.
+//! - [`webhooks`]: Stripe's webhook signatures and events; `checkout_worker` runs the
+//!   checkout sessions' expiry and provider checks in the background.
 
 pub mod auth;
 pub mod bench;
+mod checkout_worker;
 pub mod configuration;
 pub mod dto;
 mod errors;
@@ -39,3 +42,4 @@ pub mod routes;
 pub mod startup;
 pub mod telemetry;
 pub mod timestamp;
+pub mod webhooks;

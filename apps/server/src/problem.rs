@@ -67,6 +67,8 @@ codes! {
     PlanNotFound = "plan_not_found", NOT_FOUND, "No such plan";
     SubscriptionNotFound = "subscription_not_found", NOT_FOUND, "No such subscription";
     KeyNotFound = "key_not_found", NOT_FOUND, "No such API key";
+    CheckoutSessionNotFound = "checkout_session_not_found", NOT_FOUND, "No such checkout session";
+    WebhookSignatureInvalid = "webhook_signature_invalid", BAD_REQUEST, "The webhook signature is invalid";
     NotFound = "not_found", NOT_FOUND, "Not found";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed";
     PlanSoldOut = "plan_sold_out", CONFLICT, "The plan is sold out";
@@ -74,6 +76,8 @@ codes! {
     IdempotencyKeyInUse = "idempotency_key_in_use", CONFLICT, "A request with this Idempotency-Key is in progress";
     CapacityBelowHeld = "capacity_below_held", CONFLICT, "The capacity is below the seats held";
     SubscriptionNotActive = "subscription_not_active", CONFLICT, "The subscription is not active";
+    CheckoutSessionNotOpen = "checkout_session_not_open", CONFLICT, "The checkout session is not open";
+    CheckoutSessionOpen = "checkout_session_open", CONFLICT, "The customer has an open checkout session on this plan";
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "The request body is too large";
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type";
     IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY, "The Idempotency-Key was used for a different request";

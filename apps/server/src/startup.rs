@@ -15,9 +15,10 @@ use anyhow::Context;
 use rand::RngCore;
 use seatkeeper_domain::{
     error_chain,
-    ports::{Clock, PaymentGateway, Store, SystemClock},
+    ports::{Clock, IntentGateway, PaymentGateway, Store, SystemClock},
     service::{
-        HealthService, KeyService, PlanService, PurchaseService, Reconciler, SubscriptionService,
+        CheckoutService, HealthService, KeyService, PlanService, PurchaseService, Reconciler,
+        SubscriptionService,
     },
     AuditContext, Capacity, Currency, Interval, NewPlan, PlanName, UnitAmount,
 };
@@ -41,7 +42,12 @@ use crate::{
 /// The adapters the server runs on.
 pub struct Wiring {
     pub store: Arc<dyn Store>,
+    /// Charges of the one-call purchase, refunds, look-ups.
     pub gateway: Arc<dyn PaymentGateway>,
+    /// The PaymentIntents of checkout sessions (the same provider as `gateway`).
+    pub intents: Arc<dyn IntentGateway>,
+    /// The in-process simulator, when it is the provider (its 3-D Secure page is served).
+    pub simulated: Option<Arc<SimulatedGateway>>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -49,28 +55,39 @@ impl Wiring {
     /// The adapters the settings name.
     pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let store = Self::store_from_settings(settings).await?;
-        let gateway: Arc<dyn PaymentGateway> = match settings.payments.provider {
-            PaymentProvider::Simulated => Arc::new(SimulatedGateway::with_latency(
-                Duration::from_millis(settings.payments.latency_ms),
-            )),
-            PaymentProvider::Stripe => {
-                let secret_key = settings
-                    .payments
-                    .secret_key
-                    .as_ref()
-                    .map(|k| k.expose_secret().to_owned())
-                    .unwrap_or_default();
-                Arc::new(
-                    StripeGateway::new(settings.stripe_settings(secret_key))
-                        .map_err(|e| anyhow::anyhow!(e))?,
-                )
-            }
-        };
-        Ok(Self {
+        let mut wiring = Self::simulated(
             store,
-            gateway,
+            Arc::new(SimulatedGateway::with_latency(Duration::from_millis(
+                settings.payments.latency_ms,
+            ))),
+        );
+        if settings.payments.provider == PaymentProvider::Stripe {
+            let secret_key = settings
+                .payments
+                .secret_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned())
+                .unwrap_or_default();
+            let stripe = Arc::new(
+                StripeGateway::new(settings.stripe_settings(secret_key))
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            );
+            wiring.gateway = stripe.clone();
+            wiring.intents = stripe;
+            wiring.simulated = None;
+        }
+        Ok(wiring)
+    }
+
+    /// `store` with the in-process payment simulator `gateway` and the system clock.
+    pub fn simulated(store: Arc<dyn Store>, gateway: Arc<SimulatedGateway>) -> Self {
+        Self {
+            store,
+            gateway: gateway.clone(),
+            intents: gateway.clone(),
+            simulated: Some(gateway),
             clock: Arc::new(SystemClock),
-        })
+        }
     }
 
     /// The store the settings name, connected (and migrated, for PostgreSQL).
@@ -153,9 +170,18 @@ impl Application {
         let Wiring {
             store,
             gateway,
+            intents,
+            simulated,
             clock,
         } = wiring;
         let gateway: Arc<dyn PaymentGateway> = Arc::new(MeteredGateway(gateway));
+        let checkouts = CheckoutService::new(
+            store.clone(),
+            intents,
+            gateway.clone(),
+            clock.clone(),
+            settings.checkout.domain(),
+        );
         let reconciler = Reconciler::new(
             store.clone(),
             gateway.clone(),
@@ -174,6 +200,22 @@ impl Application {
             health: HealthService::new(store.clone()),
             recovery: RecoveryLog::new(reconciler.clone()),
             keys: KeyService::new(store.clone(), clock.clone()),
+            checkouts: checkouts.clone(),
+            checkout_bounds: (
+                settings.checkout.min_expires_in_secs,
+                settings.checkout.max_expires_in_secs,
+            ),
+            webhooks: routes::webhooks::WebhookConfig {
+                secrets: settings
+                    .payments
+                    .webhook_secrets
+                    .iter()
+                    .map(|s| s.expose_secret().to_owned())
+                    .collect(),
+                tolerance_secs: i64::try_from(settings.payments.webhook_tolerance_secs)
+                    .unwrap_or(i64::MAX),
+            },
+            simulated,
         });
         let session_secret = match &settings.auth.session_secret {
             Some(secret) => secret.expose_secret().as_bytes().to_vec(),
@@ -262,6 +304,17 @@ impl Application {
             background.push(tokio::spawn(crate::rate_limit::upkeep(
                 limits,
                 Duration::from_secs(60),
+            )));
+        }
+        background.push(tokio::spawn(purge_checkouts(
+            checkouts.clone(),
+            Duration::from_secs(settings.idempotency.sweep_interval_secs),
+        )));
+        if settings.checkout.worker_enabled {
+            background.push(tokio::spawn(crate::checkout_worker::run(
+                checkouts,
+                Duration::from_millis(settings.checkout.worker_interval_ms),
+                settings.checkout.batch,
             )));
         }
         if settings.recovery.enabled {
@@ -424,6 +477,25 @@ async fn sweep_expired_keys(store: Arc<dyn Store>, clock: Arc<dyn Clock>, every:
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete expired idempotency keys"),
+        }
+    }
+}
+
+/// Deletes ended checkout sessions and old webhook event ids every `every`.
+async fn purge_checkouts(checkouts: CheckoutService, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match checkouts.purge().await {
+            Ok(p) if p.sessions + p.events == 0 => {}
+            Ok(p) => tracing::info!(
+                sessions = p.sessions,
+                events = p.events,
+                "ended checkout sessions and old webhook events deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not purge checkout sessions"),
         }
     }
 }

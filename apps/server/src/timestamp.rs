@@ -72,6 +72,13 @@ pub fn write_to(t: &Timestamp, out: &mut Vec<u8>) {
     }
 }
 
+/// `t` as the text [`serialize`] writes, for messages.
+pub fn format(t: Timestamp) -> String {
+    let mut out = Vec::with_capacity(MAX_LEN);
+    write_to(&t, &mut out);
+    String::from_utf8(out).expect("a timestamp is ASCII")
+}
+
 /// `#[serde(serialize_with = "timestamp::serialize")]`
 pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     let mut buf = [0u8; MAX_LEN];

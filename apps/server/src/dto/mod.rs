@@ -33,8 +33,8 @@ pub struct PlanBody {
     pub name: String,
     #[schema(value_type = schemas::Capacity)]
     pub capacity: u32,
-    /// Seats nobody holds; `capacity - seats_left` subscriptions are `incomplete` or
-    /// `active`. From 0 to `capacity`.
+    /// Seats nobody holds; `capacity - seats_left` seats are held by open checkout
+    /// sessions or by `incomplete` or `active` subscriptions. From 0 to `capacity`.
     #[schema(maximum = 1_000_000)]
     pub seats_left: u32,
     #[schema(value_type = schemas::UnitAmount)]
@@ -67,11 +67,11 @@ impl From<&Plan> for PlanBody {
 }
 
 /// A plan's seats and its subscriptions counted by status, from one consistent snapshot
-/// (`capacity == seats_left + incomplete + active`).
+/// (`capacity == seats_left + held + incomplete + active`).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = PlanStats, example = json!({
-    "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f", "capacity": 50, "seats_left": 47,
-    "incomplete": 1, "active": 2, "canceled": 1, "incomplete_expired": 3, "sold_out": false
+    "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f", "capacity": 50, "seats_left": 46,
+    "held": 1, "incomplete": 1, "active": 2, "canceled": 1, "incomplete_expired": 3, "sold_out": false
 }))]
 pub struct StatsBody {
     #[schema(value_type = schemas::PlanId)]
@@ -81,6 +81,8 @@ pub struct StatsBody {
     /// Seats nobody holds.
     #[schema(maximum = 1_000_000)]
     pub seats_left: u32,
+    /// Seats held by open checkout sessions.
+    pub held: u64,
     /// Subscriptions holding a seat whose charge has not completed.
     pub incomplete: u64,
     /// Paid subscriptions holding a seat.
@@ -99,6 +101,7 @@ impl From<PlanStats> for StatsBody {
             plan_id: s.plan_id,
             capacity: s.capacity,
             seats_left: s.seats_left,
+            held: s.held,
             incomplete: s.incomplete,
             active: s.active,
             canceled: s.canceled,
@@ -400,4 +403,6 @@ impl PurchaseRequest<'_> {
 }
 
 mod access;
+mod checkout;
 pub use access::*;
+pub use checkout::*;

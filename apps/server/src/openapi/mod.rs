@@ -36,6 +36,8 @@ use crate::problem::{FieldError, Problem};
         (name = "customers", description = "A customer's subscriptions."),
         (name = "admin", description = "Operating the service."),
         (name = "access", description = "API keys and customer sessions."),
+        (name = "checkout", description = "Checkout sessions: a seat held while the customer pays, 3-D Secure included."),
+        (name = "webhooks", description = "What the payment provider tells the server."),
     ),
     components(
         schemas(Problem, FieldError),
@@ -45,6 +47,8 @@ use crate::problem::{FieldError, Problem};
             SubscriptionNotFound, NotFound, MethodNotAllowed, CapacityBelowHeld,
             SubscriptionNotActive, PurchaseConflict, PayloadTooLarge, UnsupportedMediaType,
             IdempotencyKeyReused, PurchaseUnavailable, StoreUnavailable, Internal,
+            CheckoutOpenConflict, CheckoutSessionNotFound, CheckoutPaymentDeclined,
+            CheckoutSessionNotOpen, CheckoutUnavailable, WebhookBadRequest,
         ),
     ),
     modifiers(&Credentials),

@@ -22,6 +22,8 @@ const PLAN: &str = "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f";
 const SUBSCRIPTION: &str = "0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f";
 const UNKNOWN_PLAN: &str = "0190f5c2-8a4b-7c3d-9e1f-000000000000";
 const UNKNOWN_SUBSCRIPTION: &str = "0190f5d0-1b2c-7d3e-8f40-000000000000";
+const CHECKOUT: &str = "0193b0c1-2d3e-7f40-8a5b-6c7d8e9f0a1b";
+const UNKNOWN_CHECKOUT: &str = "0193b0c1-2d3e-7f40-8a5b-000000000000";
 
 /// A response header besides `X-Request-Id`, which every response has.
 #[derive(Clone, Copy)]
@@ -319,6 +321,58 @@ problem_responses! {
     /// The store could not be reached; nothing was changed. Retry after `Retry-After`
     /// seconds.
     StoreUnavailable [RetryAfter] => vec![("The store could not be reached", store_unavailable())];
+    /// `plan_sold_out`: no seat is left. `plan_inactive`: the plan is archived.
+    /// `checkout_session_open`: the customer already has an open session on the plan (its
+    /// id is in `detail`): pay it or expire it first. Nothing was changed; these refusals
+    /// are not stored, so a retry with the same key decides again.
+    CheckoutOpenConflict [] => vec![
+        ("No seat left", ApiError::new(
+            Code::PlanSoldOut,
+            format!("plan '{PLAN}' has no seats left"),
+        ).with_plan(plan())),
+        ("An open session on the plan", ApiError::new(
+            Code::CheckoutSessionOpen,
+            format!("the customer already has an open checkout session on this plan ('{CHECKOUT}'): pay it or expire it first"),
+        ).with_plan(plan())),
+    ];
+    /// There is no checkout session with this id (or the id is not a UUID, or the session
+    /// is another customer's).
+    CheckoutSessionNotFound [] => vec![("Unknown session", crate::errors::checkout_not_found(UNKNOWN_CHECKOUT))];
+    /// The card was declined; the session stays `open` until its `expires_at`, so another
+    /// payment method can be tried. `plan_id` names the plan.
+    CheckoutPaymentDeclined [] => vec![("Declined", ApiError::new(
+        Code::PaymentDeclined,
+        "the payment was declined (card_declined: Your card was declined.); the session stays open until 2026-02-01T12:30:00.200Z: confirm again with another payment method",
+    ).with_plan(PLAN))];
+    /// The session is `expired` (or the change does not fit it): nothing was changed.
+    CheckoutSessionNotOpen [] => vec![("Expired", ApiError::new(
+        Code::CheckoutSessionNotOpen,
+        "the checkout session is expired and no longer open",
+    ))];
+    /// `payment_unavailable`: the payment provider gave no answer; the session is
+    /// unchanged (still open), and its payment's outcome arrives by webhook or is asked
+    /// for by the worker. `store_unavailable`: the store could not be reached. Retry after
+    /// `Retry-After` seconds.
+    CheckoutUnavailable [RetryAfter] => vec![
+        ("The payment provider did not answer", ApiError::new(
+            Code::PaymentUnavailable,
+            "the payment provider did not give an answer; the session is unchanged: retry, or wait for the payment's outcome",
+        )),
+        ("The store could not be reached", store_unavailable()),
+    ];
+    /// `webhook_signature_invalid`: the `Stripe-Signature` header is missing, malformed,
+    /// stale (outside the tolerance) or matches no configured secret; logged.
+    /// `invalid_request`: the signed body is not a Stripe event. Nothing was changed.
+    WebhookBadRequest [] => vec![
+        ("A forged signature", ApiError::new(
+            Code::WebhookSignatureInvalid,
+            "no v1 signature of the Stripe-Signature header matches the body under a configured secret",
+        )),
+        ("A stale signature", ApiError::new(
+            Code::WebhookSignatureInvalid,
+            "the Stripe-Signature timestamp is outside the tolerance (a stale or replayed event)",
+        )),
+    ];
     /// An unexpected failure. The body is always the same generic one; the cause is
     /// logged under the request id.
     Internal [] => vec![("Internal", ApiError::internal(anyhow::anyhow!("example")))];

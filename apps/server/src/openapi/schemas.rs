@@ -65,6 +65,14 @@ scalar_schemas! {
     PlanId => uuid().examples([json!("0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f")]);
     /// A subscription id (UUIDv7, time-ordered).
     SubscriptionId => uuid().examples([json!("0190f5d0-1b2c-7d3e-8f40-5a6b7c8d9e0f")]);
+    /// A checkout session id (UUIDv7, time-ordered).
+    CheckoutSessionId => uuid().examples([json!("0193b0c1-2d3e-7f40-8a5b-6c7d8e9f0a1b")]);
+    /// `open`: a seat is held, the payment has not succeeded yet. `complete`: paid, the
+    /// seat is the active subscription's. `expired`: not paid in time, or expired through
+    /// the API; the seat was given back.
+    CheckoutStatus => string().enum_values(Some(
+        seatkeeper_domain::CheckoutStatus::VARIANTS.iter().copied(),
+    ));
     /// An API key's id (UUIDv7, time-ordered); not its secret.
     ApiKeyId => uuid().examples([json!("0193a1b2-0c3d-7e4f-8a5b-6c7d8e9f0a1b")]);
     /// An API key's label for the people who manage keys. The server trims surrounding
@@ -132,7 +140,11 @@ scalar_schemas! {
     /// subscription was cancelled (+1). `capacity_changed`: `seats_left` moved by the
     /// capacity difference. `plan_updated`: the name changed. `plan_archived`,
     /// `plan_activated`: the status changed (no seat moves). `payment_refunded`: a charge
-    /// that landed after its purchase was given up was refunded (no seat moves).
+    /// that landed after its purchase was given up, or after its checkout session expired
+    /// with no seat free, was refunded (no seat moves). `seat_held`: a checkout session
+    /// holds a seat (-1). `hold_expired`: a checkout session ended unpaid, its seat came
+    /// back (+1). `checkout_completed`: a checkout session was paid, its held seat is the
+    /// active subscription's (no seat moves).
     AuditAction => string().enum_values(Some(DomainAuditAction::ALL.iter().map(|a| a.as_str())));
     /// The stable machine-readable code of a problem; each code has one HTTP status and
     /// one title (see the `type` member: `urn:seatkeeper:problem:<code>`).

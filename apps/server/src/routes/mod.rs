@@ -6,12 +6,15 @@
 //! ([`not_found`]).
 
 pub(crate) mod admin;
+mod checkouts;
 mod customers;
 mod health;
 mod keys;
 mod plans;
 mod sessions;
+mod simulated;
 mod subscriptions;
+pub mod webhooks;
 
 use actix_web::{
     guard,
@@ -19,7 +22,7 @@ use actix_web::{
     web, HttpRequest, HttpResponse,
 };
 use seatkeeper_domain::service::{
-    HealthService, KeyService, PlanService, PurchaseService, SubscriptionService,
+    CheckoutService, HealthService, KeyService, PlanService, PurchaseService, SubscriptionService,
 };
 use utoipa::openapi::{path::PathItem, OpenApi as Document};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -37,6 +40,12 @@ pub struct AppState {
     pub health: HealthService,
     pub recovery: RecoveryLog,
     pub keys: KeyService,
+    pub checkouts: CheckoutService,
+    /// The bounds of a checkout's `expires_in`, in seconds.
+    pub checkout_bounds: (u32, u32),
+    pub webhooks: webhooks::WebhookConfig,
+    /// The in-process payment simulator, when it is the gateway (for its 3-D Secure page).
+    pub simulated: Option<std::sync::Arc<seatkeeper_payments::SimulatedGateway>>,
 }
 
 /// Every operation of the API, in the order actix tries them.
@@ -55,6 +64,12 @@ pub fn services(cfg: &mut ServiceConfig) {
         .service(subscriptions::get)
         .service(subscriptions::cancel)
         .service(customers::subscriptions)
+        .service(checkouts::create)
+        .service(checkouts::get)
+        .service(checkouts::confirm)
+        .service(checkouts::expire)
+        .service(webhooks::stripe)
+        .service(simulated::authenticate)
         .service(sessions::create)
         .service(keys::create)
         .service(keys::list)

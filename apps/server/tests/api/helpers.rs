@@ -7,11 +7,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use reqwest::{Response, StatusCode};
-use seatkeeper_domain::{
-    invariants::check_store_plan,
-    ports::{Store, SystemClock},
-    PlanId,
-};
+use seatkeeper_domain::{invariants::check_store_plan, ports::Store, PlanId};
 use seatkeeper_payments::SimulatedGateway;
 use seatkeeper_server::{
     configuration::{Secret, Settings},
@@ -27,6 +23,8 @@ use crate::common::stores::{DatabaseKind, FreshDatabase};
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The servers' session signing secret, so that tests can make expired or forged tokens.
 pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdefghij";
+/// The servers' Stripe webhook signing secret.
+pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
 
 /// Makes `name::on_memory`, `name::on_postgres` and `name::on_mongodb` tests of the async
 /// function `name` defined next to it. `on_every_store!(name);` hands it a fresh
@@ -148,6 +146,10 @@ async fn spawn(
     // Tests send hundreds of requests at once with one key; the limits have tests of
     // their own, which turn them on.
     settings.rate_limit.enabled = false;
+    // Checkout tests hold seats for a second or two and watch the worker expire them.
+    settings.checkout.min_expires_in_secs = 1;
+    settings.checkout.worker_interval_ms = 100;
+    settings.payments.webhook_secrets = vec![Secret::from(WEBHOOK_SECRET)];
     configure(&mut settings);
     let (store, memory, database_url): (Arc<dyn Store>, _, _) = match kind {
         StoreKind::Memory => {
@@ -171,16 +173,14 @@ async fn spawn(
         }
     };
     let gateway = Arc::new(SimulatedGateway::with_latency(latency));
-    let mut wiring = Wiring {
-        store: store.clone(),
-        gateway: gateway.clone(),
-        clock: Arc::new(SystemClock),
-    };
+    let mut wiring = Wiring::simulated(store.clone(), gateway.clone());
     if configured_gateway {
-        wiring.gateway = Wiring::from_settings(&settings)
+        let configured = Wiring::from_settings(&settings)
             .await
-            .expect("the configured adapters")
-            .gateway;
+            .expect("the configured adapters");
+        wiring.gateway = configured.gateway;
+        wiring.intents = configured.intents;
+        wiring.simulated = configured.simulated;
     }
     let app = Application::build_with(settings, wiring)
         .await
@@ -381,8 +381,11 @@ impl TestApp {
         );
         assert_eq!(
             capacity,
-            seats_left + stats["incomplete"].as_i64().unwrap() + stats["active"].as_i64().unwrap(),
-            "capacity != seats_left + incomplete + active: {stats}"
+            seats_left
+                + stats["held"].as_i64().unwrap()
+                + stats["incomplete"].as_i64().unwrap()
+                + stats["active"].as_i64().unwrap(),
+            "capacity != seats_left + held + incomplete + active: {stats}"
         );
         let audit = self.audit(plan_id).await;
         let mut replayed = 0;
@@ -396,11 +399,12 @@ impl TestApp {
             let after = e["seats_left_after"].as_i64().unwrap();
             let delta = after - replayed;
             match e["action"].as_str().unwrap() {
-                "seat_reserved" => assert_eq!(delta, -1, "{e}"),
-                "seat_released" | "subscription_canceled" => assert_eq!(delta, 1, "{e}"),
-                "purchase_activated" | "plan_updated" | "plan_archived" | "plan_activated" => {
-                    assert_eq!(delta, 0, "{e}")
+                "seat_reserved" | "seat_held" => assert_eq!(delta, -1, "{e}"),
+                "seat_released" | "subscription_canceled" | "hold_expired" => {
+                    assert_eq!(delta, 1, "{e}")
                 }
+                "purchase_activated" | "plan_updated" | "plan_archived" | "plan_activated"
+                | "checkout_completed" | "payment_refunded" => assert_eq!(delta, 0, "{e}"),
                 _ => {}
             }
             replayed = after;

@@ -12,6 +12,7 @@ mod helpers;
 
 mod access;
 mod bench;
+mod checkout;
 #[path = "../common/mod.rs"]
 mod common;
 mod concurrency;

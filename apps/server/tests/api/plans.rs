@@ -447,9 +447,18 @@ async fn stats_count_subscriptions_by_status(app: TestApp) {
     let stats = app.stats(&id).await;
     assert_eq!(
         stats,
-        json!({"plan_id": id, "capacity": 3, "seats_left": 1, "incomplete": 1, "active": 1,
-               "canceled": 1, "incomplete_expired": 1, "sold_out": false})
+        json!({"plan_id": id, "capacity": 3, "seats_left": 1, "held": 0, "incomplete": 1,
+               "active": 1, "canceled": 1, "incomplete_expired": 1, "sold_out": false})
     );
+    // An open checkout session holds a seat of its own.
+    let res = app.open_checkout(&id, "cus_5", "k", json!({})).await;
+    assert_eq!(res.status(), 201);
+    let stats = app.stats(&id).await;
+    assert_eq!(
+        (stats["seats_left"].as_i64(), stats["held"].as_i64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(stats["sold_out"], true);
     app.assert_invariants(&id).await;
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use seatkeeper_domain::ports::{Store, SystemClock};
+use seatkeeper_domain::ports::Store;
 use seatkeeper_payments::SimulatedGateway;
 use seatkeeper_server::{
     configuration::{Secret, Settings},
@@ -22,11 +22,7 @@ pub async fn serve(store: Arc<dyn Store>, token: &str, tune: impl FnOnce(&mut Se
     tune(&mut settings);
     let app = Application::build_with(
         settings,
-        Wiring {
-            store,
-            gateway: Arc::new(SimulatedGateway::new()),
-            clock: Arc::new(SystemClock),
-        },
+        Wiring::simulated(store, Arc::new(SimulatedGateway::new())),
     )
     .await
     .unwrap();

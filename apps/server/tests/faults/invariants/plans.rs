@@ -73,8 +73,8 @@ fn count(stats: &Value, field: &str) -> u64 {
     stats[field].as_u64().unwrap_or(u64::MAX / 4)
 }
 
-/// `capacity == seats_left + incomplete + active`, no `incomplete` left, and the stats'
-/// counts are the keys' subscriptions on the plan.
+/// `capacity == seats_left + held + incomplete + active`, no `incomplete` left, and the
+/// stats' counts are the keys' subscriptions on the plan.
 fn seats_and_stats_add_up(
     plan: &str,
     capacity: u64,
@@ -83,12 +83,13 @@ fn seats_and_stats_add_up(
     v: &mut Vec<String>,
 ) {
     let n = |f: &str| count(stats, f);
-    if n("capacity") != capacity || n("capacity") != n("seats_left") + n("incomplete") + n("active")
-    {
+    let taken = n("held") + n("incomplete") + n("active");
+    if n("capacity") != capacity || n("capacity") != n("seats_left") + taken {
         v.push(format!(
-            "plan {plan}: capacity {} != seats_left {} + incomplete {} + active {}",
+            "plan {plan}: capacity {} != seats_left {} + held {} + incomplete {} + active {}",
             n("capacity"),
             n("seats_left"),
+            n("held"),
             n("incomplete"),
             n("active")
         ));
