@@ -75,8 +75,11 @@ start() {
     say "mongod is already running on 127.0.0.1:$PORT (data in $DBPATH)"
   else
     say "starting mongod $VERSION on 127.0.0.1:$PORT (data in $DBPATH)"
+    # As many descriptors as the system lets us have (each collection and index is a file).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     "$mongod" --replSet rs0 --bind_ip 127.0.0.1 --port "$PORT" --dbpath "$DBPATH" \
-      --wiredTigerCacheSizeGB "$CACHE_GB" --setParameter transactionLifetimeLimitSeconds=5 --fork --logpath "$DBPATH/mongod.log" >/dev/null
+      --wiredTigerCacheSizeGB "$CACHE_GB" --setParameter transactionLifetimeLimitSeconds=5 \
+      --setParameter minSnapshotHistoryWindowInSeconds=10 --fork --logpath "$DBPATH/mongod.log" >/dev/null
   fi
   PYTHONPATH=$(pymongo_path) python3 - "$PORT" <<'EOF'
 import sys, time
@@ -99,8 +102,13 @@ while True:
     if time.time() > deadline:
         sys.exit("mongod did not become primary within 60 s")
     time.sleep(0.2)
-# Also for a mongod that was already running without the flag.
+# Also for a mongod that was already running without the flags.
 client.admin.command("setParameter", 1, transactionLifetimeLimitSeconds=5)
+# A dropped database's files stay open while they are within the snapshot history window
+# (300 s by default); test suites drop hundreds of fresh databases a minute, which ran
+# a mongod out of file descriptors ("Too many open files"). Nothing here reads at a
+# cluster time minutes old, so keep 10 s.
+client.admin.command("setParameter", 1, minSnapshotHistoryWindowInSeconds=10)
 EOF
   say "replica set rs0 is primary at $URL"
   echo "$URL"

@@ -128,6 +128,7 @@ macro_rules! __contract_cases {
             checkout_races::payment_expiry_failure_and_cancellation_of_one_session_at_once_settle_it_once,
             checkout_races::twenty_sessions_paid_and_expired_at_once_keep_the_invariants,
             checkout_races::one_webhook_event_delivered_forty_times_at_once_is_claimed_once,
+            checkout_races::one_key_opened_on_several_plans_at_once_opens_one_session,
             store::the_store_answers_a_ping,
             recovery::stale_incomplete_purchases_are_leased_once_until_their_lease_ends,
             recovery::a_released_recovery_task_goes_to_the_next_reconciler_at_once,

@@ -203,3 +203,43 @@ pub async fn one_webhook_event_delivered_forty_times_at_once_is_claimed_once(
     .await;
     assert_eq!(results.iter().filter(|new| **new).count(), 1);
 }
+
+pub async fn one_key_opened_on_several_plans_at_once_opens_one_session(factory: &dyn StoreFactory) {
+    let store = factory.fresh().await;
+    for round in 0..3 {
+        let mut plans = Vec::new();
+        for _ in 0..6 {
+            plans.push(create_plan(&*store, 2).await.id());
+        }
+        let key = format!("same-{round}");
+        let results = race(
+            plans
+                .iter()
+                .map(|plan| {
+                    let store = store.clone();
+                    let cmd = opening(*plan, "alice", &key, now());
+                    task(async move { store.open_checkout(&cmd).await })
+                })
+                .collect(),
+        )
+        .await;
+        let mut new = Vec::new();
+        for r in &results {
+            match r {
+                Ok(Opened::New(s)) => new.push(s.id()),
+                Ok(Opened::Existing(_))
+                | Err(seatkeeper_domain::ports::OpenCheckoutError::Refused(
+                    OpenRefusal::KeyReused,
+                )) => {}
+                other => panic!("round {round}: unexpected answer {other:?}"),
+            }
+        }
+        assert_eq!(new.len(), 1, "round {round}: exactly one plan holds a seat");
+        let mut held = 0;
+        for plan in &plans {
+            held += stats_now(&*store, *plan).await.held;
+            assert_invariants(&*store, *plan).await;
+        }
+        assert_eq!(held, 1, "round {round}");
+    }
+}
