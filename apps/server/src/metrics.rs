@@ -30,8 +30,12 @@ use actix_web::{
 };
 use async_trait::async_trait;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use seatkeeper_domain::ports::{
-    Charge, ChargeError, ChargeRequest, ChargeStatus, GatewayError, PaymentGateway,
+use seatkeeper_domain::{
+    ports::{
+        Charge, ChargeError, ChargeRequest, ChargeStatus, GatewayError, IntentGateway,
+        IntentRequest, IntentStatus, PaymentGateway, PaymentIntent,
+    },
+    PaymentMethod,
 };
 
 /// At most this many plans get seat gauges (label values stay bounded).
@@ -187,6 +191,77 @@ impl PaymentGateway for MeteredGateway {
             Err(e) => gateway_outcome(e),
         };
         observe_call("refund", outcome, started);
+        result
+    }
+}
+
+/// The checkout sessions' [`IntentGateway`] with each call timed into
+/// `seatkeeper_payment_call_duration_seconds` (`call`: `create_intent`, `confirm_intent`,
+/// `retrieve_intent`, `cancel_intent`; `outcome`: the intent's status, or the failure).
+pub struct MeteredIntents(pub Arc<dyn IntentGateway>);
+
+fn intent_outcome(status: &IntentStatus) -> &'static str {
+    match status {
+        IntentStatus::RequiresPaymentMethod { .. } => "requires_payment_method",
+        IntentStatus::RequiresAction { .. } => "requires_action",
+        IntentStatus::Processing => "processing",
+        IntentStatus::Succeeded { .. } => "succeeded",
+        IntentStatus::Canceled => "canceled",
+    }
+}
+
+fn observe_intent(
+    call: &'static str,
+    result: &Result<PaymentIntent, GatewayError>,
+    started: Instant,
+) {
+    let outcome = match result {
+        Ok(pi) => intent_outcome(&pi.status),
+        Err(e) => gateway_outcome(e),
+    };
+    observe_call(call, outcome, started);
+}
+
+#[async_trait]
+impl IntentGateway for MeteredIntents {
+    fn provider(&self) -> &'static str {
+        self.0.provider()
+    }
+
+    async fn create_intent(&self, req: &IntentRequest) -> Result<PaymentIntent, GatewayError> {
+        let started = Instant::now();
+        let result = self.0.create_intent(req).await;
+        observe_intent("create_intent", &result, started);
+        result
+    }
+
+    async fn confirm_intent(
+        &self,
+        intent_id: &str,
+        payment_method: &PaymentMethod,
+    ) -> Result<PaymentIntent, ChargeError> {
+        let started = Instant::now();
+        let result = self.0.confirm_intent(intent_id, payment_method).await;
+        let outcome = match &result {
+            Ok(pi) => intent_outcome(&pi.status),
+            Err(ChargeError::Declined { .. }) => "declined",
+            Err(ChargeError::Unknown(_)) => "unknown",
+        };
+        observe_call("confirm_intent", outcome, started);
+        result
+    }
+
+    async fn retrieve_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError> {
+        let started = Instant::now();
+        let result = self.0.retrieve_intent(intent_id).await;
+        observe_intent("retrieve_intent", &result, started);
+        result
+    }
+
+    async fn cancel_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError> {
+        let started = Instant::now();
+        let result = self.0.cancel_intent(intent_id).await;
+        observe_intent("cancel_intent", &result, started);
         result
     }
 }

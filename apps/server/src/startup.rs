@@ -32,7 +32,7 @@ use tracing_actix_web::TracingLogger;
 use crate::{
     auth::{sessions::Sessions, Authenticator},
     configuration::{redact, ExposeSecret, PaymentProvider, Secret, Settings, StoreKind},
-    metrics::MeteredGateway,
+    metrics::{MeteredGateway, MeteredIntents},
     rate_limit::RateLimits,
     recovery::RecoveryLog,
     request_id,
@@ -175,6 +175,7 @@ impl Application {
             clock,
         } = wiring;
         let gateway: Arc<dyn PaymentGateway> = Arc::new(MeteredGateway(gateway));
+        let intents: Arc<dyn IntentGateway> = Arc::new(MeteredIntents(intents));
         let checkouts = CheckoutService::new(
             store.clone(),
             intents,

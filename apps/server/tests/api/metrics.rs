@@ -178,3 +178,46 @@ async fn an_internal_metrics_address_serves_metrics_without_a_credential_and_not
         .unwrap();
     assert_problem(public, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn metrics_show_checkout_steps_intent_calls_and_webhooks() {
+    let app = crate::helpers::spawn_memory_app().await;
+    let plan = app.create_plan(2).await;
+    let s = app.opened(&plan, "cus_mc", "k1").await;
+    let id = s["id"].as_str().unwrap();
+    assert_eq!(app.confirm(id, "pm_card_visa").await.status(), 200);
+    let refused = app
+        .webhook_signed(
+            &serde_json::json!({"id": "evt_m"}),
+            "whsec_wrong",
+            chrono::Utc::now().timestamp(),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let m = scrape(&app).await;
+    for (name, labels) in [
+        (
+            "seatkeeper_checkout_steps_total",
+            vec![("step", "open"), ("outcome", "opened")],
+        ),
+        (
+            "seatkeeper_checkout_steps_total",
+            vec![("step", "confirm"), ("outcome", "complete")],
+        ),
+        (
+            "seatkeeper_payment_call_duration_seconds",
+            vec![
+                ("call", "create_intent"),
+                ("outcome", "requires_payment_method"),
+            ],
+        ),
+        (
+            "seatkeeper_payment_call_duration_seconds",
+            vec![("call", "confirm_intent"), ("outcome", "succeeded")],
+        ),
+        ("seatkeeper_webhooks_total", vec![("outcome", "refused")]),
+    ] {
+        let got = value(&m, name, &labels).unwrap_or_else(|| panic!("no {name} {labels:?}"));
+        assert!(got >= 1.0, "{name} {labels:?} = {got}");
+    }
+}
