@@ -9,7 +9,8 @@ use std::time::Duration;
 use seatkeeper_domain::service::CheckoutService;
 
 /// Runs the worker forever.
-pub async fn run(checkouts: CheckoutService, every: Duration, batch: u32) {
+pub async fn run(checkouts: CheckoutService, every: Duration) {
+    let batch = checkouts.batch();
     loop {
         tokio::time::sleep(every).await;
         loop {

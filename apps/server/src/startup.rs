@@ -315,7 +315,6 @@ impl Application {
             background.push(tokio::spawn(crate::checkout_worker::run(
                 checkouts,
                 Duration::from_millis(settings.checkout.worker_interval_ms),
-                settings.checkout.batch,
             )));
         }
         if settings.recovery.enabled {

@@ -46,6 +46,17 @@ fn intent(status: IntentStatus) -> PaymentIntent {
     }
 }
 
+/// Intents made at once, waiting for a payment method, as the provider makes them.
+fn making_intents() -> MockIntents {
+    let mut intents = MockIntents::new();
+    intents.expect_create_intent().returning(|_| {
+        Ok(intent(IntentStatus::RequiresPaymentMethod {
+            last_error: None,
+        }))
+    });
+    intents
+}
+
 fn visa() -> PaymentMethod {
     PaymentMethod::parse("pm_card_visa").unwrap()
 }
@@ -166,12 +177,7 @@ async fn a_provider_down_at_opening_keeps_the_hold_and_a_retry_with_the_key_make
 
 #[tokio::test]
 async fn a_lost_confirmation_answer_leaves_the_session_open_for_the_worker_to_settle() {
-    let mut intents = MockIntents::new();
-    intents.expect_create_intent().returning(|_| {
-        Ok(intent(IntentStatus::RequiresPaymentMethod {
-            last_error: None,
-        }))
-    });
+    let mut intents = making_intents();
     intents
         .expect_confirm_intent()
         .times(1)
@@ -214,12 +220,7 @@ async fn a_lost_confirmation_answer_leaves_the_session_open_for_the_worker_to_se
 
 #[tokio::test]
 async fn a_hold_ends_on_time_with_the_provider_down_and_its_intent_is_cancelled_later() {
-    let mut intents = MockIntents::new();
-    intents.expect_create_intent().returning(|_| {
-        Ok(intent(IntentStatus::RequiresPaymentMethod {
-            last_error: None,
-        }))
-    });
+    let mut intents = making_intents();
     let mut calls = 0;
     intents.expect_cancel_intent().times(3).returning(move |_| {
         calls += 1;
@@ -257,12 +258,7 @@ async fn a_hold_ends_on_time_with_the_provider_down_and_its_intent_is_cancelled_
 
 #[tokio::test]
 async fn a_cancellation_at_expiry_that_finds_the_intent_paid_completes_the_session() {
-    let mut intents = MockIntents::new();
-    intents.expect_create_intent().returning(|_| {
-        Ok(intent(IntentStatus::RequiresPaymentMethod {
-            last_error: None,
-        }))
-    });
+    let mut intents = making_intents();
     intents
         .expect_cancel_intent()
         .times(1)
@@ -369,12 +365,7 @@ async fn a_late_payment_with_no_seat_is_refunded_once_even_when_the_first_refund
 
 #[tokio::test]
 async fn a_declined_confirmation_answers_the_reason_and_a_3ds_one_its_next_action() {
-    let mut intents = MockIntents::new();
-    intents.expect_create_intent().returning(|_| {
-        Ok(intent(IntentStatus::RequiresPaymentMethod {
-            last_error: None,
-        }))
-    });
+    let mut intents = making_intents();
     let mut calls = 0;
     intents
         .expect_confirm_intent()

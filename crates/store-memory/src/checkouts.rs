@@ -12,8 +12,7 @@ use seatkeeper_domain::{
         ChangeCheckoutError, Changed, CheckoutRepository, OpenCheckoutError, Opened, Purged,
         WebhookEvent,
     },
-    ChangeCheckout, CheckoutSession, CheckoutSessionId, CheckoutStatus, Effect, OpenCheckout,
-    OpenDecision,
+    ChangeCheckout, CheckoutSession, CheckoutSessionId, Effect, OpenCheckout, OpenDecision,
 };
 
 use super::*;
@@ -137,13 +136,9 @@ impl CheckoutRepository for MemoryStore {
         *slot = session.clone();
         drop(slot);
         c.index(Some(&before), &session);
-        match (before.status(), session.status()) {
-            (CheckoutStatus::Open, CheckoutStatus::Open) => {}
-            (CheckoutStatus::Open, _) => {
-                cell.counts.held -= 1;
-                release_hold(&mut cell.holds, &session);
-            }
-            _ => {}
+        if before.holds_seat() && !session.holds_seat() {
+            cell.counts.held -= 1;
+            release_hold(&mut cell.holds, &session);
         }
         if let Some(sub) = &applied.subscription {
             *cell.counts.slot(sub.status()) += 1;

@@ -186,6 +186,11 @@ impl CheckoutService {
         self.intents.provider()
     }
 
+    /// Sessions the worker takes per run.
+    pub fn batch(&self) -> u32 {
+        self.settings.batch
+    }
+
     /// Now, by the service's clock.
     pub fn now(&self) -> crate::model::Timestamp {
         self.clock.now()
