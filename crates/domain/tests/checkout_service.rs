@@ -2,7 +2,8 @@
 //! provider fails: an intent that cannot be made (the seat stays held; a retry resumes),
 //! a lost confirmation answer, a provider down at expiry (the hold still ends on time;
 //! the cancellation follows), a cancellation that finds the intent paid, a lost webhook
-//! found by the worker, and a late payment whose refund fails before it succeeds.
+//! found by the worker, a late payment whose refund fails before it succeeds, and an
+//! intent the provider made but the session never recorded, cancelled when it ends.
 
 mod common;
 
@@ -130,6 +131,16 @@ impl World {
         assert!(v.is_empty(), "{v:#?}");
     }
 
+    /// The one session in the store (through the worker's due list, which holds every
+    /// open session).
+    async fn only_session(&self) -> seatkeeper_domain::CheckoutSessionId {
+        use seatkeeper_domain::ports::CheckoutRepository;
+        let later = self.checkouts.now() + chrono::Duration::days(365);
+        let due = self.store.checkouts_due(later, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        due[0].id()
+    }
+
     async fn audit_actions(&self) -> Vec<AuditAction> {
         use seatkeeper_domain::ports::AuditLog;
         self.store
@@ -254,6 +265,68 @@ async fn a_hold_ends_on_time_with_the_provider_down_and_its_intent_is_cancelled_
     assert_eq!(done.check_at(), None);
     assert_eq!(w.checkouts.run_due().await.unwrap().found, 0);
     w.assert_invariants().await;
+}
+
+/// The provider makes the intent at opening, but its answer is lost (the customer never
+/// comes back): when the session ends, by its time or on request, the intent the
+/// provider holds under the session's provider key is found and cancelled.
+async fn an_unrecorded_intent_is_cancelled_when_its_session_ends(on_request: bool) {
+    let mut intents = MockIntents::new();
+    let mut calls = 0;
+    intents
+        .expect_create_intent()
+        .times(2)
+        .returning(move |req: &IntentRequest| {
+            calls += 1;
+            assert!(req.provider_key.as_str().starts_with("seatkeeper-sub-"));
+            if calls == 1 {
+                Err(down())
+            } else {
+                Ok(intent(IntentStatus::RequiresPaymentMethod {
+                    last_error: None,
+                }))
+            }
+        });
+    intents
+        .expect_cancel_intent()
+        .with(eq("pi_1"))
+        .times(1)
+        .returning(|_| Ok(intent(IntentStatus::Canceled)));
+    let w = world(intents, MockGateway::new(), 1).await;
+    let cmd = w.open_cmd("cus_1", "k1");
+    assert!(matches!(
+        w.checkouts.open(&cmd).await,
+        Err(OpenError::PaymentUnavailable(_))
+    ));
+    let s = w.only_session().await;
+    if on_request {
+        w.checkouts.expire(s, &ctx()).await.unwrap();
+    } else {
+        w.clock.advance(Duration::from_secs(1801));
+        assert_eq!(w.checkouts.run_due().await.unwrap().expired, 1);
+    }
+    let ended = w.checkouts.get(s).await.unwrap().unwrap();
+    assert_eq!(ended.status(), CheckoutStatus::Expired);
+    assert_eq!(ended.check_at(), None);
+    assert_eq!(
+        w.audit_actions().await,
+        [
+            AuditAction::PlanCreated,
+            AuditAction::SeatHeld,
+            AuditAction::HoldExpired
+        ]
+    );
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_unrecorded_intent_is_cancelled_when_its_session_times_out() {
+    an_unrecorded_intent_is_cancelled_when_its_session_ends(false).await;
+}
+
+#[tokio::test]
+async fn an_unrecorded_intent_is_cancelled_when_its_session_is_expired_on_request() {
+    an_unrecorded_intent_is_cancelled_when_its_session_ends(true).await;
 }
 
 #[tokio::test]

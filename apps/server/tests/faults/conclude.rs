@@ -1,7 +1,9 @@
-//! How every scenario ends ([`Scenario::conclude`]): once the load has stopped, it waits
-//! until recovery has settled, runs [`check_invariants`] and [`replay_every_key`], looks
-//! for panics in the server logs and for answers no client should get, prints the
-//! scenario's one-line summary, and fails on any violation (keeping the server logs).
+//! How every scenario ends ([`Scenario::conclude`], [`Scenario::conclude_all`] with
+//! checkouts): once the load has stopped, it waits until recovery has settled (checkout
+//! sessions ended and their unpaid intents cancelled included), runs [`check_invariants`]
+//! and [`replay_every_key`], looks for panics in the server logs and for answers no client
+//! should get, prints the scenario's one-line summary, and fails on any violation (keeping
+//! the server logs).
 
 use std::{
     path::Path,
@@ -13,9 +15,10 @@ use serde_json::Value;
 
 use crate::{
     api::get_json,
+    checkout_load::{told_counts, CheckoutResult},
     invariants::{check_invariants, replay_every_key},
     load::Load,
-    outcomes::JobResult,
+    outcomes::{JobResult, Tally},
     scenario::Scenario,
 };
 
@@ -34,28 +37,61 @@ impl Scenario {
                 .unwrap_or(Value::Null);
             let stale = state["in_doubt"]["stale_incomplete"].as_u64();
             let pending = state["in_doubt"]["pending_verifications"].as_u64();
-            let mut incomplete = 0;
+            let (mut incomplete, mut held) = (0, 0);
             for (plan, _) in &self.plans {
                 let stats = get_json(&self.http, &format!("{api}/api/plans/{plan}/stats"), false)
                     .await
                     .unwrap_or(Value::Null);
                 incomplete += stats["incomplete"].as_u64().unwrap_or(1);
+                held += stats["held"].as_u64().unwrap_or(1);
             }
-            if stale == Some(0) && pending == Some(0) && incomplete == 0 {
+            let unsettled = self.unsettled_checkout_intents().await;
+            if stale == Some(0)
+                && pending == Some(0)
+                && incomplete == 0
+                && held == 0
+                && unsettled == 0
+            {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > bound {
                 return Err(format!(
-                    "recovery did not settle in {bound:?}: stale incomplete {stale:?}, pending verifications {pending:?}, incomplete {incomplete}; last state {state}"
+                    "recovery did not settle in {bound:?}: stale incomplete {stale:?}, pending verifications {pending:?}, incomplete {incomplete}, held {held}, checkout intents neither paid nor cancelled {unsettled}; last state {state}"
                 ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
+    /// The payment intents of checkout sessions neither `succeeded` nor `canceled` (the
+    /// worker cancels those of sessions that ended unpaid).
+    async fn unsettled_checkout_intents(&self) -> usize {
+        let intents = self
+            .paysim
+            .list_all(&self.http, "/v1/payment_intents")
+            .await;
+        intents
+            .iter()
+            .filter(|i| i["metadata"]["checkout_session_id"].is_string())
+            .filter(|i| i["status"] != "succeeded" && i["status"] != "canceled")
+            .count()
+    }
+
     /// Waits for recovery, checks every invariant, replays every finished key once more,
     /// prints the summary and fails on any violation (`extra` are the scenario's own).
     pub async fn conclude(self, load: &Load, jobs: &[JobResult], extra: &[String]) {
+        self.conclude_all(&[&load.tally], jobs, &[], extra).await
+    }
+
+    /// [`Scenario::conclude`] for a run with checkouts: `tallies` are every load's,
+    /// `jobs` the purchase keys (if any), `checkouts` what the checkout clients were told.
+    pub async fn conclude_all(
+        self,
+        tallies: &[&Tally],
+        jobs: &[JobResult],
+        checkouts: &[CheckoutResult],
+        extra: &[String],
+    ) {
         let mut violations: Vec<String> = extra.to_vec();
         let settled = match self.wait_for_recovery().await {
             Ok(took) => format!(
@@ -67,14 +103,26 @@ impl Scenario {
                 "recovery did not settle".into()
             }
         };
-        let checked = check_invariants(&self, jobs).await;
+        let checked = check_invariants(&self, jobs, checkouts).await;
         violations.extend(checked.violations.iter().cloned());
         violations.extend(replay_every_key(&self, jobs, &checked).await);
         violations.extend(server_panics(&self.fleet.logs));
-        violations.extend(load.tally.bad_answers());
+        let mut outcomes = std::collections::BTreeMap::<String, u64>::new();
+        for tally in tallies {
+            violations.extend(tally.bad_answers());
+            for (label, n) in tally.outcomes() {
+                *outcomes.entry(label).or_default() += n;
+            }
+        }
+        let relayed = self.paysim.relay.answers();
+        if !relayed.is_empty() {
+            self.note(format!("webhooks relayed: {relayed:?}"));
+        }
+        if !checkouts.is_empty() {
+            self.note(format!("checkout clients: {}", told_counts(checkouts)));
+        }
         self.fleet.stop_all();
 
-        let outcomes = load.tally.outcomes();
         let requests: u64 = outcomes.values().sum();
         let outcomes = outcomes
             .iter()
@@ -98,7 +146,7 @@ impl Scenario {
             self.name,
             self.db.kind,
             self.fleet.kills(),
-            jobs.len(),
+            jobs.len() + checkouts.len(),
             checked.keys,
             checked.money,
             if notes.is_empty() { "" } else { " · " },

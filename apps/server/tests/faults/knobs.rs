@@ -1,9 +1,10 @@
 //! The timing settings of the server processes ([`Knobs`]) and the environment that hands
 //! them, with the store, the simulator and the admin token, to each `seatkeeper-server`.
 //! Three presets: no adapter retry ([`Knobs::FAST`]), one retry ([`Knobs::RETRYING`]), and
-//! charges that may be held for seconds ([`Knobs::LATE`]).
+//! charges that may be held for seconds ([`Knobs::LATE`]); checkouts' settings come with
+//! each.
 
-use crate::{SECRET, TOKEN};
+use crate::{SECRET, TOKEN, WEBHOOK_SECRET};
 
 /// The timing settings of the servers. Start-up checks that a charge (timeout × attempts
 /// plus backoff) fits in the lock lease, and the recovery lease exceeds the lock lease.
@@ -15,6 +16,9 @@ pub struct Knobs {
     pub verify_delay_ms: u64,
     pub payment_timeout_ms: u64,
     pub max_retries: u32,
+    /// How long an open checkout session with a payment waits before the worker asks the
+    /// provider about it (a webhook may have been lost).
+    pub recheck_after_secs: u32,
 }
 
 impl Knobs {
@@ -26,6 +30,7 @@ impl Knobs {
         verify_delay_ms: 1000,
         payment_timeout_ms: 500,
         max_retries: 0,
+        recheck_after_secs: 2,
     };
     /// One adapter retry: 300 × 2 + 3000 < 4000.
     pub const RETRYING: Knobs = Knobs {
@@ -35,6 +40,7 @@ impl Knobs {
         verify_delay_ms: 1000,
         payment_timeout_ms: 300,
         max_retries: 1,
+        recheck_after_secs: 2,
     };
     /// A charge may be held for seconds (the late-charge scenario holds one while the
     /// reconciler gives its purchase up); the reconciler looks every 100 ms.
@@ -45,6 +51,7 @@ impl Knobs {
         verify_delay_ms: 2000,
         payment_timeout_ms: 2900,
         max_retries: 0,
+        recheck_after_secs: 2,
     };
     const ACQUIRE_TIMEOUT_MS: u64 = 1000;
 
@@ -87,6 +94,19 @@ impl Knobs {
             (
                 "SEATKEEPER_RECOVERY__VERIFY_DELAY_MS",
                 self.verify_delay_ms.to_string(),
+            ),
+            // Checkout sessions as short as a second, their worker looking five times a
+            // second, and the webhooks of the simulator (through the suite's relay) signed
+            // with the suite's secret.
+            ("SEATKEEPER_CHECKOUT__MIN_EXPIRES_IN_SECS", "1".to_owned()),
+            (
+                "SEATKEEPER_CHECKOUT__RECHECK_AFTER_SECS",
+                self.recheck_after_secs.to_string(),
+            ),
+            ("SEATKEEPER_CHECKOUT__WORKER_INTERVAL_MS", "200".to_owned()),
+            (
+                "SEATKEEPER_PAYMENTS__WEBHOOK_SECRETS",
+                WEBHOOK_SECRET.to_owned(),
             ),
             ("SEATKEEPER_LOG__FORMAT", "text".to_owned()),
             (

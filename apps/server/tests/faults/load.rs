@@ -15,15 +15,14 @@ use std::{
 
 use parking_lot::Mutex;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::{
     api::get_json,
-    outcomes::{Attempt, Final, Job, JobResult, Seen, Tally},
+    outcomes::{Attempt, Final, Job, JobResult, Tally},
     processes::Fleet,
     scenario::Scenario,
-    REQUEST_TIMEOUT,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +63,7 @@ pub fn chance(p: f64) -> bool {
     p > 0.0 && rand::thread_rng().gen_bool(p.min(1.0))
 }
 
-async fn pause(ms: Range<u64>) {
+pub async fn pause(ms: Range<u64>) {
     let ms = rand::thread_rng().gen_range(ms);
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
@@ -153,74 +152,6 @@ impl Load {
         done
     }
 
-    fn record(
-        &self,
-        at: Instant,
-        status: Option<u16>,
-        label: String,
-        headers: Option<&reqwest::header::HeaderMap>,
-    ) {
-        let problem_json = headers
-            .and_then(|h| h.get("content-type"))
-            .is_some_and(|v| v == "application/problem+json");
-        let retry_after = headers.is_some_and(|h| h.contains_key("retry-after"));
-        self.tally.seen.lock().push(Seen {
-            at,
-            took: at.elapsed(),
-            status,
-            label,
-            problem_json,
-            retry_after,
-        });
-    }
-
-    fn lost_label(prefix: &str, e: &reqwest::Error) -> String {
-        if e.is_timeout() {
-            format!("{prefix}no answer (timeout)")
-        } else if e.is_connect() {
-            format!("{prefix}connection refused")
-        } else {
-            format!("{prefix}connection lost")
-        }
-    }
-
-    async fn send(&self, prefix: &str, req: reqwest::RequestBuilder) -> Attempt {
-        let at = Instant::now();
-        match req.timeout(REQUEST_TIMEOUT).send().await {
-            Err(e) => {
-                self.record(at, None, Self::lost_label(prefix, &e), None);
-                Attempt::Lost
-            }
-            Ok(res) => {
-                let status = res.status().as_u16();
-                let headers = res.headers().clone();
-                match res.json::<Value>().await {
-                    Ok(body) => {
-                        let code = body["code"]
-                            .as_str()
-                            .unwrap_or(match status {
-                                201 => "created",
-                                s if s < 300 => "ok",
-                                _ => "-",
-                            })
-                            .to_owned();
-                        self.record(
-                            at,
-                            Some(status),
-                            format!("{prefix}{status} {code}"),
-                            Some(&headers),
-                        );
-                        Attempt::Answer { status, code, body }
-                    }
-                    Err(e) => {
-                        self.record(at, None, Self::lost_label(prefix, &e), None);
-                        Attempt::Lost
-                    }
-                }
-            }
-        }
-    }
-
     /// One purchase request for the key, to any instance.
     pub async fn purchase_once(&self, job: &Job) -> Attempt {
         let req = self
@@ -228,7 +159,7 @@ impl Load {
             .post(format!("{}/api/subscriptions/purchase", self.fleet.random_url()))
             .header("Idempotency-Key", &job.key)
             .json(&json!({"plan_id": job.plan, "customer_id": job.customer, "payment_method": job.method}));
-        self.send("", req).await
+        self.tally.send("", req).await
     }
 
     /// Sends the key until a definitive answer, the deadline, or (sometimes, after a
@@ -276,7 +207,7 @@ impl Load {
             let req = self
                 .http
                 .post(format!("{url}/api/subscriptions/{subscription}/cancel"));
-            match self.send("cancel ", req).await {
+            match self.tally.send("cancel ", req).await {
                 Attempt::Answer { status: 200, .. } => return true,
                 // An earlier attempt may have cancelled it before its answer was lost.
                 Attempt::Answer { status: 409, .. } => {

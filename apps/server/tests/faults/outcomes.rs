@@ -51,6 +51,75 @@ impl Tally {
             .collect()
     }
 
+    fn record(
+        &self,
+        at: Instant,
+        status: Option<u16>,
+        label: String,
+        headers: Option<&reqwest::header::HeaderMap>,
+    ) {
+        let problem_json = headers
+            .and_then(|h| h.get("content-type"))
+            .is_some_and(|v| v == "application/problem+json");
+        let retry_after = headers.is_some_and(|h| h.contains_key("retry-after"));
+        self.seen.lock().push(Seen {
+            at,
+            took: at.elapsed(),
+            status,
+            label,
+            problem_json,
+            retry_after,
+        });
+    }
+
+    fn lost_label(prefix: &str, e: &reqwest::Error) -> String {
+        if e.is_timeout() {
+            format!("{prefix}no answer (timeout)")
+        } else if e.is_connect() {
+            format!("{prefix}connection refused")
+        } else {
+            format!("{prefix}connection lost")
+        }
+    }
+
+    /// Sends one request (with the request timeout) and records what came back.
+    pub async fn send(&self, prefix: &str, req: reqwest::RequestBuilder) -> Attempt {
+        let at = Instant::now();
+        match req.timeout(REQUEST_TIMEOUT).send().await {
+            Err(e) => {
+                self.record(at, None, Self::lost_label(prefix, &e), None);
+                Attempt::Lost
+            }
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let headers = res.headers().clone();
+                match res.json::<Value>().await {
+                    Ok(body) => {
+                        let code = body["code"]
+                            .as_str()
+                            .unwrap_or(match status {
+                                201 => "created",
+                                s if s < 300 => "ok",
+                                _ => "-",
+                            })
+                            .to_owned();
+                        self.record(
+                            at,
+                            Some(status),
+                            format!("{prefix}{status} {code}"),
+                            Some(&headers),
+                        );
+                        Attempt::Answer { status, code, body }
+                    }
+                    Err(e) => {
+                        self.record(at, None, Self::lost_label(prefix, &e), None);
+                        Attempt::Lost
+                    }
+                }
+            }
+        }
+    }
+
     pub fn outcomes(&self) -> BTreeMap<String, u64> {
         let mut counts = BTreeMap::new();
         for s in self.seen.lock().iter() {

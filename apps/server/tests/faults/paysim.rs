@@ -1,8 +1,11 @@
 //! `seatkeeper-paysim`, the payment simulator, served from this test process ([`Paysim`]),
 //! with what the suite adds in front of it as a middleware ([`Lane`]): random jitter,
-//! injected 429s, a count of the reconciler's look-ups, and a slow lane that holds one
+//! injected 429s, failed cancellations, a count of the reconciler's look-ups, and a slow lane that holds one
 //! charge until the test releases it — to drop it unprocessed ([`Hold::Swallow`]) or to
-//! process it after its caller is gone ([`Hold::ChargeOnRelease`]).
+//! process it after its caller is gone ([`Hold::ChargeOnRelease`]). When a scenario asks
+//! for webhooks ([`Provider::with_webhooks`]), the simulator signs them with
+//! [`WEBHOOK_SECRET`] and delivers them, with their own faults, to the [`Relay`]: the load
+//! balancer in front of the fleet, served by the same test server.
 
 use std::{
     sync::{
@@ -20,10 +23,35 @@ use actix_web::{
 };
 use parking_lot::Mutex;
 use rand::Rng;
-use seatkeeper_paysim::{Faults, Simulator};
+use seatkeeper_paysim::{Delivery, Faults, Simulator, WebhookSettings};
 use serde_json::{json, Value};
 
-use crate::{load::chance, SECRET};
+use crate::{load::chance, relay::Relay, SECRET, WEBHOOK_SECRET};
+
+/// The payment provider of a scenario: its faults, the jitter the suite adds to every
+/// answer, and its webhooks (none unless asked for).
+#[derive(Clone)]
+pub struct Provider {
+    pub faults: Faults,
+    pub jitter: Duration,
+    pub webhooks: Option<WebhookSettings>,
+}
+
+impl Provider {
+    pub fn new(faults: Faults, jitter: Duration) -> Self {
+        Self {
+            faults,
+            jitter,
+            webhooks: None,
+        }
+    }
+
+    /// Webhooks for every event, with these retries and faults, to the fleet's relay.
+    pub fn with_webhooks(mut self, settings: WebhookSettings) -> Self {
+        self.webhooks = Some(settings);
+        self
+    }
+}
 
 /// What the simulator does with the next charge (`POST /v1/payment_intents`) once armed.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +74,8 @@ pub struct Lane {
     /// Share of POSTs and searches answered 429 without effect.
     rate_limit: Mutex<f64>,
     pub rate_limited: AtomicUsize,
+    /// Share of cancellations answered 500 without effect.
+    cancel_failures: Mutex<f64>,
     /// Look-ups received (`GET /v1/payment_intents/search`), answered or not.
     pub searches: AtomicUsize,
 }
@@ -53,6 +83,10 @@ pub struct Lane {
 impl Lane {
     pub fn set_rate_limit(&self, share: f64) {
         *self.rate_limit.lock() = share;
+    }
+
+    pub fn set_cancel_failures(&self, share: f64) {
+        *self.cancel_failures.lock() = share;
     }
 
     /// Holds the next charge; returns the arrival count to wait past.
@@ -89,6 +123,10 @@ async fn slow_lane(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let delay = rand::thread_rng().gen_range(0..=jitter_ms);
     tokio::time::sleep(Duration::from_millis(delay)).await;
+    // The relay is the fleet's load balancer, not the provider.
+    if req.path().starts_with(Relay::PATH) {
+        return next.call(req).await;
+    }
     // Stripe answers 429 when requests come too fast; nothing happens. The ledger's own
     // lists (what the test reads) are spared.
     let listing = req.method() == actix_web::http::Method::GET
@@ -107,8 +145,17 @@ async fn slow_lane(
                 .body(body.to_string()),
         ));
     }
-    let charge =
-        req.method() == actix_web::http::Method::POST && req.path() == "/v1/payment_intents";
+    let post = req.method() == actix_web::http::Method::POST;
+    if post && req.path().ends_with("/cancel") && chance(*lane.cancel_failures.lock()) {
+        let body = json!({"error": {"type": "api_error",
+            "message": "The cancellation failed (injected fault)."}});
+        return Ok(req.into_response(
+            HttpResponse::InternalServerError()
+                .content_type("application/json")
+                .body(body.to_string()),
+        ));
+    }
+    let charge = post && req.path() == "/v1/payment_intents";
     let hold = if charge {
         lane.armed.lock().take()
     } else {
@@ -151,26 +198,39 @@ pub struct Paysim {
     pub base_url: String,
     pub handle: ServerHandle,
     pub lane: Arc<Lane>,
+    pub relay: Arc<Relay>,
+    simulator: Arc<Simulator>,
 }
 
 impl Paysim {
-    pub fn start(faults: Faults, jitter: Duration) -> Self {
+    pub fn start(provider: &Provider) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for paysim");
         let port = listener.local_addr().unwrap().port();
-        let data = web::Data::new(Arc::new(
-            Simulator::new(None, faults).expect("an in-memory simulator"),
-        ));
-        let jitter_ms = jitter.as_millis() as u64;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut simulator =
+            Simulator::new(None, provider.faults.clone()).expect("an in-memory simulator");
+        if let Some(settings) = &provider.webhooks {
+            simulator = simulator
+                .with_webhook_settings(settings.clone())
+                .with_webhook_endpoint(&format!("{base_url}{}", Relay::PATH), WEBHOOK_SECRET);
+        }
+        let simulator = Arc::new(simulator);
+        let data = web::Data::new(simulator.clone());
+        let jitter_ms = provider.jitter.as_millis() as u64;
         let lane = Arc::new(Lane::default());
+        let relay = Arc::new(Relay::default());
         let shared = lane.clone();
+        let relay_data = web::Data::new(relay.clone());
         let server = HttpServer::new(move || {
             let lane = shared.clone();
             App::new()
                 .app_data(data.clone())
+                .app_data(relay_data.clone())
                 .app_data(web::FormConfig::default().limit(64 * 1024))
                 .wrap(from_fn(move |req, next| {
                     slow_lane(lane.clone(), jitter_ms, req, next)
                 }))
+                .route(Relay::PATH, web::post().to(crate::relay::forward))
                 .configure(seatkeeper_paysim::routes)
         })
         .listen(listener)
@@ -182,10 +242,17 @@ impl Paysim {
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url,
             handle,
             lane,
+            relay,
+            simulator,
         }
+    }
+
+    /// Every webhook delivery so far, oldest first.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.simulator.webhooks().deliveries()
     }
 
     /// Every object of a Stripe list (`/v1/payment_intents`, `/v1/refunds`), page by page.

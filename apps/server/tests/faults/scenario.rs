@@ -13,7 +13,6 @@ use std::{
 
 use parking_lot::Mutex;
 use rand::Rng;
-use seatkeeper_paysim::Faults;
 use serde_json::{json, Value};
 
 use crate::{
@@ -22,7 +21,7 @@ use crate::{
         Proxy,
     },
     knobs::Knobs,
-    paysim::Paysim,
+    paysim::{Paysim, Provider},
     processes::Fleet,
     REQUEST_TIMEOUT, TOKEN,
 };
@@ -61,8 +60,7 @@ impl Scenario {
         name: &'static str,
         knobs: Knobs,
         instances: usize,
-        faults: Faults,
-        jitter: Duration,
+        provider: Provider,
         through_proxy: bool,
     ) -> Option<Self> {
         let db = FreshDatabase::or_skip(kind, &format!("the fault scenario {name}")).await?;
@@ -76,7 +74,7 @@ impl Scenario {
             Some(proxy) => db.url_through(proxy.port),
             None => db.url.clone(),
         };
-        let paysim = Paysim::start(faults, jitter);
+        let paysim = Paysim::start(&provider);
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()
@@ -93,6 +91,7 @@ impl Scenario {
             http.clone(),
         )
         .await;
+        paysim.relay.serve(fleet.clone());
         let mut plans = Vec::new();
         for (plan, capacity) in [("A", 25u64), ("B", 120), ("C", 100_000)] {
             let res = http

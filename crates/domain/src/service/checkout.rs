@@ -314,6 +314,10 @@ impl CheckoutService {
             .change(id, CheckoutChange::Expire(ExpiryCause::Request), ctx)
             .await?;
         let session = changed.session;
+        if session.payment_intent().is_none() {
+            self.cancel_unrecorded(&session, ctx).await;
+            return Ok(session);
+        }
         Ok(self.close_intent(session, ctx).await.unwrap_or_else(|s| s))
     }
 

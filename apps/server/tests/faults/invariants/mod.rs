@@ -1,10 +1,12 @@
 //! The checks after each run: [`check_invariants`], through the API of instance 0 and the
 //! simulator's ledger, and [`replay_every_key`], which sends every finished key once more.
-//! The check reads what the run left ([`state`]: the ledger and every key's
+//! The check reads what the run left ([`state`]: the ledger and every buyer's
 //! subscriptions), then checks, in this order, each plan — seats, stats and its audit log
-//! replayed entry by entry ([`plans`]) —, the money ([`money`]) and each key ([`keys`]).
+//! replayed entry by entry ([`plans`]) —, the money ([`money`]), each key ([`keys`]) and
+//! each checkout session ([`checkouts`]).
 //! Every step adds what it finds to one list of violations, in the order it finds them.
 
+mod checkouts;
 mod keys;
 mod money;
 mod plans;
@@ -19,8 +21,9 @@ use std::{
 use serde_json::Value;
 
 pub use self::replay::replay_every_key;
-use self::state::{Ledger, Subscriptions};
+use self::state::{Buyer, Ledger, Subscriptions};
 use crate::{
+    checkout_load::CheckoutResult,
     outcomes::{Final, JobResult},
     scenario::Scenario,
 };
@@ -40,11 +43,11 @@ pub struct Checked {
 
 /// The full check, through the API (`fleet.url(0)`) and the simulator's ledger:
 ///
-/// - every plan: `capacity == seats_left + incomplete + active`, no `incomplete` left, the
-///   stats' counts match the subscriptions, and the audit log (admin, every page) replays
-///   from `plan_created` at 0 to `seats_left`, each entry starting where the last ended,
-///   every subscription reserved once and activated / released / cancelled / refunded as
-///   its status says;
+/// - every plan: `capacity == seats_left + held + incomplete + active`, nothing held or
+///   `incomplete` left, the stats' counts match the subscriptions, and the audit log
+///   (admin, every page) replays from `plan_created` at 0 to `seats_left`, each entry
+///   starting where the last ended, every subscription reserved (or held) once and
+///   activated / released / cancelled / refunded as its status says;
 /// - every succeeded PaymentIntent belongs to exactly one `active` or `canceled`
 ///   subscription whose `payment_id` it is, or is refunded (and the refund audited);
 /// - every active or canceled subscription has exactly one succeeded PaymentIntent;
@@ -52,21 +55,41 @@ pub struct Checked {
 ///   and keeps one exactly when its subscription holds the seat it paid for;
 /// - what each client was told (201 with a subscription and payment, 402, 409 sold out)
 ///   is what the store holds, and clients sending one key agree;
-/// - the database's own view agrees (`check_store_plan`).
-pub async fn check_invariants(sc: &Scenario, jobs: &[JobResult]) -> Checked {
+/// - the database's own view agrees (`check_store_plan`);
+/// - every checkout session ended as its payment says (`checkouts`), and its client's key
+///   replays it.
+pub async fn check_invariants(
+    sc: &Scenario,
+    jobs: &[JobResult],
+    checkouts: &[CheckoutResult],
+) -> Checked {
     let api = sc.fleet.url(0);
     let http = &sc.http;
     let mut v: Vec<String> = Vec::new();
 
-    // What the run left: the ledger, and every key's subscriptions (one customer per key).
+    // What the run left: the ledger, and every buyer's subscriptions (one customer per
+    // purchase key or checkout).
     let ledger = Ledger::read(&sc.paysim, http).await;
-    let subscriptions = Subscriptions::of_every_key(http, &api, jobs, &mut v).await;
+    let buyers: Vec<Buyer<'_>> = jobs
+        .iter()
+        .map(|r| Buyer {
+            customer: &r.job.customer,
+            plan: &r.job.plan,
+            key: &r.job.key,
+        })
+        .chain(checkouts.iter().map(|r| Buyer {
+            customer: &r.job.customer,
+            plan: &r.job.plan,
+            key: &r.job.key,
+        }))
+        .collect();
+    let subscriptions = Subscriptions::of_every_key(http, &api, &buyers, &mut v).await;
 
     // Seats, stats and the audit log of each plan.
     let audited = plans::check_every_plan(sc, &subscriptions, &mut v).await;
 
     // Money: every succeeded intent is attached to a live subscription or refunded.
-    let intents_of_customer = money::intents_by_customer(&ledger, jobs, &mut v);
+    let intents_of_customer = money::intents_by_customer(&ledger, &buyers, &mut v);
     let charges_of =
         money::every_charge_attached_or_refunded(http, &api, &ledger, &audited.refunds, &mut v)
             .await;
@@ -75,6 +98,14 @@ pub async fn check_invariants(sc: &Scenario, jobs: &[JobResult]) -> Checked {
 
     // Each key: one subscription, one charge, and what its clients were told.
     let finals = keys::check_every_key(jobs, &subscriptions, &intents_of_customer, &ledger, &mut v);
+    // Each checkout session: ended as its payment says, and what its client was told.
+    let sessions = if checkouts.is_empty() {
+        String::new()
+    } else {
+        let by_status =
+            checkouts::check_every_checkout(sc, checkouts, &ledger, &subscriptions, &mut v).await;
+        format!(" · checkout sessions: {by_status}")
+    };
     let without_answer = jobs
         .iter()
         .filter(|r| !r.finals.iter().any(Final::definitive))
@@ -86,7 +117,7 @@ pub async fn check_invariants(sc: &Scenario, jobs: &[JobResult]) -> Checked {
     Checked {
         violations: v,
         keys: format!(
-            "clients: {finals}; keys without a definitive answer: {without_answer} · subscriptions: {by_status}"
+            "clients: {finals}; keys without a definitive answer: {without_answer} · subscriptions: {by_status}{sessions}"
         ),
         money: format!(
             "ledger: {} intents, {} succeeded, {} refunds · reconciler: {}",

@@ -1,24 +1,25 @@
 //! The money checks, the simulator's ledger against the API: every payment intent names
-//! a key's customer; every succeeded intent is the payment of its `active` or `canceled`
-//! subscription, or is refunded (and the refund audited); every refund is of a succeeded
+//! a buyer's customer; every succeeded intent is the payment of its `active` or `canceled`
+//! subscription, or is refunded (and the refund audited) — a checkout's late payment has
+//! no subscription to be one of; every refund is of a succeeded
 //! charge; and every `active` or `canceled` subscription has exactly one succeeded intent.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::state::{Ledger, Subscriptions};
-use crate::{api::get_json, outcomes::JobResult};
+use super::state::{Buyer, Ledger, Subscriptions};
+use crate::api::get_json;
 
-/// Every payment intent by the customer it names; an intent naming no key's customer is
-/// a violation.
+/// Every payment intent by the customer it names; an intent naming no buyer's customer
+/// is a violation.
 pub fn intents_by_customer<'a>(
     ledger: &'a Ledger,
-    jobs: &[JobResult],
+    buyers: &[Buyer<'_>],
     v: &mut Vec<String>,
 ) -> HashMap<String, Vec<&'a Value>> {
     let mut intents_of_customer: HashMap<String, Vec<&Value>> = HashMap::new();
-    let customers: HashSet<&str> = jobs.iter().map(|r| r.job.customer.as_str()).collect();
+    let customers: HashSet<&str> = buyers.iter().map(|b| b.customer).collect();
     for intent in &ledger.intents {
         let customer = intent["metadata"]["customer_id"]
             .as_str()
@@ -59,6 +60,23 @@ pub async fn every_charge_attached_or_refunded<'a>(
             .push(intent);
         let sub = match get_json(http, &format!("{api}/api/subscriptions/{sub_id}"), false).await {
             Ok(s) => s,
+            // A checkout's subscription exists once it is paid: a payment that landed
+            // after its session ended unpaid, with no seat free, is refunded instead.
+            Err(e)
+                if e.ends_with("404") && intent["metadata"]["checkout_session_id"].is_string() =>
+            {
+                if !ledger.fully_refunded(intent) {
+                    v.push(format!(
+                        "payment intent {id} of checkout session {} succeeded, has no subscription and was not refunded",
+                        intent["metadata"]["checkout_session_id"]
+                    ));
+                } else if !refund_audited.contains(sub_id) {
+                    v.push(format!(
+                        "the refund of {id} (checkout subscription {sub_id}) is not in the audit log"
+                    ));
+                }
+                continue;
+            }
             Err(e) => {
                 v.push(format!(
                     "succeeded payment intent {id} names subscription {sub_id}: {e}"

@@ -2,7 +2,8 @@
 //! ([`seats_and_stats_add_up`]); its audit log, every page, replays from `plan_created` at
 //! 0 to the seats left, each entry starting where the last ended
 //! ([`replay_the_audit_log`]); each subscription has the entries its status says
-//! ([`each_subscription_audited_as_its_status_says`]); and the database's own view agrees
+//! ([`each_subscription_audited_as_its_status_says`]), a checkout's as it ended
+//! ([`a_checkout_audited_as_it_ended`]); and the database's own view agrees
 //! (`check_store_plan`). What the audit logs say about refunds and the reconciler's work
 //! comes back in [`Audited`], for the money check and the summary.
 
@@ -73,8 +74,8 @@ fn count(stats: &Value, field: &str) -> u64 {
     stats[field].as_u64().unwrap_or(u64::MAX / 4)
 }
 
-/// `capacity == seats_left + held + incomplete + active`, no `incomplete` left, and the
-/// stats' counts are the keys' subscriptions on the plan.
+/// `capacity == seats_left + held + incomplete + active`, nothing held or `incomplete`
+/// left, and the stats' counts are the buyers' subscriptions on the plan.
 fn seats_and_stats_add_up(
     plan: &str,
     capacity: u64,
@@ -92,6 +93,12 @@ fn seats_and_stats_add_up(
             n("held"),
             n("incomplete"),
             n("active")
+        ));
+    }
+    if n("held") != 0 {
+        v.push(format!(
+            "plan {plan}: {} seats still held once every checkout session ended",
+            n("held")
         ));
     }
     if n("incomplete") != 0 {
@@ -151,9 +158,9 @@ fn replay_the_audit_log(
         }
         let delta = after as i64 - before as i64;
         let allowed = match action {
-            "seat_reserved" => delta == -1,
-            "seat_released" | "subscription_canceled" => delta == 1,
-            "purchase_activated" | "payment_refunded" => delta == 0,
+            "seat_reserved" | "seat_held" => delta == -1,
+            "seat_released" | "subscription_canceled" | "hold_expired" => delta == 1,
+            "purchase_activated" | "payment_refunded" | "checkout_completed" => delta == 0,
             "plan_created" => i == 0,
             other => {
                 v.push(format!("plan {plan}: unexpected audit action {other}"));
@@ -205,6 +212,10 @@ fn each_subscription_audited_as_its_status_says(
     v: &mut Vec<String>,
 ) {
     for (sub, counts) in actions {
+        if counts.contains_key("seat_held") {
+            a_checkout_audited_as_it_ended(sub, counts, subscriptions.by_id.get(sub), v);
+            continue;
+        }
         let Some(s) = subscriptions.by_id.get(sub) else {
             v.push(format!(
                 "plan {plan}: the audit log names subscription {sub}, which belongs to no key"
@@ -235,5 +246,40 @@ fn each_subscription_audited_as_its_status_says(
         if s["plan_id"] == plan && !actions.contains_key(id) {
             v.push(format!("subscription {id} has no audit entry"));
         }
+    }
+}
+
+/// A checkout's subscription id in the audit log: every hold ended (`hold_expired`) but
+/// the one a payment kept, with one `checkout_completed`, when it became a subscription
+/// (`active`, or `canceled` since); no hold left and no completion when it never did (a
+/// late payment refunded at most once). No purchase step names it.
+fn a_checkout_audited_as_it_ended(
+    sub: &str,
+    counts: &BTreeMap<String, u64>,
+    subscription: Option<&Value>,
+    v: &mut Vec<String>,
+) {
+    let c = |a: &str| counts.get(a).copied().unwrap_or(0);
+    let status = subscription.and_then(|s| s["status"].as_str());
+    let paid = matches!(status, Some("active") | Some("canceled"));
+    let holds_kept = c("seat_held") - c("hold_expired").min(c("seat_held"));
+    let right = if paid {
+        holds_kept == 1
+            && c("hold_expired") + 1 == c("seat_held")
+            && c("checkout_completed") == 1
+            && c("subscription_canceled") == u64::from(status == Some("canceled"))
+            && c("payment_refunded") == 0
+    } else {
+        subscription.is_none()
+            && c("hold_expired") == c("seat_held")
+            && c("checkout_completed") == 0
+            && c("subscription_canceled") == 0
+            && c("payment_refunded") <= 1
+    };
+    let purchase_steps = c("seat_reserved") + c("purchase_activated") + c("seat_released");
+    if !right || purchase_steps > 0 {
+        v.push(format!(
+            "checkout subscription {sub} ({status:?}): audit entries {counts:?}"
+        ));
     }
 }

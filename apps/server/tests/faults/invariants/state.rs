@@ -1,5 +1,5 @@
 //! What a run left, read once for the checks: the simulator's [`Ledger`] (every payment
-//! intent and refund, and how much of each intent was refunded) and every key's
+//! intent and refund, and how much of each intent was refunded) and every buyer's
 //! [`Subscriptions`] through the API — with the first violations, a key holding more than
 //! one subscription or one on another plan than it asked for.
 
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::{api::get_json, outcomes::JobResult, paysim::Paysim};
+use crate::{api::get_json, paysim::Paysim};
 
 /// The simulator's ledger, the truth about money.
 pub struct Ledger {
@@ -55,7 +55,15 @@ impl Ledger {
     }
 }
 
-/// Every key's subscriptions (one customer per key), as the API lists them.
+/// One customer of the run: a purchase key's or a checkout's.
+pub struct Buyer<'a> {
+    pub customer: &'a str,
+    pub plan: &'a str,
+    /// The key, as violations name it.
+    pub key: &'a str,
+}
+
+/// Every buyer's subscriptions (one customer per key), as the API lists them.
 pub struct Subscriptions {
     /// Subscription (if any) of each customer.
     pub of_customer: HashMap<String, Value>,
@@ -67,13 +75,13 @@ impl Subscriptions {
     pub async fn of_every_key(
         http: &reqwest::Client,
         api: &str,
-        jobs: &[JobResult],
+        buyers: &[Buyer<'_>],
         v: &mut Vec<String>,
     ) -> Self {
         let mut subscription_of: HashMap<String, Value> = HashMap::new();
         let mut subscriptions: HashMap<String, Value> = HashMap::new();
-        for r in jobs {
-            let customer = &r.job.customer;
+        for b in buyers {
+            let customer = b.customer;
             match get_json(
                 http,
                 &format!("{api}/api/customers/{customer}/subscriptions?limit=100"),
@@ -86,21 +94,21 @@ impl Subscriptions {
                     if data.len() > 1 {
                         v.push(format!(
                             "key {} has {} subscriptions: {:?}",
-                            r.job.key,
+                            b.key,
                             data.len(),
                             data.iter().map(|s| s["id"].clone()).collect::<Vec<_>>()
                         ));
                     }
                     for s in data {
-                        if s["plan_id"] != r.job.plan.as_str() {
+                        if s["plan_id"] != b.plan {
                             v.push(format!(
                                 "key {}: subscription {} is on plan {} instead of {}",
-                                r.job.key, s["id"], s["plan_id"], r.job.plan
+                                b.key, s["id"], s["plan_id"], b.plan
                             ));
                         }
                         subscriptions
                             .insert(s["id"].as_str().unwrap_or_default().to_owned(), s.clone());
-                        subscription_of.insert(customer.clone(), s);
+                        subscription_of.insert(customer.to_owned(), s);
                     }
                 }
                 Err(e) => v.push(format!("subscriptions of {customer}: {e}")),

@@ -19,7 +19,7 @@ use crate::{
     knobs::Knobs,
     load::{Load, LoadSpec},
     outcomes::{Attempt, Final, Job, JobResult},
-    paysim::Hold,
+    paysim::{Hold, Provider},
     scenario::Scenario,
     SERIAL,
 };
@@ -33,8 +33,7 @@ pub async fn a_charge_that_lands_after_the_reconciler_gave_its_purchase_up_is_re
         "late-charge",
         Knobs::LATE,
         1,
-        Faults::default(),
-        Duration::ZERO,
+        Provider::new(Faults::default(), Duration::ZERO),
         false,
     )
     .await
@@ -227,8 +226,7 @@ pub async fn while_the_provider_is_down_purchases_wait_in_doubt_without_a_busy_l
         "provider-down",
         Knobs::FAST,
         1,
-        Faults::default(),
-        Duration::ZERO,
+        Provider::new(Faults::default(), Duration::ZERO),
         false,
     )
     .await

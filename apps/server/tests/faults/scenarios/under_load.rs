@@ -14,6 +14,7 @@ use crate::{
     knobs::Knobs,
     load::{Load, LoadSpec},
     outcomes::Seen,
+    paysim::Provider,
     scenario::{Outage, Scenario},
     SERIAL,
 };
@@ -27,11 +28,13 @@ pub async fn kill_9_at_random_moments_during_load_loses_no_purchase_and_charges_
         "kill-9",
         Knobs::FAST,
         2,
-        Faults {
-            latency: Duration::from_millis(20),
-            ..Faults::default()
-        },
-        Duration::from_millis(30),
+        Provider::new(
+            Faults {
+                latency: Duration::from_millis(20),
+                ..Faults::default()
+            },
+            Duration::from_millis(30),
+        ),
         false,
     )
     .await
@@ -68,14 +71,16 @@ pub async fn payment_declines_dropped_answers_provider_500s_and_429s_during_load
         "payment-faults",
         Knobs::FAST,
         1,
-        Faults {
-            latency: Duration::from_millis(10),
-            error_rate: 0.05,
-            drop_rate: 0.1,
-            // Longer than the adapter's timeout: the answer is lost, the charge is not.
-            drop_hang: Duration::from_millis(1500),
-        },
-        Duration::from_millis(20),
+        Provider::new(
+            Faults {
+                latency: Duration::from_millis(10),
+                error_rate: 0.05,
+                drop_rate: 0.1,
+                // Longer than the adapter's timeout: the answer is lost, the charge is not.
+                drop_hang: Duration::from_millis(1500),
+            },
+            Duration::from_millis(20),
+        ),
         false,
     )
     .await
@@ -112,11 +117,13 @@ pub async fn a_database_outage_during_load_answers_503_problems_then_recovers_by
         "database-outage",
         Knobs::FAST,
         2,
-        Faults {
-            latency: Duration::from_millis(20),
-            ..Faults::default()
-        },
-        Duration::from_millis(30),
+        Provider::new(
+            Faults {
+                latency: Duration::from_millis(20),
+                ..Faults::default()
+            },
+            Duration::from_millis(30),
+        ),
         true,
     )
     .await
@@ -156,13 +163,15 @@ pub async fn clients_retrying_every_failure_with_the_same_key_through_kills_paym
         // The adapter retries once here (backoff included it fits in the 4 s lock lease).
         Knobs::RETRYING,
         2,
-        Faults {
-            latency: Duration::from_millis(20),
-            error_rate: 0.05,
-            drop_rate: 0.1,
-            drop_hang: Duration::from_millis(1000),
-        },
-        Duration::from_millis(30),
+        Provider::new(
+            Faults {
+                latency: Duration::from_millis(20),
+                error_rate: 0.05,
+                drop_rate: 0.1,
+                drop_hang: Duration::from_millis(1000),
+            },
+            Duration::from_millis(30),
+        ),
         true,
     )
     .await

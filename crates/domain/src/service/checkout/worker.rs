@@ -68,9 +68,11 @@ impl CheckoutService {
         match session.status() {
             CheckoutStatus::Open => {
                 let Some(intent) = session.payment_intent().cloned() else {
-                    // Never got an intent: nothing can have been paid.
+                    // No intent recorded: nothing can have been paid through it, but the
+                    // provider may hold one whose recording was lost.
                     if now >= session.expires_at() {
                         self.expire_due(id, ctx, run).await?;
+                        self.cancel_unrecorded(&session, ctx).await;
                     } else {
                         self.change(id, CheckoutChange::Checked, ctx).await?;
                     }
@@ -181,6 +183,25 @@ impl CheckoutService {
             Effect::Updated | Effect::Unchanged => {}
         }
         Ok(())
+    }
+
+    /// Cancels the intent the provider may hold for a session that ended with none
+    /// recorded: the store failed after the provider made it (and the customer never came
+    /// back to have it recorded). The provider makes intents idempotently per provider
+    /// key, so asking it to make the session's intent answers that one (or makes one);
+    /// recording it on an ended session is refused, and [`Self::attach_intent`] cancels
+    /// it. A provider that does not answer leaves it as it is (logged): nobody was given
+    /// its client secret, so nobody can pay it but this service, which would record it.
+    pub(super) async fn cancel_unrecorded(&self, session: &CheckoutSession, ctx: &AuditContext) {
+        if session.payment_intent().is_some() {
+            return;
+        }
+        let failed = match self.attach_intent(session, ctx).await {
+            Ok(_) => return,
+            Err(super::AttachError::Gateway(e)) => e.to_string(),
+            Err(super::AttachError::Store(e)) => e.to_string(),
+        };
+        tracing::warn!(error = %failed, session_id = %session.id(), "could not look for an unrecorded intent");
     }
 
     /// Cancels an expired session's intent. `Err` gives the session back unchanged when
