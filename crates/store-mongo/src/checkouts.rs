@@ -195,7 +195,7 @@ async fn change(
     };
     let read = CheckoutSession::try_from(found).map_err(corrupt)?;
     let mut plan = None;
-    if cmd.change.needs_plan() {
+    if read.needs_plan(&cmd.change) {
         let found = c
             .plans
             .find_one(queries::plan_by_id(read.plan_id()))
@@ -310,16 +310,22 @@ impl CheckoutRepository for MongoStore {
         let (c, cmd) = (self.checkout_collections(), cmd.clone());
         let mut session = self.session().await?;
         let run = async {
-            // The plan's turn, for a change that may write the plan: its id from the
-            // session (which never changes plan), read before the transaction, which
-            // reads the session again.
-            let _turn = match cmd.change.needs_plan() {
-                false => None,
-                true => match self.get_checkout(cmd.session_id).await {
-                    Ok(Some(read)) => Some(self.turns.of(read.plan_id()).lock().await),
-                    Ok(None) => return Ok(Err(ChangeCheckoutError::NotFound)),
-                    Err(e) => return Ok(Err(e.into())),
-                },
+            // The plan's turn, for a change that will write the plan as the session
+            // is: its id from the session (which never changes plan), read before the
+            // transaction, which reads the session again (and, should it have changed
+            // meanwhile, decides on that; the turn only spares conflicts).
+            let ahead = match cmd.change.may_need_plan() {
+                true => self.get_checkout(cmd.session_id).await.map(Some),
+                false => Ok(None),
+            };
+            let _turn = match ahead {
+                Ok(None) => None,
+                Ok(Some(Some(read))) if read.needs_plan(&cmd.change) => {
+                    Some(self.turns.of(read.plan_id()).lock().await)
+                }
+                Ok(Some(Some(_))) => None,
+                Ok(Some(None)) => return Ok(Err(ChangeCheckoutError::NotFound)),
+                Err(e) => return Ok(Err(e.into())),
             };
             transaction::run(&mut session, async move |s| change(&c, &cmd, s).await).await
         };

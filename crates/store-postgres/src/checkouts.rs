@@ -10,7 +10,7 @@
 //! locks its plan row first (`FOR UPDATE`), which serialises it with every other opening,
 //! purchase and seat-moving change of that plan; under that lock the customer's open
 //! sessions on the plan and the plan's seats cannot change. A change locks its session
-//! row, and then its plan row when [`CheckoutChange::needs_plan`], so concurrent changes
+//! row, and then its plan row when [`CheckoutSession::needs_plan`], so concurrent changes
 //! of one session each decide on the session as the previous one left it.
 //!
 //! One key may be opened on two *different* plans at once, which no plan lock
@@ -22,7 +22,7 @@
 //! lock, or a row of its own — would cost every opening one more lock for a race that
 //! only a client reusing one key on two plans can start.)
 //!
-//! [`CheckoutChange::needs_plan`]: seatkeeper_domain::CheckoutChange::needs_plan
+//! [`CheckoutSession::needs_plan`]: seatkeeper_domain::CheckoutSession::needs_plan
 
 use async_trait::async_trait;
 use seatkeeper_domain::{
@@ -161,7 +161,7 @@ async fn change_tx(
         .await?
         .ok_or(Fail::Rule(ChangeCheckoutError::NotFound))?;
     // Sessions before plans, as everywhere in the crate.
-    let mut plan = match cmd.change.needs_plan() {
+    let mut plan = match session.needs_plan(&cmd.change) {
         true => Some(locked_plan(c, session.plan_id()).await?),
         false => None,
     };

@@ -284,6 +284,34 @@ impl CheckoutSession {
         result
     }
 
+    /// Whether applying `change` to the session as it is may move the plan's seats or
+    /// number an audit entry, so that the store must read (and lock) the plan in the
+    /// same step. Decided on the session the step read (and locked): a payment of a
+    /// session already complete, a second refund or an expiry of an ended session
+    /// change nothing and leave the plan alone, so that the provider's redeliveries do
+    /// not queue behind a hot plan's sales.
+    pub fn needs_plan(&self, change: &CheckoutChange) -> bool {
+        if !change.may_need_plan() {
+            return false;
+        }
+        match change {
+            CheckoutChange::PaymentSucceeded { payment_id, .. } => {
+                self.s.status != CheckoutStatus::Complete
+                    && self.s.late_payment.is_none()
+                    && self
+                        .s
+                        .payment_intent
+                        .as_ref()
+                        .is_some_and(|i| i.id == *payment_id)
+            }
+            CheckoutChange::Expire(_) => self.s.status == CheckoutStatus::Open,
+            CheckoutChange::RefundRecorded => {
+                self.s.late_payment.as_ref().is_some_and(|l| !l.refunded)
+            }
+            _ => false,
+        }
+    }
+
     fn decide(
         &mut self,
         cmd: &ChangeCheckout,
@@ -464,9 +492,10 @@ pub enum CheckoutChange {
 }
 
 impl CheckoutChange {
-    /// Whether applying this change may move the plan's seats or number an audit entry,
-    /// so that the store must read (and lock) the plan in the same step.
-    pub fn needs_plan(&self) -> bool {
+    /// Whether a change of this kind can ever need the plan (see
+    /// [`CheckoutSession::needs_plan`], which decides for a session as it is): a store may
+    /// skip reading the session ahead of its step for the kinds that never do.
+    pub fn may_need_plan(&self) -> bool {
         matches!(
             self,
             Self::PaymentSucceeded { .. } | Self::Expire(_) | Self::RefundRecorded

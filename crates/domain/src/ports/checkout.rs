@@ -4,7 +4,7 @@
 //! Each method is one atomic step. Opening reads the session the key opened, the
 //! customer's open sessions on the plan and the plan, lets [`OpenCheckout::decide`]
 //! decide, and writes the hold; a change reads the session (and its plan when
-//! [`CheckoutChange::needs_plan`]), lets [`CheckoutSession::apply`] decide, and writes
+//! [`CheckoutSession::needs_plan`]), lets [`CheckoutSession::apply`] decide, and writes
 //! what it returns. Neither ever decides anything itself.
 
 use async_trait::async_trait;
@@ -95,7 +95,7 @@ pub trait CheckoutRepository: Send + Sync {
     ) -> Result<Option<CheckoutSession>, StoreError>;
 
     /// Applies one change to one session, in one atomic step: reads the session (and
-    /// its plan, when [`CheckoutChange::needs_plan`](crate::model::CheckoutChange::needs_plan)),
+    /// its plan, when [`CheckoutSession::needs_plan`](crate::model::CheckoutSession::needs_plan)),
     /// calls [`CheckoutSession::apply`], and writes the session, the new subscription
     /// and the plan with its audit entries, as it returned them. A refusal changes
     /// nothing. Concurrent changes of one session are serialised: each decides on the
