@@ -491,3 +491,38 @@ impl World {
         self.clock.now()
     }
 }
+
+#[tokio::test]
+async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
+    use seatkeeper_domain::{CheckoutChange, ExpiryCause};
+    let mut intents = making_intents();
+    intents
+        .expect_confirm_intent()
+        .returning(|_, _| Ok(intent(paid())));
+    let w = world(intents, MockGateway::new(), 1).await;
+    let open = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    let payment = |id: &str| CheckoutChange::PaymentSucceeded {
+        payment_id: id.into(),
+        payment_method: visa(),
+    };
+    let expire = CheckoutChange::Expire(ExpiryCause::Request);
+    assert!(open.needs_plan(&payment("pi_1")));
+    assert!(open.needs_plan(&expire));
+    assert!(!open.needs_plan(&payment("pi_other")), "refused: mismatch");
+    assert!(!open.needs_plan(&CheckoutChange::Checked));
+    assert!(!open.needs_plan(&CheckoutChange::RefundRecorded));
+    w.checkouts
+        .confirm(open.id(), &visa(), &ctx())
+        .await
+        .unwrap();
+    let complete = w.checkouts.get(open.id()).await.unwrap().unwrap();
+    assert_eq!(complete.status(), CheckoutStatus::Complete);
+    // A redelivered payment and an expiry of a complete session change nothing.
+    assert!(!complete.needs_plan(&payment("pi_1")));
+    assert!(!complete.needs_plan(&expire));
+}
