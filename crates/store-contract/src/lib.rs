@@ -130,6 +130,8 @@ macro_rules! __contract_cases {
             checkout_races::one_webhook_event_delivered_forty_times_at_once_is_claimed_once,
             checkout_races::one_key_opened_on_several_plans_at_once_opens_one_session,
             store::the_store_answers_a_ping,
+            feed::every_kind_of_plan_change_is_announced_by_the_plans_id,
+            feed::each_listener_hears_every_plan_and_only_by_its_own_id,
             recovery::stale_incomplete_purchases_are_leased_once_until_their_lease_ends,
             recovery::a_released_recovery_task_goes_to_the_next_reconciler_at_once,
             recovery::declining_with_verify_after_schedules_a_late_charge_check_when_it_is_due,

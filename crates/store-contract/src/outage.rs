@@ -10,9 +10,9 @@ use seatkeeper_domain::{
     ports::{
         ApiKeyRepository, AuditLog, CancelError, Cancellation, ChangeCheckoutError, Changed,
         CheckoutRepository, ClaimRecovery, CompleteError, CompletePurchase, Completion,
-        IdempotencyRepository, NewKeyReservation, OpenCheckoutError, Opened, PlanRepository,
-        PoolUse, PurchaseRepository, Purged, RecoveryBacklog, RecoveryRepository, RecoveryTask,
-        Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
+        IdempotencyRepository, NewKeyReservation, OpenCheckoutError, Opened, PlanChanges, PlanFeed,
+        PlanRepository, PoolUse, PurchaseRepository, Purged, RecoveryBacklog, RecoveryRepository,
+        RecoveryTask, Reservation, ReserveError, ReserveSeat, ReserveWithNewKey, Store, StoreError,
         SubscriptionRepository, UpdatePlanError, WebhookEvent,
     },
     ApiKey, ApiKeyId, AuditContext, AuditEntry, ChangeCheckout, CheckoutSession, CheckoutSessionId,
@@ -310,6 +310,16 @@ impl<S: CheckoutRepository> CheckoutRepository for Switchable<S> {
         self.inner
             .purge_checkouts(ended_before, events_before)
             .await
+    }
+}
+
+/// Listening fails while switched off; a feed started before goes on (the switch stands
+/// for a store that cannot be reached by new requests).
+#[async_trait]
+impl<S: PlanFeed> PlanFeed for Switchable<S> {
+    async fn plan_changes(&self) -> Result<PlanChanges, StoreError> {
+        self.up()?;
+        self.inner.plan_changes().await
     }
 }
 

@@ -86,7 +86,7 @@ impl CheckoutRepository for MemoryStore {
             OpenDecision::Hold => {
                 let cell = guard.as_mut().expect("a hold has a plan");
                 let (session, entry_) = cmd.hold(&mut cell.plan);
-                cell.audit.push(entry_);
+                cell.append([entry_]);
                 cell.counts.held += 1;
                 cell.holds
                     .entry(cmd.customer_id.clone())
@@ -144,7 +144,7 @@ impl CheckoutRepository for MemoryStore {
             *cell.counts.slot(sub.status()) += 1;
             self.file_subscription(sub);
         }
-        cell.audit.extend(applied.entries.iter().cloned());
+        cell.append(applied.entries.iter().cloned());
         Ok(Changed { session, applied })
     }
 

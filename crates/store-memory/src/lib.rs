@@ -22,6 +22,7 @@
 
 mod api_keys;
 mod checkouts;
+mod feed;
 mod idempotency;
 mod keys;
 mod plans;
@@ -48,6 +49,7 @@ use seatkeeper_domain::{
     PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint, SeatMove, Subscription,
     SubscriptionId, SubscriptionStatus, Timestamp,
 };
+use tokio::sync::broadcast;
 use trail::AuditTrail;
 
 type DashMap<K, V> = dashmap::DashMap<K, V, ahash::RandomState>;
@@ -55,8 +57,11 @@ type DashMap<K, V> = dashmap::DashMap<K, V, ahash::RandomState>;
 /// Everything about one plan that must change together.
 struct PlanCell {
     plan: Plan,
-    /// Entry `i` has `seq == i + 1`.
+    /// Entry `i` has `seq == i + 1`. Appended to through [`PlanCell::append`], which
+    /// announces the change on the store's feed.
     audit: AuditTrail,
+    /// The store's [`PlanFeed`](seatkeeper_domain::ports::PlanFeed) sender.
+    feed: broadcast::Sender<PlanId>,
     counts: Counts,
     /// The plan's open checkout sessions, by customer.
     holds: checkouts::Holds,
@@ -92,7 +97,16 @@ impl PlanCell {
     /// Carries out `mv` on the plan and appends its audit entry.
     fn record(&mut self, mv: SeatMove, ctx: &AuditContext, now: Timestamp) {
         let entry = self.plan.move_seats(mv, ctx, now);
-        self.audit.push(entry);
+        self.append([entry]);
+    }
+
+    /// Appends audit entries — every change of a plan that anyone may see has one — and
+    /// announces the change. Listeners that read the plan wait for the cell's lock, so
+    /// they see the change whole.
+    fn append(&mut self, entries: impl IntoIterator<Item = AuditEntry>) {
+        self.audit.extend(entries);
+        // No listener is not an error.
+        let _ = self.feed.send(self.plan.id());
     }
 }
 
@@ -138,7 +152,13 @@ pub struct MemoryStore {
     /// API keys (few, rarely changed: one lock).
     api_keys: RwLock<api_keys::ApiKeys>,
     checkouts: checkouts::Checkouts,
+    /// Every plan change, for [`PlanFeed`](seatkeeper_domain::ports::PlanFeed).
+    feed: broadcast::Sender<PlanId>,
 }
+
+/// Plan changes a slow listener may fall behind by before it is told it lagged (and
+/// reads every plan afresh).
+const FEED_BACKLOG: usize = 4096;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -151,6 +171,7 @@ impl Default for MemoryStore {
             recovery: map(),
             api_keys: RwLock::default(),
             checkouts: checkouts::Checkouts::default(),
+            feed: broadcast::channel(FEED_BACKLOG).0,
         }
     }
 }

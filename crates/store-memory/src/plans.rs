@@ -9,10 +9,11 @@ impl PlanRepository for MemoryStore {
         let mut cell = PlanCell {
             plan: plan.clone(),
             audit: AuditTrail::default(),
+            feed: self.feed.clone(),
             counts: Counts::default(),
             holds: Default::default(),
         };
-        cell.audit.push(AuditEntry::plan_created(plan, ctx));
+        cell.append([AuditEntry::plan_created(plan, ctx)]);
         let mut plans = self.plans.write();
         if plans.contains_key(&plan.id()) {
             return Err(StoreError::internal(format!(
@@ -55,7 +56,7 @@ impl PlanRepository for MemoryStore {
             }
         })?;
         let entries = AuditEntry::plan_changes(&cell.plan, &changes, ctx, now);
-        cell.audit.extend(entries);
+        cell.append(entries);
         Ok(cell.plan.clone())
     }
 

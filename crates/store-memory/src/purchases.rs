@@ -23,7 +23,7 @@ fn reserve_under(
         return Err(StoreError::internal("a missing plan was not rejected"));
     };
     let (sub, entry) = cmd.take_seat(&mut cell.plan);
-    cell.audit.push(entry);
+    cell.append([entry]);
     cell.counts.incomplete += 1;
     rec.recovery = RecoveryPoint::Reserved {
         subscription_id: sub.id(),

@@ -63,6 +63,7 @@ pub mod checkout_queries;
 mod checkouts;
 pub mod documents;
 pub mod errors;
+mod feed;
 mod idempotency;
 pub mod indexes;
 mod plans;

@@ -36,6 +36,7 @@ mod audit;
 mod batch;
 mod checkouts;
 mod errors;
+mod feed;
 mod idempotency;
 mod plans;
 mod purchases;

@@ -2,7 +2,7 @@
 //!
 //! Store traits are split by aggregate ([`PlanRepository`], [`SubscriptionRepository`],
 //! [`IdempotencyRepository`], [`PurchaseRepository`], [`RecoveryRepository`],
-//! [`AuditLog`], [`ApiKeyRepository`], [`CheckoutRepository`]) and gathered in
+//! [`AuditLog`], [`ApiKeyRepository`], [`CheckoutRepository`], [`PlanFeed`]) and gathered in
 //! [`Store`], which is what a storage adapter provides. **Every method is one atomic
 //! business step**: a reader never sees half of it, and the adapter owns the
 //! transaction or lock that makes it so. Each method documents what it guarantees and
@@ -15,6 +15,7 @@ mod checkout;
 mod clock;
 mod idempotency;
 mod keys;
+mod live;
 mod payment;
 mod plans;
 mod purchases;
@@ -27,6 +28,7 @@ pub use checkout::*;
 pub use clock::*;
 pub use idempotency::*;
 pub use keys::*;
+pub use live::*;
 pub use payment::*;
 pub use plans::*;
 pub use purchases::*;

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{
-    ApiKeyRepository, AuditLog, CheckoutRepository, IdempotencyRepository, PlanRepository,
-    PurchaseRepository, RecoveryRepository, SubscriptionRepository,
+    ApiKeyRepository, AuditLog, CheckoutRepository, IdempotencyRepository, PlanFeed,
+    PlanRepository, PurchaseRepository, RecoveryRepository, SubscriptionRepository,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -42,6 +42,7 @@ pub trait Store:
     + AuditLog
     + ApiKeyRepository
     + CheckoutRepository
+    + PlanFeed
     + Send
     + Sync
     + 'static

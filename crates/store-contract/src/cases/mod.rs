@@ -8,6 +8,7 @@
 pub mod checkout_races;
 pub mod checkouts;
 pub mod concurrency;
+pub mod feed;
 pub mod idempotency;
 pub mod keys;
 pub mod plans;
