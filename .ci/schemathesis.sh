@@ -80,6 +80,9 @@ if [ -z "$up" ]; then
   exit 1
 fi
 
+# The two Server-Sent Events streams (followPlan, followPlans) are left out: a stream of a
+# plan that exists never ends, so no check can wait for its answer; the API tests
+# (apps/server/tests/api/live.rs) cover them, their 404 included.
 # One worker: the runs are repeatable for a seed, and hypothesis' lambda descriptions
 # call ast.parse, which CPython 3.11 can fail in concurrent threads ("AST constructor
 # recursion depth mismatch", seen here with two workers).
@@ -89,6 +92,8 @@ PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run "$base_url/openapi.json" \
   --url "$base_url" \
   --checks all \
+  --exclude-operation-id followPlan \
+  --exclude-operation-id followPlans \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "$max_examples" \
   --seed "$seed" \

@@ -8,7 +8,9 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use anyhow::{bail, Context};
 
 mod checkout;
+mod live;
 pub use checkout::CheckoutSettings;
+pub use live::LiveSettings;
 use seatkeeper_payments::StripeSettings;
 use serde::Deserialize;
 
@@ -32,6 +34,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub recovery: RecoverySettings,
     pub checkout: CheckoutSettings,
+    pub live: LiveSettings,
     pub log: LogSettings,
 }
 
@@ -508,6 +511,7 @@ impl Settings {
             }
         }
         self.checkout.validate()?;
+        self.live.validate()?;
         if self.payments.webhook_tolerance_secs == 0 {
             bail!("invalid configuration: payments.webhook_tolerance_secs must be positive");
         }

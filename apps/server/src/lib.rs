@@ -32,6 +32,7 @@ pub mod dto;
 mod errors;
 pub mod extract;
 pub mod keys_cli;
+mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

@@ -189,6 +189,11 @@ impl Application {
             clock.clone(),
             settings.recovery(),
         );
+        let live = crate::live::Hub::new(
+            store.clone(),
+            settings.live.backlog,
+            Duration::from_millis(settings.live.coalesce_ms),
+        );
         let state = web::Data::new(AppState {
             plans: PlanService::new(store.clone(), clock.clone()),
             subscriptions: SubscriptionService::new(store.clone(), clock.clone()),
@@ -217,6 +222,7 @@ impl Application {
                     .unwrap_or(i64::MAX),
             },
             simulated,
+            live: live.clone(),
         });
         let session_secret = match &settings.auth.session_secret {
             Some(secret) => secret.expose_secret().as_bytes().to_vec(),
@@ -244,6 +250,10 @@ impl Application {
                 .context("could not seed the demo plans")?;
         }
 
+        let stream_timing = web::Data::new(routes::live::StreamTiming {
+            heartbeat: Duration::from_secs(settings.live.heartbeat_secs),
+            retry: Duration::from_millis(settings.live.retry_ms),
+        });
         let recovery = state.recovery.clone();
         let limits = settings.rate_limit.enabled.then(|| {
             Arc::new(RateLimits::new(
@@ -275,6 +285,7 @@ impl Application {
             // Outermost: the request's span covers the other middleware too.
             .wrap(TracingLogger::<request_id::RequestSpan>::new())
             .app_data(state.clone())
+            .app_data(stream_timing.clone())
             .app_data(authenticator.clone())
             .app_data(web::PayloadConfig::new(body_limit))
             // The echo (when on) is matched first, as the purchase is among the API's
@@ -307,6 +318,7 @@ impl Application {
                 Duration::from_secs(60),
             )));
         }
+        background.push(tokio::spawn(live.run()));
         background.push(tokio::spawn(purge_checkouts(
             checkouts.clone(),
             Duration::from_secs(settings.idempotency.sweep_interval_secs),

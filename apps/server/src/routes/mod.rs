@@ -10,6 +10,7 @@ mod checkouts;
 mod customers;
 mod health;
 mod keys;
+pub mod live;
 mod plans;
 mod sessions;
 mod simulated;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub webhooks: webhooks::WebhookConfig,
     /// The in-process payment simulator, when it is the gateway (for its 3-D Secure page).
     pub simulated: Option<std::sync::Arc<seatkeeper_payments::SimulatedGateway>>,
+    /// Live availability, for the event streams.
+    pub live: std::sync::Arc<crate::live::Hub>,
 }
 
 /// Every operation of the API, in the order actix tries them.
@@ -57,7 +60,10 @@ pub fn services(cfg: &mut ServiceConfig) {
         .service(health::ready)
         .service(plans::list)
         .service(plans::create)
+        // Before `/api/plans/{id}`, which would take `events` for an id.
+        .service(live::all)
         .service(plans::get)
+        .service(live::plan)
         .service(plans::update)
         .service(plans::stats)
         .service(plans::audit)

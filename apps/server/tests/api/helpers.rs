@@ -128,12 +128,8 @@ pub async fn spawn_app_with_configured_gateway(configure: impl FnOnce(&mut Setti
         .expect("the in-memory store")
 }
 
-async fn spawn(
-    kind: StoreKind,
-    latency: Duration,
-    configure: impl FnOnce(&mut Settings),
-    configured_gateway: bool,
-) -> Option<TestApp> {
+/// The settings every test server starts from.
+fn test_settings() -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings");
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = telemetry::init(&settings.log);
@@ -150,6 +146,16 @@ async fn spawn(
     settings.checkout.min_expires_in_secs = 1;
     settings.checkout.worker_interval_ms = 100;
     settings.payments.webhook_secrets = vec![Secret::from(WEBHOOK_SECRET)];
+    settings
+}
+
+async fn spawn(
+    kind: StoreKind,
+    latency: Duration,
+    configure: impl FnOnce(&mut Settings),
+    configured_gateway: bool,
+) -> Option<TestApp> {
+    let mut settings = test_settings();
     configure(&mut settings);
     let (store, memory, database_url): (Arc<dyn Store>, _, _) = match kind {
         StoreKind::Memory => {
@@ -172,6 +178,30 @@ async fn spawn(
             (db.store, None, Some(db.url))
         }
     };
+    Some(
+        serve(
+            kind,
+            settings,
+            store,
+            memory,
+            database_url,
+            latency,
+            configured_gateway,
+        )
+        .await,
+    )
+}
+
+/// Serves `store` with `settings` on a free port, with a `purchases` key made for it.
+async fn serve(
+    kind: StoreKind,
+    settings: Settings,
+    store: Arc<dyn Store>,
+    memory: Option<Arc<Switchable<MemoryStore>>>,
+    database_url: Option<String>,
+    latency: Duration,
+    configured_gateway: bool,
+) -> TestApp {
     let gateway = Arc::new(SimulatedGateway::with_latency(latency));
     let mut wiring = Wiring::simulated(store.clone(), gateway.clone());
     if configured_gateway {
@@ -197,7 +227,7 @@ async fn spawn(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {purchases_key}").parse().unwrap(),
     );
-    Some(TestApp {
+    TestApp {
         address,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(512)
@@ -211,7 +241,7 @@ async fn spawn(
         memory,
         database_url,
         gateway,
-    })
+    }
 }
 
 /// Makes an API key of `role` with the admin token and returns its secret.
@@ -228,6 +258,29 @@ pub async fn make_key(http: &reqwest::Client, address: &str, role: &str, name: &
 }
 
 impl TestApp {
+    /// Another server on the same database (its own connections, as another instance
+    /// has), with the test settings adjusted by `configure`. Panics on the in-memory store,
+    /// which no other process can share.
+    pub async fn second_instance(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let url = self
+            .database_url
+            .clone()
+            .expect("a second instance needs a database store");
+        let store = crate::common::stores::open_store(&url, Duration::from_secs(5)).await;
+        let mut settings = test_settings();
+        configure(&mut settings);
+        serve(
+            self.kind,
+            settings,
+            store,
+            None,
+            Some(url),
+            Duration::ZERO,
+            false,
+        )
+        .await
+    }
+
     /// The in-memory store; panics on another store (memory-only tests use it).
     pub fn memory_store(&self) -> &MemoryStore {
         self.store_switch().inner()

@@ -19,6 +19,7 @@ mod concurrency;
 mod errors;
 mod health;
 mod idempotency;
+mod live;
 mod metrics;
 mod openapi;
 mod plans;
