@@ -46,6 +46,10 @@ bench-memory:
 bench-latency:
     bash bench/latency.sh
 
+# 10,000 live availability streams on one instance: their memory, and how fast one change reaches them all.
+bench-streams:
+    bash bench/streams.sh
+
 # A single-node MongoDB 6.0 replica set on 127.0.0.1:27017 without Docker (start | stop | url | binary).
 mongodb action="start":
     bash deploy/mongodb.sh {{action}}
