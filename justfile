@@ -46,6 +46,10 @@ bench-memory:
 bench-latency:
     bash bench/latency.sh
 
+# Completed checkouts (open, confirm, webhook) against purchases, three interleaved rounds per store and plan count (~8 minutes; release binaries).
+bench-checkout:
+    bash bench/checkout.sh
+
 # 10,000 live availability streams on one instance: their memory, and how fast one change reaches them all.
 bench-streams:
     bash bench/streams.sh

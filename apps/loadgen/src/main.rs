@@ -12,6 +12,11 @@ enum TargetArg {
     /// POST /bench/echo (the server needs SEATKEEPER_BENCH__ECHO=true): the baseline of a
     /// trivial JSON POST on the same actix-web build
     Echo,
+    /// Checkouts: POST /api/checkout_sessions, …/confirm, then the intent's
+    /// payment_intent.succeeded to POST /api/webhooks/stripe (needs --webhook-secret)
+    Checkout,
+    /// Checkout sessions opened and never confirmed (with --expires-in), left to expire
+    CheckoutAbandon,
 }
 
 /// Drives a running Seatkeeper server with purchases and checks that nothing was oversold.
@@ -19,8 +24,10 @@ enum TargetArg {
 /// Creates its own plans (admin API), sends purchases over N keep-alive connections until
 /// --requests or --duration is used up, resends purchases whose outcome was unknown, then
 /// reads the plans back: first 201s must equal seats taken and active subscriptions, no
-/// subscription may stay incomplete, every retry must be a replay. Exits 1 when a check
-/// fails, 2 when the run could not be made.
+/// subscription may stay incomplete, every retry must be a replay. With --target checkout,
+/// each iteration is a whole checkout (open, confirm, signed webhook), and completed
+/// checkouts must equal seats taken and active subscriptions with no seat still held.
+/// Exits 1 when a check fails, 2 when the run could not be made.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -33,7 +40,8 @@ struct Cli {
     /// Concurrent keep-alive connections, one task each.
     #[arg(long, default_value_t = 16)]
     connections: usize,
-    /// Total requests, retries included. With --duration, whichever ends first.
+    /// Total requests, retries included (checkouts to start, for the checkout targets).
+    /// With --duration, whichever ends first.
     #[arg(long)]
     requests: Option<u64>,
     /// Seconds to send for. With --requests, whichever ends first.
@@ -51,6 +59,18 @@ struct Cli {
     /// Payment methods, round-robin by optional weight: pm_card_visa:9,pm_card_chargeDeclined:1
     #[arg(long, default_value = "pm_card_visa")]
     payment_methods: String,
+    /// The Stripe webhook signing secret the server runs with
+    /// (SEATKEEPER_PAYMENTS__WEBHOOK_SECRETS), for --target checkout.
+    #[arg(
+        long,
+        env = "SEATKEEPER_LOADGEN_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    webhook_secret: Option<String>,
+    /// `expires_in` of the checkout sessions, in seconds (default: the server's); the
+    /// server's checkout.min_expires_in_secs must allow it.
+    #[arg(long, value_name = "SECS")]
+    expires_in: Option<u32>,
     /// The admin token, to create plans (and the run's API key).
     #[arg(long, env = "SEATKEEPER_AUTH__ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -73,6 +93,10 @@ struct Cli {
     /// Seed of the retry choices.
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
+    /// At most this many requests (checkouts, for the checkout targets) per second in
+    /// all, on an even schedule; default: as fast as the connections go.
+    #[arg(long, value_name = "PER_SEC")]
+    rate: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +114,8 @@ fn main() -> ExitCode {
         mode: match cli.target {
             TargetArg::Purchase => Mode::Purchase,
             TargetArg::Echo => Mode::Echo,
+            TargetArg::Checkout => Mode::Checkout,
+            TargetArg::CheckoutAbandon => Mode::CheckoutAbandon,
         },
         connections: cli.connections,
         requests: cli.requests,
@@ -99,10 +125,13 @@ fn main() -> ExitCode {
         seats: cli.seats,
         retry_share: cli.retry_share,
         payment_methods,
+        webhook_secret: cli.webhook_secret,
+        expires_in_secs: cli.expires_in,
         admin_token: cli.admin_token,
         api_key: cli.api_key,
         progress: (cli.progress > 0.0).then(|| secs(cli.progress)),
         seed: cli.seed,
+        rate: cli.rate,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cli.threads > 0 {

@@ -1,9 +1,10 @@
 //! A load run: create the plans, open `connections` keep-alive connections, start the
 //! clock, drive them (one task each) until the request budget or the time limit is used
 //! up, resend the purchases whose outcome was unknown until it is known, then read the
-//! plans back and verify.
+//! plans back and verify. The checkout modes' tasks are in [`crate::checkout`].
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -18,9 +19,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
+    checkout,
     client::{Answer, Api, Conn, Target},
     stats::{summarize, Latency},
-    tally::{verify, Mode, Observation, Original, PlanSnapshot, StatsSnapshot, Tally, Verdict},
+    tally::{
+        steps::Step, verify, Mode, Observation, Original, PlanSnapshot, StatsSnapshot, Tally,
+        Verdict,
+    },
 };
 
 /// The echo endpoint the server serves when `bench.echo` is on.
@@ -31,7 +36,7 @@ const RECENT_KEYS: usize = 32;
 /// One request's time limit: past it the request counts as a transport error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long resending unknown outcomes may take in all.
-const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A payment method and its weight in the mix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +81,8 @@ pub struct Options {
     pub mode: Mode,
     /// Concurrent keep-alive connections, one task each.
     pub connections: usize,
-    /// Total requests (retries included); the run also stops at `duration`.
+    /// Total requests (retries included); in the checkout modes, checkouts to start. The
+    /// run also stops at `duration`.
     pub requests: Option<u64>,
     /// How long to send for; the run also stops after `requests`.
     pub duration: Option<Duration>,
@@ -88,8 +94,14 @@ pub struct Options {
     pub seats: u32,
     /// Share of requests that resend an earlier key with the same body (0..=1).
     pub retry_share: f64,
-    /// Payment methods, chosen round-robin by weight.
+    /// Payment methods, chosen round-robin by weight (a checkout confirms with the one
+    /// given).
     pub payment_methods: Vec<WeightedMethod>,
+    /// The Stripe webhook endpoint's signing secret (`payments.webhook_secrets` of the
+    /// server): checkouts sign their `payment_intent.succeeded` with it.
+    pub webhook_secret: Option<String>,
+    /// `expires_in` of the checkout sessions, in seconds (`None`: the server's default).
+    pub expires_in_secs: Option<u32>,
     pub admin_token: Option<String>,
     /// The API key purchases are sent with; `None`: the run makes a `purchases` key with
     /// the admin token, as it makes its plans.
@@ -98,6 +110,9 @@ pub struct Options {
     pub progress: Option<Duration>,
     /// Seed of the retry choices.
     pub seed: u64,
+    /// At most this many requests (checkouts, in the checkout modes) per second in all,
+    /// started on an even schedule (`None`: as fast as the connections go).
+    pub rate: Option<f64>,
 }
 
 impl Options {
@@ -117,10 +132,13 @@ impl Options {
                 name: "pm_card_visa".into(),
                 weight: 1,
             }],
+            webhook_secret: None,
+            expires_in_secs: None,
             admin_token: None,
             api_key: None,
             progress: None,
             seed: 0x5eed,
+            rate: None,
         }
     }
 
@@ -134,17 +152,31 @@ impl Options {
         if self.requests == Some(0) {
             bail!("--requests must be positive");
         }
-        if self.mode == Mode::Purchase && (self.plans == 0 || self.plans > 10_000) {
+        if self.mode != Mode::Echo && (self.plans == 0 || self.plans > 10_000) {
             bail!("--plans must be 1..=10000");
         }
         if !(1..=1_000_000).contains(&self.seats) {
             bail!("--seats must be 1..=1000000 (the API's largest capacity)");
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            bail!("--rate must be a positive number");
         }
         if !(0.0..=1.0).contains(&self.retry_share) {
             bail!("--retry-share must be within 0..=1");
         }
         if self.payment_methods.is_empty() {
             bail!("give at least one payment method");
+        }
+        if self.mode.is_checkout() {
+            if self.retry_share > 0.0 {
+                bail!("--retry-share is for purchases; checkouts resend only unknown outcomes");
+            }
+            if self.payment_methods.len() != 1 {
+                bail!("a checkout confirms with one payment method: give one in --payment-methods");
+            }
+        }
+        if self.mode == Mode::Checkout && self.webhook_secret.as_deref().is_none_or(str::is_empty) {
+            bail!("checkouts sign their webhooks: give --webhook-secret (the server's payments.webhook_secrets)");
         }
         Ok(())
     }
@@ -172,13 +204,23 @@ pub struct Report {
     pub elapsed_secs: f64,
     /// `requests / elapsed_secs`.
     pub throughput_rps: f64,
-    /// First 201s while sending, per second.
+    /// First 201s while sending, per second; in the checkout modes, completed checkouts
+    /// (abandoned: sessions opened) per second.
     pub created_per_sec: f64,
+    /// Each request's; in the checkout modes, each completed checkout's, from sending its
+    /// opening to its webhook's answer (abandoned: the opening's).
     pub latency: Latency,
+    /// The checkout modes: each step's requests (`open`, `confirm`, `webhook`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<Step, Latency>,
+    /// The checkout modes: the sessions' `expires_in` (`None`: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u32>,
     pub statuses: std::collections::BTreeMap<String, u64>,
     pub codes: std::collections::BTreeMap<String, u64>,
     pub replayed: u64,
     pub retries: u64,
+    /// First 201s; in the checkout modes, completed checkouts (abandoned: sessions opened).
     pub created: u64,
     pub unknown_outcomes: u64,
     /// Requests sent after the run to resolve unknown outcomes.
@@ -210,23 +252,49 @@ impl Report {
                 "seatkeeper-loadgen: echo (trivial JSON POST) against {}, {} connections",
                 self.base_url, self.connections
             ),
+            Mode::Checkout => writeln!(
+                s,
+                "seatkeeper-loadgen: checkouts (open, confirm, webhook) against {}, {} connections, {} plan(s) x {} seats, {}",
+                self.base_url, self.connections, self.plans, self.seats_per_plan, methods
+            ),
+            Mode::CheckoutAbandon => writeln!(
+                s,
+                "seatkeeper-loadgen: abandoned checkout sessions (opened, never confirmed, expires_in {}) against {}, {} connections, {} plan(s) x {} seats",
+                self.expires_in_secs.map_or("the server's default".to_owned(), |e| format!("{e} s")),
+                self.base_url, self.connections, self.plans, self.seats_per_plan
+            ),
         };
         let _ = writeln!(
             s,
             "  connections   {} of {} opened in {:.3} s, before the clock",
             self.connections_opened, self.connections, self.connect_secs
         );
+        let what = match self.mode {
+            Mode::Checkout => "completed checkouts",
+            Mode::CheckoutAbandon => "sessions opened",
+            _ => "first 201s",
+        };
         let _ = writeln!(
             s,
-            "  requests      {} in {:.2} s: {:.1} req/s (first 201s: {:.1}/s)",
+            "  requests      {} in {:.2} s: {:.1} req/s ({what}: {:.1}/s)",
             self.requests, self.elapsed_secs, self.throughput_rps, self.created_per_sec
         );
-        let l = &self.latency;
-        let _ = writeln!(
-            s,
-            "  latency (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3}",
-            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
-        );
+        let latency = |s: &mut String, name: &str, l: &Latency| {
+            let _ = writeln!(
+                s,
+                "  {name:<13} p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3}",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
+            );
+        };
+        let whole = if self.mode == Mode::Checkout {
+            "checkout (ms)"
+        } else {
+            "latency (ms)"
+        };
+        latency(&mut s, whole, &self.latency);
+        for (step, l) in &self.steps {
+            latency(&mut s, &format!("{} (ms)", step.as_str()), l);
+        }
         let join = |m: &std::collections::BTreeMap<String, u64>| {
             if m.is_empty() {
                 "-".to_owned()
@@ -275,28 +343,47 @@ struct Sent {
 }
 
 /// What the connections share.
-struct Shared {
-    opts: Options,
-    target: Target,
-    plan_ids: Vec<String>,
-    /// `Bearer <API key>` for purchases.
-    authorization: Option<String>,
+pub(crate) struct Shared {
+    pub(crate) opts: Options,
+    pub(crate) target: Target,
+    pub(crate) plan_ids: Vec<String>,
+    /// `Bearer <API key>` for purchases and checkouts.
+    pub(crate) authorization: Option<String>,
     /// Payment method per slot of the weighted round-robin.
-    schedule: Vec<String>,
-    run_id: String,
-    issued: AtomicU64,
-    answered: AtomicU64,
-    failed: AtomicU64,
-    deadline: Instant,
+    pub(crate) schedule: Vec<String>,
+    pub(crate) run_id: String,
+    pub(crate) issued: AtomicU64,
+    pub(crate) answered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
 }
 
-struct WorkerResult {
-    latencies: Vec<u32>,
-    tally: Tally,
-    requests: u64,
-    created: u64,
-    main_end: Instant,
-    settle_requests: u64,
+impl Shared {
+    /// With a rate, waits until request (or checkout) `n`'s turn on the even schedule;
+    /// `false` when that turn comes at or after the deadline.
+    pub(crate) async fn pace(&self, n: u64) -> bool {
+        let Some(rate) = self.opts.rate else {
+            return true;
+        };
+        let at = self.started + Duration::from_secs_f64(n as f64 / rate);
+        if at >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep_until(at.into()).await;
+        true
+    }
+}
+
+pub(crate) struct WorkerResult {
+    pub(crate) latencies: Vec<u32>,
+    /// The checkout modes: each step's latencies, by [`Step::ALL`]'s order.
+    pub(crate) steps: Vec<Vec<u32>>,
+    pub(crate) tally: Tally,
+    pub(crate) requests: u64,
+    pub(crate) created: u64,
+    pub(crate) main_end: Instant,
+    pub(crate) settle_requests: u64,
 }
 
 /// Runs the load and the verification.
@@ -309,7 +396,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let (plan_ids, authorization) = match opts.mode {
-        Mode::Purchase => {
+        Mode::Purchase | Mode::Checkout | Mode::CheckoutAbandon => {
             let key = match &opts.api_key {
                 Some(key) => key.clone(),
                 None => create_key(&api, &run_id).await?,
@@ -342,6 +429,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         issued: AtomicU64::new(0),
         answered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        started,
         deadline: started + limit,
     });
     let done = Arc::new(AtomicBool::new(false));
@@ -353,15 +441,25 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let workers: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(i, conn)| tokio::spawn(worker(i, shared.clone(), conn)))
+        .map(|(i, conn)| {
+            if opts.mode.is_checkout() {
+                tokio::spawn(checkout::worker(shared.clone(), conn))
+            } else {
+                tokio::spawn(worker(i, shared.clone(), conn))
+            }
+        })
         .collect();
     let mut latencies = Vec::new();
+    let mut steps: Vec<Vec<u32>> = vec![Vec::new(); Step::ALL.len()];
     let mut tally = Tally::new(opts.mode, plan_ids.len());
     let (mut requests, mut created, mut settle_requests) = (0, 0, 0);
     let mut main_end = started;
     for w in workers {
         let r = w.await.context("a connection task panicked")?;
         latencies.extend(r.latencies);
+        for (all, mine) in steps.iter_mut().zip(r.steps) {
+            all.extend(mine);
+        }
         tally.merge(r.tally);
         requests += r.requests;
         created += r.created;
@@ -370,7 +468,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     }
     done.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
-        let _ = p.await;
+        p.abort();
     }
     let elapsed = main_end.duration_since(started).as_secs_f64().max(1e-9);
     let plans_after = read_plans(&api, &plan_ids).await?;
@@ -390,11 +488,21 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         throughput_rps: requests as f64 / elapsed,
         created_per_sec: created as f64 / elapsed,
         latency: summarize(&mut latencies),
+        steps: Step::ALL
+            .into_iter()
+            .zip(steps.iter_mut())
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(step, l)| (step, summarize(l)))
+            .collect(),
+        expires_in_secs: opts.expires_in_secs.filter(|_| opts.mode.is_checkout()),
         statuses: tally.statuses.clone(),
         codes: tally.codes.clone(),
         replayed: tally.replayed,
         retries: tally.retries,
-        created: tally.created(),
+        created: match opts.mode {
+            Mode::CheckoutAbandon => tally.opened(),
+            _ => tally.created(),
+        },
         unknown_outcomes: tally.unknown_outcomes,
         settle_requests,
         plan_ids,
@@ -562,16 +670,37 @@ fn observe(plan: usize, answer: Option<&Answer>, retry_of: Option<Original>) -> 
     }
 }
 
-/// Sends one request on the connection, (re)connecting first when needed. `None` is a
-/// transport error; the connection is then dropped and made again next time. A request
-/// that never left because the server had closed the connection is sent once more on a
-/// new one.
-async fn exchange(
+/// Sends a purchase (or an echo) with its key and the run's credential.
+async fn exchange_purchase(
     conn: &mut Option<Conn>,
     target: &Target,
     path: &str,
     authorization: Option<&str>,
     sent: &Sent,
+) -> Option<Answer> {
+    let key = ("idempotency-key", sent.key.as_str());
+    let with_auth;
+    let headers: &[(&'static str, &str)] = match authorization {
+        Some(a) => {
+            with_auth = [key, ("authorization", a)];
+            &with_auth
+        }
+        None => std::slice::from_ref(&key),
+    };
+    exchange(conn, target, Method::POST, path, headers, Some(&sent.body)).await
+}
+
+/// Sends one request on the connection, (re)connecting first when needed. `None` is a
+/// transport error; the connection is then dropped and made again next time. A request
+/// that never left because the server had closed the connection is sent once more on a
+/// new one.
+pub(crate) async fn exchange(
+    conn: &mut Option<Conn>,
+    target: &Target,
+    method: Method,
+    path: &str,
+    headers: &[(&'static str, &str)],
+    body: Option<&Bytes>,
 ) -> Option<Answer> {
     for _ in 0..2 {
         if conn.is_none() {
@@ -584,18 +713,9 @@ async fn exchange(
             }
         }
         let c = conn.as_mut()?;
-        let key = ("idempotency-key", sent.key.as_str());
-        let with_auth;
-        let headers: &[(&'static str, &str)] = match authorization {
-            Some(a) => {
-                with_auth = [key, ("authorization", a)];
-                &with_auth
-            }
-            None => std::slice::from_ref(&key),
-        };
         let result = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            c.try_send(Method::POST, path, headers, Some(sent.body.clone())),
+            c.try_send(method.clone(), path, headers, body.cloned()),
         )
         .await;
         match result {
@@ -637,11 +757,12 @@ async fn open_connections(target: &Target, n: usize) -> Vec<Option<Conn>> {
     conns
 }
 
+/// Sends purchases (or echoes) on one connection until the budget or the time is used up.
 async fn worker(index: usize, shared: Arc<Shared>, mut conn: Option<Conn>) -> WorkerResult {
     let opts = &shared.opts;
     let path = match opts.mode {
-        Mode::Purchase => PURCHASE_PATH,
         Mode::Echo => ECHO_PATH,
+        _ => PURCHASE_PATH,
     };
     let customer = format!("lg{}-c{index}", shared.run_id);
     let budget = opts.requests.unwrap_or(u64::MAX);
@@ -657,6 +778,9 @@ async fn worker(index: usize, shared: Arc<Shared>, mut conn: Option<Conn>) -> Wo
         }
         let n = shared.issued.fetch_add(1, Ordering::Relaxed);
         if n >= budget {
+            break;
+        }
+        if !shared.pace(n).await {
             break;
         }
         let retry = opts.retry_share > 0.0 && !recent.is_empty() && rng.unit() < opts.retry_share;
@@ -685,7 +809,7 @@ async fn worker(index: usize, shared: Arc<Shared>, mut conn: Option<Conn>) -> Wo
             (sent, None)
         };
         let t0 = Instant::now();
-        let answer = exchange(
+        let answer = exchange_purchase(
             &mut conn,
             &shared.target,
             path,
@@ -727,6 +851,7 @@ async fn worker(index: usize, shared: Arc<Shared>, mut conn: Option<Conn>) -> Wo
     let settle_requests = settle(&mut conn, &shared, path, unresolved, &mut tally).await;
     WorkerResult {
         latencies,
+        steps: Vec::new(),
         tally,
         requests,
         created,
@@ -749,7 +874,7 @@ async fn settle(
     let mut sent_count = 0;
     for sent in unresolved {
         loop {
-            let answer = exchange(
+            let answer = exchange_purchase(
                 conn,
                 &shared.target,
                 path,
@@ -801,6 +926,17 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_must_be_a_positive_number() {
+        let mut o = Options::new("http://127.0.0.1:1");
+        for (rate, ok) in [(Some(2000.0), true), (None, true), (Some(0.0), false)] {
+            o.rate = rate;
+            assert_eq!(o.validate().is_ok(), ok, "{rate:?}");
+        }
+        o.rate = Some(f64::NAN);
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
     fn the_json_report_has_the_fields_scripts_read() {
         let report = Report {
             mode: Mode::Purchase,
@@ -817,6 +953,8 @@ mod tests {
             throughput_rps: 2000.0,
             created_per_sec: 2000.0,
             latency: summarize(&mut [1000, 2000, 3000]),
+            steps: Default::default(),
+            expires_in_secs: None,
             statuses: [("201".to_owned(), 1000)].into(),
             codes: Default::default(),
             replayed: 0,

@@ -1,8 +1,11 @@
 //! What the answers said, and the end-of-run check against what the API reports: nothing
 //! oversold, every success a seat taken and an active subscription, no purchase left
-//! incomplete, every retry a replay of the first answer.
+//! incomplete, every retry a replay of the first answer; for checkouts, no seat still
+//! held ([`steps`] counts a checkout's answers).
 //!
 //! Both halves are pure, so the pass/fail decision is tested on made-up answers.
+
+pub mod steps;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +19,18 @@ pub enum Mode {
     Purchase,
     /// `POST /bench/echo`, the trivial-JSON-POST baseline.
     Echo,
+    /// A checkout session opened, confirmed, and its `payment_intent.succeeded` webhook
+    /// delivered: one completed checkout.
+    Checkout,
+    /// Checkout sessions opened and abandoned (never confirmed), left to expire.
+    CheckoutAbandon,
+}
+
+impl Mode {
+    /// Whether the mode drives checkout sessions.
+    pub fn is_checkout(self) -> bool {
+        matches!(self, Mode::Checkout | Mode::CheckoutAbandon)
+    }
 }
 
 /// The first answer to a key, which a retry with the same key must replay.
@@ -44,8 +59,10 @@ pub struct Observation {
 /// Counts for one plan, from first (not replayed) answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanTally {
-    /// 201 Created.
+    /// 201 Created; in the checkout modes, completed checkouts.
     pub created: u64,
+    /// Checkout sessions opened (201).
+    pub opened: u64,
     /// 402 payment_declined.
     pub declined: u64,
     /// 409 plan_sold_out.
@@ -63,7 +80,7 @@ pub struct Tally {
     /// Answers carrying `Idempotent-Replayed: true`.
     pub replayed: u64,
     pub plans: Vec<PlanTally>,
-    /// Subscription ids of first 201s, to find one given twice.
+    /// Subscription ids of first 201s (of completed checkouts), to find one given twice.
     pub created_ids: Vec<u128>,
     /// Requests that resent an earlier key.
     pub retries: u64,
@@ -146,14 +163,20 @@ impl Tally {
     }
 
     fn unexpected(&mut self, o: &Observation, why: &str) {
-        self.unexpected += 1;
-        if self.unexpected_examples.len() < 5 {
-            self.unexpected_examples.push(format!(
+        self.unexpected_because(|| {
+            format!(
                 "{why}: status {} code {} replayed {}",
                 o.status,
                 o.code.as_deref().unwrap_or("-"),
                 o.replayed
-            ));
+            )
+        });
+    }
+
+    pub(crate) fn unexpected_because(&mut self, example: impl FnOnce() -> String) {
+        self.unexpected += 1;
+        if self.unexpected_examples.len() < 5 {
+            self.unexpected_examples.push(example());
         }
     }
 
@@ -167,6 +190,7 @@ impl Tally {
         self.replayed += other.replayed;
         for (mine, theirs) in self.plans.iter_mut().zip(other.plans) {
             mine.created += theirs.created;
+            mine.opened += theirs.opened;
             mine.declined += theirs.declined;
             mine.sold_out += theirs.sold_out;
         }
@@ -182,9 +206,14 @@ impl Tally {
         }
     }
 
-    /// All 201s not replayed.
+    /// All 201s not replayed; in the checkout modes, completed checkouts.
     pub fn created(&self) -> u64 {
         self.plans.iter().map(|p| p.created).sum()
+    }
+
+    /// Checkout sessions opened.
+    pub fn opened(&self) -> u64 {
+        self.plans.iter().map(|p| p.opened).sum()
     }
 }
 
@@ -206,6 +235,9 @@ pub struct StatsSnapshot {
     pub active: u64,
     pub canceled: u64,
     pub incomplete_expired: u64,
+    /// Seats held by open checkout sessions.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// One named check and what it found.
@@ -279,49 +311,7 @@ pub fn verify(tally: &Tally, plans: &[PlanSnapshot]) -> Verdict {
         );
         return finish(checks);
     }
-    type Rule = fn(&PlanTally, &PlanSnapshot) -> Option<String>;
-    let rules: [(&str, Rule); 5] = [
-        ("nothing was oversold", |_, p| {
-            let s = &p.stats;
-            let held = s.active + s.incomplete;
-            (held > p.capacity
-                || p.seats_left > p.capacity
-                || s.capacity != p.capacity
-                || s.seats_left != p.seats_left
-                || s.capacity != s.seats_left + held)
-                .then(|| {
-                    format!(
-                        "capacity {} seats_left {} (stats: seats_left {} active {} incomplete {})",
-                        p.capacity, p.seats_left, s.seats_left, s.active, s.incomplete
-                    )
-                })
-        }),
-        ("successes equal seats taken", |t, p| {
-            let taken = p.capacity.saturating_sub(p.seats_left);
-            (t.created != taken).then(|| format!("{} successes, {} seats taken", t.created, taken))
-        }),
-        ("successes equal active subscriptions", |t, p| {
-            (t.created != p.stats.active).then(|| {
-                format!(
-                    "{} successes, {} active subscriptions",
-                    t.created, p.stats.active
-                )
-            })
-        }),
-        ("no purchase was left incomplete", |_, p| {
-            (p.stats.incomplete != 0)
-                .then(|| format!("{} incomplete subscriptions", p.stats.incomplete))
-        }),
-        ("declines equal expired subscriptions", |t, p| {
-            (t.declined != p.stats.incomplete_expired).then(|| {
-                format!(
-                    "{} declines, {} incomplete_expired subscriptions",
-                    t.declined, p.stats.incomplete_expired
-                )
-            })
-        }),
-    ];
-    for (name, rule) in rules {
+    for (name, rule) in rules(tally.mode) {
         let failures: Vec<String> = tally
             .plans
             .iter()
@@ -330,17 +320,135 @@ pub fn verify(tally: &Tally, plans: &[PlanSnapshot]) -> Verdict {
             .collect();
         let passed = failures.is_empty();
         let detail = if passed {
-            format!(
-                "{} plans, {} successes in all",
-                plans.len(),
-                tally.created()
-            )
+            match tally.mode {
+                Mode::Checkout => format!(
+                    "{} plans, {} completed checkouts in all",
+                    plans.len(),
+                    tally.created()
+                ),
+                Mode::CheckoutAbandon => format!(
+                    "{} plans, {} sessions opened in all",
+                    plans.len(),
+                    tally.opened()
+                ),
+                _ => format!(
+                    "{} plans, {} successes in all",
+                    plans.len(),
+                    tally.created()
+                ),
+            }
         } else {
             failures.into_iter().take(3).collect::<Vec<_>>().join("; ")
         };
         check(name, passed, detail);
     }
     finish(checks)
+}
+
+type Rule = fn(&PlanTally, &PlanSnapshot) -> Option<String>;
+
+/// What must hold of every plan after a run of `mode`: each rule says why a plan fails it.
+fn rules(mode: Mode) -> Vec<(&'static str, Rule)> {
+    let oversold: (&str, Rule) = ("nothing was oversold", |_, p| {
+        let s = &p.stats;
+        let taken = s.active + s.incomplete + s.held;
+        (taken > p.capacity
+            || p.seats_left > p.capacity
+            || s.capacity != p.capacity
+            || s.seats_left != p.seats_left
+            || s.capacity != s.seats_left + taken)
+            .then(|| {
+                format!(
+                    "capacity {} seats_left {} (stats: seats_left {} active {} incomplete {} held {})",
+                    p.capacity, p.seats_left, s.seats_left, s.active, s.incomplete, s.held
+                )
+            })
+    });
+    match mode {
+        Mode::Echo => Vec::new(),
+        Mode::Purchase => vec![
+            oversold,
+            ("successes equal seats taken", |t, p| {
+                let taken = p.capacity.saturating_sub(p.seats_left);
+                (t.created != taken)
+                    .then(|| format!("{} successes, {} seats taken", t.created, taken))
+            }),
+            ("successes equal active subscriptions", |t, p| {
+                (t.created != p.stats.active).then(|| {
+                    format!(
+                        "{} successes, {} active subscriptions",
+                        t.created, p.stats.active
+                    )
+                })
+            }),
+            ("no purchase was left incomplete", |_, p| {
+                (p.stats.incomplete != 0)
+                    .then(|| format!("{} incomplete subscriptions", p.stats.incomplete))
+            }),
+            ("declines equal expired subscriptions", |t, p| {
+                (t.declined != p.stats.incomplete_expired).then(|| {
+                    format!(
+                        "{} declines, {} incomplete_expired subscriptions",
+                        t.declined, p.stats.incomplete_expired
+                    )
+                })
+            }),
+        ],
+        Mode::Checkout => vec![
+            oversold,
+            ("completed checkouts equal seats taken", |t, p| {
+                let taken = p.capacity.saturating_sub(p.seats_left);
+                (t.created != taken)
+                    .then(|| format!("{} completed, {} seats taken", t.created, taken))
+            }),
+            ("completed checkouts equal active subscriptions", |t, p| {
+                (t.created != p.stats.active).then(|| {
+                    format!(
+                        "{} completed, {} active subscriptions",
+                        t.created, p.stats.active
+                    )
+                })
+            }),
+            ("no seat is still held", |_, p| {
+                (p.stats.held != 0).then(|| format!("{} seats held", p.stats.held))
+            }),
+            ("nothing was left incomplete", |_, p| {
+                (p.stats.incomplete != 0)
+                    .then(|| format!("{} incomplete subscriptions", p.stats.incomplete))
+            }),
+        ],
+        // The worker expires sessions while the plans are read back: the plan and its
+        // stats are two reads, so only the stats (one read) are compared with themselves.
+        Mode::CheckoutAbandon => vec![
+            ("nothing was oversold", |_, p| {
+                let s = &p.stats;
+                let taken = s.active + s.incomplete + s.held;
+                (s.capacity != p.capacity || s.capacity != s.seats_left + taken).then(|| {
+                    format!(
+                        "capacity {} (stats: capacity {} seats_left {} active {} incomplete {} held {})",
+                        p.capacity, s.capacity, s.seats_left, s.active, s.incomplete, s.held
+                    )
+                })
+            }),
+            ("no abandoned session became a subscription", |_, p| {
+                (p.stats.active + p.stats.incomplete != 0).then(|| {
+                    format!(
+                        "{} active, {} incomplete subscriptions",
+                        p.stats.active, p.stats.incomplete
+                    )
+                })
+            }),
+            ("every seat taken is held by a session", |_, p| {
+                let taken = p.stats.capacity.saturating_sub(p.stats.seats_left);
+                (taken != p.stats.held)
+                    .then(|| format!("{taken} seats taken, {} held", p.stats.held))
+            }),
+            ("no more seats held than sessions opened", |t, p| {
+                (p.stats.held > t.opened)
+                    .then(|| format!("{} held, {} opened", p.stats.held, t.opened))
+            }),
+        ],
+    }
 }
 
 fn finish(checks: Vec<Check>) -> Verdict {
@@ -398,6 +506,7 @@ mod tests {
                 active,
                 canceled: 0,
                 incomplete_expired: expired,
+                held: 0,
             },
         }
     }

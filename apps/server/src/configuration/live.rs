@@ -10,7 +10,9 @@ pub struct LiveSettings {
     /// (seconds).
     pub heartbeat_secs: u64,
     /// How long the hub gathers announcements of changes before it reads the changed
-    /// plans, each once (milliseconds): the most a change waits before its event.
+    /// plans, each once (milliseconds): the most a change waits before its event, and
+    /// the least time between two reads of one plan (a read counts the plan's
+    /// subscriptions, so a hot plan is read at most four times a second by default).
     pub coalesce_ms: u64,
     /// Events the broadcast ring keeps for slow streams; one further behind is sent the
     /// latest availability instead of what it missed.
@@ -24,7 +26,7 @@ impl Default for LiveSettings {
     fn default() -> Self {
         Self {
             heartbeat_secs: 15,
-            coalesce_ms: 50,
+            coalesce_ms: 250,
             backlog: 1024,
             retry_ms: 2000,
         }
