@@ -526,3 +526,47 @@ async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
     assert!(!complete.needs_plan(&payment("pi_1")));
     assert!(!complete.needs_plan(&expire));
 }
+
+#[tokio::test]
+async fn an_unrecorded_intent_whose_cancellation_fails_is_cancelled_by_a_later_run() {
+    let mut intents = MockIntents::new();
+    let mut made = 0;
+    intents.expect_create_intent().times(2).returning(move |_| {
+        made += 1;
+        if made == 1 {
+            Err(down())
+        } else {
+            Ok(intent(IntentStatus::RequiresPaymentMethod {
+                last_error: None,
+            }))
+        }
+    });
+    let mut cancels = 0;
+    intents
+        .expect_cancel_intent()
+        .with(eq("pi_1"))
+        .times(2)
+        .returning(move |_| {
+            cancels += 1;
+            if cancels == 1 {
+                Err(down())
+            } else {
+                Ok(intent(IntentStatus::Canceled))
+            }
+        });
+    let w = world(intents, MockGateway::new(), 1).await;
+    let cmd = w.open_cmd("cus_1", "k1");
+    assert!(w.checkouts.open(&cmd).await.is_err());
+    let s = w.only_session().await;
+    w.clock.advance(Duration::from_secs(1801));
+    assert_eq!(w.checkouts.run_due().await.unwrap().expired, 1);
+    // The expired session now records the intent, not yet cancelled: it stays due.
+    let ended = w.checkouts.get(s).await.unwrap().unwrap();
+    assert_eq!(ended.payment_intent().unwrap().id, "pi_1");
+    assert!(!ended.intent_closed());
+    assert_eq!(w.checkouts.run_due().await.unwrap().intents_canceled, 1);
+    let done = w.checkouts.get(s).await.unwrap().unwrap();
+    assert!(done.intent_closed());
+    assert_eq!(done.check_at(), None);
+    w.assert_invariants().await;
+}

@@ -324,7 +324,11 @@ impl CheckoutSession {
             CheckoutChange::AttachIntent(intent) => match &self.s.payment_intent {
                 Some(had) if had.id == intent.id => unchanged,
                 Some(_) => Err(CheckoutRefusal::IntentMismatch),
-                None if status != Open => Err(CheckoutRefusal::NotOpen { status }),
+                None if status == Complete => Err(CheckoutRefusal::NotOpen { status }),
+                // An expired session records the intent the provider made for it (its
+                // recording was lost), so that it is cancelled like any expired
+                // session's intent — by the worker until the provider answers — or,
+                // should it have been paid, meets the late-payment rule.
                 None => {
                     self.s.payment_intent = Some(intent.clone());
                     Ok(Applied::updated())

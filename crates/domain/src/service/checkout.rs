@@ -284,7 +284,18 @@ impl CheckoutService {
                     AttachError::Store(s) => CheckoutError::Store(s),
                 })?;
         }
-        let intent_id = session.payment_intent().expect("attached above").id.clone();
+        // Expired while its intent was made: the worker cancels the intent it recorded.
+        if session.status() != CheckoutStatus::Open {
+            return Err(CheckoutError::NotOpen {
+                status: session.status(),
+            });
+        }
+        let Some(intent) = session.payment_intent() else {
+            return Err(CheckoutError::Store(StoreError::internal(
+                "a session's intent was attached but is not recorded",
+            )));
+        };
+        let intent_id = intent.id.clone();
         match self
             .intents
             .confirm_intent(&intent_id, payment_method)

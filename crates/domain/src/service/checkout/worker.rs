@@ -189,15 +189,22 @@ impl CheckoutService {
     /// recorded: the store failed after the provider made it (and the customer never came
     /// back to have it recorded). The provider makes intents idempotently per provider
     /// key, so asking it to make the session's intent answers that one (or makes one);
-    /// recording it on an ended session is refused, and [`Self::attach_intent`] cancels
-    /// it. A provider that does not answer leaves it as it is (logged): nobody was given
+    /// the expired session records it, and it is cancelled at once or, when the provider
+    /// does not answer, by the worker's later runs (the session is due until then). A
+    /// provider that cannot even be asked leaves it as it is (logged): nobody was given
     /// its client secret, so nobody can pay it but this service, which would record it.
     pub(super) async fn cancel_unrecorded(&self, session: &CheckoutSession, ctx: &AuditContext) {
         if session.payment_intent().is_some() {
             return;
         }
         let failed = match self.attach_intent(session, ctx).await {
-            Ok(_) => return,
+            Ok(recorded) => {
+                if recorded.status() == CheckoutStatus::Expired && !recorded.intent_closed() {
+                    // Err: the provider did not answer; the session stays due.
+                    let _ = self.close_intent(recorded, ctx).await;
+                }
+                return;
+            }
             Err(super::AttachError::Gateway(e)) => e.to_string(),
             Err(super::AttachError::Store(e)) => e.to_string(),
         };
