@@ -234,6 +234,9 @@ pub struct PaymentSettings {
     pub base_url: String,
     /// Stripe's secret key (`sk_test_…`); required for `stripe`. Never printed.
     pub secret_key: Option<Secret>,
+    /// Stripe's publishable key (`pk_test_…`), for the storefront's Payment Element with
+    /// `stripe`; without it the storefront cannot take cards for Stripe.
+    pub publishable_key: Option<String>,
     /// The limit of one request to Stripe, in milliseconds.
     pub timeout_ms: u64,
     /// Retries of a request whose answer may change (timeouts, 409, 429, 5xx).
@@ -254,6 +257,7 @@ impl Default for PaymentSettings {
             latency_ms: 0,
             base_url: "https://api.stripe.com".to_owned(),
             secret_key: None,
+            publishable_key: None,
             timeout_ms: 5_000,
             max_retries: 2,
             webhook_secrets: Vec::new(),
@@ -290,6 +294,10 @@ pub struct BenchSettings {
 pub struct DemoSettings {
     /// Seed a few demo plans into an empty store; unset means "yes for `memory://`".
     pub seed: Option<bool>,
+    /// Let anyone sign in to the storefront as any customer id (`POST
+    /// /api/demo/customer_sessions`); unset means "yes for `memory://`". Never in
+    /// production: there, the integrator mints customer sessions.
+    pub sign_in: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,6 +435,14 @@ impl Settings {
         if self.http.body_limit_bytes < 256 {
             bail!("invalid configuration: http.body_limit_bytes must be at least 256");
         }
+        if let Some(key) = &self.payments.publishable_key {
+            if self.payments.provider != PaymentProvider::Stripe {
+                bail!("invalid configuration: payments.publishable_key is for payments.provider 'stripe'");
+            }
+            if !key.starts_with("pk_") {
+                bail!("invalid configuration: payments.publishable_key must be Stripe's publishable key (pk_…), never the secret key");
+            }
+        }
         if self.payments.provider == PaymentProvider::Stripe {
             if self.payments.secret_key.is_none() {
                 bail!("invalid configuration: payments.secret_key is required when payments.provider is 'stripe'");
@@ -541,6 +557,13 @@ impl Settings {
                 redact(&self.store.url)
             ),
         }
+    }
+
+    /// Whether the storefront's demo sign-in is on.
+    pub fn demo_sign_in(&self) -> bool {
+        self.demo
+            .sign_in
+            .unwrap_or(matches!(self.store_kind(), Ok(StoreKind::Memory)))
     }
 
     /// Whether to seed demo plans into an empty store.

@@ -35,6 +35,7 @@ pub mod keys_cli;
 mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod problem;
 pub mod rate_limit;
 pub mod recovery;

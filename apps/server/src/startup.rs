@@ -223,6 +223,7 @@ impl Application {
             },
             simulated,
             live: live.clone(),
+            demo_sign_in: settings.demo_sign_in(),
         });
         let session_secret = match &settings.auth.session_secret {
             Some(secret) => secret.expose_secret().as_bytes().to_vec(),
@@ -266,6 +267,14 @@ impl Application {
         let body_limit = settings.http.body_limit_bytes;
         let bench_echo = crate::bench::EchoRoute::of(&settings.bench);
         let doc = crate::openapi::document();
+        let pages = web::Data::new(crate::pages::PageConfig {
+            demo_sign_in: settings.demo_sign_in(),
+            provider: match settings.payments.provider {
+                PaymentProvider::Simulated => "simulated",
+                PaymentProvider::Stripe => "stripe",
+            },
+            publishable_key: settings.payments.publishable_key.clone(),
+        });
         let metrics_state = state.clone();
         let mut server = HttpServer::new(move || {
             let mut app = App::new();
@@ -292,6 +301,8 @@ impl Application {
             // routes: the two are compared, so neither pays for the other's table.
             .configure(|cfg| crate::bench::configure(cfg, bench_echo))
             .configure(|cfg| routes::register(cfg, &doc))
+            .app_data(pages.clone())
+            .configure(crate::pages::configure)
             .default_service(web::to(routes::not_found))
         })
         .listen(listener)?;

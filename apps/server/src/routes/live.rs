@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use actix_web::{get, web, HttpRequest, Responder};
 use actix_web_lab::sse;
 use futures::{stream, Stream, StreamExt};
-use seatkeeper_domain::{Limit, PageRequest, PlanId, PlanStatus};
+use seatkeeper_domain::PlanId;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
@@ -125,27 +125,9 @@ pub async fn all(
 ) -> Result<impl Responder, ApiError> {
     let rx = state.live.subscribe();
     let mut first = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state
-            .plans
-            .list(PageRequest {
-                after,
-                limit: Limit::new(i64::from(Limit::MAX)).expect("the largest limit"),
-            })
-            .await?;
-        for p in page
-            .items
-            .iter()
-            .filter(|p| p.status() == PlanStatus::Active)
-        {
-            if let Some(a) = state.live.availability(p.id()).await? {
-                first.push(a);
-            }
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
+    for p in state.plans.on_sale().await? {
+        if let Some(a) = state.live.availability(p.id()).await? {
+            first.push(a);
         }
     }
     let hub = state.live.clone();

@@ -49,6 +49,8 @@ pub struct AppState {
     pub simulated: Option<std::sync::Arc<seatkeeper_payments::SimulatedGateway>>,
     /// Live availability, for the event streams.
     pub live: std::sync::Arc<crate::live::Hub>,
+    /// Whether anyone may sign in as any customer (`demo.sign_in`).
+    pub demo_sign_in: bool,
 }
 
 /// Every operation of the API, in the order actix tries them.
@@ -77,6 +79,7 @@ pub fn services(cfg: &mut ServiceConfig) {
         .service(webhooks::stripe)
         .service(simulated::authenticate)
         .service(sessions::create)
+        .service(sessions::demo)
         .service(keys::create)
         .service(keys::list)
         .service(keys::revoke)

@@ -9,6 +9,8 @@ use crate::{
     extract::json_body,
     openapi::responses::*,
     problem::ApiError,
+    problem::Code,
+    routes::AppState,
 };
 
 /// Make a customer session
@@ -42,6 +44,45 @@ pub async fn create(
     auth: web::Data<Authenticator>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(Action::MintSessions)?;
+    let customer = json_body::<CreateSessionRequest>(&req, &body)?.try_into_domain()?;
+    let session = auth.issue_session(customer);
+    Ok(HttpResponse::Created().json(SessionBody::from(session)))
+}
+
+/// Sign in as a customer (demo mode)
+///
+/// Makes a customer session for any customer id, with no credential: the storefront's
+/// demo sign-in. Only when the server runs in demo mode (`demo.sign_in`, on by default
+/// with the in-memory store and off with every other); otherwise it answers 404
+/// `not_found`, and the integrator mints sessions with `POST /api/customer_sessions`.
+/// The session is exactly the one that endpoint makes.
+#[utoipa::path(
+    operation_id = "createDemoCustomerSession",
+    tag = "access",
+    security(()),
+    request_body(content = CreateSessionRequest),
+    responses(
+        (status = 201, description = "The session.", body = SessionBody),
+        (status = 400, response = InvalidRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+    ),
+)]
+#[post("/api/demo/customer_sessions")]
+pub async fn demo(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.demo_sign_in {
+        return Err(ApiError::new(
+            Code::NotFound,
+            "there is nothing at /api/demo/customer_sessions: the demo sign-in is off (demo.sign_in)",
+        ));
+    }
     let customer = json_body::<CreateSessionRequest>(&req, &body)?.try_into_domain()?;
     let session = auth.issue_session(customer);
     Ok(HttpResponse::Created().json(SessionBody::from(session)))

@@ -174,6 +174,41 @@ impl Currency {
         // Only ASCII codes from the table are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
+
+    /// How many digits of an amount are the minor unit: 0 for Stripe's zero-decimal
+    /// currencies (`jpy`, `krw`…), 3 for its three-decimal ones (`kwd`…), else 2.
+    pub fn minor_digits(&self) -> u32 {
+        const ZERO: &[&str] = &[
+            "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
+            "vuv", "xaf", "xof", "xpf",
+        ];
+        const THREE: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
+        if ZERO.contains(&self.as_str()) {
+            0
+        } else if THREE.contains(&self.as_str()) {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// An amount in this currency's minor unit, written for people: `49.00 USD`,
+    /// `4900 JPY`, `-1.500 KWD`.
+    pub fn format(&self, minor_amount: i64) -> String {
+        let code = self.as_str().to_ascii_uppercase();
+        let digits = self.minor_digits();
+        if digits == 0 {
+            return format!("{minor_amount} {code}");
+        }
+        let unit = 10i64.pow(digits);
+        let sign = if minor_amount < 0 { "-" } else { "" };
+        let abs = minor_amount.unsigned_abs();
+        let (whole, part) = (abs / unit as u64, abs % unit as u64);
+        format!(
+            "{sign}{whole}.{part:0width$} {code}",
+            width = digits as usize
+        )
+    }
 }
 
 impl fmt::Display for Currency {
@@ -308,6 +343,17 @@ impl From<PaymentMethod> for String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn amounts_are_written_with_their_currencys_minor_unit() {
+        let c = |s| Currency::parse(s).unwrap();
+        assert_eq!(c("usd").format(4900), "49.00 USD");
+        assert_eq!(c("eur").format(5), "0.05 EUR");
+        assert_eq!(c("jpy").format(4900), "4900 JPY");
+        assert_eq!(c("kwd").format(-1500), "-1.500 KWD");
+        assert_eq!(c("usd").format(0), "0.00 USD");
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::{
     model::{
-        AuditContext, AuditEntry, NewPlan, Page, PageRequest, Plan, PlanId, PlanPatch, PlanStats,
+        AuditContext, AuditEntry, Limit, NewPlan, Page, PageRequest, Plan, PlanId, PlanPatch,
+        PlanStats, PlanStatus,
     },
     ports::{Clock, Store, StoreError, UpdatePlanError},
 };
@@ -52,6 +53,25 @@ impl PlanService {
             .list_plans(page.after, page.limit.get() + 1)
             .await?;
         Ok(Page::from_overfetch(items, page.limit, |p| p.id()))
+    }
+
+    /// Every plan on sale (status `active`), in the store's order: what a storefront
+    /// lists and what the availability stream follows.
+    pub async fn on_sale(&self) -> Result<Vec<Plan>, StoreError> {
+        let mut on_sale = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.list_plans(after, Limit::MAX).await?;
+            let full = page.len() == Limit::MAX as usize;
+            after = page.last().map(Plan::id);
+            on_sale.extend(
+                page.into_iter()
+                    .filter(|p| p.status() == PlanStatus::Active),
+            );
+            if !full {
+                return Ok(on_sale);
+            }
+        }
     }
 
     /// Changes a plan; see [`crate::ports::PlanRepository::update_plan`].
