@@ -25,6 +25,7 @@ mod openapi;
 mod plans;
 mod purchase;
 mod recovery;
+mod storefront;
 mod stripe;
 mod subscriptions;
 mod timestamps;
