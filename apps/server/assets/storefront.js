@@ -215,7 +215,7 @@
     const r = await api('POST', '/api/checkout_sessions', { body: { plan_id: plan, customer_id: session.customer_id }, key: current.key });
     if (r.status === 201 || r.status === 200) {
       show(r.body);
-    } else if (r.status === 409 && r.body.code === 'sold_out') {
+    } else if (r.status === 409 && r.body.code === 'plan_sold_out') {
       endAttempt(plan);
       finish('Sold out: every seat was taken before yours could be held.', 'sold-out');
     } else {

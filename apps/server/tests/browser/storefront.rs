@@ -321,3 +321,140 @@ async fn a_customer_cancels_a_subscription_from_my_subscriptions() {
     app.assert_invariants(&plan).await;
     browsers.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_offers_a_seat_already_sold_says_sold_out_and_holds_nothing() {
+    let Some(mut browsers) =
+        Browsers::start("a_page_that_offers_a_seat_already_sold_says_sold_out_and_holds_nothing")
+            .await
+    else {
+        return;
+    };
+    let (app, plan) = shop("Last seat", 1, 600).await;
+    let c = browsers.open(false).await;
+    visit(&c, &app).await;
+    sign_in(&c, "cus_frank").await;
+    assert_eq!(
+        app.purchase(&plan, "cus_other", "o1", "pm_card_visa")
+            .await
+            .status(),
+        201
+    );
+    until(
+        &c,
+        "sold out",
+        &format!(
+            "document.querySelector('[data-plan-id=\"{plan}\"] [data-buy]').disabled && {} === '0'",
+            seats_left(&plan)
+        ),
+    )
+    .await;
+    // A page whose stream lags behind the sale still offers the seat: the click reaches
+    // the server, which refuses it.
+    c.execute(&format!("document.querySelector('[data-plan-id=\"{plan}\"] [data-buy]').disabled = false; return 1"), vec![]).await.unwrap();
+    click(&c, &format!("[data-plan-id=\"{plan}\"] [data-buy]")).await;
+    let sold_out = outcome(&c, "sold-out").await;
+    assert!(sold_out.contains("Sold out"), "{sold_out}");
+    let stats = app.stats(&plan).await;
+    assert_eq!(
+        (stats["active"].as_u64(), stats["held"].as_u64()),
+        (Some(1), Some(0))
+    );
+    browsers.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storefront_names_every_control_and_a_keyboard_alone_can_sign_in_and_buy() {
+    let Some(mut browsers) = Browsers::start(
+        "the_storefront_names_every_control_and_a_keyboard_alone_can_sign_in_and_buy",
+    )
+    .await
+    else {
+        return;
+    };
+    let (app, plan) = shop("Keyboard", 2, 600).await;
+    let c = browsers.open(false).await;
+    visit(&c, &app).await;
+    let unnamed = c
+        .execute(
+            "return [...document.querySelectorAll('input, select, textarea, button')].filter(e => \
+               !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim() \
+               && !e.closest('label')).map(e => e.outerHTML)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unnamed, json!([]), "controls without an accessible name");
+    assert_eq!(
+        c.execute(
+            "return [document.documentElement.lang, document.querySelectorAll('h1').length]",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        json!(["en", 1])
+    );
+
+    // Tab until `css` has the focus (in at most 30 presses), then press `key`.
+    async fn tab_to(c: &Client, css: &str, key: &str) {
+        for _ in 0..30 {
+            let here = c
+                .execute(
+                    &format!("return document.activeElement === document.querySelector('{css}')"),
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if here == json!(true) {
+                c.active_element()
+                    .await
+                    .unwrap()
+                    .send_keys(key)
+                    .await
+                    .unwrap();
+                return;
+            }
+            c.active_element()
+                .await
+                .unwrap()
+                .send_keys(&fantoccini::key::Key::Tab)
+                .await
+                .unwrap();
+        }
+        panic!("Tab never reached {css}");
+    }
+    tab_to(&c, "#customer-id", "cus_keys").await;
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter)
+        .await
+        .unwrap();
+    until(
+        &c,
+        "signed in",
+        "document.getElementById('customer-name').textContent === 'cus_keys'",
+    )
+    .await;
+    tab_to(
+        &c,
+        &format!("[data-plan-id=\"{plan}\"] [data-buy]"),
+        &fantoccini::key::Key::Enter,
+    )
+    .await;
+    until(&c, "the held seat", "!document.getElementById('hold').hidden && document.getElementById('hold-left').textContent !== ''").await;
+    assert_eq!(
+        c.execute(
+            "return document.getElementById('checkout').contains(document.activeElement)",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        true,
+        "the focus moves into the checkout"
+    );
+    tab_to(&c, "#pay", &fantoccini::key::Key::Enter).await;
+    outcome(&c, "paid").await;
+    assert_eq!(app.stats(&plan).await["active"], 1);
+    browsers.close().await;
+}
