@@ -18,7 +18,7 @@ use futures::StreamExt;
 use parking_lot::RwLock;
 use seatkeeper_domain::{
     ports::{Store, StoreError},
-    PlanId, PlanStatus,
+    PlanAvailability, PlanId, PlanStatus,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -83,10 +83,7 @@ impl Hub {
 
     /// Reads the plan and publishes its availability if it changed. Returns it.
     async fn refresh(&self, id: PlanId) -> Result<Option<Arc<Availability>>, StoreError> {
-        let Some(plan) = self.store.get_plan(id).await? else {
-            return Ok(None);
-        };
-        let Some(stats) = self.store.plan_stats(id).await? else {
+        let Some(PlanAvailability { plan, held }) = self.store.plan_availability(id).await? else {
             return Ok(None);
         };
         let now = Arc::new(Availability {
@@ -95,10 +92,10 @@ impl Hub {
                 PlanStatus::Active => "active",
                 PlanStatus::Archived => "archived",
             },
-            capacity: stats.capacity,
-            seats_left: stats.seats_left,
-            held: stats.held,
-            sold_out: stats.sold_out,
+            capacity: plan.capacity().get(),
+            seats_left: plan.seats_left(),
+            held,
+            sold_out: plan.is_sold_out(),
             seq: plan.seq(),
         });
         let changed = {

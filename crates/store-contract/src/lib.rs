@@ -113,6 +113,7 @@ macro_rules! __contract_cases {
     ($($args:tt)*) => {
         $crate::__contract_expand! { ($($args)*)
             checkouts::opening_a_checkout_holds_a_seat_audits_it_and_reads_back_exactly,
+            checkouts::availability_is_the_plan_and_the_seats_its_open_sessions_hold,
             checkouts::opening_again_with_the_same_key_answers_the_same_session_and_changes_nothing,
             checkouts::a_customer_holds_one_open_session_per_plan_and_refusals_change_nothing,
             checkouts::paying_a_session_makes_its_seat_an_active_subscription_once,

@@ -16,8 +16,8 @@ use seatkeeper_domain::{
         SubscriptionRepository, UpdatePlanError, WebhookEvent,
     },
     ApiKey, ApiKeyId, AuditContext, AuditEntry, ChangeCheckout, CheckoutSession, CheckoutSessionId,
-    Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken, OpenCheckout, Plan, PlanId, PlanPatch,
-    PlanStats, SecretHash, Subscription, SubscriptionId, Timestamp,
+    Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken, OpenCheckout, Plan, PlanAvailability,
+    PlanId, PlanPatch, PlanStats, SecretHash, Subscription, SubscriptionId, Timestamp,
 };
 
 /// A store whose operations all fail with [`StoreError::Unavailable`] while it is switched
@@ -87,6 +87,11 @@ impl<S: PlanRepository> PlanRepository for Switchable<S> {
     async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError> {
         self.up()?;
         self.inner.plan_stats(id).await
+    }
+
+    async fn plan_availability(&self, id: PlanId) -> Result<Option<PlanAvailability>, StoreError> {
+        self.up()?;
+        self.inner.plan_availability(id).await
     }
 }
 

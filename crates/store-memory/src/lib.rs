@@ -46,8 +46,8 @@ use seatkeeper_domain::{
         SubscriptionRepository, UpdatePlanError,
     },
     AuditAction, AuditContext, AuditEntry, Claim, ClaimKey, CustomerId, IdempotencyKey, LockToken,
-    PatchRejection, Plan, PlanId, PlanPatch, PlanStats, RecoveryPoint, SeatMove, Subscription,
-    SubscriptionId, SubscriptionStatus, Timestamp,
+    PatchRejection, Plan, PlanAvailability, PlanId, PlanPatch, PlanStats, RecoveryPoint, SeatMove,
+    Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
 };
 use tokio::sync::broadcast;
 use trail::AuditTrail;

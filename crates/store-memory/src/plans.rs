@@ -76,6 +76,16 @@ impl PlanRepository for MemoryStore {
             }
         }))
     }
+
+    async fn plan_availability(&self, id: PlanId) -> Result<Option<PlanAvailability>, StoreError> {
+        Ok(self.cell(id).map(|c| {
+            let c = c.lock();
+            PlanAvailability {
+                plan: c.plan.clone(),
+                held: c.counts.held,
+            }
+        }))
+    }
 }
 
 #[async_trait]

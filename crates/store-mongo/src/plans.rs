@@ -9,7 +9,8 @@ use futures::TryStreamExt;
 use mongodb::{bson::Document, options::ReturnDocument, ClientSession, Collection};
 use seatkeeper_domain::{
     ports::{PlanRepository, StoreError, UpdatePlanError},
-    AuditContext, AuditEntry, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, Timestamp,
+    AuditContext, AuditEntry, PatchRejection, Plan, PlanAvailability, PlanId, PlanPatch, PlanStats,
+    Timestamp,
 };
 
 use crate::{
@@ -145,6 +146,29 @@ impl PlanRepository for MongoStore {
                 .await?;
             let stats = documents::stats(&plan, held, &counts).map_err(corrupt)?;
             Ok(Ok::<_, StoreError>(Some(stats)))
+        });
+        self.settle(run).await
+    }
+
+    async fn plan_availability(&self, id: PlanId) -> Result<Option<PlanAvailability>, StoreError> {
+        let (plans, checkouts) = (self.plans.clone(), self.checkouts.clone());
+        let mut session = self.session().await?;
+        // A read-only transaction: the plan and its open sessions (their index) from one
+        // snapshot; no subscription is counted.
+        let run = transaction::run(&mut session, async move |s| {
+            let Some(found) = plans
+                .find_one(queries::plan_by_id(id))
+                .session(&mut *s)
+                .await?
+            else {
+                return Ok(Ok(None));
+            };
+            let plan = Plan::try_from(found).map_err(corrupt)?;
+            let held = checkouts
+                .count_documents(checkout_queries::open_checkouts(id))
+                .session(&mut *s)
+                .await?;
+            Ok(Ok::<_, StoreError>(Some(PlanAvailability { plan, held })))
         });
         self.settle(run).await
     }

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{PlanRepository, StoreError, UpdatePlanError},
-    AuditContext, AuditEntry, PatchRejection, Plan, PlanId, PlanPatch, PlanStats, Timestamp,
+    AuditContext, AuditEntry, PatchRejection, Plan, PlanAvailability, PlanId, PlanPatch, PlanStats,
+    Timestamp,
 };
 use sqlx::{PgConnection, Row};
 
@@ -59,6 +60,29 @@ impl PlanRepository for PostgresStore {
 
     async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError> {
         self.tx(|c| Box::pin(plan_stats_tx(c, id))).await
+    }
+
+    async fn plan_availability(&self, id: PlanId) -> Result<Option<PlanAvailability>, StoreError> {
+        // One statement is one snapshot: the plan row, and its open sessions counted
+        // through their partial index.
+        let sql = format!(
+            "SELECT {PLAN_COLUMNS}, (SELECT count(*) FROM checkout_sessions s \
+               WHERE s.plan_id = plans.id AND s.status = 'open') AS held \
+             FROM plans WHERE id = $1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let held: i64 = row.try_get("held").map_err(classify)?;
+        Ok(Some(PlanAvailability {
+            plan: rows::plan(&row).map_err(classify)?,
+            held: u64::try_from(held).map_err(|e| classify(corrupt(e)))?,
+        }))
     }
 }
 

@@ -24,6 +24,7 @@ const QUERIES: &[(&str, &str)] = &[
     ("checkout: lock a session", "SELECT * FROM checkout_sessions WHERE id = '00000000-0000-0000-0000-000000000000' FOR UPDATE"),
     ("checkout: write a session", "UPDATE checkout_sessions SET status = 'expired' WHERE id = '00000000-0000-0000-0000-000000000000'"),
     ("stats: held seats", "SELECT count(*) FROM checkout_sessions WHERE plan_id = '00000000-0000-0000-0000-000000000000' AND status = 'open'"),
+    ("availability: the plan and its held seats", "SELECT id, seats_left, seq, (SELECT count(*) FROM checkout_sessions s WHERE s.plan_id = plans.id AND s.status = 'open') AS held FROM plans WHERE id = '00000000-0000-0000-0000-000000000000'"),
     ("checkout: due sessions", "SELECT * FROM checkout_sessions WHERE check_at <= now() ORDER BY check_at, id LIMIT 20"),
     ("purge: ended sessions", "DELETE FROM checkout_sessions WHERE check_at IS NULL AND ended_at < now()"),
     ("purge: old webhook events", "DELETE FROM webhook_events WHERE received_at < now()"),
@@ -110,6 +111,11 @@ const PREPARED: &[(&str, &str, &str)] = &[
         "('00000000-0000-0000-0000-000000000000')",
     ),
     (
+        "availability: the plan and its held seats",
+        "SELECT id, seats_left, seq, (SELECT count(*) FROM checkout_sessions s WHERE s.plan_id = plans.id AND s.status = 'open') AS held FROM plans WHERE id = $1",
+        "('00000000-0000-0000-0000-000000000000')",
+    ),
+    (
         "checkout: due sessions",
         "SELECT * FROM checkout_sessions WHERE check_at <= $1 ORDER BY check_at, id LIMIT $2",
         "(now(), 20)",
@@ -135,6 +141,10 @@ const EXPECTED_INDEX: &[(&str, &str)] = &[
         "Index Only Scan using checkout_sessions_open",
     ),
     ("stats: held seats", "using checkout_sessions_open"),
+    (
+        "availability: the plan and its held seats",
+        "using checkout_sessions_open",
+    ),
     ("checkout: due sessions", "using checkout_sessions_due"),
     ("purge: ended sessions", "using checkout_sessions_ended"),
 ];

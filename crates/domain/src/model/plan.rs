@@ -372,6 +372,16 @@ impl SeatMove {
     }
 }
 
+/// A plan and the seats its open checkout sessions hold, read in one snapshot: what a
+/// storefront shows of it. Unlike [`PlanStats`] it counts no subscriptions, so reading
+/// it costs the same however many the plan has sold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanAvailability {
+    pub plan: Plan,
+    /// Seats held by open checkout sessions.
+    pub held: u64,
+}
+
 /// Counts of a plan's subscriptions by status, read in one consistent snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanStats {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
-use crate::model::{AuditContext, Plan, PlanId, PlanPatch, PlanStats, Timestamp};
+use crate::model::{AuditContext, Plan, PlanAvailability, PlanId, PlanPatch, PlanStats, Timestamp};
 
 /// Errors of [`PlanRepository::update_plan`].
 #[derive(Debug, thiserror::Error)]
@@ -43,4 +43,10 @@ pub trait PlanRepository: Send + Sync {
     /// The plan's seats and its subscriptions counted by status, from one consistent
     /// snapshot (`capacity == seats_left + incomplete + active`), or `None`.
     async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError>;
+
+    /// The plan and the seats its open checkout sessions hold, from one consistent
+    /// snapshot, or `None`. SHOULD cost the same however many subscriptions the plan has
+    /// (an index on open sessions, not a count of subscriptions): live availability reads
+    /// it after every change.
+    async fn plan_availability(&self, id: PlanId) -> Result<Option<PlanAvailability>, StoreError>;
 }

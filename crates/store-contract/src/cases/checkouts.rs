@@ -9,14 +9,14 @@
 use seatkeeper_domain::{
     ports::{ChangeCheckoutError, Opened},
     AuditAction, CheckoutChange, CheckoutRefusal, CheckoutSessionId, CheckoutStatus, Effect,
-    ExpiryCause, PlanPatch, PlanStatus, SeatRefusal, SubscriptionStatus,
+    ExpiryCause, PlanId, PlanPatch, PlanStatus, SeatRefusal, SubscriptionStatus,
 };
 
 use crate::{
     checkout_support::*,
     support::{
         admin, assert_invariants, create_plan, customer, now, plan_now, secs, snapshot, stats_now,
-        subscription_now, whole_audit,
+        subscription_now, whole_audit, Purchase,
     },
     StoreFactory,
 };
@@ -462,5 +462,49 @@ pub async fn purging_deletes_only_sessions_that_ended_and_events_that_are_old(
         .claim_webhook_event(&event("evt_new", t0))
         .await
         .unwrap());
+    assert_invariants(&*store, plan.id()).await;
+}
+
+pub async fn availability_is_the_plan_and_the_seats_its_open_sessions_hold(
+    factory: &dyn StoreFactory,
+) {
+    let store = factory.fresh().await;
+    let plan = create_plan(&*store, 5).await;
+    let other = create_plan(&*store, 5).await;
+    // Agrees with the plan and with the stats' held seats, from whichever snapshot.
+    async fn check(store: &dyn seatkeeper_domain::ports::Store, id: PlanId, held: u64) {
+        let a = store
+            .plan_availability(id)
+            .await
+            .expect("plan_availability failed")
+            .expect("the plan");
+        assert_eq!(a.plan, plan_now(store, id).await);
+        assert_eq!(a.held, held);
+        assert_eq!(stats_now(store, id).await.held, held);
+    }
+    check(&*store, plan.id(), 0).await;
+    let alice = open(&*store, &opening(plan.id(), "alice", "k1", now())).await;
+    let bob = open(&*store, &opening(plan.id(), "bob", "k2", now())).await;
+    open(&*store, &opening(other.id(), "carol", "k3", now())).await;
+    // A purchase's reserved seat is not held by a session.
+    Purchase::new(plan.id(), "dave", "k4", now())
+        .reserved(&*store)
+        .await;
+    check(&*store, plan.id(), 2).await;
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 2);
+    let alice = with_intent(&*store, &alice).await;
+    changed(&*store, change(alice.id(), paid(&alice), now() + secs(1))).await;
+    check(&*store, plan.id(), 1).await;
+    changed(
+        &*store,
+        change(bob.id(), expire_on_request(), now() + secs(2)),
+    )
+    .await;
+    check(&*store, plan.id(), 0).await;
+    check(&*store, other.id(), 1).await;
+    assert_eq!(
+        store.plan_availability(PlanId::generate()).await.unwrap(),
+        None
+    );
     assert_invariants(&*store, plan.id()).await;
 }
