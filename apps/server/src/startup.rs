@@ -57,9 +57,13 @@ impl Wiring {
         let store = Self::store_from_settings(settings).await?;
         let mut wiring = Self::simulated(
             store,
-            Arc::new(SimulatedGateway::with_latency(Duration::from_millis(
-                settings.payments.latency_ms,
-            ))),
+            // Cancelled intents go when their sessions do (`checkout.retention_secs`).
+            Arc::new(
+                SimulatedGateway::with_latency(Duration::from_millis(settings.payments.latency_ms))
+                    .forgetting_canceled_intents_after(Duration::from_secs(
+                        settings.checkout.retention_secs,
+                    )),
+            ),
         );
         if settings.payments.provider == PaymentProvider::Stripe {
             let secret_key = settings

@@ -101,6 +101,11 @@ pub struct SimulatedGateway {
     intent_keys: DashMap<String, Uuid, ahash::RandomState>,
     /// While set, cancelling an intent fails as an unreachable provider does.
     cancellations_down: std::sync::atomic::AtomicBool,
+    /// How long a cancelled intent is kept (no money moved, nothing more can happen to
+    /// it); `None`: for as long as the gateway lives.
+    canceled_retention: Option<Duration>,
+    /// Cancelled intents, oldest first, with when each was cancelled.
+    canceled: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, Uuid)>>,
 }
 
 impl Default for SimulatedGateway {
@@ -118,6 +123,8 @@ impl Default for SimulatedGateway {
             intents: DashMap::default(),
             intent_keys: DashMap::default(),
             cancellations_down: std::sync::atomic::AtomicBool::new(false),
+            canceled_retention: None,
+            canceled: std::sync::Mutex::default(),
         }
     }
 }
@@ -133,6 +140,19 @@ impl SimulatedGateway {
             latency,
             ..Self::default()
         }
+    }
+
+    /// Forgets each cancelled intent `retention` after its cancellation (its id and its
+    /// key then answer as unknown), so that a long-running server whose customers abandon
+    /// checkouts keeps flat memory. Intents that succeeded are kept, as charges are.
+    pub fn forgetting_canceled_intents_after(mut self, retention: Duration) -> Self {
+        self.canceled_retention = Some(retention);
+        self
+    }
+
+    /// How many intents the simulator holds.
+    pub fn intent_count(&self) -> usize {
+        self.intents.len()
     }
 
     /// How many charge calls were made, retries included.

@@ -94,6 +94,32 @@ impl SimulatedGateway {
             .map(|row| row.session)
     }
 
+    /// Forgets the intents cancelled more than the retention ago (oldest first: each
+    /// call does only what is due).
+    fn forget_old_cancellations(&self) {
+        let Some(retention) = self.canceled_retention else {
+            return;
+        };
+        loop {
+            let due = {
+                let mut q = self
+                    .canceled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match q.front() {
+                    Some((at, _)) if at.elapsed() >= retention => q.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, payment)) = due else {
+                return;
+            };
+            if let Some((_, row)) = self.intents.remove(&payment) {
+                self.intent_keys.remove(&row.provider_key);
+            }
+        }
+    }
+
     fn intent_row(
         &self,
         intent_id: &str,
@@ -128,6 +154,7 @@ impl IntentGateway for SimulatedGateway {
 
     async fn create_intent(&self, req: &IntentRequest) -> Result<PaymentIntent, GatewayError> {
         self.wait().await;
+        self.forget_old_cancellations();
         let id = *self
             .intent_keys
             .entry(req.provider_key.clone())
@@ -239,6 +266,12 @@ impl IntentGateway for SimulatedGateway {
         ) {
             row.status = IntentStatus::Canceled;
             row.pending_method = None;
+            if self.canceled_retention.is_some() {
+                self.canceled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push_back((std::time::Instant::now(), row.payment));
+            }
         }
         Ok(row.view())
     }
@@ -263,6 +296,35 @@ mod tests {
 
     fn pm(s: &str) -> PaymentMethod {
         PaymentMethod::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cancelled_intents_are_forgotten_after_the_retention_and_paid_ones_kept() {
+        let g =
+            SimulatedGateway::new().forgetting_canceled_intents_after(Duration::from_millis(50));
+        let paid = g.create_intent(&req("paid")).await.unwrap();
+        g.confirm_intent(&paid.id, &pm("pm_card_visa"))
+            .await
+            .unwrap();
+        let dropped = g.create_intent(&req("dropped")).await.unwrap();
+        g.cancel_intent(&dropped.id).await.unwrap();
+        // Cancelling a paid intent changes nothing, and keeps it.
+        g.cancel_intent(&paid.id).await.unwrap();
+        g.create_intent(&req("later")).await.unwrap();
+        assert_eq!(g.intent_count(), 3, "not before the retention");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        g.create_intent(&req("after")).await.unwrap();
+        assert_eq!(g.intent_count(), 3, "the cancelled one is gone");
+        assert!(g.retrieve_intent(&dropped.id).await.is_err());
+        assert!(matches!(
+            g.retrieve_intent(&paid.id).await.unwrap().status,
+            IntentStatus::Succeeded { .. }
+        ));
+        // Its key is free again: a new intent, not the forgotten one.
+        assert_ne!(
+            g.create_intent(&req("dropped")).await.unwrap().id,
+            dropped.id
+        );
     }
 
     #[tokio::test]
