@@ -13,13 +13,16 @@
 
   let credential = sessionStorage.getItem(CREDENTIAL);
   let plans = new Map(); // id -> the plan as the API answered it
-  let selected = null; // { id, events, cursor, statsBusy, statsAgain }
+  let selected = null; // { id, events, cursor, lastSeq, statsBusy, statsAgain, auditBusy }
 
   // ---- Calling the API ---------------------------------------------------------------
 
   /** The text to show for a refusal: the problem document's `detail`. */
   function problem(r, fallback) {
-    if (r.body && r.body.detail) return r.body.detail;
+    if (r.body && r.body.detail) {
+      const fields = Array.isArray(r.body.errors) ? r.body.errors.map((e) => `${e.field}: ${e.message}`) : [];
+      return fields.length ? `${r.body.detail} — ${fields.join('; ')}` : r.body.detail;
+    }
     return `${fallback} (the server answered ${r.status || 'nothing'}).`;
   }
 
@@ -244,7 +247,7 @@
     const plan = plans.get(id);
     if (!plan) return;
     closeStream();
-    selected = { id, events: null, cursor: null, statsBusy: false, statsAgain: false };
+    selected = { id, events: null, cursor: null, lastSeq: null, statsBusy: false, statsAgain: false, auditBusy: false };
     markSelected();
     $('plan-detail').hidden = false;
     $('plan-detail').dataset.planId = id;
@@ -306,6 +309,7 @@
       if (p) Object.assign(p, { status: a.status, capacity: a.capacity, seats_left: a.seats_left });
       $('breakdown').dataset.seq = a.seq;
       loadStats();
+      loadNewAudit();
     });
     events.addEventListener('open', () => { status.textContent = 'Seat counts are live.'; status.dataset.live = 'true'; });
     events.addEventListener('error', () => { status.textContent = 'Reconnecting to live seat counts…'; status.dataset.live = 'false'; });
@@ -349,12 +353,15 @@
     return tr;
   }
 
-  /** The audit log's first page (`reset`) or the next one, by the API's cursor. */
-  async function loadAudit(reset) {
+  /**
+   * The audit log's first page (`reset`), or the page after `after` (a `seq`; by default
+   * the API's `next_cursor`). Entries already shown are not shown twice.
+   */
+  async function loadAudit(reset, after) {
     if (!selected) return;
     const mine = selected;
-    if (reset) mine.cursor = null;
-    const q = mine.cursor ? `?limit=${AUDIT_PAGE}&cursor=${encodeURIComponent(mine.cursor)}` : `?limit=${AUDIT_PAGE}`;
+    const from = reset ? null : (after ?? mine.cursor);
+    const q = from ? `?limit=${AUDIT_PAGE}&cursor=${encodeURIComponent(from)}` : `?limit=${AUDIT_PAGE}`;
     const r = await api('GET', `/api/plans/${encodeURIComponent(mine.id)}/audit${q}`);
     if (selected !== mine) return;
     if (r.status !== 200) {
@@ -362,10 +369,29 @@
       return;
     }
     say('audit-error', '');
-    const rows = r.body.data.map(auditRow);
+    const entries = reset || mine.lastSeq === null ? r.body.data : r.body.data.filter((e) => e.seq > mine.lastSeq);
+    const rows = entries.map(auditRow);
     if (reset) $('audit-body').replaceChildren(...rows); else $('audit-body').append(...rows);
-    mine.cursor = r.body.next_cursor;
+    if (entries.length) mine.lastSeq = entries[entries.length - 1].seq;
+    if (reset || after === undefined || r.body.next_cursor) mine.cursor = r.body.next_cursor;
     $('audit-more').hidden = !mine.cursor;
+  }
+
+  /**
+   * After a change the stream told of: when every entry so far is shown, the entries
+   * after the last one shown, so that the log stays live too.
+   */
+  async function loadNewAudit() {
+    const mine = selected;
+    if (!mine || mine.cursor || mine.lastSeq === null) return;
+    if (mine.auditBusy) { mine.auditAgain = true; return; }
+    mine.auditBusy = true;
+    await loadAudit(false, String(mine.lastSeq));
+    mine.auditBusy = false;
+    if (mine.auditAgain) {
+      mine.auditAgain = false;
+      loadNewAudit();
+    }
   }
 
   $('audit-more').addEventListener('click', () => loadAudit(false));
