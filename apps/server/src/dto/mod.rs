@@ -3,9 +3,9 @@
 use std::borrow::Cow;
 
 use seatkeeper_domain::{
-    AuditEntry, Capacity, Currency, CustomerId, Interval, NewPlan, PaymentMethod, Plan, PlanId,
-    PlanName, PlanPatch, PlanStats, PlanStatus, Subscription, SubscriptionId, Timestamp,
-    UnitAmount,
+    service::AuditCheck, AuditEntry, Capacity, Currency, CustomerId, Interval, NewPlan,
+    PaymentMethod, Plan, PlanId, PlanName, PlanPatch, PlanStats, PlanStatus, Subscription,
+    SubscriptionId, Timestamp, UnitAmount,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -93,6 +93,49 @@ pub struct StatsBody {
     pub incomplete_expired: u64,
     /// `true` when `seats_left` is 0.
     pub sold_out: bool,
+}
+
+/// Whether a plan's audit log replays to its seats: the log read from entry 1 up to the
+/// plan's `seq`, replayed by the domain's rule (each entry starts where the previous one
+/// left `seats_left`, and moves it as its action allows).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditCheck, example = json!({
+    "plan_id": "0190f5c2-8a4b-7c3d-9e1f-2a3b4c5d6e7f", "seq": 12, "entries": 12,
+    "replayed_seats_left": 7, "seats_left": 7, "consistent": true, "error": null
+}))]
+pub struct AuditCheckBody {
+    #[schema(value_type = schemas::PlanId)]
+    pub plan_id: PlanId,
+    /// The plan's `seq` when it was read: the log was replayed up to this entry.
+    pub seq: u64,
+    /// How many entries were replayed.
+    pub entries: u64,
+    /// The `seats_left` the replay arrives at; `null` when the replay failed.
+    #[schema(required, maximum = 1_000_000)]
+    pub replayed_seats_left: Option<u32>,
+    /// The plan's `seats_left` when it was read.
+    #[schema(maximum = 1_000_000)]
+    pub seats_left: u32,
+    /// `true` when the log replays to the plan's `seats_left`.
+    pub consistent: bool,
+    /// Why it does not (a gap, a broken chain, a move its action does not allow, a
+    /// missing entry, or a different count); `null` when `consistent`.
+    #[schema(required)]
+    pub error: Option<String>,
+}
+
+impl AuditCheckBody {
+    pub fn new(plan_id: PlanId, check: AuditCheck) -> Self {
+        Self {
+            plan_id,
+            consistent: check.consistent(),
+            seq: check.seq,
+            entries: check.entries,
+            replayed_seats_left: check.replayed_seats_left,
+            seats_left: check.seats_left,
+            error: check.error,
+        }
+    }
 }
 
 impl From<PlanStats> for StatsBody {

@@ -17,6 +17,11 @@ use crate::problem::{ApiError, Code};
 /// Every asset: its name, content type and content.
 const FILES: &[(&str, &str, &str)] = &[
     (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/admin.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_str!("../../assets/app.css"),

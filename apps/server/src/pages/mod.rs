@@ -6,6 +6,7 @@
 //! the same services as the API, and every change they make goes through the API with
 //! the browser's credential.
 
+mod admin;
 mod assets;
 mod storefront;
 
@@ -58,7 +59,9 @@ impl PageConfig {
 
 /// Registers the pages and their assets.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(storefront::page).service(assets::asset);
+    cfg.service(storefront::page)
+        .service(admin::page)
+        .service(assets::asset);
 }
 
 /// A rendered page with the headers every page carries.

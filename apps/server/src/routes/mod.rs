@@ -69,6 +69,9 @@ pub fn services(cfg: &mut ServiceConfig) {
         .service(plans::update)
         .service(plans::stats)
         .service(plans::audit)
+        // `/api/plans/{id}` takes one segment: it cannot take `{id}/audit/check`, which
+        // may therefore stand here, off the path of plan reads.
+        .service(plans::audit_check)
         .service(subscriptions::get)
         .service(subscriptions::cancel)
         .service(customers::subscriptions)

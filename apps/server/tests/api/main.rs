@@ -11,6 +11,7 @@
 mod helpers;
 
 mod access;
+mod admin_console;
 mod bench;
 mod checkout;
 #[path = "../common/mod.rs"]

@@ -3,12 +3,39 @@
 use std::sync::Arc;
 
 use crate::{
+    invariants::replay_audit,
     model::{
         AuditContext, AuditEntry, Limit, NewPlan, Page, PageRequest, Plan, PlanId, PlanPatch,
         PlanStats, PlanStatus,
     },
     ports::{Clock, Store, StoreError, UpdatePlanError},
 };
+
+/// How many audit entries [`PlanService::check_audit`] reads per store call.
+const AUDIT_CHECK_PAGE: u32 = 1000;
+
+/// What replaying a plan's whole audit log found ([`PlanService::check_audit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheck {
+    /// The plan's `seq` when it was read: the log was replayed up to this entry.
+    pub seq: u64,
+    /// How many entries were replayed.
+    pub entries: u64,
+    /// The `seats_left` the replay arrives at; `None` when the replay failed.
+    pub replayed_seats_left: Option<u32>,
+    /// The plan's `seats_left` when it was read.
+    pub seats_left: u32,
+    /// Why the log does not replay to the plan's seats (a broken chain, a gap, a missing
+    /// entry, or a different count); `None` when it does.
+    pub error: Option<String>,
+}
+
+impl AuditCheck {
+    /// The log replays, entry by entry, to the plan's `seats_left`.
+    pub fn consistent(&self) -> bool {
+        self.error.is_none()
+    }
+}
 
 /// Errors of the plan queries.
 #[derive(Debug, thiserror::Error)]
@@ -106,5 +133,53 @@ impl PlanService {
             .await?
             .ok_or(PlanQueryError::NotFound(id))?;
         Ok(Page::from_overfetch(items, page.limit, |e| e.seq))
+    }
+
+    /// Reads the plan, then its audit log from entry 1 up to the plan's `seq`, and
+    /// replays it with [`replay_audit`]: the log must arrive at the plan's `seats_left`.
+    ///
+    /// Each change is written with its audit entry in one atomic step, so the entries up
+    /// to the plan's `seq` describe exactly the plan that was read, even while purchases
+    /// go on: entries written after the plan was read are not replayed.
+    #[tracing::instrument(skip_all, fields(plan_id = %id))]
+    pub async fn check_audit(&self, id: PlanId) -> Result<AuditCheck, PlanQueryError> {
+        let plan = self.get(id).await?;
+        let seq = plan.seq();
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .plan_audit(id, after, AUDIT_CHECK_PAGE)
+                .await?
+                .ok_or(PlanQueryError::NotFound(id))?;
+            let full = page.len() == AUDIT_CHECK_PAGE as usize;
+            after = page.last().map(|e| e.seq);
+            let past_the_plan = after.is_some_and(|last| last >= seq);
+            entries.extend(page.into_iter().filter(|e| e.seq <= seq));
+            if !full || past_the_plan {
+                break;
+            }
+        }
+        let replayed = replay_audit(&entries);
+        let error = match &replayed {
+            Err(e) => Some(e.clone()),
+            Ok(_) if entries.last().map(|e| e.seq) != Some(seq) => Some(format!(
+                "the plan is at seq {seq} but the log ends at {}",
+                entries.last().map_or(0, |e| e.seq)
+            )),
+            Ok(n) if *n != plan.seats_left() => Some(format!(
+                "the audit log replays to {n} seats left, the plan has {}",
+                plan.seats_left()
+            )),
+            Ok(_) => None,
+        };
+        Ok(AuditCheck {
+            seq,
+            entries: entries.len() as u64,
+            replayed_seats_left: replayed.ok(),
+            seats_left: plan.seats_left(),
+            error,
+        })
     }
 }
