@@ -11,5 +11,6 @@ mod helpers;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin;
 mod harness;
 mod storefront;
