@@ -263,6 +263,7 @@ pub mod __private {
         ("keys", include_str!("cases/keys.rs")),
         ("checkouts", include_str!("cases/checkouts.rs")),
         ("checkout_races", include_str!("cases/checkout_races.rs")),
+        ("feed", include_str!("cases/feed.rs")),
     ];
 
     /// Every case the sources define, as `module::case`-free names.
