@@ -263,8 +263,13 @@ async fn lost_webhooks_were_made_up_for(sc: &Scenario, results: &[CheckoutResult
             .collect();
         if !succeeded.is_empty() && succeeded.iter().all(|d| d.state == "dropped") {
             made_up += 1;
-            // Paid too late with no seat free: refunded, the session stays expired.
-            let refunded = refunds.iter().any(|r| r["payment_intent"] == pi);
+            // Paid too late with no seat free: refunded, the session stays expired. The
+            // worker refunds after it learns of the payment, which may be after recovery
+            // looked settled: give it a bounded while.
+            let mut refunded = refunds.iter().any(|r| r["payment_intent"] == pi);
+            if session["status"] == "expired" && !refunded {
+                refunded = refund_appears(sc, pi).await;
+            }
             if session["status"] != "complete" && !(session["status"] == "expired" && refunded) {
                 v.push(format!(
                     "session {id} was paid, its webhook lost, and it is {}",
@@ -280,6 +285,19 @@ async fn lost_webhooks_were_made_up_for(sc: &Scenario, results: &[CheckoutResult
         v.push("no paid session lost all its webhooks: the drop rate did not bite".into());
     }
     v
+}
+
+/// Whether a refund of the intent `pi` shows at the provider within 15 s.
+async fn refund_appears(sc: &Scenario, pi: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let refunds = sc.paysim.list_all(&sc.http, "/v1/refunds").await;
+        if refunds.iter().any(|r| r["payment_intent"] == pi) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// Deliveries refused while the database was away (an attempt answered 503, the event
