@@ -44,9 +44,7 @@ pub async fn create(
     auth: web::Data<Authenticator>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(Action::MintSessions)?;
-    let customer = json_body::<CreateSessionRequest>(&req, &body)?.try_into_domain()?;
-    let session = auth.issue_session(customer);
-    Ok(HttpResponse::Created().json(SessionBody::from(session)))
+    mint(&req, &body, &auth)
 }
 
 /// Sign in as a customer (demo mode)
@@ -83,7 +81,12 @@ pub async fn demo(
             "there is nothing at /api/demo/customer_sessions: the demo sign-in is off (demo.sign_in)",
         ));
     }
-    let customer = json_body::<CreateSessionRequest>(&req, &body)?.try_into_domain()?;
+    mint(&req, &body, &auth)
+}
+
+/// 201 with a session for the customer the body names.
+fn mint(req: &HttpRequest, body: &[u8], auth: &Authenticator) -> Result<HttpResponse, ApiError> {
+    let customer = json_body::<CreateSessionRequest>(req, body)?.try_into_domain()?;
     let session = auth.issue_session(customer);
     Ok(HttpResponse::Created().json(SessionBody::from(session)))
 }
