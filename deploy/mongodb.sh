@@ -12,6 +12,9 @@
 # is initiated with pymongo, installed into the same cache. transactionLifetimeLimitSeconds
 # is 5 (MongoDB's default is 60): a transaction left open by a killed client keeps its
 # writes locked until then, and Seatkeeper's transactions take milliseconds.
+# minSnapshotHistoryWindowInSeconds is 0 (default 300): nothing reads at a past cluster
+# time, and the history kept for such reads costs the purchase batches their tail latency
+# (docs/benchmarks.md, run P) and keeps dropped test databases' files open.
 #
 # Settings (environment): SEATKEEPER_MONGOD_PORT (27017), SEATKEEPER_MONGOD_DBPATH
 # (~/.local/share/seatkeeper/mongod-<port>), SEATKEEPER_MONGOD_CACHE_GB (1).
@@ -79,7 +82,7 @@ start() {
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     "$mongod" --replSet rs0 --bind_ip 127.0.0.1 --port "$PORT" --dbpath "$DBPATH" \
       --wiredTigerCacheSizeGB "$CACHE_GB" --setParameter transactionLifetimeLimitSeconds=5 \
-      --setParameter minSnapshotHistoryWindowInSeconds=10 --fork --logpath "$DBPATH/mongod.log" >/dev/null
+      --setParameter minSnapshotHistoryWindowInSeconds=0 --fork --logpath "$DBPATH/mongod.log" >/dev/null
   fi
   PYTHONPATH=$(pymongo_path) python3 - "$PORT" <<'EOF'
 import sys, time
@@ -104,11 +107,13 @@ while True:
     time.sleep(0.2)
 # Also for a mongod that was already running without the flags.
 client.admin.command("setParameter", 1, transactionLifetimeLimitSeconds=5)
-# A dropped database's files stay open while they are within the snapshot history window
-# (300 s by default); test suites drop hundreds of fresh databases a minute, which ran
-# a mongod out of file descriptors ("Too many open files"). Nothing here reads at a
-# cluster time minutes old, so keep 10 s.
-client.admin.command("setParameter", 1, minSnapshotHistoryWindowInSeconds=10)
+# Reads go back to the majority commit point whatever this is; a longer window serves only
+# reads at an older cluster time, which nothing here makes, and costs: every overwritten
+# version goes to the history store (a purchase batch overwrites its plan document and half
+# of its keys and subscriptions), which stalled batches by 20-80 ms about once a second, and
+# a dropped database's files stay open for the window (test suites drop hundreds a minute,
+# which once ran a mongod out of file descriptors).
+client.admin.command("setParameter", 1, minSnapshotHistoryWindowInSeconds=0)
 EOF
   say "replica set rs0 is primary at $URL"
   echo "$URL"

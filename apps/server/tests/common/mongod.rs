@@ -113,6 +113,8 @@ impl Mongod {
                 "0.25",
                 "--setParameter",
                 "transactionLifetimeLimitSeconds=5",
+                "--setParameter",
+                "minSnapshotHistoryWindowInSeconds=0",
                 "--logpath",
             ])
             .arg(&log)
