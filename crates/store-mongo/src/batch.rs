@@ -22,8 +22,8 @@
 //! `findOneAndUpdate` when there is one plan), insert new keys (in their final state:
 //! reserved, or finished with a rejection), update held keys (one `update` command of many
 //! statements), update the completions' keys, insert subscriptions, update subscriptions,
-//! one `findOneAndUpdate` per moved plan, insert audit entries, commit — each only when the
-//! batch has something for it.
+//! update the moved plans (one `update` command), insert audit entries, commit — each only
+//! when the batch has something for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -391,32 +391,25 @@ async fn write(
     if update(s, c, queries::SUBSCRIPTIONS, w.completed_subs).await? != completed {
         return Err(unmatched("an incomplete subscription's completion"));
     }
-    for plan in plans.values() {
-        let Some(was) = before.get(&plan.id()).filter(|was| was.seq() != plan.seq()) else {
-            continue;
-        };
-        let delta = i64::from(plan.seats_left()) - i64::from(was.seats_left());
-        let after = c
-            .plans
-            .find_one_and_update(
-                queries::plan_at_seq(plan.id(), was.seq()),
+    // Every moved plan in one `update` command (one round trip however many plans), each
+    // statement matching only the seats and `seq` the batch read: when all match, each
+    // document moved from exactly that state by the batch's delta, to what it decided.
+    let moves: Vec<Document> = plans
+        .values()
+        .filter_map(|plan| {
+            let was = before
+                .get(&plan.id())
+                .filter(|was| was.seq() != plan.seq())?;
+            let delta = i64::from(plan.seats_left()) - i64::from(was.seats_left());
+            Some(statement(
+                queries::plan_as_read(was),
                 queries::move_plan(delta, plan.seq() - was.seq()),
-            )
-            .return_document(ReturnDocument::After)
-            .session(&mut *s)
-            .await?
-            .ok_or_else(|| unmatched("the guarded plan update"))?;
-        let after = Plan::try_from(after).map_err(corrupt)?;
-        if (after.seats_left(), after.seq()) != (plan.seats_left(), plan.seq()) {
-            return Err(corrupt(Corrupt(format!(
-                "plan {} moved to {} seats at seq {}, not the {} at seq {} the batch decided",
-                plan.id(),
-                after.seats_left(),
-                after.seq(),
-                plan.seats_left(),
-                plan.seq()
-            ))));
-        }
+            ))
+        })
+        .collect();
+    let moved = moves.len();
+    if update(s, c, queries::PLANS, moves).await? != moved {
+        return Err(unmatched("the guarded plan update"));
     }
     if !w.audit.is_empty() {
         c.audit.insert_many(w.audit).session(&mut *s).await?;

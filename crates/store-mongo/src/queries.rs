@@ -79,6 +79,15 @@ pub fn plan_at_seq(id: PlanId, seq: u64) -> Document {
     doc! { "_id": uuid(id.as_uuid()), "seq": seq_value(seq) }
 }
 
+/// The plan with the seats and `seq` it had when this transaction read it.
+pub fn plan_as_read(plan: &Plan) -> Document {
+    doc! {
+        "_id": uuid(plan.id().as_uuid()),
+        "seats_left": i64::from(plan.seats_left()),
+        "seq": seq_value(plan.seq()),
+    }
+}
+
 /// Writes what [`Plan::apply`] changed: name, capacity, seats, status, and `seq` bumped
 /// once per audit entry.
 pub fn patch_plan(plan: &Plan) -> Document {
