@@ -22,7 +22,7 @@ use seatkeeper_domain::{
         OpenError, PaymentEvent, PaymentEventKind, PlanService,
     },
     AuditAction, AuditContext, Capacity, CheckoutStatus, Currency, CustomerId, IdempotencyKey,
-    Interval, NewPlan, PaymentMethod, PlanId, PlanName, UnitAmount,
+    Interval, NewPlan, PaymentMethod, PlanId, PlanName, Reach, UnitAmount,
 };
 use seatkeeper_store_memory::MemoryStore;
 
@@ -207,7 +207,9 @@ async fn a_lost_confirmation_answer_leaves_the_session_open_for_the_worker_to_se
         .unwrap()
         .session;
     assert!(matches!(
-        w.checkouts.confirm(s.id(), &visa(), &ctx()).await,
+        w.checkouts
+            .confirm(s.id(), Reach::AnyCustomer, &visa(), &ctx())
+            .await,
         Err(CheckoutError::PaymentUnavailable(_))
     ));
     assert_eq!(
@@ -466,14 +468,24 @@ async fn a_declined_confirmation_answers_the_reason_and_a_3ds_one_its_next_actio
         .await
         .unwrap()
         .session;
-    match w.checkouts.confirm(s.id(), &visa(), &ctx()).await.unwrap() {
+    match w
+        .checkouts
+        .confirm(s.id(), Reach::AnyCustomer, &visa(), &ctx())
+        .await
+        .unwrap()
+    {
         Confirmation::PaymentFailed { reason, session } => {
             assert_eq!(reason, "card_declined: Your card was declined.");
             assert_eq!(session.status(), CheckoutStatus::Open);
         }
         other => panic!("expected a failure, got {other:?}"),
     }
-    match w.checkouts.confirm(s.id(), &visa(), &ctx()).await.unwrap() {
+    match w
+        .checkouts
+        .confirm(s.id(), Reach::AnyCustomer, &visa(), &ctx())
+        .await
+        .unwrap()
+    {
         Confirmation::RequiresAction { next_action, .. } => {
             assert_eq!(
                 next_action.redirect_url.as_deref(),
@@ -481,6 +493,55 @@ async fn a_declined_confirmation_answers_the_reason_and_a_3ds_one_its_next_actio
             )
         }
         other => panic!("expected requires_action, got {other:?}"),
+    }
+    w.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_confirmation_outside_the_callers_reach_is_not_found_and_pays_nothing() {
+    let mut intents = making_intents();
+    intents
+        .expect_confirm_intent()
+        .times(1)
+        .returning(|_, _| Ok(intent(paid())));
+    let w = world(intents, MockGateway::new(), 1).await;
+    let s = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    let other = CustomerId::parse("cus_2").unwrap();
+    assert!(matches!(
+        w.checkouts
+            .confirm(s.id(), Reach::Only(&other), &visa(), &ctx())
+            .await,
+        Err(CheckoutError::NotFound)
+    ));
+    assert_eq!(
+        w.checkouts.get(s.id()).await.unwrap().unwrap().status(),
+        CheckoutStatus::Open
+    );
+    // Its own customer pays it; the answer carries the subscription the payment made.
+    let own = CustomerId::parse("cus_1").unwrap();
+    match w
+        .checkouts
+        .confirm(s.id(), Reach::Only(&own), &visa(), &ctx())
+        .await
+        .unwrap()
+    {
+        Confirmation::Complete {
+            session,
+            subscription,
+        } => {
+            assert_eq!(session.status(), CheckoutStatus::Complete);
+            assert_eq!(subscription.id(), s.subscription_id());
+            assert_eq!(
+                w.checkouts.subscription_of(&session).await.unwrap(),
+                Some(subscription)
+            );
+        }
+        other => panic!("expected complete, got {other:?}"),
     }
     w.assert_invariants().await;
 }
@@ -517,7 +578,7 @@ async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
     assert!(!open.needs_plan(&CheckoutChange::Checked));
     assert!(!open.needs_plan(&CheckoutChange::RefundRecorded));
     w.checkouts
-        .confirm(open.id(), &visa(), &ctx())
+        .confirm(open.id(), Reach::AnyCustomer, &visa(), &ctx())
         .await
         .unwrap();
     let complete = w.checkouts.get(open.id()).await.unwrap().unwrap();

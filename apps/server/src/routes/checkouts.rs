@@ -206,10 +206,9 @@ pub async fn confirm(
     let reach = caller.may(Action::Purchase)?;
     let id = session_id(&path)?;
     let pm = json_body::<ConfirmRequest>(&req, &body)?.try_into_domain()?;
-    visible(&state, reach, id).await?;
     let result = state
         .checkouts
-        .confirm(id, &pm, &caller.0.audit_context(rid.0))
+        .confirm(id, reach, &pm, &caller.0.audit_context(rid.0))
         .await;
     let outcome = match &result {
         Ok(Confirmation::Complete { .. }) => "complete",

@@ -19,7 +19,7 @@ use crate::{
     model::{
         AuditContext, ChangeCheckout, CheckoutChange, CheckoutRefusal, CheckoutSession,
         CheckoutSessionId, CheckoutStatus, CustomerId, Effect, ExpiryCause, Fingerprint,
-        IdempotencyKey, OpenCheckout, OpenRefusal, PaymentIntentRef, PaymentMethod, PlanId,
+        IdempotencyKey, OpenCheckout, OpenRefusal, PaymentIntentRef, PaymentMethod, PlanId, Reach,
         Subscription, SubscriptionId,
     },
     ports::{
@@ -257,15 +257,21 @@ impl CheckoutService {
     }
 
     /// Confirms the session's intent with `payment_method` on the customer's behalf.
-    /// A complete session answers `Complete` again; an expired one `NotOpen`.
+    /// A complete session answers `Complete` again; an expired one `NotOpen`; one of a
+    /// customer outside `reach` is `NotFound`, as if it did not exist.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn confirm(
         &self,
         id: CheckoutSessionId,
+        reach: Reach<'_>,
         payment_method: &PaymentMethod,
         ctx: &AuditContext,
     ) -> Result<Confirmation, CheckoutError> {
-        let mut session = self.get(id).await?.ok_or(CheckoutError::NotFound)?;
+        let mut session = self
+            .get(id)
+            .await?
+            .filter(|s| reach.covers(s.customer_id()))
+            .ok_or(CheckoutError::NotFound)?;
         match session.status() {
             CheckoutStatus::Complete => return self.completed(session).await,
             CheckoutStatus::Expired => {
@@ -423,7 +429,14 @@ impl CheckoutService {
     async fn settled(&self, changed: Changed) -> Result<Confirmation, CheckoutError> {
         let session = changed.session;
         match session.status() {
-            CheckoutStatus::Complete => self.completed(session).await,
+            // Completed by this change: its subscription is the one the change made.
+            CheckoutStatus::Complete => match changed.applied.subscription {
+                Some(subscription) => Ok(Confirmation::Complete {
+                    session,
+                    subscription,
+                }),
+                None => self.completed(session).await,
+            },
             CheckoutStatus::Expired => Err(CheckoutError::NotOpen {
                 status: CheckoutStatus::Expired,
             }),
