@@ -80,6 +80,14 @@ struct World {
 }
 
 async fn world(intents: MockIntents, payments: MockGateway, capacity: i64) -> World {
+    world_with(Arc::new(intents), payments, capacity).await
+}
+
+async fn world_with(
+    intents: Arc<dyn IntentGateway>,
+    payments: MockGateway,
+    capacity: i64,
+) -> World {
     let store = Arc::new(MemoryStore::new());
     let dyn_store: Arc<dyn Store> = store.clone();
     let clock = Arc::new(ManualClock::default());
@@ -100,7 +108,7 @@ async fn world(intents: MockIntents, payments: MockGateway, capacity: i64) -> Wo
         .id();
     let checkouts = CheckoutService::new(
         dyn_store,
-        Arc::new(intents),
+        intents,
         Arc::new(payments),
         clock.clone(),
         CheckoutSettings::default(),
@@ -543,6 +551,78 @@ async fn a_confirmation_outside_the_callers_reach_is_not_found_and_pays_nothing(
         }
         other => panic!("expected complete, got {other:?}"),
     }
+    w.assert_invariants().await;
+}
+
+/// Intents as [`making_intents`] makes them, whose cancellations each take 20 ms and
+/// count how many overlap.
+struct SlowCancels {
+    inner: MockIntents,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl IntentGateway for SlowCancels {
+    fn provider(&self) -> &'static str {
+        "simulated"
+    }
+    async fn create_intent(&self, req: &IntentRequest) -> Result<PaymentIntent, GatewayError> {
+        self.inner.create_intent(req).await
+    }
+    async fn confirm_intent(
+        &self,
+        intent_id: &str,
+        payment_method: &PaymentMethod,
+    ) -> Result<PaymentIntent, ChargeError> {
+        self.inner.confirm_intent(intent_id, payment_method).await
+    }
+    async fn retrieve_intent(&self, intent_id: &str) -> Result<PaymentIntent, GatewayError> {
+        self.inner.retrieve_intent(intent_id).await
+    }
+    async fn cancel_intent(&self, _intent_id: &str) -> Result<PaymentIntent, GatewayError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(intent(IntentStatus::Canceled))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_run_visits_its_due_sessions_several_at_once_and_counts_each_once() {
+    let intents = Arc::new(SlowCancels {
+        inner: making_intents(),
+        in_flight: 0.into(),
+        most: 0.into(),
+    });
+    let w = world_with(intents.clone(), MockGateway::new(), 40).await;
+    for i in 0..40 {
+        w.checkouts
+            .open(&w.open_cmd(&format!("cus_{i}"), "k"))
+            .await
+            .unwrap();
+    }
+    w.clock.advance(Duration::from_secs(1801));
+    let run = w.checkouts.run_due().await.unwrap();
+    assert_eq!(
+        (run.found, run.expired, run.intents_canceled, run.deferred),
+        (40, 40, 40, 0)
+    );
+    let most = intents.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=CheckoutSettings::default().concurrency).contains(&most),
+        "{most} cancellations at once"
+    );
+    assert_eq!(w.checkouts.run_due().await.unwrap().found, 0);
+    let expiries = w
+        .audit_actions()
+        .await
+        .iter()
+        .filter(|a| **a == AuditAction::HoldExpired)
+        .count();
+    assert_eq!(expiries, 40);
     w.assert_invariants().await;
 }
 

@@ -25,6 +25,8 @@ pub struct CheckoutSettings {
     pub worker_interval_ms: u64,
     /// Sessions per worker run.
     pub batch: u32,
+    /// Sessions a worker run visits at once.
+    pub worker_concurrency: u32,
 }
 
 impl Default for CheckoutSettings {
@@ -39,6 +41,7 @@ impl Default for CheckoutSettings {
             worker_enabled: true,
             worker_interval_ms: 1000,
             batch: 100,
+            worker_concurrency: 8,
         }
     }
 }
@@ -61,6 +64,7 @@ impl CheckoutSettings {
             ("retention_secs", self.retention_secs),
             ("worker_interval_ms", self.worker_interval_ms),
             ("batch", u64::from(self.batch)),
+            ("worker_concurrency", u64::from(self.worker_concurrency)),
         ] {
             if value == 0 {
                 anyhow::bail!("invalid configuration: checkout.{name} must be positive");
@@ -78,6 +82,7 @@ impl CheckoutSettings {
             recheck_after: Duration::seconds(self.recheck_after_secs.into()),
             retention: Duration::seconds(self.retention_secs.try_into().unwrap_or(i64::MAX)),
             batch: self.batch,
+            concurrency: usize::try_from(self.worker_concurrency).unwrap_or(usize::MAX),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! asked about at the provider (a lost webhook), have their intent cancelled, or their
 //! late payment refunded; and the purge of ended sessions.
 
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::CheckoutError;
@@ -26,6 +27,16 @@ pub struct CheckoutRun {
     pub deferred: u64,
 }
 
+impl CheckoutRun {
+    fn add(&mut self, visit: &CheckoutRun) {
+        self.expired += visit.expired;
+        self.completed += visit.completed;
+        self.intents_canceled += visit.intents_canceled;
+        self.refunded += visit.refunded;
+        self.deferred += visit.deferred;
+    }
+}
+
 impl CheckoutService {
     /// One worker run: every session whose `check_at` has come, up to the batch size.
     pub async fn run_due(&self) -> Result<CheckoutRun, StoreError> {
@@ -39,14 +50,24 @@ impl CheckoutService {
             found: due.len() as u64,
             ..CheckoutRun::default()
         };
-        for session in due {
-            match self.visit(session, &ctx, &mut run).await {
-                Ok(()) => {}
-                Err(e) => {
-                    run.deferred += 1;
+        // Up to `concurrency` sessions at once: each visit is atomic steps on its own
+        // session (and the provider's calls for it), as two workers' visits may be, so
+        // only the plan's lock orders the ones that give seats back to one plan.
+        let ctx = &ctx;
+        let visits: Vec<CheckoutRun> = futures::stream::iter(due)
+            .map(|session| async move {
+                let mut visit = CheckoutRun::default();
+                if let Err(e) = self.visit(session, ctx, &mut visit).await {
+                    visit.deferred += 1;
                     tracing::warn!(error = %e, "a checkout session was left for the next run");
                 }
-            }
+                visit
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        for visit in &visits {
+            run.add(visit);
         }
         Ok(run)
     }
