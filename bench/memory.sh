@@ -24,10 +24,14 @@
 # spoken to as Stripe): the in-process simulator keeps every intent it made, as Stripe does
 # on its side, which is not the server's to purge. Their summary adds the sessions opened
 # and the RSS growth per session after the warm-up (BENCH_WARMUP_SECS), by a least-squares
-# fit of the samples.
+# fit of the samples. BENCH_MEMORY_STORE=postgres or mongo runs the `abandon*` modes on a
+# fresh database of that store (dropped after; SEATKEEPER_BENCH_POSTGRES_URL,
+# SEATKEEPER_BENCH_MONGODB_URL): the sessions and their audit entries then live in the
+# database, and the server's RSS is what must stay flat.
 #
 # Settings (environment): BENCH_PURCHASES=1000000, BENCH_MEMORY_CONNECTIONS=64,
 # BENCH_ABANDON_SECS=180, BENCH_ABANDON_RATE=2000, BENCH_WARMUP_SECS=30, BENCH_PORT=3900,
+# BENCH_MEMORY_STORE=memory,
 # BENCH_OUT=target/bench/<date>,
 # CARGO_TARGET_DIR=target (the release binaries are $CARGO_TARGET_DIR/release/…).
 set -euo pipefail
@@ -42,6 +46,10 @@ base_url="http://127.0.0.1:$port"
 abandon_secs=${BENCH_ABANDON_SECS:-180}
 abandon_rate=${BENCH_ABANDON_RATE:-2000}
 warmup=${BENCH_WARMUP_SECS:-30}
+store=${BENCH_MEMORY_STORE:-memory}
+pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+mongo_url=${SEATKEEPER_BENCH_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConnection=true}
+db="seatkeeper_memory_$$"
 server=${CARGO_TARGET_DIR:-target}/release/seatkeeper-server
 loadgen=${CARGO_TARGET_DIR:-target}/release/seatkeeper-loadgen
 paysim=${CARGO_TARGET_DIR:-target}/release/seatkeeper-paysim
@@ -51,6 +59,7 @@ plans=$(((purchases + 999999) / 1000000 + 1))
 mkdir -p "$out"
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   packages=(-p seatkeeper-server -p seatkeeper-loadgen)
+  [ "$store" = mongo ] && packages+=(-p seatkeeper-mongobench)
   [ "${1:-}" = abandon-paysim ] && packages+=(-p seatkeeper-paysim)
   cargo build --release "${packages[@]}" >&2
 fi
@@ -58,6 +67,25 @@ fi
 server_pid=""
 sampler_pid=""
 paysim_pid=""
+# The store's URL: memory://, or a fresh database (created here for PostgreSQL).
+store_url() {
+  case $store in
+    memory) echo "memory://" ;;
+    postgres)
+      psql -q "$pg_admin_url" -c "CREATE DATABASE $db" >/dev/null
+      echo "${pg_admin_url%/*}/$db"
+      ;;
+    mongo) echo "$mongo_url" | sed "s|/?|/$db?|" ;;
+    *) echo "BENCH_MEMORY_STORE must be memory, postgres or mongo" >&2; exit 2 ;;
+  esac
+}
+drop_store() {
+  case $store in
+    postgres) psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true ;;
+    mongo) "${CARGO_TARGET_DIR:-target}/release/seatkeeper-mongobench" --url "$mongo_url" --drop-database "$db" >/dev/null 2>&1 || true ;;
+  esac
+}
+
 cleanup() {
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null || true
   [ -n "$paysim_pid" ] && kill "$paysim_pid" 2>/dev/null || true
@@ -65,6 +93,7 @@ cleanup() {
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  drop_store
 }
 trap cleanup EXIT
 
@@ -135,7 +164,9 @@ measure_abandon() {
     provider_env=(SEATKEEPER_PAYMENTS__PROVIDER=stripe SEATKEEPER_PAYMENTS__BASE_URL="http://127.0.0.1:$((port + 1))"
       SEATKEEPER_PAYMENTS__SECRET_KEY=sk_test_bench)
   fi
-  env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL=memory:// "${provider_env[@]}" \
+  local url
+  url=$(store_url)
+  env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL="$url" "${provider_env[@]}" \
     SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false SEATKEEPER_DEMO__SEED=false SEATKEEPER_LOG__LEVEL=warn \
     SEATKEEPER_PAYMENTS__LATENCY_MS=0 \
     SEATKEEPER_CHECKOUT__MIN_EXPIRES_IN_SECS=1 \
@@ -162,7 +193,7 @@ measure_abandon() {
     done
   ) &
   sampler_pid=$!
-  echo "== memory, abandoned checkouts (expires_in ${expires_in}s), retention ${retention}s, $provider payments: ${abandon_secs}s over $plans plans" >&2
+  echo "== memory, abandoned checkouts (expires_in ${expires_in}s) on $store, retention ${retention}s, $provider payments: ${abandon_secs}s over $plans plans" >&2
   "$loadgen" --base-url "$base_url" --admin-token "$token" --connections "$conns" --rate "$abandon_rate" \
     --target checkout-abandon --expires-in "$expires_in" --duration "$abandon_secs" \
     --plans "$plans" --seats 1000000 --progress 10 \
@@ -201,8 +232,8 @@ measure_abandon() {
       slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)   # KiB per second
       printf "warm_mib=%d\tslope_kib_per_min=%.0f\tbytes_per_session=%.0f", warm / 1024, slope * 60, slope * 1024 / rate
     }' "$series")
-  printf '%s\tcheckout_retention=%ss\tsessions_opened=%s\theld_at_end=%s\texpired=%s\tstart_mib=%s\t%s\tend_mib=%s\tsettled_mib=%s\tprovider=%s\n' \
-    "$tag" "$retention" "$opened" "$held" "${expired:-?}" "$((start_kib / 1024))" "$fit" "$((end_kib / 1024))" "$((after_kib / 1024))" "$provider_mib" \
+  printf '%s\tstore=%s\tcheckout_retention=%ss\tsessions_opened=%s\theld_at_end=%s\texpired=%s\tstart_mib=%s\t%s\tend_mib=%s\tsettled_mib=%s\tprovider=%s\n' \
+    "$tag" "$store" "$retention" "$opened" "$held" "${expired:-?}" "$((start_kib / 1024))" "$fit" "$((end_kib / 1024))" "$((after_kib / 1024))" "$provider_mib" \
     | tee -a "$out/memory.txt"
 }
 
