@@ -51,6 +51,8 @@ mongo_url=${SEATKEEPER_BENCH_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConne
 token=bench-admin-token-0123456789
 webhook_secret=whsec_bench_0123456789abcdef
 base_url="http://127.0.0.1:$port"
+# shellcheck source=bench/stores.sh
+source bench/stores.sh
 if [ "$pin" = 1 ] && { ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; }; then
   echo "BENCH_PIN=1 needs taskset and 2 CPUs; running unpinned" >&2
   pin=0
@@ -73,10 +75,7 @@ stop_server() {
   server_pid=""
 }
 drop_db() {
-  case $db_store in
-    postgres) psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $db_name WITH (FORCE)" >/dev/null 2>&1 || true ;;
-    mongo) "$mongobench" --url "$mongo_url" --drop-database "$db_name" >/dev/null 2>&1 || true ;;
-  esac
+  drop_store "$db_store" "$db_name"
   db_store=""
 }
 cleanup() {
@@ -85,22 +84,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# store_url STORE NAME: a fresh database's URL (created here for PostgreSQL).
-store_url() {
-  case $1 in
-    memory) echo "memory://" ;;
-    postgres)
-      psql -q -v ON_ERROR_STOP=1 "$pg_admin_url" -c "CREATE DATABASE $2" >/dev/null
-      echo "${pg_admin_url%/*}/$2"
-      ;;
-    mongo)
-      local hosts query
-      hosts=$(sed -E 's#^(mongodb(\+srv)?://[^/?]*).*#\1#' <<<"$mongo_url")
-      query=$(sed -n -E 's#^[^?]*(\?.*)$#\1#p' <<<"$mongo_url")
-      echo "$hosts/$2$query"
-      ;;
-  esac
-}
 
 # run STORE PLANS TARGET ROUND: one run on a fresh server and database; its JSON is
 # $out/STORE-pPLANS-TARGET-ROUND.json.

@@ -40,6 +40,8 @@ pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432
 mongo_url=${SEATKEEPER_BENCH_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConnection=true}
 token=bench-admin-token-0123456789
 base_url="http://127.0.0.1:$port"
+# shellcheck source=bench/stores.sh
+source bench/stores.sh
 mkdir -p "$out"
 
 server_pid=""
@@ -52,24 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# store_url STORE NAME: a fresh database's URL (created here for PostgreSQL).
-store_url() {
-  case $1 in
-    memory) echo "memory://" ;;
-    postgres)
-      psql -q "$pg_admin_url" -c "CREATE DATABASE $2" >/dev/null
-      echo "${pg_admin_url%/*}/$2"
-      ;;
-    mongo) echo "mongodb://127.0.0.1:${mongo_url#mongodb://127.0.0.1:}" | sed "s|/?|/$2?|" ;;
-  esac
-}
-
-drop_store() {
-  case $1 in
-    postgres) psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $2 WITH (FORCE)" >/dev/null ;;
-    mongo) "$mongobench" --url "$mongo_url" --drop-database "$2" >/dev/null 2>&1 || true ;;
-  esac
-}
 
 # run STORE TAG BINARY ROUND: one run; prints purchases/s and p99.
 run() {

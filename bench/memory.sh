@@ -50,6 +50,9 @@ store=${BENCH_MEMORY_STORE:-memory}
 pg_admin_url=${SEATKEEPER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 mongo_url=${SEATKEEPER_BENCH_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConnection=true}
 db="seatkeeper_memory_$$"
+mongobench=${CARGO_TARGET_DIR:-target}/release/seatkeeper-mongobench
+# shellcheck source=bench/stores.sh
+source bench/stores.sh
 server=${CARGO_TARGET_DIR:-target}/release/seatkeeper-server
 loadgen=${CARGO_TARGET_DIR:-target}/release/seatkeeper-loadgen
 paysim=${CARGO_TARGET_DIR:-target}/release/seatkeeper-paysim
@@ -67,24 +70,6 @@ fi
 server_pid=""
 sampler_pid=""
 paysim_pid=""
-# The store's URL: memory://, or a fresh database (created here for PostgreSQL).
-store_url() {
-  case $store in
-    memory) echo "memory://" ;;
-    postgres)
-      psql -q "$pg_admin_url" -c "CREATE DATABASE $db" >/dev/null
-      echo "${pg_admin_url%/*}/$db"
-      ;;
-    mongo) echo "$mongo_url" | sed "s|/?|/$db?|" ;;
-    *) echo "BENCH_MEMORY_STORE must be memory, postgres or mongo" >&2; exit 2 ;;
-  esac
-}
-drop_store() {
-  case $store in
-    postgres) psql -q "$pg_admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true ;;
-    mongo) "${CARGO_TARGET_DIR:-target}/release/seatkeeper-mongobench" --url "$mongo_url" --drop-database "$db" >/dev/null 2>&1 || true ;;
-  esac
-}
 
 cleanup() {
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null || true
@@ -93,7 +78,7 @@ cleanup() {
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  drop_store
+  drop_store "$store" "$db"
 }
 trap cleanup EXIT
 
@@ -165,7 +150,7 @@ measure_abandon() {
       SEATKEEPER_PAYMENTS__SECRET_KEY=sk_test_bench)
   fi
   local url
-  url=$(store_url)
+  url=$(store_url "$store" "$db")
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL="$url" "${provider_env[@]}" \
     SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false SEATKEEPER_DEMO__SEED=false SEATKEEPER_LOG__LEVEL=warn \
     SEATKEEPER_PAYMENTS__LATENCY_MS=0 \
