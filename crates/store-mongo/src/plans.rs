@@ -14,6 +14,7 @@ use seatkeeper_domain::{
 };
 
 use crate::{
+    checkout_documents::CheckoutDoc,
     checkout_queries,
     documents::{self, AuditDoc, Corrupt, PlanDoc},
     errors::{classify, corrupt},
@@ -127,23 +128,16 @@ impl PlanRepository for MongoStore {
         // A read-only transaction: the plan, its open sessions (held seats) and the
         // subscription counts from one snapshot.
         let run = transaction::run(&mut session, async move |s| {
-            let Some(found) = plans
-                .find_one(queries::plan_by_id(id))
-                .session(&mut *s)
-                .await?
+            let Some(PlanAvailability { plan, held }) =
+                read_availability(s, &plans, &checkouts, id).await?
             else {
                 return Ok(Ok(None));
             };
-            let plan = Plan::try_from(found).map_err(corrupt)?;
             let mut cursor = subscriptions
                 .aggregate(queries::count_by_status(id))
                 .session(&mut *s)
                 .await?;
             let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
-            let held = checkouts
-                .count_documents(checkout_queries::open_checkouts(id))
-                .session(&mut *s)
-                .await?;
             let stats = documents::stats(&plan, held, &counts).map_err(corrupt)?;
             Ok(Ok::<_, StoreError>(Some(stats)))
         });
@@ -156,22 +150,34 @@ impl PlanRepository for MongoStore {
         // A read-only transaction: the plan and its open sessions (their index) from one
         // snapshot; no subscription is counted.
         let run = transaction::run(&mut session, async move |s| {
-            let Some(found) = plans
-                .find_one(queries::plan_by_id(id))
-                .session(&mut *s)
-                .await?
-            else {
-                return Ok(Ok(None));
-            };
-            let plan = Plan::try_from(found).map_err(corrupt)?;
-            let held = checkouts
-                .count_documents(checkout_queries::open_checkouts(id))
-                .session(&mut *s)
-                .await?;
-            Ok(Ok::<_, StoreError>(Some(PlanAvailability { plan, held })))
+            let availability = read_availability(s, &plans, &checkouts, id).await?;
+            Ok(Ok::<_, StoreError>(availability))
         });
         self.settle(run).await
     }
+}
+
+/// The plan and how many seats its open checkout sessions hold (their index), read in the
+/// caller's transaction; `None` for an unknown plan.
+async fn read_availability(
+    s: &mut ClientSession,
+    plans: &Collection<PlanDoc>,
+    checkouts: &Collection<CheckoutDoc>,
+    id: PlanId,
+) -> mongodb::error::Result<Option<PlanAvailability>> {
+    let Some(found) = plans
+        .find_one(queries::plan_by_id(id))
+        .session(&mut *s)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let plan = Plan::try_from(found).map_err(corrupt)?;
+    let held = checkouts
+        .count_documents(checkout_queries::open_checkouts(id))
+        .session(&mut *s)
+        .await?;
+    Ok(Some(PlanAvailability { plan, held }))
 }
 
 /// Moves the plan's seats by `delta` and bumps its `seq`; the plan after.
