@@ -11,12 +11,12 @@
 //! `Result<Result<T, E>, mongodb::error::Error>`, so they are neither retried nor
 //! classified.
 //!
-//! The purchase steps are coalesced (`batch.rs`): concurrent reservations and completions
-//! share one transaction, which moves each plan with one guarded
-//! `findOneAndUpdate({_id, seq: <seq read>}, {$inc: {seats_left, seq}})` returning the
-//! document after, as the last write before the audit insert and the commit, so that the
-//! hot plan document is written once per batch and held for as short a time as possible
-//! (see docs/architecture.md, "The purchase steps: one batch at a time").
+//! Every step that moves seats is coalesced (`batch`): concurrent reservations,
+//! completions, checkout openings and seat-moving checkout changes share one transaction,
+//! which moves the plans it touched with one `update` command of guarded statements
+//! (`{_id, seats_left: <read>, seq: <read>}` → `$inc`), as the last write before the audit
+//! insert and the commit, so that a hot plan document is written once per batch (see
+//! docs/architecture.md, "The purchase steps: one batch at a time").
 //!
 //! # Layout
 //!
@@ -26,10 +26,11 @@
 //!   `subscriptions` ([`SubscriptionRepository`]), `idempotency`
 //!   ([`IdempotencyRepository`]), `purchases` ([`PurchaseRepository`] and the glue to the
 //!   batches), `recovery` ([`RecoveryRepository`]), `api_keys` ([`ApiKeyRepository`], with
-//!   its document), `checkouts` ([`CheckoutRepository`]: checkout sessions, each opening
-//!   and seat-moving change one transaction taken in the plan's turn, and webhook events);
-//! - `batch`: the purchase steps (reserve, reserve under a new key, complete) as
-//!   batches: concurrent steps share one transaction (see above);
+//!   its document), `checkouts` ([`CheckoutRepository`]: checkout sessions, their openings
+//!   and seat-moving changes sent to the batches, and webhook events);
+//! - `batch`: the steps that move seats (reserve, reserve under a new key, complete; and
+//!   in `batch/checkout.rs`, open a checkout session and change one) as batches:
+//!   concurrent steps share one transaction (see above);
 //! - [`documents`]: the stored documents and their conversions (UUIDs as binary subtype
 //!   4, BSON dates, `i64` money); [`checkout_documents`]: those of checkout sessions and
 //!   webhook events;
@@ -107,7 +108,6 @@ pub struct MongoStore {
     checkouts: Collection<CheckoutDoc>,
     webhook_events: Collection<WebhookEventDoc>,
     /// The checkout steps that write a plan document, queued per plan (`checkouts.rs`).
-    turns: checkouts::PlanTurns,
     time_limit: Duration,
     /// The driver's connections, counted from its pool events.
     pool: Arc<PoolCounter>,
@@ -136,7 +136,6 @@ impl MongoStore {
             api_keys: db.collection(queries::API_KEYS),
             checkouts: db.collection(queries::CHECKOUT_SESSIONS),
             webhook_events: db.collection(queries::WEBHOOK_EVENTS),
-            turns: checkouts::PlanTurns::new(),
             client,
             db,
             time_limit: settings.transaction_time_limit,

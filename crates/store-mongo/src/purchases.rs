@@ -16,6 +16,7 @@ use seatkeeper_domain::ports::{
 
 use crate::{
     batch::{self, Done, Step},
+    checkout_documents::CheckoutDoc,
     documents::{AuditDoc, KeyDoc, PlanDoc, SubscriptionDoc},
     errors::{classify, retry_claim, Facts, Retry},
     queries, transaction, MongoStore, TimeLimitExceeded,
@@ -26,12 +27,13 @@ const MAX_BATCH: usize = 128;
 
 /// The collections a purchase writes, cloned (cheap handles) into its transaction.
 #[derive(Clone)]
-pub(crate) struct PurchaseCollections {
+pub(crate) struct StepCollections {
     pub(crate) db: Database,
     pub(crate) plans: Collection<PlanDoc>,
     pub(crate) subscriptions: Collection<SubscriptionDoc>,
     pub(crate) audit: Collection<AuditDoc>,
     pub(crate) keys: Collection<KeyDoc>,
+    pub(crate) checkouts: Collection<CheckoutDoc>,
 }
 
 /// The store's purchase steps: one batch (one transaction) at a time, at most
@@ -43,12 +45,13 @@ pub(crate) fn coalescer(
 ) -> Coalescer<Step, Done> {
     let runner = StepRunner {
         client: client.clone(),
-        c: PurchaseCollections {
+        c: StepCollections {
             db: db.clone(),
             plans: db.collection(queries::PLANS),
             subscriptions: db.collection(queries::SUBSCRIPTIONS),
             audit: db.collection(queries::AUDIT_ENTRIES),
             keys: db.collection(queries::IDEMPOTENCY_KEYS),
+            checkouts: db.collection(queries::CHECKOUT_SESSIONS),
         },
         time_limit,
     };
@@ -108,7 +111,7 @@ impl PurchaseRepository for MongoStore {
 #[derive(Clone)]
 struct StepRunner {
     client: Client,
-    c: PurchaseCollections,
+    c: StepCollections,
     time_limit: Duration,
 }
 
@@ -158,11 +161,16 @@ impl StepRunner {
 }
 
 /// The answer of a step whose transaction failed with `e`: a new key's insert that lost
-/// to another instance's is `KeyExists`, as if the step had looked later.
+/// to another instance's is `KeyExists`, as if the step had looked later; an opening's
+/// session insert that lost to another opening of its key is `OpenRaced`.
 fn failed(step: &Step, e: mongodb::error::Error) -> Done {
-    if matches!(step, Step::New(_)) && retry_claim(&Facts::of(&e)) == Retry::Claim {
-        tracing::debug!("a concurrent claim inserted the new key first");
-        return Done::KeyExists;
+    let lost_insert = retry_claim(&Facts::of(&e)) == Retry::Claim;
+    match step {
+        Step::New(_) if lost_insert => {
+            tracing::debug!("a concurrent claim inserted the new key first");
+            Done::KeyExists
+        }
+        Step::Open(_) if lost_insert => Done::OpenRaced,
+        _ => Done::Failed(classify(e)),
     }
-    Done::Failed(classify(e))
 }

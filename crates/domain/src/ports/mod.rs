@@ -12,6 +12,7 @@
 
 mod audit;
 mod checkout;
+mod checkout_batch;
 mod clock;
 mod idempotency;
 mod keys;
@@ -25,6 +26,7 @@ mod subscriptions;
 
 pub use audit::*;
 pub use checkout::*;
+pub use checkout_batch::*;
 pub use clock::*;
 pub use idempotency::*;
 pub use keys::*;

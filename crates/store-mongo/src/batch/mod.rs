@@ -35,17 +35,20 @@ use mongodb::{
 };
 use seatkeeper_domain::{
     ports::{
-        ChargeResult, CompleteError, CompletePurchase, Completion, Reservation, ReserveError,
-        ReserveSeat, ReserveWithNewKey, StoreError,
+        ChangeCheckoutError, Changed, ChargeResult, CheckoutBatch, CompleteError, CompletePurchase,
+        Completion, OpenCheckoutError, Opened, Reservation, ReserveError, ReserveSeat,
+        ReserveWithNewKey, StoreError,
     },
-    IdempotencyRecord, Plan, PlanId, PurchaseOutcome, RecoveryPoint, Subscription, SubscriptionId,
-    SubscriptionStatus,
+    ChangeCheckout, IdempotencyRecord, OpenCheckout, Plan, PlanId, PurchaseOutcome, RecoveryPoint,
+    Subscription, SubscriptionId, SubscriptionStatus,
 };
+
+mod checkout;
 
 use crate::{
     documents::{uuid, AuditDoc, Corrupt, KeyDoc, SubscriptionDoc},
     errors::corrupt,
-    purchases::PurchaseCollections,
+    purchases::StepCollections,
     queries,
     transaction::unmatched,
 };
@@ -61,6 +64,11 @@ pub(crate) enum Step {
     New(ReserveWithNewKey),
     /// [`PurchaseRepository::complete_purchase`](seatkeeper_domain::ports::PurchaseRepository::complete_purchase).
     Complete(CompletePurchase),
+    /// [`CheckoutRepository::open_checkout`](seatkeeper_domain::ports::CheckoutRepository::open_checkout).
+    Open(OpenCheckout),
+    /// [`CheckoutRepository::change_checkout`](seatkeeper_domain::ports::CheckoutRepository::change_checkout),
+    /// for a change that may move the session's seat.
+    Change(ChangeCheckout),
 }
 
 impl Step {
@@ -68,7 +76,7 @@ impl Step {
         match self {
             Self::Held(seat) => Some(seat),
             Self::New(cmd) => Some(cmd.seat()),
-            Self::Complete(_) => None,
+            Self::Complete(_) | Self::Open(_) | Self::Change(_) => None,
         }
     }
 }
@@ -82,39 +90,45 @@ pub(crate) enum Done {
     /// A new key had a record already: nothing was done for this request.
     KeyExists,
     Completed(Result<Completion, CompleteError>),
+    Opened(Result<Opened, OpenCheckoutError>),
+    /// An opening's session insert lost to another opening of its key (on another plan,
+    /// by another instance): nothing was done; opening again decides against that one.
+    OpenRaced,
+    Changed(Result<Changed, ChangeCheckoutError>),
     /// The step's transaction failed (or its batch was lost): nothing was done for it.
     Failed(StoreError),
 }
 
 /// Writes the batch collects while it decides.
 #[derive(Default)]
-struct Writes {
+pub(super) struct Writes {
     new_keys: Vec<KeyDoc>,
     /// Key updates that must each match one record (the batch's reads found it).
     held_keys: Vec<Document>,
     /// Key finishes of completions: only the record that reserved the purchase, if open.
     purchase_keys: Vec<Document>,
-    new_subs: Vec<SubscriptionDoc>,
+    pub(super) new_subs: Vec<SubscriptionDoc>,
     completed_subs: Vec<Document>,
-    audit: Vec<AuditDoc>,
+    pub(super) audit: Vec<AuditDoc>,
 }
 
 /// One statement of an `update` command.
-fn statement(q: Document, u: Document) -> Document {
+pub(super) fn statement(q: Document, u: Document) -> Document {
     doc! { "q": q, "u": u }
 }
 
 /// The batch's reads: the keys its reservations name, the subscriptions its completions
-/// name, and the plans of both.
+/// name, the sessions its checkout steps depend on, and the plans of them all.
 struct Reads {
     keys: HashMap<(String, String), IdempotencyRecord>,
     subs: HashMap<SubscriptionId, Subscription>,
+    sessions: CheckoutBatch,
     plans: BTreeMap<PlanId, Plan>,
 }
 
 async fn read(
     s: &mut ClientSession,
-    c: &PurchaseCollections,
+    c: &StepCollections,
     steps: &[Step],
 ) -> mongodb::error::Result<Reads> {
     let key_filters: Vec<Document> = steps
@@ -156,10 +170,15 @@ async fn read(
             subs.insert(sub.id(), sub);
         }
     }
+    let sessions = checkout::read(s, c, steps).await?;
     let plan_ids: HashSet<PlanId> = steps
         .iter()
-        .filter_map(|st| st.seat().map(|cmd| cmd.plan_id))
+        .filter_map(|st| match st {
+            Step::Open(cmd) => Some(cmd.plan_id),
+            _ => st.seat().map(|cmd| cmd.plan_id),
+        })
         .chain(subs.values().map(|sub| sub.plan_id()))
+        .chain(checkout::plans_of_changes(&sessions, steps))
         .collect();
     let mut plans = BTreeMap::new();
     if !plan_ids.is_empty() {
@@ -199,18 +218,24 @@ async fn read(
             plans.insert(plan.id(), plan);
         }
     }
-    Ok(Reads { keys, subs, plans })
+    Ok(Reads {
+        keys,
+        subs,
+        sessions,
+        plans,
+    })
 }
 
 /// Every step of `steps`, in one transaction (the body the transaction runner may run again).
 pub(crate) async fn run(
     s: &mut ClientSession,
-    c: &PurchaseCollections,
+    c: &StepCollections,
     steps: &[Step],
 ) -> mongodb::error::Result<Vec<Done>> {
     let Reads {
         keys,
         mut subs,
+        mut sessions,
         mut plans,
     } = read(s, c, steps).await?;
     let before: BTreeMap<PlanId, Plan> = plans.clone();
@@ -245,9 +270,16 @@ pub(crate) async fn run(
                 }
             }
             Step::Complete(cmd) => Done::Completed(complete(cmd, &mut subs, &mut plans, &mut w)?),
+            Step::Open(cmd) => Done::Opened(checkout::open(cmd, &mut sessions, &mut plans, &mut w)),
+            Step::Change(cmd) => {
+                Done::Changed(checkout::change(cmd, &mut sessions, &mut plans, &mut w))
+            }
         };
         answers.push(answer);
     }
+    // The sessions first: their unique key index settles a key opened on two plans
+    // before anything else is written.
+    checkout::write(s, c, sessions).await?;
     write(s, c, w, &plans, &before).await?;
     Ok(answers)
 }
@@ -368,7 +400,7 @@ fn complete(
 /// `findOneAndUpdate` that matches only the document as the batch read it.
 async fn write(
     s: &mut ClientSession,
-    c: &PurchaseCollections,
+    c: &StepCollections,
     w: Writes,
     plans: &BTreeMap<PlanId, Plan>,
     before: &BTreeMap<PlanId, Plan>,
@@ -418,9 +450,9 @@ async fn write(
 }
 
 /// Runs `statements` as one `update` command; returns how many documents they matched.
-async fn update(
+pub(super) async fn update(
     s: &mut ClientSession,
-    c: &PurchaseCollections,
+    c: &StepCollections,
     collection: &str,
     statements: Vec<Document>,
 ) -> mongodb::error::Result<usize> {

@@ -1,0 +1,152 @@
+//! The checkout steps that move seats, as steps of a batch: openings
+//! ([`CheckoutRepository::open_checkout`]) and the changes that may need the session's
+//! plan ([`CheckoutChange::may_need_plan`]: a payment, an expiry, a refund).
+//!
+//! Why in the purchase steps' batches: each of them writes its plan document (the seat,
+//! and the audit's `seq`), as reservations and completions do, and MongoDB aborts the
+//! second of two transactions writing one document instead of queueing it. In a
+//! transaction of their own they conflicted with every purchase batch of the plan, and
+//! with each other; in the batches they queue behind the running one and share the next,
+//! so a hot plan's openings and payments cost one plan write per batch, like its
+//! purchases.
+//!
+//! A batch reads, with one `find`, every session its steps can depend on: the session
+//! each opening's key opened, each opening customer's open sessions on its plan, and the
+//! session each change names. The domain's [`CheckoutBatch`] decides the steps in queue
+//! order on those sessions as the batch has left them so far. The batch then inserts the
+//! new sessions (the unique `(customer_id, idempotency_key)` index settles one key opened
+//! on two plans by two instances) and replaces each changed one guarded by the status and
+//! `updated_at` it was read with.
+//!
+//! [`CheckoutRepository::open_checkout`]: seatkeeper_domain::ports::CheckoutRepository::open_checkout
+//! [`CheckoutChange::may_need_plan`]: seatkeeper_domain::CheckoutChange::may_need_plan
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use mongodb::{
+    bson::{doc, Document},
+    ClientSession,
+};
+use seatkeeper_domain::{
+    ports::{ChangeCheckoutError, Changed, CheckoutBatch, OpenCheckoutError, Opened},
+    ChangeCheckout, CheckoutSession, OpenCheckout, Plan, PlanId,
+};
+
+use super::{statement, update, Step, StepCollections, Writes};
+use crate::{
+    checkout_documents::CheckoutDoc,
+    checkout_queries as q,
+    documents::{to_document, AuditDoc, SubscriptionDoc},
+    errors::corrupt,
+    queries,
+    transaction::unmatched,
+};
+
+/// Reads, in the transaction, every session the batch's checkout steps can depend on
+/// (one `find`, only when the batch has such steps).
+pub(super) async fn read(
+    s: &mut ClientSession,
+    c: &StepCollections,
+    steps: &[Step],
+) -> mongodb::error::Result<CheckoutBatch> {
+    let filters: Vec<Document> = steps
+        .iter()
+        .flat_map(|st| match st {
+            Step::Open(cmd) => vec![
+                q::checkout_by_key(&cmd.customer_id, &cmd.key),
+                q::open_checkouts_of(cmd.plan_id, &cmd.customer_id),
+            ],
+            Step::Change(cmd) => vec![q::checkout_by_id(cmd.session_id)],
+            _ => Vec::new(),
+        })
+        .collect();
+    if filters.is_empty() {
+        return Ok(CheckoutBatch::default());
+    }
+    let mut found = c
+        .checkouts
+        .find(doc! { "$or": filters })
+        .session(&mut *s)
+        .await?;
+    let docs: Vec<CheckoutDoc> = found.stream(&mut *s).try_collect().await?;
+    let sessions: Vec<CheckoutSession> = docs
+        .into_iter()
+        .map(CheckoutSession::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(corrupt)?;
+    Ok(CheckoutBatch::new(sessions))
+}
+
+/// The plans of the sessions the batch's changes name (openings name theirs).
+pub(super) fn plans_of_changes<'a>(
+    batch: &'a CheckoutBatch,
+    steps: &'a [Step],
+) -> impl Iterator<Item = PlanId> + 'a {
+    batch.plans_of(steps.iter().filter_map(|st| match st {
+        Step::Change(cmd) => Some(cmd),
+        _ => None,
+    }))
+}
+
+/// Decides an opening; a hold's entry joins the batch's.
+pub(super) fn open(
+    cmd: &OpenCheckout,
+    batch: &mut CheckoutBatch,
+    plans: &mut BTreeMap<PlanId, Plan>,
+    w: &mut Writes,
+) -> Result<Opened, OpenCheckoutError> {
+    let (opened, entry) = batch.open(cmd, plans)?;
+    w.audit.extend(entry.as_ref().map(AuditDoc::from));
+    Ok(opened)
+}
+
+/// Decides a change; its subscription and entries join the batch's.
+pub(super) fn change(
+    cmd: &ChangeCheckout,
+    batch: &mut CheckoutBatch,
+    plans: &mut BTreeMap<PlanId, Plan>,
+    w: &mut Writes,
+) -> Result<Changed, ChangeCheckoutError> {
+    let changed = batch.change(cmd, plans)?;
+    w.new_subs.extend(
+        changed
+            .applied
+            .subscription
+            .iter()
+            .map(SubscriptionDoc::from),
+    );
+    w.audit
+        .extend(changed.applied.entries.iter().map(AuditDoc::from));
+    Ok(changed)
+}
+
+/// Writes the sessions the batch made or changed: one `insertMany` of the new ones, one
+/// `update` command replacing each changed one only while it is as the batch read it
+/// (every statement must match).
+pub(super) async fn write(
+    s: &mut ClientSession,
+    c: &StepCollections,
+    batch: CheckoutBatch,
+) -> mongodb::error::Result<()> {
+    let writes = batch.writes();
+    let changed = writes
+        .changed
+        .iter()
+        .map(|(read, now)| {
+            Ok(statement(
+                q::checkout_as_read(read),
+                to_document(&CheckoutDoc::from(now)).map_err(corrupt)?,
+            ))
+        })
+        .collect::<mongodb::error::Result<Vec<_>>>()?;
+    if !writes.new.is_empty() {
+        let new: Vec<CheckoutDoc> = writes.new.iter().map(CheckoutDoc::from).collect();
+        c.checkouts.insert_many(new).session(&mut *s).await?;
+    }
+    let n = changed.len();
+    if update(s, c, queries::CHECKOUT_SESSIONS, changed).await? != n {
+        return Err(unmatched("a checkout session's change"));
+    }
+    Ok(())
+}
