@@ -13,13 +13,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{
-        ChargeResult, CompleteError, Completion, NewKeyReservation, Reservation, ReserveError,
-        Store, StoreError,
+        ChangeCheckoutError, Changed, ChargeResult, CompleteError, Completion, NewKeyReservation,
+        OpenCheckoutError, Opened, Reservation, ReserveError, Store, StoreError,
     },
-    PlanId, PurchaseOutcome,
+    CheckoutStatus, PlanId, PurchaseOutcome,
 };
 
-use crate::support::{assert_invariants, create_plan, now, plan_now, Purchase};
+use crate::{
+    checkout_support::{change, expire_on_request, open, opening, paid, with_intent},
+    support::{assert_invariants, create_plan, now, plan_now, Purchase},
+};
 
 /// Which batched purchase steps a count is of. A store that batches both in one queue
 /// answers the same for each.
@@ -27,6 +30,8 @@ use crate::support::{assert_invariants, create_plan, now, plan_now, Purchase};
 pub enum Steps {
     Reservations,
     Completions,
+    /// Checkout openings and the checkout changes that may move a seat.
+    Checkouts,
 }
 
 /// Counts of a coalescer since the store started.
@@ -343,5 +348,115 @@ pub async fn new_keys_and_held_keys_share_a_batch_and_a_new_key_is_claimed_once(
     );
     // 21 new-key reservations and the held one (a declined purchase gave its seat back).
     assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 50 - 22);
+    assert_invariants(&*store, plan.id()).await;
+}
+
+/// Spawns `step` and waits until it is queued, so that steps queue in the order spawned.
+async fn queue<T: Send + 'static>(
+    probe: &dyn BatchProbe,
+    steps: Steps,
+    step: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let before = probe.queued(steps);
+    let task = tokio::spawn(step);
+    until("the step to queue", || probe.queued(steps) == before + 1).await;
+    task
+}
+
+/// Checkout steps that move seats, queued behind a held plan, share the next batch and
+/// are decided in queue order: payments, then expiries, then openings — among them the
+/// expired sessions' customers, allowed another session only because their expiry is
+/// ahead in the queue, and one key opened twice, which answers its first session.
+pub async fn checkout_steps_that_queue_behind_a_held_plan_share_one_batch_in_queue_order(
+    probe: &dyn BatchProbe,
+) {
+    let store = probe.store();
+    let plan = create_plan(&*store, 50).await;
+    let mut to_pay = Vec::new();
+    for i in 0..5 {
+        let session = open(
+            &*store,
+            &opening(plan.id(), &format!("cus_pay_{i}"), "k", now()),
+        )
+        .await;
+        to_pay.push(with_intent(&*store, &session).await);
+    }
+    let mut to_expire = Vec::new();
+    for i in 0..5 {
+        let cmd = opening(plan.id(), &format!("cus_again_{i}"), "k", now());
+        to_expire.push(open(&*store, &cmd).await);
+    }
+
+    let blocker = probe.hold_plan(plan.id()).await;
+    let base = probe.counts(Steps::Checkouts);
+    let open_of = |customer: &str, key: &str| {
+        let (store, cmd) = (store.clone(), opening(plan.id(), customer, key, now()));
+        async move { store.open_checkout(&cmd).await }
+    };
+    let first = tokio::spawn(open_of("cus_first", "k"));
+    until("the first batch", || {
+        probe.counts(Steps::Checkouts).batches == base.batches + 1
+    })
+    .await;
+    let change_of = |id, c| {
+        let (store, cmd) = (store.clone(), change(id, c, now()));
+        async move { store.change_checkout(&cmd).await }
+    };
+    let mut changes = Vec::new();
+    for session in &to_pay {
+        let step = change_of(session.id(), paid(session));
+        changes.push(queue(probe, Steps::Checkouts, step).await);
+    }
+    for session in &to_expire {
+        let step = change_of(session.id(), expire_on_request());
+        changes.push(queue(probe, Steps::Checkouts, step).await);
+    }
+    let mut openings = Vec::new();
+    for i in 0..5 {
+        let step = open_of(&format!("cus_again_{i}"), "k2");
+        openings.push(queue(probe, Steps::Checkouts, step).await);
+    }
+    for i in 0..10 {
+        let step = open_of(&format!("cus_new_{i}"), "k");
+        openings.push(queue(probe, Steps::Checkouts, step).await);
+    }
+    let again = queue(probe, Steps::Checkouts, open_of("cus_new_0", "k")).await;
+    blocker.release().await;
+
+    assert!(matches!(first.await.unwrap(), Ok(Opened::New(_))));
+    let changed: Vec<Result<Changed, ChangeCheckoutError>> = futures::future::join_all(changes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for (i, c) in changed.iter().enumerate() {
+        let c = c.as_ref().expect("a payment or an expiry");
+        let (status, made) = match i < 5 {
+            true => (CheckoutStatus::Complete, true),
+            false => (CheckoutStatus::Expired, false),
+        };
+        assert_eq!(c.session.status(), status);
+        assert_eq!(c.applied.subscription.is_some(), made);
+    }
+    let mut new_sessions = Vec::new();
+    for t in openings {
+        match t.await.unwrap() {
+            Ok(Opened::New(session)) => new_sessions.push(session),
+            other => panic!("an opening should hold a seat, got {other:?}"),
+        }
+    }
+    let answer: Result<Opened, OpenCheckoutError> = again.await.unwrap();
+    match answer {
+        Ok(Opened::Existing(session)) => assert_eq!(session.id(), new_sessions[5].id()),
+        other => panic!("the key's second opening should answer its session, got {other:?}"),
+    }
+    assert_eq!(
+        since(probe, Steps::Checkouts, base),
+        (2, 27),
+        "the first batch, then every queued step in one"
+    );
+    // 50 − 10 held before − 1 (first) + 5 expired − 15 opened; the payments' seats stay
+    // taken, by active subscriptions.
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 29);
     assert_invariants(&*store, plan.id()).await;
 }

@@ -22,9 +22,7 @@ use seatkeeper_domain::{
 };
 use seatkeeper_store_contract::{
     batching::{self, BatchProbe, Counts, PlanHold, Steps},
-    checkout_support::{
-        change, expire_on_request, open, opening, paid as checkout_paid, with_intent,
-    },
+    checkout_support::{change, open, opening, paid as checkout_paid, with_intent},
     support::{assert_invariants, create_plan, now, plan_now, Purchase},
 };
 use seatkeeper_store_mongo::{
@@ -230,93 +228,53 @@ async fn a_new_key_another_transaction_is_inserting_is_key_exists_once_that_comm
     assert_invariants(&*store, plan.id()).await;
 }
 
-/// Spawns `step` and waits until it is queued, so that steps queue in the order spawned.
-async fn queue<T: Send + 'static>(
-    store: &MongoStore,
-    step: impl std::future::Future<Output = T> + Send + 'static,
-) -> tokio::task::JoinHandle<T> {
-    let before = store.queued_steps();
-    let task = tokio::spawn(step);
-    batching::until("the step to queue", || store.queued_steps() == before + 1).await;
-    task
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkout_steps_that_queue_behind_a_written_plan_document_share_one_batch_in_queue_order() {
+    if let Some(store) = store_or_skip("checkout_steps_that_queue_behind_a_written_plan").await {
+        batching::checkout_steps_that_queue_behind_a_held_plan_share_one_batch_in_queue_order(
+            &Probe(store),
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn openings_payments_expiries_and_purchases_of_one_plan_share_a_batch_in_queue_order() {
-    let Some(store) = store_or_skip("openings_payments_expiries_and_purchases").await else {
+async fn purchases_and_checkout_steps_of_one_plan_share_a_batch() {
+    let Some(store) = store_or_skip("purchases_and_checkout_steps_of_one_plan").await else {
         return;
     };
-    let plan = create_plan(&*store, 50).await;
-    let mut to_pay = Vec::new();
-    for i in 0..5 {
-        let session = open(
-            &*store,
-            &opening(plan.id(), &format!("cus_pay_{i}"), "k", now()),
-        )
-        .await;
-        to_pay.push(with_intent(&*store, &session).await);
-    }
-    let mut to_expire = Vec::new();
-    for i in 0..5 {
-        to_expire.push(
-            open(
-                &*store,
-                &opening(plan.id(), &format!("cus_again_{i}"), "k", now()),
-            )
-            .await,
-        );
-    }
+    let plan = create_plan(&*store, 20).await;
+    let to_pay = open(&*store, &opening(plan.id(), "cus_pay", "k", now())).await;
+    let to_pay = with_intent(&*store, &to_pay).await;
 
-    // The first batch (one purchase) waits for the plan; everything else queues behind it.
     let mut blocker = hold_plan_document(&store, plan.id()).await;
     let base = store.batch_stats();
-    let first = Purchase::new(plan.id(), "cus_first", "k", now());
     let first = {
-        let (store, cmd) = (store.clone(), first.with_new_key());
+        let cmd = Purchase::new(plan.id(), "cus_first", "k", now()).with_new_key();
+        let store = store.clone();
         tokio::spawn(async move { store.reserve_with_new_key(&cmd).await })
     };
     batching::until("the first batch", || {
         store.batch_stats().batches == base.batches + 1
     })
     .await;
-    let change_of = |id, c| {
-        let (store, cmd) = (store.clone(), change(id, c, now()));
-        async move { store.change_checkout(&cmd).await }
-    };
-    let mut paid = Vec::new();
-    for session in &to_pay {
-        paid.push(queue(&store, change_of(session.id(), checkout_paid(session))).await);
-    }
-    let mut expired = Vec::new();
-    for session in &to_expire {
-        expired.push(queue(&store, change_of(session.id(), expire_on_request())).await);
-    }
-    // Each of these customers had an open session on the plan: opening another is allowed
-    // only because its expiry is ahead of it in the queue.
-    let open_of = |customer: String, key: &'static str| {
-        let (store, cmd) = (store.clone(), opening(plan.id(), &customer, key, now()));
-        async move { store.open_checkout(&cmd).await }
-    };
-    let mut opened = Vec::new();
-    for i in 0..5 {
-        opened.push(queue(&store, open_of(format!("cus_again_{i}"), "k2")).await);
-    }
-    for i in 0..10 {
-        opened.push(queue(&store, open_of(format!("cus_new_{i}"), "k")).await);
-    }
-    // The same key again, behind its first opening: the same session.
-    let again = queue(&store, open_of("cus_new_0".into(), "k")).await;
-    let mut bought = Vec::new();
-    for i in 0..10 {
-        let cmd = Purchase::new(plan.id(), &format!("cus_buy_{i}"), "k", now()).with_new_key();
-        let store = store.clone();
-        bought.push(
-            queue(&store.clone(), async move {
-                store.reserve_with_new_key(&cmd).await
-            })
-            .await,
+    let pay = {
+        let (store, cmd) = (
+            store.clone(),
+            change(to_pay.id(), checkout_paid(&to_pay), now()),
         );
-    }
+        tokio::spawn(async move { store.change_checkout(&cmd).await })
+    };
+    let opened = {
+        let (store, cmd) = (store.clone(), opening(plan.id(), "cus_open", "k", now()));
+        tokio::spawn(async move { store.open_checkout(&cmd).await })
+    };
+    let bought = {
+        let cmd = Purchase::new(plan.id(), "cus_buy", "k", now()).with_new_key();
+        let store = store.clone();
+        tokio::spawn(async move { store.reserve_with_new_key(&cmd).await })
+    };
+    batching::until("the others to queue", || store.queued_steps() == 3).await;
     blocker
         .abort_transaction()
         .await
@@ -326,40 +284,20 @@ async fn openings_payments_expiries_and_purchases_of_one_plan_share_a_batch_in_q
         first.await.unwrap(),
         Ok(NewKeyReservation::Claimed(_))
     ));
-    for t in paid {
-        let changed = t.await.unwrap().expect("a payment");
-        assert_eq!(changed.session.status(), CheckoutStatus::Complete);
-        assert!(changed.applied.subscription.is_some());
-    }
-    for t in expired {
-        let changed = t.await.unwrap().expect("an expiry");
-        assert_eq!(changed.session.status(), CheckoutStatus::Expired);
-    }
-    let mut new_sessions = Vec::new();
-    for t in opened {
-        match t.await.unwrap() {
-            Ok(Opened::New(session)) => new_sessions.push(session),
-            other => panic!("an opening should hold a seat, got {other:?}"),
-        }
-    }
-    match again.await.unwrap() {
-        Ok(Opened::Existing(session)) => assert_eq!(session.id(), new_sessions[5].id()),
-        other => panic!("the key's second opening should answer its session, got {other:?}"),
-    }
-    for t in bought {
-        assert!(matches!(
-            t.await.unwrap(),
-            Ok(NewKeyReservation::Claimed(Reservation::Reserved(_)))
-        ));
-    }
+    let paid = pay.await.unwrap().expect("the payment");
+    assert_eq!(paid.session.status(), CheckoutStatus::Complete);
+    assert!(matches!(opened.await.unwrap(), Ok(Opened::New(_))));
+    assert!(matches!(
+        bought.await.unwrap(),
+        Ok(NewKeyReservation::Claimed(Reservation::Reserved(_)))
+    ));
     let stats = store.batch_stats();
     assert_eq!(
         (stats.batches - base.batches, stats.requests - base.requests),
-        (2, 37),
-        "the first batch, then every queued step in one"
+        (2, 4),
+        "the first batch, then the payment, the opening and the purchase in one"
     );
-    // 50 − 10 held before − 1 (first) + 5 expired − 15 opened − 10 bought; payments keep
-    // their held seats as active subscriptions.
-    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 19);
+    // 20 − 1 held before − 1 (first) − 1 opened − 1 bought.
+    assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 16);
     assert_invariants(&*store, plan.id()).await;
 }

@@ -31,12 +31,12 @@ use crate::{
     rows::{self, KEY_COLUMNS, PLAN_COLUMNS, SUBSCRIPTION_COLUMNS},
 };
 
-type Q<'q> = Query<'q, Postgres, PgArguments>;
+pub(crate) type Q<'q> = Query<'q, Postgres, PgArguments>;
 
 // ----- one write statement made of parts -----
 
 /// One part of a write statement: a statement over `UNNEST` of its arrays.
-trait Part {
+pub(crate) trait Part {
     /// The element types of its arrays, in bind order.
     const TYPES: &'static [&'static str];
     /// The statement, given the `UNNEST(...)` of its arrays.
@@ -45,11 +45,11 @@ trait Part {
 }
 
 /// A part's array types and statement.
-type PartSpec = (&'static [&'static str], fn(&str) -> String);
+pub(crate) type PartSpec = (&'static [&'static str], fn(&str) -> String);
 
 /// `WITH p0 AS (…), p1 AS (…) SELECT 1`: the parts as one statement, their arrays
 /// numbered in the order of `parts`.
-fn write_statement(parts: &[PartSpec]) -> String {
+pub(crate) fn write_statement(parts: &[PartSpec]) -> String {
     let mut next = 1;
     let ctes: Vec<String> = parts
         .iter()
@@ -79,10 +79,11 @@ macro_rules! part {
         )
     };
 }
+pub(crate) use part;
 
 /// Plans whose seats and seq moved.
 #[derive(Default)]
-struct PlanWrites {
+pub(crate) struct PlanWrites {
     id: Vec<Uuid>,
     seats_left: Vec<i32>,
     seq: Vec<i64>,
@@ -90,7 +91,7 @@ struct PlanWrites {
 
 impl PlanWrites {
     /// Every plan of `plans` that moved since `before`.
-    fn moved(plans: &BTreeMap<PlanId, Plan>, before: &BTreeMap<PlanId, Plan>) -> Self {
+    pub(crate) fn moved(plans: &BTreeMap<PlanId, Plan>, before: &BTreeMap<PlanId, Plan>) -> Self {
         let mut w = Self::default();
         for p in plans.values() {
             if before.get(&p.id()).is_none_or(|b| b.seq() != p.seq()) {
@@ -118,7 +119,7 @@ impl Part for PlanWrites {
 
 /// Audit entries to append.
 #[derive(Default)]
-struct AuditInserts {
+pub(crate) struct AuditInserts {
     plan_id: Vec<Uuid>,
     seq: Vec<i64>,
     id: Vec<Uuid>,
@@ -133,7 +134,7 @@ struct AuditInserts {
 }
 
 impl AuditInserts {
-    fn push(&mut self, e: AuditEntry) {
+    pub(crate) fn push(&mut self, e: AuditEntry) {
         self.plan_id.push(e.plan_id.as_uuid());
         self.seq.push(e.seq as i64);
         self.id.push(e.id.as_uuid());
@@ -461,7 +462,7 @@ async fn lock_keys(
 }
 
 /// Locks the listed plans in id order and returns those that exist.
-async fn lock_plans(
+pub(crate) async fn lock_plans(
     c: &mut PgConnection,
     ids: impl IntoIterator<Item = PlanId>,
 ) -> Result<BTreeMap<PlanId, Plan>, sqlx::Error> {

@@ -1,10 +1,14 @@
 //! [`CheckoutRepository`]: checkout sessions (a seat held while its customer pays) and
 //! the ids of the webhook events already claimed.
 //!
-//! Each step is one transaction that reads what the domain needs, locked, lets the domain
-//! decide ([`OpenCheckout::decide`] and [`OpenCheckout::hold`], [`CheckoutSession::apply`])
-//! and writes exactly what it returned: the session, the new subscription, the plan's
-//! `seats_left` and `seq`, the audit entries. Nothing here decides anything.
+//! Each step reads what the domain needs, locked, lets the domain decide
+//! ([`OpenCheckout::decide`] and [`OpenCheckout::hold`], [`CheckoutSession::apply`]) and
+//! writes exactly what it returned: the session, the new subscription, the plan's
+//! `seats_left` and `seq`, the audit entries. Nothing here decides anything. Openings and
+//! the changes that may move a seat go to the store's coalescer of checkout steps, which
+//! runs many in one transaction with one lock of each plan row (`checkout_batch.rs`);
+//! when such a batch fails for any reason but unavailability, and for every other change,
+//! a step is one transaction of its own, below.
 //!
 //! Locks follow the crate's order — keys, subscriptions, sessions, plans. An opening
 //! locks its plan row first (`FOR UPDATE`), which serialises it with every other opening,
@@ -33,13 +37,15 @@ use seatkeeper_domain::{
     ChangeCheckout, CheckoutSession, CheckoutSessionId, Effect, OpenCheckout, OpenDecision, Plan,
     PlanId, Timestamp,
 };
-use sqlx::{postgres::PgRow, PgConnection};
+use sqlx::{postgres::PgRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
+    checkout_batch::{checkout_tx, CheckoutDone, CheckoutStep},
     errors::{classify, corrupt, Fail},
     rows::{self, CHECKOUT_COLUMNS},
     statements::{insert_audit, insert_subscription, select_plan, write_plan_seats},
+    transaction::run_tx,
     PostgresStore,
 };
 
@@ -52,7 +58,13 @@ const KEY_RACES: usize = 3;
 impl CheckoutRepository for PostgresStore {
     #[tracing::instrument(skip_all, fields(plan_id = %cmd.plan_id))]
     async fn open_checkout(&self, cmd: &OpenCheckout) -> Result<Opened, OpenCheckoutError> {
-        self.tx(|c| Box::pin(open_tx(c, cmd.clone()))).await
+        match self.checkouts.submit(CheckoutStep::Open(cmd.clone())).await {
+            CheckoutDone::Opened(outcome) => outcome,
+            CheckoutDone::Failed(e) => Err(e.into()),
+            other => {
+                Err(StoreError::internal(format!("an opening was answered with {other:?}")).into())
+            }
+        }
     }
 
     async fn get_checkout(
@@ -65,7 +77,21 @@ impl CheckoutRepository for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(session_id = %cmd.session_id, change = cmd.change.kind()))]
     async fn change_checkout(&self, cmd: &ChangeCheckout) -> Result<Changed, ChangeCheckoutError> {
-        self.tx(|c| Box::pin(change_tx(c, cmd.clone()))).await
+        if !cmd.change.may_need_plan() {
+            return self.tx(|c| Box::pin(change_tx(c, cmd.clone()))).await;
+        }
+        match self
+            .checkouts
+            .submit(CheckoutStep::Change(cmd.clone()))
+            .await
+        {
+            CheckoutDone::Changed(outcome) => outcome,
+            CheckoutDone::Failed(e) => Err(e.into()),
+            other => Err(StoreError::internal(format!(
+                "a checkout change was answered with {other:?}"
+            ))
+            .into()),
+        }
     }
 
     async fn checkouts_due(
@@ -119,7 +145,53 @@ impl CheckoutRepository for PostgresStore {
     }
 }
 
-// ----- the operations, each run inside `PostgresStore::tx` -----
+// ----- the batches of seat-moving steps -----
+
+/// Runs one batch of checkout steps in one transaction (`checkout_batch.rs`). When the
+/// database is unavailable every step fails with that; when the batch fails for any
+/// other reason (a key another instance opened on another plan meanwhile, a step the
+/// database refuses), each step runs again alone, in the transaction of its own below,
+/// so that it decides against what made the batch fail and fails alone if it must.
+pub(crate) async fn run_batch(pool: PgPool, steps: Vec<CheckoutStep>) -> Vec<CheckoutDone> {
+    let whole = run_tx::<_, StoreError, _>(&pool, |c| {
+        let steps = steps.clone();
+        Box::pin(async move { checkout_tx(c, steps).await.map_err(Fail::Db) })
+    })
+    .await;
+    match whole {
+        Ok(answers) => answers,
+        Err(StoreError::Unavailable(cause)) => {
+            let cause = seatkeeper_domain::error_chain(&*cause);
+            steps
+                .iter()
+                .map(|_| CheckoutDone::Failed(StoreError::unavailable(cause.clone())))
+                .collect()
+        }
+        Err(e) => {
+            tracing::warn!(
+                steps = steps.len(),
+                error = %seatkeeper_domain::error_chain(&e),
+                "a batch of checkout steps failed; running them one by one"
+            );
+            let alone = steps.into_iter().map(|step| {
+                let pool = pool.clone();
+                async move {
+                    match step {
+                        CheckoutStep::Open(cmd) => CheckoutDone::Opened(
+                            run_tx(&pool, |c| Box::pin(open_tx(c, cmd.clone()))).await,
+                        ),
+                        CheckoutStep::Change(cmd) => CheckoutDone::Changed(
+                            run_tx(&pool, |c| Box::pin(change_tx(c, cmd.clone()))).await,
+                        ),
+                    }
+                }
+            });
+            futures::future::join_all(alone).await
+        }
+    }
+}
+
+// ----- the single steps, each run inside a transaction of its own -----
 
 async fn open_tx(
     c: &mut PgConnection,

@@ -7,7 +7,7 @@
 //! purchase — are coalesced: requests that arrive while a transaction of their kind runs
 //! are taken together by the next one (the `seatkeeper-coalesce` crate, `batch.rs`), each
 //! decided as if alone, so one lock of a hot plan row and one commit serve many
-//! purchases. Rows are always locked in the same order — idempotency keys, then
+//! purchases. So are the checkout steps that move seats (`checkout_batch.rs`). Rows are always locked in the same order — idempotency keys, then
 //! subscriptions, then checkout sessions, then plans, each kind sorted — and a
 //! transaction that loses a serialization or deadlock race is run again, a bounded number
 //! of times. The schema
@@ -25,7 +25,8 @@
 //! - one module per port: `plans`, `audit`, `subscriptions`, `idempotency`, `purchases`
 //!   (with the glue that runs the coalesced batches), `recovery`, `api_keys` and
 //!   `checkouts` (checkout sessions and webhook event ids);
-//! - `batch`: the purchase steps as batch transactions;
+//! - `batch`: the purchase steps as batch transactions; `checkout_batch`: the checkout
+//!   openings and seat-moving changes as batch transactions;
 //! - `rows`: reading rows back into domain values;
 //! - `errors`: which failures are retried, unavailable or internal;
 //! - `testing` (behind the `testing` feature, for tests only): fresh databases for the
@@ -34,6 +35,7 @@
 mod api_keys;
 mod audit;
 mod batch;
+mod checkout_batch;
 mod checkouts;
 mod errors;
 mod feed;
@@ -64,6 +66,7 @@ use sqlx::{
 };
 
 use crate::{
+    checkout_batch::{CheckoutDone, CheckoutStep},
     errors::classify,
     purchases::{
         batch_complete, batch_reserve, lost_batch, run_batch, CompleteAnswer, ReserveAnswer,
@@ -81,6 +84,8 @@ pub struct PostgresStore {
     reservations: Coalescer<batch::Reserve, ReserveAnswer>,
     /// Concurrent completions share a transaction.
     completions: Coalescer<CompletePurchase, CompleteAnswer>,
+    /// Concurrent checkout openings and seat-moving changes share a transaction.
+    checkouts: Coalescer<CheckoutStep, CheckoutDone>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -126,7 +131,14 @@ impl PostgresStore {
             let pool = pool.clone();
             Arc::new(move |cmds| Box::pin(run_batch(pool.clone(), cmds, batch_complete)))
         };
+        let checkout: RunBatch<CheckoutStep, CheckoutDone> = {
+            let pool = pool.clone();
+            Arc::new(move |steps| Box::pin(checkouts::run_batch(pool.clone(), steps)))
+        };
         Self {
+            checkouts: Coalescer::new("checkout steps", MAX_BATCH, checkout, || {
+                CheckoutDone::Failed(lost_batch())
+            }),
             reservations: Coalescer::new("reservations", MAX_BATCH, reserve, || {
                 Err(lost_batch().into())
             }),
@@ -153,7 +165,13 @@ impl PostgresStore {
         PurchaseBatchStats {
             reservations: self.reservations.stats(),
             completions: self.completions.stats(),
+            checkouts: self.checkouts.stats(),
         }
+    }
+
+    /// How many checkout steps wait for the next batch.
+    pub fn queued_checkout_steps(&self) -> usize {
+        self.checkouts.queued()
     }
 
     /// How many reservations wait for the next batch.

@@ -13,11 +13,13 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::{batch, errors::Fail, transaction::run_tx, PostgresStore};
 
-/// Batches and requests of each coalesced purchase phase.
+/// Batches and requests of each coalesced phase.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurchaseBatchStats {
     pub reservations: BatchStats,
     pub completions: BatchStats,
+    /// Checkout openings and seat-moving changes.
+    pub checkouts: BatchStats,
 }
 
 /// How many requests one batch transaction takes at most.

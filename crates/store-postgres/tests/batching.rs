@@ -68,6 +68,7 @@ impl BatchProbe for Probe {
         let one = match steps {
             Steps::Reservations => all.reservations,
             Steps::Completions => all.completions,
+            Steps::Checkouts => all.checkouts,
         };
         Counts {
             batches: one.batches,
@@ -83,6 +84,7 @@ impl BatchProbe for Probe {
         match steps {
             Steps::Reservations => self.0.queued_reservations(),
             Steps::Completions => self.0.queued_completions(),
+            Steps::Checkouts => self.0.queued_checkout_steps(),
         }
     }
 }
@@ -232,5 +234,15 @@ async fn reservations_with_new_keys_share_a_transaction_with_held_ones_and_a_new
     if let Some(store) = store_or_skip("reservations_with_new_keys_share_a_transaction").await {
         batching::new_keys_and_held_keys_share_a_batch_and_a_new_key_is_claimed_once(&Probe(store))
             .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkout_steps_that_queue_behind_a_locked_plan_row_share_one_batch_in_queue_order() {
+    if let Some(store) = store_or_skip("checkout_steps_that_queue_behind_a_locked_plan_row").await {
+        batching::checkout_steps_that_queue_behind_a_held_plan_share_one_batch_in_queue_order(
+            &Probe(store),
+        )
+        .await;
     }
 }

@@ -67,6 +67,9 @@ async fn assert_no_seq_scan(conn: &mut sqlx::PgConnection, what: &str, explain: 
 /// subscriptions.
 const COMPLETION_LOCKS: &str = "complete: lock the keys, then the subscriptions";
 
+/// The checkout batch's read of the openings' sessions: each half on its own index.
+const CHECKOUT_BATCH_READ: &str = "checkout batch: the openings' keys and open sessions";
+
 /// The batch statements as the store sends them: with parameters, planned once per
 /// connection (a generic plan).
 const PREPARED: &[(&str, &str, &str)] = &[
@@ -104,6 +107,16 @@ const PREPARED: &[(&str, &str, &str)] = &[
         "checkout: a customer's open sessions on a plan",
         "SELECT id FROM checkout_sessions WHERE plan_id = $1 AND customer_id = $2 AND status = 'open' ORDER BY id",
         "('00000000-0000-0000-0000-000000000000', 'c')",
+    ),
+    (
+        CHECKOUT_BATCH_READ,
+        "SELECT * FROM checkout_sessions WHERE (customer_id, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) UNION ALL SELECT * FROM checkout_sessions WHERE status = 'open' AND (plan_id, customer_id) IN (SELECT * FROM UNNEST($3::uuid[], $1::text[]))",
+        "('{c,d}', '{k,l}', '{00000000-0000-0000-0000-000000000000,00000000-0000-0000-0000-000000000001}')",
+    ),
+    (
+        "checkout batch: lock the changed sessions",
+        "SELECT * FROM checkout_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        "('{00000000-0000-0000-0000-000000000000}')",
     ),
     (
         "stats: held seats",
@@ -186,6 +199,11 @@ async fn generic_plans_made_on_a_young_database_never_scan_a_table_whole() {
             assert_no_seq_scan(&mut conn, what, &format!("EXPLAIN EXECUTE q{i}{args}")).await;
         if let Some((_, index)) = EXPECTED_INDEX.iter().find(|(w, _)| w == what) {
             assert!(plan.contains(index), "{what} must scan `{index}`:\n{plan}");
+        }
+        if *what == CHECKOUT_BATCH_READ {
+            for index in ["checkout_sessions_one_per_key", "checkout_sessions_open"] {
+                assert!(plan.contains(index), "{what} must scan `{index}`:\n{plan}");
+            }
         }
         if *what == COMPLETION_LOCKS {
             // The keys' lock is an init plan behind a one-time filter: it runs, locking
