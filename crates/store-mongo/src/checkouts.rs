@@ -1,22 +1,17 @@
 //! [`CheckoutRepository`] for [`MongoStore`]: checkout sessions in `checkout_sessions`
 //! and the webhook events seen in `webhook_events`.
 //!
-//! **Steps that move seats go into the purchase batches.** An opening and a change that
-//! may need the session's plan (a payment, an expiry, a refund:
-//! [`CheckoutChange::may_need_plan`]) write the plan document, as reservations and
-//! completions do, and MongoDB aborts the second of two transactions that write one
-//! document instead of queueing it. So they are steps of the store's one queue of plan
-//! steps (`batch/checkout.rs`): they wait behind the running batch and share the next
-//! one, decided in queue order with the domain's rules on the sessions and plans as the
-//! batch read and left them. Before, each took a per-plan turn around a transaction of
-//! its own, which queued checkout steps among themselves but not behind the purchase
-//! batches of the same plan, with which they kept conflicting.
-//!
-//! The other changes (an intent attached, a failed payment, an intent closed, a check)
-//! write the session only: each is one transaction that reads the session, lets
-//! [`CheckoutSession::apply`] decide and replaces it guarded by the status and
-//! `updated_at` read, so that concurrent changes of one session conflict and the loser
-//! decides again on a new snapshot. A refusal writes nothing.
+//! **Openings and changes are steps of the purchase batches.** An opening and a change
+//! that may move a seat (a payment, an expiry, a refund: [`CheckoutChange::may_need_plan`])
+//! write the plan document, as reservations and completions do, and MongoDB aborts the
+//! second of two transactions that write one document instead of queueing it. So they
+//! are steps of the store's one queue of steps (`batch/checkout.rs`): they wait behind the
+//! running batch and share the next one, decided in queue order with the domain's rules on
+//! the sessions and plans as the batch read and left them. Before, each took a per-plan
+//! turn around a transaction of its own, which queued checkout steps among themselves but
+//! not behind the purchase batches of the same plan, with which they kept conflicting.
+//! The changes that write the session only (an intent attached, a failed payment) come
+//! along, sharing the batch's commit.
 //!
 //! One key opened on two plans at once meets on the unique `(customer_id,
 //! idempotency_key)` index: within one store the batch's reads see an earlier opening of
@@ -30,69 +25,24 @@
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::{ClientSession, Collection};
 use seatkeeper_domain::{
     ports::{
         ChangeCheckoutError, Changed, CheckoutRepository, OpenCheckoutError, Opened, Purged,
         StoreError, WebhookEvent,
     },
-    ChangeCheckout, CheckoutSession, CheckoutSessionId, Effect, OpenCheckout, Timestamp,
+    ChangeCheckout, CheckoutSession, CheckoutSessionId, OpenCheckout, Timestamp,
 };
 
 use crate::{
     batch::{Done, Step},
     checkout_documents::{CheckoutDoc, WebhookEventDoc},
     checkout_queries as q,
-    documents::Corrupt,
-    errors::{classify, corrupt, duplicate_key, Facts},
-    transaction::{self, refuse, unmatched},
+    errors::{classify, duplicate_key, Facts},
     MongoStore,
 };
 
 /// How many times an opening runs when its session insert loses the race for its key.
 const OPEN_ATTEMPTS: u32 = 3;
-
-/// What a transaction's body returns: a driver error, or the step's business outcome.
-type Outcome<T, E> = mongodb::error::Result<Result<T, E>>;
-
-/// A change that cannot need the plan: reads the session, lets the domain apply the
-/// change, and replaces the session as it returned it, guarded by what was read.
-async fn change(
-    checkouts: &Collection<CheckoutDoc>,
-    cmd: &ChangeCheckout,
-    s: &mut ClientSession,
-) -> Outcome<Changed, ChangeCheckoutError> {
-    let Some(found) = checkouts
-        .find_one(q::checkout_by_id(cmd.session_id))
-        .session(&mut *s)
-        .await?
-    else {
-        return refuse(s, ChangeCheckoutError::NotFound).await;
-    };
-    let read = CheckoutSession::try_from(found).map_err(corrupt)?;
-    let mut session = read.clone();
-    let applied = match session.apply(cmd, None) {
-        Ok(applied) => applied,
-        Err(refusal) => return refuse(s, ChangeCheckoutError::Refused(refusal)).await,
-    };
-    if applied.effect == Effect::Unchanged {
-        return Ok(Ok(Changed { session, applied }));
-    }
-    if applied.subscription.is_some() || !applied.entries.is_empty() {
-        return Err(corrupt(Corrupt(format!(
-            "a {} change moved a seat outside a batch",
-            cmd.change.kind()
-        ))));
-    }
-    let written = checkouts
-        .replace_one(q::checkout_as_read(&read), CheckoutDoc::from(&session))
-        .session(&mut *s)
-        .await?;
-    if written.matched_count != 1 {
-        return Err(unmatched("the checkout session update"));
-    }
-    Ok(Ok(Changed { session, applied }))
-}
 
 fn session_of(d: CheckoutDoc) -> Result<CheckoutSession, StoreError> {
     CheckoutSession::try_from(d).map_err(StoreError::internal)
@@ -139,22 +89,14 @@ impl CheckoutRepository for MongoStore {
 
     #[tracing::instrument(skip_all, fields(session_id = %cmd.session_id, change = cmd.change.kind()))]
     async fn change_checkout(&self, cmd: &ChangeCheckout) -> Result<Changed, ChangeCheckoutError> {
-        if cmd.change.may_need_plan() {
-            return match self.steps.submit(Step::Change(cmd.clone())).await {
-                Done::Changed(outcome) => outcome,
-                Done::Failed(e) => Err(e.into()),
-                other => Err(StoreError::internal(format!(
-                    "a checkout change was answered with {other:?}"
-                ))
-                .into()),
-            };
+        match self.steps.submit(Step::Change(cmd.clone())).await {
+            Done::Changed(outcome) => outcome,
+            Done::Failed(e) => Err(e.into()),
+            other => Err(StoreError::internal(format!(
+                "a checkout change was answered with {other:?}"
+            ))
+            .into()),
         }
-        let (checkouts, cmd) = (self.checkouts.clone(), cmd.clone());
-        let mut session = self.session().await?;
-        self.settle(transaction::run(&mut session, async move |s| {
-            change(&checkouts, &cmd, s).await
-        }))
-        .await
     }
 
     async fn checkouts_due(

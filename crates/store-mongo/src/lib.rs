@@ -12,7 +12,7 @@
 //! classified.
 //!
 //! Every step that moves seats is coalesced (`batch`): concurrent reservations,
-//! completions, checkout openings and seat-moving checkout changes share one transaction,
+//! completions, checkout openings and checkout changes share one transaction,
 //! which moves the plans it touched with one `update` command of guarded statements
 //! (`{_id, seats_left: <read>, seq: <read>}` → `$inc`), as the last write before the audit
 //! insert and the commit, so that a hot plan document is written once per batch (see
@@ -27,7 +27,7 @@
 //!   ([`IdempotencyRepository`]), `purchases` ([`PurchaseRepository`] and the glue to the
 //!   batches), `recovery` ([`RecoveryRepository`]), `api_keys` ([`ApiKeyRepository`], with
 //!   its document), `checkouts` ([`CheckoutRepository`]: checkout sessions, their openings
-//!   and seat-moving changes sent to the batches, and webhook events);
+//!   and changes sent to the batches, and webhook events);
 //! - `batch`: the steps that move seats (reserve, reserve under a new key, complete; and
 //!   in `batch/checkout.rs`, open a checkout session and change one) as batches:
 //!   concurrent steps share one transaction (see above);

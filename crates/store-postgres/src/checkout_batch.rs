@@ -1,10 +1,14 @@
-//! The checkout steps that move seats as batches, for the store's third coalescer:
-//! openings ([`CheckoutRepository::open_checkout`]) and the changes that may need the
-//! session's plan ([`CheckoutChange::may_need_plan`]: a payment, an expiry, a refund).
+//! The checkout steps as batches, for the store's third coalescer: openings
+//! ([`CheckoutRepository::open_checkout`]) and changes
+//! ([`CheckoutRepository::change_checkout`]).
 //!
-//! Each of them locks its plan row, so one at a time they queue on a hot plan: a lock,
-//! four to six statements and a commit each. A batch takes every one that arrived while
-//! the previous batch ran, with one lock of each plan row and one commit. It locks the
+//! An opening and a change that may move a seat ([`CheckoutChange::may_need_plan`]: a
+//! payment, an expiry, a refund) lock their plan row, so one at a time they queue on a hot
+//! plan: a lock, four to six statements and a commit each. A batch takes every step that
+//! arrived while the previous batch ran, with one lock of each plan row and one commit;
+//! the changes that write the session only (an intent attached, a failed payment) come
+//! along for the commit, which a transaction of their own would pay alone (measured:
+//! +29 to +83 % checkouts/s on 16 plans with them in the batches, the hot plan no worse). It locks the
 //! sessions its changes name (sorted), then the plans (sorted) — the crate's lock order —
 //! and under the plan locks reads the session each opening's key opened and each opening
 //! customer's open sessions on its plan, which only a step holding that plan's lock can
@@ -20,6 +24,7 @@
 //! (`checkouts.rs`), where an opening decides against the winner's session.
 //!
 //! [`CheckoutRepository::open_checkout`]: seatkeeper_domain::ports::CheckoutRepository::open_checkout
+//! [`CheckoutRepository::change_checkout`]: seatkeeper_domain::ports::CheckoutRepository::change_checkout
 //! [`CheckoutChange::may_need_plan`]: seatkeeper_domain::CheckoutChange::may_need_plan
 
 use std::collections::HashSet;

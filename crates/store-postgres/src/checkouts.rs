@@ -5,10 +5,10 @@
 //! ([`OpenCheckout::decide`] and [`OpenCheckout::hold`], [`CheckoutSession::apply`]) and
 //! writes exactly what it returned: the session, the new subscription, the plan's
 //! `seats_left` and `seq`, the audit entries. Nothing here decides anything. Openings and
-//! the changes that may move a seat go to the store's coalescer of checkout steps, which
-//! runs many in one transaction with one lock of each plan row (`checkout_batch.rs`);
-//! when such a batch fails for any reason but unavailability, and for every other change,
-//! a step is one transaction of its own, below.
+//! changes go to the store's coalescer of checkout steps, which runs many in one
+//! transaction with one lock of each plan row and one commit (`checkout_batch.rs`); when
+//! such a batch fails for any reason but unavailability, each of its steps is one
+//! transaction of its own, below.
 //!
 //! Locks follow the crate's order — keys, subscriptions, sessions, plans. An opening
 //! locks its plan row first (`FOR UPDATE`), which serialises it with every other opening,
@@ -77,9 +77,6 @@ impl CheckoutRepository for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(session_id = %cmd.session_id, change = cmd.change.kind()))]
     async fn change_checkout(&self, cmd: &ChangeCheckout) -> Result<Changed, ChangeCheckoutError> {
-        if !cmd.change.may_need_plan() {
-            return self.tx(|c| Box::pin(change_tx(c, cmd.clone()))).await;
-        }
         match self
             .checkouts
             .submit(CheckoutStep::Change(cmd.clone()))
@@ -145,7 +142,7 @@ impl CheckoutRepository for PostgresStore {
     }
 }
 
-// ----- the batches of seat-moving steps -----
+// ----- the batches of checkout steps -----
 
 /// Runs one batch of checkout steps in one transaction (`checkout_batch.rs`). When the
 /// database is unavailable every step fails with that; when the batch fails for any

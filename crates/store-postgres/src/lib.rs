@@ -7,12 +7,12 @@
 //! purchase — are coalesced: requests that arrive while a transaction of their kind runs
 //! are taken together by the next one (the `seatkeeper-coalesce` crate, `batch.rs`), each
 //! decided as if alone, so one lock of a hot plan row and one commit serve many
-//! purchases. So are the checkout steps that move seats (`checkout_batch.rs`). Rows are always locked in the same order — idempotency keys, then
-//! subscriptions, then checkout sessions, then plans, each kind sorted — and a
-//! transaction that loses a serialization or deadlock race is run again, a bounded number
-//! of times. The schema
-//! (embedded migrations, applied at start-up) enforces what it can: seat bounds, one
-//! record per (customer, key), references.
+//! purchases. So are the checkout steps (`checkout_batch.rs`). Rows are always locked in
+//! the same order — idempotency keys, then subscriptions, then checkout sessions, then
+//! plans, each kind sorted — and a transaction that loses a serialization or deadlock race
+//! is run again, a bounded number of times. The schema (embedded migrations, applied at
+//! start-up) enforces what it can: seat bounds, one record per (customer, key),
+//! references.
 //!
 //! Connection failures become [`StoreError::Unavailable`], which the server answers with
 //! 503 `store_unavailable`: a failed operation is rolled back whole.
@@ -26,7 +26,7 @@
 //!   (with the glue that runs the coalesced batches), `recovery`, `api_keys` and
 //!   `checkouts` (checkout sessions and webhook event ids);
 //! - `batch`: the purchase steps as batch transactions; `checkout_batch`: the checkout
-//!   openings and seat-moving changes as batch transactions;
+//!   openings and changes as batch transactions;
 //! - `rows`: reading rows back into domain values;
 //! - `errors`: which failures are retried, unavailable or internal;
 //! - `testing` (behind the `testing` feature, for tests only): fresh databases for the

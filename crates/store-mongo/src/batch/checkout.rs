@@ -1,14 +1,15 @@
-//! The checkout steps that move seats, as steps of a batch: openings
-//! ([`CheckoutRepository::open_checkout`]) and the changes that may need the session's
-//! plan ([`CheckoutChange::may_need_plan`]: a payment, an expiry, a refund).
+//! The checkout steps as steps of a batch: openings ([`CheckoutRepository::open_checkout`])
+//! and changes ([`CheckoutRepository::change_checkout`]).
 //!
-//! Why in the purchase steps' batches: each of them writes its plan document (the seat,
-//! and the audit's `seq`), as reservations and completions do, and MongoDB aborts the
+//! Why in the purchase steps' batches: an opening and a change that may move a seat
+//! ([`CheckoutChange::may_need_plan`]: a payment, an expiry, a refund) write the plan
+//! document (the seat, and the audit's `seq`), as reservations and completions do, and MongoDB aborts the
 //! second of two transactions writing one document instead of queueing it. In a
 //! transaction of their own they conflicted with every purchase batch of the plan, and
 //! with each other; in the batches they queue behind the running one and share the next,
 //! so a hot plan's openings and payments cost one plan write per batch, like its
-//! purchases.
+//! purchases. The other changes (an intent attached, a failed payment) share the batch's
+//! commit instead of paying for one of their own.
 //!
 //! A batch reads, with one `find`, every session its steps can depend on: the session
 //! each opening's key opened, each opening customer's open sessions on its plan, and the
@@ -19,6 +20,7 @@
 //! `updated_at` it was read with.
 //!
 //! [`CheckoutRepository::open_checkout`]: seatkeeper_domain::ports::CheckoutRepository::open_checkout
+//! [`CheckoutRepository::change_checkout`]: seatkeeper_domain::ports::CheckoutRepository::change_checkout
 //! [`CheckoutChange::may_need_plan`]: seatkeeper_domain::CheckoutChange::may_need_plan
 
 use std::collections::BTreeMap;

@@ -66,8 +66,7 @@ pub(crate) enum Step {
     Complete(CompletePurchase),
     /// [`CheckoutRepository::open_checkout`](seatkeeper_domain::ports::CheckoutRepository::open_checkout).
     Open(OpenCheckout),
-    /// [`CheckoutRepository::change_checkout`](seatkeeper_domain::ports::CheckoutRepository::change_checkout),
-    /// for a change that may move the session's seat.
+    /// [`CheckoutRepository::change_checkout`](seatkeeper_domain::ports::CheckoutRepository::change_checkout).
     Change(ChangeCheckout),
 }
 
