@@ -82,10 +82,23 @@ pub(crate) async fn checkout_tx(
             CheckoutStep::Change(_) => None,
         })
         .collect();
+    // The plans of the openings and of the sessions whose change may move a seat.
+    let movers: HashSet<_> = steps
+        .iter()
+        .filter_map(|st| match st {
+            CheckoutStep::Change(cmd) if cmd.change.may_need_plan() => Some(cmd.session_id),
+            _ => None,
+        })
+        .collect();
     let plan_ids: Vec<_> = opens
         .iter()
         .map(|cmd| cmd.plan_id)
-        .chain(sessions.iter().map(CheckoutSession::plan_id))
+        .chain(
+            sessions
+                .iter()
+                .filter(|s| movers.contains(&s.id()))
+                .map(CheckoutSession::plan_id),
+        )
         .collect();
     let mut plans = lock_plans(c, plan_ids).await?;
     if !opens.is_empty() {

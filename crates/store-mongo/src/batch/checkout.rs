@@ -80,13 +80,13 @@ pub(super) async fn read(
     Ok(CheckoutBatch::new(sessions))
 }
 
-/// The plans of the sessions the batch's changes name (openings name theirs).
+/// The plans of the sessions whose change may move a seat (openings name theirs).
 pub(super) fn plans_of_changes<'a>(
     batch: &'a CheckoutBatch,
     steps: &'a [Step],
 ) -> impl Iterator<Item = PlanId> + 'a {
     batch.plans_of(steps.iter().filter_map(|st| match st {
-        Step::Change(cmd) => Some(cmd),
+        Step::Change(cmd) if cmd.change.may_need_plan() => Some(cmd),
         _ => None,
     }))
 }
