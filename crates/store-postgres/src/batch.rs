@@ -325,9 +325,9 @@ impl Part for FinishedKeys {
     }
 }
 
-/// Completed subscriptions: their new state.
+/// Completed subscriptions: their new state (every column a change may write).
 #[derive(Default)]
-struct CompletedSubscriptions {
+pub(crate) struct CompletedSubscriptions {
     id: Vec<Uuid>,
     status: Vec<&'static str>,
     payment_id: Vec<Option<String>>,
@@ -339,7 +339,7 @@ struct CompletedSubscriptions {
 }
 
 impl CompletedSubscriptions {
-    fn push(&mut self, s: &Subscription) {
+    pub(crate) fn push(&mut self, s: &Subscription) {
         self.id.push(s.id().as_uuid());
         self.status.push(s.status().as_str());
         self.payment_id.push(s.payment_id().map(str::to_owned));

@@ -38,7 +38,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    batch::{lock_plans, part, write_statement, AuditInserts, Part, PlanWrites, Q},
+    batch::{
+        lock_plans, part, write_statement, AuditInserts, CompletedSubscriptions, Part, PlanWrites,
+        Q,
+    },
     rows::{self, CHECKOUT_COLUMNS},
 };
 
@@ -350,57 +353,50 @@ impl Part for SessionUpdates {
     }
 }
 
-/// The subscriptions completed checkouts made, every column.
+/// The subscriptions completed checkouts made, every column: those a completion writes
+/// ([`CompletedSubscriptions`]), then the ones it never changes.
 #[derive(Default)]
 struct SubscriptionInserts {
-    id: Vec<Uuid>,
+    state: CompletedSubscriptions,
     plan_id: Vec<Uuid>,
     customer_id: Vec<String>,
-    status: Vec<&'static str>,
     payment_method: Vec<String>,
-    payment_id: Vec<Option<String>>,
     unit_amount: Vec<i64>,
     currency: Vec<String>,
     interval: Vec<String>,
     key: Vec<Option<String>>,
-    period_start: Vec<Option<DateTime<Utc>>>,
-    period_end: Vec<Option<DateTime<Utc>>>,
     created_at: Vec<DateTime<Utc>>,
-    updated_at: Vec<DateTime<Utc>>,
-    canceled_at: Vec<Option<DateTime<Utc>>>,
-    failure_reason: Vec<Option<String>>,
 }
 
 impl SubscriptionInserts {
     fn push(&mut self, s: &Subscription) {
-        self.id.push(s.id().as_uuid());
+        self.state.push(s);
         self.plan_id.push(s.plan_id().as_uuid());
         self.customer_id.push(s.customer_id().as_str().to_owned());
-        self.status.push(s.status().as_str());
         self.payment_method
             .push(s.payment_method().as_str().to_owned());
-        self.payment_id.push(s.payment_id().map(str::to_owned));
         self.unit_amount.push(s.unit_amount().get());
         self.currency.push(s.currency().as_str().to_owned());
         self.interval.push(s.interval().as_str().to_owned());
         self.key
             .push(s.idempotency_key().as_ref().map(|k| k.as_str().to_owned()));
-        self.period_start.push(s.current_period_start());
-        self.period_end.push(s.current_period_end());
         self.created_at.push(s.created_at());
-        self.updated_at.push(s.updated_at());
-        self.canceled_at.push(s.canceled_at());
-        self.failure_reason
-            .push(s.failure_reason().map(str::to_owned));
     }
 }
 
 impl Part for SubscriptionInserts {
     const TYPES: &'static [&'static str] = &[
-        "uuid",
+        // CompletedSubscriptions::TYPES:
         "uuid",
         "text",
         "text",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "text",
+        // then:
+        "uuid",
         "text",
         "text",
         "bigint",
@@ -408,36 +404,39 @@ impl Part for SubscriptionInserts {
         "text",
         "text",
         "timestamptz",
-        "timestamptz",
-        "timestamptz",
-        "timestamptz",
-        "timestamptz",
-        "text",
     ];
     fn statement(unnest: &str) -> String {
         format!(
-            "INSERT INTO subscriptions (id, plan_id, customer_id, status, payment_method, \
-             payment_id, unit_amount, currency, \"interval\", idempotency_key, \
-             current_period_start, current_period_end, created_at, updated_at, canceled_at, \
-             failure_reason) SELECT * FROM {unnest}"
+            "INSERT INTO subscriptions (id, status, payment_id, current_period_start, \
+             current_period_end, updated_at, canceled_at, failure_reason, plan_id, customer_id, \
+             payment_method, unit_amount, currency, \"interval\", idempotency_key, created_at) \
+             SELECT * FROM {unnest}"
         )
     }
     fn bind(self, q: Q<'_>) -> Q<'_> {
-        q.bind(self.id)
+        self.state
+            .bind(q)
             .bind(self.plan_id)
             .bind(self.customer_id)
-            .bind(self.status)
             .bind(self.payment_method)
-            .bind(self.payment_id)
             .bind(self.unit_amount)
             .bind(self.currency)
             .bind(self.interval)
             .bind(self.key)
-            .bind(self.period_start)
-            .bind(self.period_end)
             .bind(self.created_at)
-            .bind(self.updated_at)
-            .bind(self.canceled_at)
-            .bind(self.failure_reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_subscription_s_arrays_start_with_those_of_a_completed_one() {
+        let n = CompletedSubscriptions::TYPES.len();
+        assert_eq!(
+            &SubscriptionInserts::TYPES[..n],
+            CompletedSubscriptions::TYPES
+        );
     }
 }
