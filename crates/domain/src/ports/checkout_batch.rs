@@ -153,3 +153,139 @@ impl CheckoutBatch {
         w
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::model::{
+        AuditContext, Capacity, CheckoutChange, Currency, ExpiryCause, Fingerprint, Interval,
+        NewPlan, OpenRefusal, PlanName, SubscriptionId, Timestamp, UnitAmount,
+    };
+
+    fn plans(capacity: i64) -> (PlanId, BTreeMap<PlanId, Plan>) {
+        let plan = Plan::create(
+            NewPlan {
+                name: PlanName::parse("Starter").unwrap(),
+                capacity: Capacity::new(capacity).unwrap(),
+                unit_amount: UnitAmount::new(1000).unwrap(),
+                currency: Currency::parse("usd").unwrap(),
+                interval: Interval::Month,
+            },
+            chrono::Utc::now(),
+        );
+        (plan.id(), BTreeMap::from([(plan.id(), plan)]))
+    }
+
+    fn opening(plan_id: PlanId, customer: &str, key: &str, now: Timestamp) -> OpenCheckout {
+        let customer_id = CustomerId::parse(customer).unwrap();
+        OpenCheckout {
+            session_id: CheckoutSessionId::generate(),
+            subscription_id: SubscriptionId::generate(),
+            fingerprint: Fingerprint::of_checkout(plan_id, &customer_id, None),
+            ctx: AuditContext::customer(&customer_id, format!("open-{key}")),
+            key: IdempotencyKey::parse(key).unwrap(),
+            customer_id,
+            plan_id,
+            expires_in: Duration::minutes(30),
+            max_open: 1,
+            now,
+        }
+    }
+
+    fn expiry(session: &CheckoutSession, now: Timestamp) -> ChangeCheckout {
+        ChangeCheckout {
+            session_id: session.id(),
+            change: CheckoutChange::Expire(ExpiryCause::Request),
+            ctx: AuditContext::admin("expire"),
+            now,
+            recheck_after: Duration::seconds(60),
+        }
+    }
+
+    fn new_session(
+        opened: Result<(Opened, Option<crate::model::AuditEntry>), OpenCheckoutError>,
+    ) -> CheckoutSession {
+        match opened {
+            Ok((Opened::New(session), Some(_))) => session,
+            other => panic!("the opening should hold a seat, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_opening_behind_the_expiry_of_its_customers_session_holds_a_seat_and_one_ahead_of_it_does_not(
+    ) {
+        let (plan_id, mut plans) = plans(10);
+        let now = chrono::Utc::now();
+        let held = new_session(
+            CheckoutBatch::default().open(&opening(plan_id, "cus_a", "k1", now), &mut plans),
+        );
+        let mut batch = CheckoutBatch::new([held.clone()]);
+
+        let ahead = batch.open(&opening(plan_id, "cus_a", "k2", now), &mut plans);
+        assert!(
+            matches!(ahead, Err(OpenCheckoutError::Refused(OpenRefusal::TooManyOpen { open })) if open == held.id())
+        );
+        batch.change(&expiry(&held, now), &mut plans).unwrap();
+        new_session(batch.open(&opening(plan_id, "cus_a", "k3", now), &mut plans));
+        // 10 − 1 held − 1 opened + 1 expired, the audit numbered in that order.
+        assert_eq!(plans[&plan_id].seats_left(), 9);
+    }
+
+    #[test]
+    fn a_key_opened_twice_in_one_batch_answers_its_first_session_and_holds_one_seat() {
+        let (plan_id, mut plans) = plans(10);
+        let now = chrono::Utc::now();
+        let mut batch = CheckoutBatch::default();
+        let cmd = opening(plan_id, "cus_a", "k", now);
+        let first = new_session(batch.open(&cmd, &mut plans));
+        let again = opening(plan_id, "cus_a", "k", now);
+        match batch.open(&again, &mut plans) {
+            Ok((Opened::Existing(s), None)) => assert_eq!(s, first),
+            other => panic!("the second opening should answer the first session, got {other:?}"),
+        }
+        assert_eq!(plans[&plan_id].seats_left(), 9);
+        assert_eq!(batch.writes().new, vec![first]);
+    }
+
+    #[test]
+    fn writes_insert_a_new_session_as_last_changed_and_guard_a_read_one_by_its_state_as_read() {
+        let (plan_id, mut plans) = plans(10);
+        let now = chrono::Utc::now();
+        let read = new_session(
+            CheckoutBatch::default().open(&opening(plan_id, "cus_r", "k", now), &mut plans),
+        );
+        let mut batch = CheckoutBatch::new([read.clone()]);
+        let made = new_session(batch.open(&opening(plan_id, "cus_n", "k", now), &mut plans));
+        let made_expired = batch
+            .change(&expiry(&made, now), &mut plans)
+            .unwrap()
+            .session;
+        let read_expired = batch
+            .change(&expiry(&read, now), &mut plans)
+            .unwrap()
+            .session;
+        // Expiring again changes nothing.
+        let _ = batch.change(&expiry(&read, now), &mut plans);
+
+        let writes = batch.writes();
+        assert_eq!(writes.new, vec![made_expired]);
+        assert_eq!(writes.changed, vec![(read, read_expired)]);
+    }
+
+    #[test]
+    fn a_change_of_a_session_the_batch_did_not_read_or_make_is_not_found() {
+        let (plan_id, mut plans) = plans(10);
+        let now = chrono::Utc::now();
+        let elsewhere = new_session(
+            CheckoutBatch::default().open(&opening(plan_id, "cus_a", "k", now), &mut plans),
+        );
+        let mut batch = CheckoutBatch::default();
+        assert!(matches!(
+            batch.change(&expiry(&elsewhere, now), &mut plans),
+            Err(ChangeCheckoutError::NotFound)
+        ));
+        assert_eq!(batch.writes(), SessionWrites::default());
+    }
+}
