@@ -1,6 +1,7 @@
-//! The purchase steps as batches, for the [`Coalescer`](seatkeeper_coalesce::Coalescer):
-//! one transaction reserves seats and completes purchases for many requests, of any
-//! plans, with one guarded `findOneAndUpdate` of each plan document it moves.
+//! The store's steps as batches, for the [`Coalescer`](seatkeeper_coalesce::Coalescer):
+//! one transaction reserves seats, completes purchases, opens and changes checkout
+//! sessions (`checkout.rs`) for many requests, of any plans, and moves each plan document
+//! it touched with one guarded statement of one `update` command.
 //!
 //! Why: MongoDB aborts a transaction at once when it writes a document that another open
 //! transaction wrote (`WriteConflict`), where PostgreSQL would queue it behind a lock. A
@@ -18,12 +19,13 @@
 //! A batch is all-or-nothing only in that a failure rolls all of it back; the store then
 //! answers each request alone (`StepRunner::run`, in `purchases.rs`).
 //!
-//! Round trips of a batch: find keys, find subscriptions, mark and find plans (one
-//! `findOneAndUpdate` when there is one plan), insert new keys (in their final state:
-//! reserved, or finished with a rejection), update held keys (one `update` command of many
-//! statements), update the completions' keys, insert subscriptions, update subscriptions,
-//! update the moved plans (one `update` command), insert audit entries, commit — each only
-//! when the batch has something for it.
+//! Round trips of a batch: find keys, find subscriptions, find checkout sessions, mark and
+//! find plans (one `findOneAndUpdate` when there is one plan), insert new sessions, update
+//! changed sessions, insert new keys (in their final state: reserved, or finished with a
+//! rejection), update held keys (one `update` command of many statements), update the
+//! completions' keys, insert subscriptions, update subscriptions, update the moved plans
+//! (one `update` command), insert audit entries, commit — each only when the batch has
+//! something for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -53,7 +55,7 @@ use crate::{
     transaction::unmatched,
 };
 
-/// A purchase step as a batch takes it.
+/// A step as a batch takes it.
 #[derive(Debug, Clone)]
 pub(crate) enum Step {
     /// [`PurchaseRepository::reserve_seat`](seatkeeper_domain::ports::PurchaseRepository::reserve_seat):
