@@ -41,7 +41,7 @@ impl Default for CheckoutSettings {
             worker_enabled: true,
             worker_interval_ms: 1000,
             batch: 100,
-            worker_concurrency: 8,
+            worker_concurrency: 32,
         }
     }
 }

@@ -43,7 +43,7 @@ pub struct CheckoutSettings {
     pub retention: Duration,
     /// Sessions the worker takes per run.
     pub batch: u32,
-    /// Sessions the worker visits at once within a run (8).
+    /// Sessions the worker visits at once within a run (32).
     pub concurrency: usize,
 }
 
@@ -55,7 +55,7 @@ impl Default for CheckoutSettings {
             recheck_after: Duration::seconds(60),
             retention: Duration::hours(24),
             batch: 100,
-            concurrency: 8,
+            concurrency: 32,
         }
     }
 }
