@@ -185,10 +185,10 @@ impl Part for AuditInserts {
     }
 }
 
-/// Freshly reserved (`incomplete`) subscriptions to insert.
+/// What a subscription is made with and never changes, as arrays: its plan, customer,
+/// payment method, price, key and creation time.
 #[derive(Default)]
-struct IncompleteInserts {
-    id: Vec<Uuid>,
+pub(crate) struct SubscriptionOrigins {
     plan_id: Vec<Uuid>,
     customer_id: Vec<String>,
     payment_method: Vec<String>,
@@ -196,12 +196,28 @@ struct IncompleteInserts {
     currency: Vec<String>,
     interval: Vec<String>,
     key: Vec<Option<String>>,
-    at: Vec<DateTime<Utc>>,
+    created_at: Vec<DateTime<Utc>>,
 }
 
-impl IncompleteInserts {
-    fn push(&mut self, s: &Subscription) {
-        self.id.push(s.id().as_uuid());
+impl SubscriptionOrigins {
+    /// The arrays' element types, in bind order: the parts that embed these arrays list
+    /// them in their own `TYPES`, which their tests compare with this.
+    #[cfg(test)]
+    pub(crate) const TYPES: [&'static str; 8] = [
+        "uuid",
+        "text",
+        "text",
+        "bigint",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+    ];
+    /// The columns they fill, in bind order.
+    pub(crate) const COLUMNS: &'static str = "plan_id, customer_id, payment_method, unit_amount, \
+         currency, \"interval\", idempotency_key, created_at";
+
+    pub(crate) fn push(&mut self, s: &Subscription) {
         self.plan_id.push(s.plan_id().as_uuid());
         self.customer_id.push(s.customer_id().as_str().to_owned());
         self.payment_method
@@ -211,13 +227,39 @@ impl IncompleteInserts {
         self.interval.push(s.interval().as_str().to_owned());
         self.key
             .push(s.idempotency_key().as_ref().map(|k| k.as_str().to_owned()));
-        self.at.push(s.created_at());
+        self.created_at.push(s.created_at());
+    }
+
+    pub(crate) fn bind(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.plan_id)
+            .bind(self.customer_id)
+            .bind(self.payment_method)
+            .bind(self.unit_amount)
+            .bind(self.currency)
+            .bind(self.interval)
+            .bind(self.key)
+            .bind(self.created_at)
+    }
+}
+
+/// Freshly reserved (`incomplete`) subscriptions to insert.
+#[derive(Default)]
+struct IncompleteInserts {
+    id: Vec<Uuid>,
+    origins: SubscriptionOrigins,
+}
+
+impl IncompleteInserts {
+    fn push(&mut self, s: &Subscription) {
+        self.id.push(s.id().as_uuid());
+        self.origins.push(s);
     }
 }
 
 impl Part for IncompleteInserts {
     const TYPES: &'static [&'static str] = &[
         "uuid",
+        // SubscriptionOrigins::TYPES:
         "uuid",
         "text",
         "text",
@@ -229,23 +271,15 @@ impl Part for IncompleteInserts {
     ];
     fn statement(unnest: &str) -> String {
         format!(
-            "INSERT INTO subscriptions (id, plan_id, customer_id, status, payment_method, unit_amount, \
-             currency, \"interval\", idempotency_key, created_at, updated_at) \
-             SELECT u.id, u.plan_id, u.customer_id, 'incomplete', u.method, u.amount, u.currency, \
-             u.interval, u.key, u.at, u.at \
-             FROM {unnest} AS u(id, plan_id, customer_id, method, amount, currency, interval, key, at)"
+            "INSERT INTO subscriptions (id, {}, status, updated_at) \
+             SELECT u.*, 'incomplete', u.created_at \
+             FROM {unnest} AS u(id, plan_id, customer_id, method, amount, currency, interval, key, \
+             created_at)",
+            SubscriptionOrigins::COLUMNS
         )
     }
     fn bind(self, q: Q<'_>) -> Q<'_> {
-        q.bind(self.id)
-            .bind(self.plan_id)
-            .bind(self.customer_id)
-            .bind(self.payment_method)
-            .bind(self.unit_amount)
-            .bind(self.currency)
-            .bind(self.interval)
-            .bind(self.key)
-            .bind(self.at)
+        self.origins.bind(q.bind(self.id))
     }
 }
 
@@ -782,4 +816,15 @@ async fn insert_fresh_keys(
         inserted.insert(row.try_get::<Uuid, _>("lock_owner")?);
     }
     Ok(inserted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_subscription_s_arrays_are_its_id_and_then_its_origins() {
+        assert_eq!(IncompleteInserts::TYPES[0], "uuid");
+        assert_eq!(&IncompleteInserts::TYPES[1..], SubscriptionOrigins::TYPES);
+    }
 }

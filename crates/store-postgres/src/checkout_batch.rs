@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::{
     batch::{
         lock_plans, part, write_statement, AuditInserts, CompletedSubscriptions, Part, PlanWrites,
-        Q,
+        SubscriptionOrigins, Q,
     },
     rows::{self, CHECKOUT_COLUMNS},
 };
@@ -354,33 +354,17 @@ impl Part for SessionUpdates {
 }
 
 /// The subscriptions completed checkouts made, every column: those a completion writes
-/// ([`CompletedSubscriptions`]), then the ones it never changes.
+/// ([`CompletedSubscriptions`]), then those it never changes ([`SubscriptionOrigins`]).
 #[derive(Default)]
 struct SubscriptionInserts {
     state: CompletedSubscriptions,
-    plan_id: Vec<Uuid>,
-    customer_id: Vec<String>,
-    payment_method: Vec<String>,
-    unit_amount: Vec<i64>,
-    currency: Vec<String>,
-    interval: Vec<String>,
-    key: Vec<Option<String>>,
-    created_at: Vec<DateTime<Utc>>,
+    origins: SubscriptionOrigins,
 }
 
 impl SubscriptionInserts {
     fn push(&mut self, s: &Subscription) {
         self.state.push(s);
-        self.plan_id.push(s.plan_id().as_uuid());
-        self.customer_id.push(s.customer_id().as_str().to_owned());
-        self.payment_method
-            .push(s.payment_method().as_str().to_owned());
-        self.unit_amount.push(s.unit_amount().get());
-        self.currency.push(s.currency().as_str().to_owned());
-        self.interval.push(s.interval().as_str().to_owned());
-        self.key
-            .push(s.idempotency_key().as_ref().map(|k| k.as_str().to_owned()));
-        self.created_at.push(s.created_at());
+        self.origins.push(s);
     }
 }
 
@@ -395,7 +379,7 @@ impl Part for SubscriptionInserts {
         "timestamptz",
         "timestamptz",
         "text",
-        // then:
+        // SubscriptionOrigins::TYPES:
         "uuid",
         "text",
         "text",
@@ -408,22 +392,13 @@ impl Part for SubscriptionInserts {
     fn statement(unnest: &str) -> String {
         format!(
             "INSERT INTO subscriptions (id, status, payment_id, current_period_start, \
-             current_period_end, updated_at, canceled_at, failure_reason, plan_id, customer_id, \
-             payment_method, unit_amount, currency, \"interval\", idempotency_key, created_at) \
-             SELECT * FROM {unnest}"
+             current_period_end, updated_at, canceled_at, failure_reason, {}) \
+             SELECT * FROM {unnest}",
+            SubscriptionOrigins::COLUMNS
         )
     }
     fn bind(self, q: Q<'_>) -> Q<'_> {
-        self.state
-            .bind(q)
-            .bind(self.plan_id)
-            .bind(self.customer_id)
-            .bind(self.payment_method)
-            .bind(self.unit_amount)
-            .bind(self.currency)
-            .bind(self.interval)
-            .bind(self.key)
-            .bind(self.created_at)
+        self.origins.bind(self.state.bind(q))
     }
 }
 
