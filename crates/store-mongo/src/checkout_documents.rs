@@ -135,19 +135,6 @@ impl TryFrom<CheckoutDoc> for CheckoutSession {
     }
 }
 
-/// Only the `_id` of a session (the customer's open sessions on a plan).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SessionIdDoc {
-    #[serde(rename = "_id")]
-    pub id: BsonUuid,
-}
-
-impl From<SessionIdDoc> for CheckoutSessionId {
-    fn from(d: SessionIdDoc) -> Self {
-        CheckoutSessionId::from_uuid(from_uuid(d.id))
-    }
-}
-
 /// A webhook event seen: collection `webhook_events`, `_id` the provider's event id (so
 /// that two records of one id are impossible), `kind` kept for operators, `received_at`
 /// for the purge.

@@ -8,7 +8,7 @@
 
 use mongodb::bson::{doc, Bson, Document};
 use seatkeeper_domain::{
-    CheckoutSession, CheckoutSessionId, CheckoutStatus, CustomerId, IdempotencyKey, Plan, PlanId,
+    CheckoutSession, CheckoutSessionId, CheckoutStatus, CustomerId, IdempotencyKey, PlanId,
     Timestamp,
 };
 
@@ -38,11 +38,6 @@ pub fn open_checkouts_of(plan: PlanId, customer: &CustomerId) -> Document {
     filter
 }
 
-/// Only the `_id` of each document found.
-pub fn ids_only() -> Document {
-    doc! { "_id": 1 }
-}
-
 /// The session, only while it is as `read` (its status and last change): the guard of
 /// a change decided on `read`.
 pub fn checkout_as_read(read: &CheckoutSession) -> Document {
@@ -51,16 +46,6 @@ pub fn checkout_as_read(read: &CheckoutSession) -> Document {
         "status": read.status().as_str(),
         "updated_at": date(read.stored().updated_at),
     }
-}
-
-/// The plan's seats and `seq` as a checkout step left them (`OpenCheckout::hold` or
-/// `CheckoutSession::apply`, through `Plan::move_seats`); written guarded by
-/// [`crate::queries::plan_at_seq`] with the `seq` read.
-pub fn set_plan_seats(plan: &Plan) -> Document {
-    doc! { "$set": {
-        "seats_left": i64::from(plan.seats_left()),
-        "seq": i64::try_from(plan.seq()).unwrap_or(i64::MAX),
-    } }
 }
 
 /// Sessions due at `now`, earliest first, ties by id: filter and sort (partial index
@@ -99,6 +84,7 @@ mod tests {
     };
 
     use super::*;
+    use seatkeeper_domain::Plan;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -148,11 +134,10 @@ mod tests {
             open_checkouts_of(p, &c),
             doc! { "plan_id": binary(p.as_uuid()), "status": "open", "customer_id": "cus_1" }
         );
-        assert_eq!(ids_only(), doc! { "_id": 1 });
     }
 
     #[test]
-    fn a_change_is_guarded_by_the_status_and_time_it_read_and_moves_the_plans_seats_and_seq() {
+    fn a_change_is_guarded_by_the_status_and_time_it_read() {
         let mut p = plan();
         let customer_id = CustomerId::parse("cus_1").unwrap();
         let now = ts("2026-03-01T10:00:00.250Z");
@@ -176,10 +161,6 @@ mod tests {
                 "status": "open",
                 "updated_at": date(now),
             }
-        );
-        assert_eq!(
-            set_plan_seats(&p),
-            doc! { "$set": { "seats_left": 9_i64, "seq": 2_i64 } }
         );
     }
 
