@@ -669,6 +669,70 @@ async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
 }
 
 #[tokio::test]
+async fn a_complete_session_is_final_every_change_leaves_it_unchanged_or_is_refused() {
+    use seatkeeper_domain::{
+        ChangeCheckout, CheckoutChange, Effect, ExpiryCause, PaymentIntentRef,
+    };
+    let mut intents = making_intents();
+    intents
+        .expect_confirm_intent()
+        .returning(|_, _| Ok(intent(paid())));
+    let w = world(intents, MockGateway::new(), 1).await;
+    let open = w
+        .checkouts
+        .open(&w.open_cmd("cus_1", "k1"))
+        .await
+        .unwrap()
+        .session;
+    assert!(!open.is_final());
+    w.checkouts
+        .confirm(open.id(), Reach::AnyCustomer, &visa(), &ctx())
+        .await
+        .unwrap();
+    let complete = w.checkouts.get(open.id()).await.unwrap().unwrap();
+    assert!(complete.is_final());
+    let own = complete.payment_intent().unwrap().clone();
+    let changes = [
+        CheckoutChange::AttachIntent(own.clone()),
+        CheckoutChange::AttachIntent(PaymentIntentRef {
+            id: "pi_other".into(),
+            client_secret: "pi_other_secret".into(),
+        }),
+        CheckoutChange::PaymentFailed {
+            reason: "card_declined".into(),
+        },
+        CheckoutChange::PaymentSucceeded {
+            payment_id: own.id.clone(),
+            payment_method: visa(),
+        },
+        CheckoutChange::PaymentSucceeded {
+            payment_id: "pi_other".into(),
+            payment_method: visa(),
+        },
+        CheckoutChange::Expire(ExpiryCause::Request),
+        CheckoutChange::Expire(ExpiryCause::Timeout),
+        CheckoutChange::IntentClosed,
+        CheckoutChange::RefundRecorded,
+        CheckoutChange::Checked,
+    ];
+    for change in changes {
+        assert!(!complete.needs_plan(&change), "{change:?} needs no plan");
+        let mut session = complete.clone();
+        let cmd = ChangeCheckout {
+            session_id: session.id(),
+            change: change.clone(),
+            ctx: ctx(),
+            now: w.clock_now() + chrono::Duration::hours(1),
+            recheck_after: chrono::Duration::seconds(60),
+        };
+        if let Ok(applied) = session.apply(&cmd, None) {
+            assert_eq!(applied.effect, Effect::Unchanged, "{change:?}");
+        }
+        assert_eq!(session, complete, "{change:?} changed a complete session");
+    }
+}
+
+#[tokio::test]
 async fn an_unrecorded_intent_whose_cancellation_fails_is_cancelled_by_a_later_run() {
     let mut intents = MockIntents::new();
     let mut made = 0;

@@ -10,8 +10,10 @@
 //! the sessions and plans as the batch read and left them. Before, each took a per-plan
 //! turn around a transaction of its own, which queued checkout steps among themselves but
 //! not behind the purchase batches of the same plan, with which they kept conflicting.
-//! The changes that write the session only (an intent attached, a failed payment) come
-//! along, sharing the batch's commit.
+//! The changes that write the session only (an intent attached, a failed payment) are
+//! batched apart, in a second queue of the same steps: their transactions write no plan
+//! document, so they need not wait for a hot plan's batches, and run beside them. (A
+//! session written by both at once is a WriteConflict, and the batch runs again.)
 //!
 //! One key opened on two plans at once meets on the unique `(customer_id,
 //! idempotency_key)` index: within one store the batch's reads see an earlier opening of
@@ -89,7 +91,13 @@ impl CheckoutRepository for MongoStore {
 
     #[tracing::instrument(skip_all, fields(session_id = %cmd.session_id, change = cmd.change.kind()))]
     async fn change_checkout(&self, cmd: &ChangeCheckout) -> Result<Changed, ChangeCheckoutError> {
-        match self.steps.submit(Step::Change(cmd.clone())).await {
+        // A change that can never move a seat writes no plan document: it goes to batches
+        // of its own, which never conflict with (or wait for) a hot plan's.
+        let lane = match cmd.change.may_need_plan() {
+            true => &self.steps,
+            false => &self.session_changes,
+        };
+        match lane.submit(Step::Change(cmd.clone())).await {
             Done::Changed(outcome) => outcome,
             Done::Failed(e) => Err(e.into()),
             other => Err(StoreError::internal(format!(

@@ -107,12 +107,15 @@ pub struct MongoStore {
     api_keys: Collection<api_keys::ApiKeyDoc>,
     checkouts: Collection<CheckoutDoc>,
     webhook_events: Collection<WebhookEventDoc>,
-    /// The checkout steps that write a plan document, queued per plan (`checkouts.rs`).
     time_limit: Duration,
     /// The driver's connections, counted from its pool events.
     pool: Arc<PoolCounter>,
-    /// The purchase steps, one batch (one transaction) at a time.
+    /// The purchase steps, and the checkout steps that may write a plan document, one
+    /// batch (one transaction) at a time.
     steps: Coalescer<batch::Step, batch::Done>,
+    /// The checkout changes that write their session only, in batches of their own,
+    /// which never conflict with the plan documents' writers (`checkouts.rs`).
+    session_changes: Coalescer<batch::Step, batch::Done>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -128,7 +131,18 @@ impl MongoStore {
         indexes::prepare(&db).await?;
         tracing::info!(database, ?deployment, "MongoDB store ready");
         Ok(Self {
-            steps: purchases::coalescer(&client, &db, settings.transaction_time_limit),
+            steps: purchases::coalescer(
+                "purchase steps",
+                &client,
+                &db,
+                settings.transaction_time_limit,
+            ),
+            session_changes: purchases::coalescer(
+                "session changes",
+                &client,
+                &db,
+                settings.transaction_time_limit,
+            ),
             plans: db.collection(queries::PLANS),
             subscriptions: db.collection(queries::SUBSCRIPTIONS),
             audit: db.collection(queries::AUDIT_ENTRIES),
@@ -166,6 +180,16 @@ impl MongoStore {
     /// How many purchase steps wait for the next batch.
     pub fn queued_steps(&self) -> usize {
         self.steps.queued()
+    }
+
+    /// How much the session-only checkout changes were coalesced so far.
+    pub fn session_change_stats(&self) -> BatchStats {
+        self.session_changes.stats()
+    }
+
+    /// How many session-only checkout changes wait for the next batch.
+    pub fn queued_session_changes(&self) -> usize {
+        self.session_changes.queued()
     }
 }
 

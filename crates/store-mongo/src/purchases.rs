@@ -36,9 +36,10 @@ pub(crate) struct StepCollections {
     pub(crate) checkouts: Collection<CheckoutDoc>,
 }
 
-/// The store's purchase steps: one batch (one transaction) at a time, at most
-/// [`MAX_BATCH`] steps each.
+/// A queue of the store's steps (`name`, for the metrics): one batch (one transaction)
+/// at a time, at most [`MAX_BATCH`] steps each.
 pub(crate) fn coalescer(
+    name: &'static str,
     client: &Client,
     db: &Database,
     time_limit: Duration,
@@ -56,7 +57,7 @@ pub(crate) fn coalescer(
         time_limit,
     };
     let run: RunBatch<Step, Done> = Arc::new(move |steps| Box::pin(runner.clone().run(steps)));
-    Coalescer::new("purchase steps", MAX_BATCH, run, || {
+    Coalescer::new(name, MAX_BATCH, run, || {
         Done::Failed(StoreError::internal(
             "a purchase batch ended without answering",
         ))

@@ -85,16 +85,22 @@ impl BatchProbe for Probe {
         Box::new(DocumentWrite(hold_plan_document(&self.0, plan).await))
     }
 
-    fn counts(&self, _: Steps) -> Counts {
-        let stats = self.0.batch_stats();
+    fn counts(&self, steps: Steps) -> Counts {
+        let stats = match steps {
+            Steps::SessionChanges => self.0.session_change_stats(),
+            _ => self.0.batch_stats(),
+        };
         Counts {
             batches: stats.batches,
             requests: stats.requests,
         }
     }
 
-    fn queued(&self, _: Steps) -> usize {
-        self.0.queued_steps()
+    fn queued(&self, steps: Steps) -> usize {
+        match steps {
+            Steps::SessionChanges => self.0.queued_session_changes(),
+            _ => self.0.queued_steps(),
+        }
     }
 
     fn one_queue(&self) -> bool {
@@ -226,6 +232,21 @@ async fn a_new_key_another_transaction_is_inserting_is_key_exists_once_that_comm
     assert!(matches!(answer, NewKeyReservation::KeyExists), "{answer:?}");
     assert_eq!(plan_now(&*store, plan.id()).await.seats_left(), 10);
     assert_invariants(&*store, plan.id()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_that_write_only_their_session_do_not_wait_for_a_written_plan_document() {
+    if let Some(store) = store_or_skip("changes_that_write_only_their_session").await {
+        batching::changes_that_write_only_their_session_do_not_wait_for_a_held_plan(&Probe(store))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_about_a_complete_session_take_no_checkout_step() {
+    if let Some(store) = store_or_skip("reports_about_a_complete_session").await {
+        batching::reports_about_a_complete_session_take_no_checkout_step(&Probe(store)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -506,6 +506,9 @@ pub(crate) async fn lock_plans(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = ANY($1) ORDER BY id FOR UPDATE");
     let mut plans = BTreeMap::new();
     for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *c).await? {

@@ -77,11 +77,12 @@ impl CheckoutRepository for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(session_id = %cmd.session_id, change = cmd.change.kind()))]
     async fn change_checkout(&self, cmd: &ChangeCheckout) -> Result<Changed, ChangeCheckoutError> {
-        match self
-            .checkouts
-            .submit(CheckoutStep::Change(cmd.clone()))
-            .await
-        {
+        // A change that can never move a seat locks no plan: it goes to batches of its own.
+        let lane = match cmd.change.may_need_plan() {
+            true => &self.checkouts,
+            false => &self.session_changes,
+        };
+        match lane.submit(CheckoutStep::Change(cmd.clone())).await {
             CheckoutDone::Changed(outcome) => outcome,
             CheckoutDone::Failed(e) => Err(e.into()),
             other => Err(StoreError::internal(format!(

@@ -20,6 +20,8 @@ pub struct PurchaseBatchStats {
     pub completions: BatchStats,
     /// Checkout openings and seat-moving changes.
     pub checkouts: BatchStats,
+    /// Checkout changes that write their session only.
+    pub session_changes: BatchStats,
 }
 
 /// How many requests one batch transaction takes at most.

@@ -69,6 +69,7 @@ impl BatchProbe for Probe {
             Steps::Reservations => all.reservations,
             Steps::Completions => all.completions,
             Steps::Checkouts => all.checkouts,
+            Steps::SessionChanges => all.session_changes,
         };
         Counts {
             batches: one.batches,
@@ -85,6 +86,7 @@ impl BatchProbe for Probe {
             Steps::Reservations => self.0.queued_reservations(),
             Steps::Completions => self.0.queued_completions(),
             Steps::Checkouts => self.0.queued_checkout_steps(),
+            Steps::SessionChanges => self.0.queued_session_changes(),
         }
     }
 }
@@ -244,5 +246,20 @@ async fn checkout_steps_that_queue_behind_a_locked_plan_row_share_one_batch_in_q
             &Probe(store),
         )
         .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_about_a_complete_session_take_no_checkout_step() {
+    if let Some(store) = store_or_skip("reports_about_a_complete_session").await {
+        batching::reports_about_a_complete_session_take_no_checkout_step(&Probe(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_that_write_only_their_session_do_not_wait_for_a_locked_plan_row() {
+    if let Some(store) = store_or_skip("changes_that_write_only_their_session").await {
+        batching::changes_that_write_only_their_session_do_not_wait_for_a_held_plan(&Probe(store))
+            .await;
     }
 }

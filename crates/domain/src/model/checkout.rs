@@ -263,6 +263,15 @@ impl CheckoutSession {
         self.s.status == CheckoutStatus::Open
     }
 
+    /// Whether the session can never change again: it is complete, and every change of a
+    /// complete session leaves it unchanged or is refused (its intent is paid and closed,
+    /// its seat is its subscription's, nothing reopens it). So a change of a final session
+    /// decides the same on any copy read of it as in a store step, which it need not wait
+    /// for: a provider's report of a payment the confirmation already recorded, say.
+    pub fn is_final(&self) -> bool {
+        self.s.status == CheckoutStatus::Complete
+    }
+
     /// Applies `change` (one atomic step of a store, with the session's plan read in the
     /// same step when [`CheckoutChange::needs_plan`]) and returns what the store writes.
     /// On a refusal nothing changed.

@@ -373,7 +373,7 @@ impl CheckoutService {
             },
             PaymentEventKind::Canceled => CheckoutChange::IntentClosed,
         };
-        match self.change(ev.session_id, change, &ctx).await {
+        match self.settle_or_change(ev.session_id, change, &ctx).await {
             // A refund it makes due is the worker's (the session is due at once), so
             // that the provider gets its answer without waiting for another call.
             Ok(changed) => Ok(EventOutcome::Handled(changed.applied.effect)),
@@ -506,27 +506,69 @@ impl CheckoutService {
         }
     }
 
+    /// [`Self::change`], decided on the session as read when it is
+    /// [final](CheckoutSession::is_final) — the same decision, without a store step.
+    async fn settle_or_change(
+        &self,
+        id: CheckoutSessionId,
+        change: CheckoutChange,
+        ctx: &AuditContext,
+    ) -> Result<Changed, CheckoutError> {
+        let cmd = self.change_cmd(id, change, ctx);
+        match self.store.get_checkout(id).await? {
+            None => Err(CheckoutError::NotFound),
+            Some(mut session) if session.is_final() && !session.needs_plan(&cmd.change) => {
+                match session.apply(&cmd, None) {
+                    Ok(applied) if applied.effect == Effect::Unchanged => {
+                        Ok(Changed { session, applied })
+                    }
+                    Ok(_) => Err(CheckoutError::Store(StoreError::internal(
+                        "a final checkout session was changed",
+                    ))),
+                    Err(refusal) => Err(refusal_error(refusal)),
+                }
+            }
+            Some(_) => self.run_change(&cmd).await,
+        }
+    }
+
     async fn change(
         &self,
         id: CheckoutSessionId,
         change: CheckoutChange,
         ctx: &AuditContext,
     ) -> Result<Changed, CheckoutError> {
-        let cmd = ChangeCheckout {
+        self.run_change(&self.change_cmd(id, change, ctx)).await
+    }
+
+    fn change_cmd(
+        &self,
+        id: CheckoutSessionId,
+        change: CheckoutChange,
+        ctx: &AuditContext,
+    ) -> ChangeCheckout {
+        ChangeCheckout {
             session_id: id,
             change,
             ctx: ctx.clone(),
             now: self.clock.now(),
             recheck_after: self.settings.recheck_after,
-        };
-        self.store.change_checkout(&cmd).await.map_err(|e| match e {
+        }
+    }
+
+    async fn run_change(&self, cmd: &ChangeCheckout) -> Result<Changed, CheckoutError> {
+        self.store.change_checkout(cmd).await.map_err(|e| match e {
             ChangeCheckoutError::NotFound => CheckoutError::NotFound,
-            ChangeCheckoutError::Refused(CheckoutRefusal::NotOpen { status }) => {
-                CheckoutError::NotOpen { status }
-            }
-            ChangeCheckoutError::Refused(r) => CheckoutError::Conflict(r),
+            ChangeCheckoutError::Refused(r) => refusal_error(r),
             ChangeCheckoutError::Store(e) => CheckoutError::Store(e),
         })
+    }
+}
+
+fn refusal_error(refusal: CheckoutRefusal) -> CheckoutError {
+    match refusal {
+        CheckoutRefusal::NotOpen { status } => CheckoutError::NotOpen { status },
+        r => CheckoutError::Conflict(r),
     }
 }
 

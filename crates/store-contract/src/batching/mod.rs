@@ -10,6 +10,11 @@
 
 use std::sync::Arc;
 
+mod final_sessions;
+mod session_changes;
+pub use final_sessions::reports_about_a_complete_session_take_no_checkout_step;
+pub use session_changes::changes_that_write_only_their_session_do_not_wait_for_a_held_plan;
+
 use async_trait::async_trait;
 use seatkeeper_domain::{
     ports::{
@@ -24,14 +29,17 @@ use crate::{
     support::{assert_invariants, create_plan, now, plan_now, Purchase},
 };
 
-/// Which batched purchase steps a count is of. A store that batches both in one queue
-/// answers the same for each.
+/// Which batched steps a count is of. A store that batches reservations, completions and
+/// checkout steps in one queue answers the same for each of them; session changes have a
+/// queue of their own on every batching store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Steps {
     Reservations,
     Completions,
     /// Checkout openings and the checkout changes that may move a seat.
     Checkouts,
+    /// Checkout changes that write their session only, batched apart.
+    SessionChanges,
 }
 
 /// Counts of a coalescer since the store started.
