@@ -21,8 +21,8 @@ use seatkeeper_domain::{
         CheckoutError, CheckoutService, CheckoutSettings, Confirmation, EventOutcome, OpenCommand,
         OpenError, PaymentEvent, PaymentEventKind, PlanService,
     },
-    AuditAction, AuditContext, Capacity, CheckoutStatus, Currency, CustomerId, IdempotencyKey,
-    Interval, NewPlan, PaymentMethod, PlanId, PlanName, Reach, UnitAmount,
+    AuditAction, AuditContext, Capacity, CheckoutSession, CheckoutStatus, Currency, CustomerId,
+    IdempotencyKey, Interval, NewPlan, PaymentMethod, PlanId, PlanName, Reach, UnitAmount,
 };
 use seatkeeper_store_memory::MemoryStore;
 
@@ -633,9 +633,9 @@ impl World {
     }
 }
 
-#[tokio::test]
-async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
-    use seatkeeper_domain::{CheckoutChange, ExpiryCause};
+/// One session, opened and then paid by its confirmation: the world, the session as
+/// opened and as complete.
+async fn a_completed_session() -> (World, CheckoutSession, CheckoutSession) {
     let mut intents = making_intents();
     intents
         .expect_confirm_intent()
@@ -647,6 +647,19 @@ async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
         .await
         .unwrap()
         .session;
+    w.checkouts
+        .confirm(open.id(), Reach::AnyCustomer, &visa(), &ctx())
+        .await
+        .unwrap();
+    let complete = w.checkouts.get(open.id()).await.unwrap().unwrap();
+    assert_eq!(complete.status(), CheckoutStatus::Complete);
+    (w, open, complete)
+}
+
+#[tokio::test]
+async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
+    use seatkeeper_domain::{CheckoutChange, ExpiryCause};
+    let (_w, open, complete) = a_completed_session().await;
     let payment = |id: &str| CheckoutChange::PaymentSucceeded {
         payment_id: id.into(),
         payment_method: visa(),
@@ -657,12 +670,6 @@ async fn only_a_change_that_moves_seats_or_numbers_an_entry_needs_the_plan() {
     assert!(!open.needs_plan(&payment("pi_other")), "refused: mismatch");
     assert!(!open.needs_plan(&CheckoutChange::Checked));
     assert!(!open.needs_plan(&CheckoutChange::RefundRecorded));
-    w.checkouts
-        .confirm(open.id(), Reach::AnyCustomer, &visa(), &ctx())
-        .await
-        .unwrap();
-    let complete = w.checkouts.get(open.id()).await.unwrap().unwrap();
-    assert_eq!(complete.status(), CheckoutStatus::Complete);
     // A redelivered payment and an expiry of a complete session change nothing.
     assert!(!complete.needs_plan(&payment("pi_1")));
     assert!(!complete.needs_plan(&expire));
@@ -673,23 +680,8 @@ async fn a_complete_session_is_final_every_change_leaves_it_unchanged_or_is_refu
     use seatkeeper_domain::{
         ChangeCheckout, CheckoutChange, Effect, ExpiryCause, PaymentIntentRef,
     };
-    let mut intents = making_intents();
-    intents
-        .expect_confirm_intent()
-        .returning(|_, _| Ok(intent(paid())));
-    let w = world(intents, MockGateway::new(), 1).await;
-    let open = w
-        .checkouts
-        .open(&w.open_cmd("cus_1", "k1"))
-        .await
-        .unwrap()
-        .session;
+    let (w, open, complete) = a_completed_session().await;
     assert!(!open.is_final());
-    w.checkouts
-        .confirm(open.id(), Reach::AnyCustomer, &visa(), &ctx())
-        .await
-        .unwrap();
-    let complete = w.checkouts.get(open.id()).await.unwrap().unwrap();
     assert!(complete.is_final());
     let own = complete.payment_intent().unwrap().clone();
     let changes = [
