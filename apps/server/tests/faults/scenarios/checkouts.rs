@@ -6,7 +6,7 @@
 //! with [`Scenario::conclude_all`]: nothing held once the sessions ended, each session
 //! ended as its payment says, the ledger and the audit log agree.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use seatkeeper_paysim::{Delivery, Faults, WebhookFaults, WebhookSettings};
 
@@ -183,7 +183,16 @@ pub async fn a_database_outage_while_webhooks_arrive_is_made_up_for_by_the_provi
             job_deadline: Duration::from_secs(25),
         },
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The cut comes once webhooks flow (40 relayed), or after 4 s: on a fast machine the
+    // whole load could end within a fixed 4 s, leaving no delivery for the outage.
+    let flowing = Instant::now();
+    while flowing.elapsed() < Duration::from_secs(4) {
+        let relayed: u64 = sc.paysim.relay.answers().values().sum();
+        if relayed >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut extra = Vec::new();
     sc.outage(Duration::from_secs(5), &mut extra).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
