@@ -29,8 +29,10 @@ pub struct WebhookConfig {
 pub struct WebhookReceipt {
     /// Always `true`: the event was taken.
     pub received: bool,
-    /// `handled`: applied to its checkout session. `duplicate`: an event with this id was
-    /// handled before; nothing was done. `ignored`: not about a checkout session's payment.
+    /// `handled`: applied to its checkout session (an event about a complete session, which
+    /// nothing changes, is `handled` however often it comes). `duplicate`: an event with
+    /// this id was handled before; nothing was done. `ignored`: not about a checkout
+    /// session's payment.
     #[schema(examples("handled"))]
     pub outcome: &'static str,
 }
@@ -41,7 +43,8 @@ pub struct WebhookReceipt {
 /// header must carry a `v1` HMAC-SHA256 of `"<t>.<raw body>"` under one of the secrets of
 /// `payments.webhook_secrets`, with `t` within `payments.webhook_tolerance_secs` (300) of
 /// now; anything else is 400 `webhook_signature_invalid`, logged, and changes nothing.
-/// Events are deduplicated by id: a redelivery answers 200 `duplicate` and does nothing.
+/// A redelivery does nothing: about a complete session, which no event changes, it is
+/// answered `handled` again; otherwise it is known by its id and answered `duplicate`.
 /// `payment_intent.succeeded` completes the session (exactly once, whoever learns of the
 /// payment first), `payment_intent.payment_failed` records the failure (the session stays
 /// open), `payment_intent.canceled` is noted; other events are acknowledged and ignored.

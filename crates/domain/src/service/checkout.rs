@@ -341,13 +341,24 @@ impl CheckoutService {
         Ok(self.close_intent(session, ctx).await.unwrap_or_else(|s| s))
     }
 
-    /// Handles a verified webhook event once per event id.
+    /// Handles a verified webhook event once per event id. An event about a complete
+    /// session is decided on the session as read: a complete session is
+    /// [final](CheckoutSession::is_final), so the event changes nothing whether or not it
+    /// was seen before, and neither claims its id nor takes a store step. Any other event
+    /// claims its id first, so that a redelivery is a duplicate.
     #[tracing::instrument(skip_all, fields(event_id = %ev.event.id, session_id = %ev.session_id))]
     pub async fn on_event(&self, ev: &PaymentEvent) -> Result<EventOutcome, StoreError> {
+        let Some(session) = self.store.get_checkout(ev.session_id).await? else {
+            return Ok(EventOutcome::Ignored);
+        };
+        let cmd = self.event_cmd(ev);
+        if session.is_final() && !session.needs_plan(&cmd.change) {
+            return event_outcome(settle_final(session, &cmd));
+        }
         if !self.store.claim_webhook_event(&ev.event).await? {
             return Ok(EventOutcome::Duplicate);
         }
-        let result = self.apply_event(ev).await;
+        let result = event_outcome(self.run_change(&cmd).await);
         if result.is_err() {
             // Let the provider's redelivery be handled; a failed release leaves the
             // session to the worker, which asks the provider.
@@ -358,7 +369,7 @@ impl CheckoutService {
         result
     }
 
-    async fn apply_event(&self, ev: &PaymentEvent) -> Result<EventOutcome, StoreError> {
+    fn event_cmd(&self, ev: &PaymentEvent) -> ChangeCheckout {
         let ctx = AuditContext {
             actor: "webhook".into(),
             trace_id: ev.event.id.as_str().into(),
@@ -373,19 +384,7 @@ impl CheckoutService {
             },
             PaymentEventKind::Canceled => CheckoutChange::IntentClosed,
         };
-        match self.settle_or_change(ev.session_id, change, &ctx).await {
-            // A refund it makes due is the worker's (the session is due at once), so
-            // that the provider gets its answer without waiting for another call.
-            Ok(changed) => Ok(EventOutcome::Handled(changed.applied.effect)),
-            Err(CheckoutError::NotFound) => Ok(EventOutcome::Ignored),
-            Err(CheckoutError::NotOpen { .. }) => Ok(EventOutcome::Handled(Effect::Unchanged)),
-            Err(CheckoutError::Conflict(r)) => {
-                tracing::warn!(refusal = %r, "a webhook event does not fit its session");
-                Ok(EventOutcome::Ignored)
-            }
-            Err(CheckoutError::PaymentUnavailable(_)) => unreachable!("no provider call"),
-            Err(CheckoutError::Store(e)) => Err(e),
-        }
+        self.change_cmd(ev.session_id, change, &ctx)
     }
 
     async fn after_confirm(
@@ -506,32 +505,6 @@ impl CheckoutService {
         }
     }
 
-    /// [`Self::change`], decided on the session as read when it is
-    /// [final](CheckoutSession::is_final) — the same decision, without a store step.
-    async fn settle_or_change(
-        &self,
-        id: CheckoutSessionId,
-        change: CheckoutChange,
-        ctx: &AuditContext,
-    ) -> Result<Changed, CheckoutError> {
-        let cmd = self.change_cmd(id, change, ctx);
-        match self.store.get_checkout(id).await? {
-            None => Err(CheckoutError::NotFound),
-            Some(mut session) if session.is_final() && !session.needs_plan(&cmd.change) => {
-                match session.apply(&cmd, None) {
-                    Ok(applied) if applied.effect == Effect::Unchanged => {
-                        Ok(Changed { session, applied })
-                    }
-                    Ok(_) => Err(CheckoutError::Store(StoreError::internal(
-                        "a final checkout session was changed",
-                    ))),
-                    Err(refusal) => Err(refusal_error(refusal)),
-                }
-            }
-            Some(_) => self.run_change(&cmd).await,
-        }
-    }
-
     async fn change(
         &self,
         id: CheckoutSessionId,
@@ -562,6 +535,38 @@ impl CheckoutService {
             ChangeCheckoutError::Refused(r) => refusal_error(r),
             ChangeCheckoutError::Store(e) => CheckoutError::Store(e),
         })
+    }
+}
+
+/// `cmd` decided on a [final](CheckoutSession::is_final) session as read — what its store
+/// step would decide, without one.
+fn settle_final(
+    mut session: CheckoutSession,
+    cmd: &ChangeCheckout,
+) -> Result<Changed, CheckoutError> {
+    match session.apply(cmd, None) {
+        Ok(applied) if applied.effect == Effect::Unchanged => Ok(Changed { session, applied }),
+        Ok(_) => Err(CheckoutError::Store(StoreError::internal(
+            "a final checkout session was changed",
+        ))),
+        Err(refusal) => Err(refusal_error(refusal)),
+    }
+}
+
+/// What a webhook's change did, as the provider is answered.
+fn event_outcome(changed: Result<Changed, CheckoutError>) -> Result<EventOutcome, StoreError> {
+    match changed {
+        // A refund it makes due is the worker's (the session is due at once), so that the
+        // provider gets its answer without waiting for another call.
+        Ok(changed) => Ok(EventOutcome::Handled(changed.applied.effect)),
+        Err(CheckoutError::NotFound) => Ok(EventOutcome::Ignored),
+        Err(CheckoutError::NotOpen { .. }) => Ok(EventOutcome::Handled(Effect::Unchanged)),
+        Err(CheckoutError::Conflict(r)) => {
+            tracing::warn!(refusal = %r, "a webhook event does not fit its session");
+            Ok(EventOutcome::Ignored)
+        }
+        Err(CheckoutError::PaymentUnavailable(_)) => unreachable!("no provider call"),
+        Err(CheckoutError::Store(e)) => Err(e),
     }
 }
 

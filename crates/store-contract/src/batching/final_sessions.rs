@@ -72,9 +72,10 @@ fn succeeded(id: &str, session: &CheckoutSession, intent_id: &str) -> PaymentEve
     }
 }
 
-/// A report of the payment that completed a session, one of another intent and a failure
-/// are answered from the session as read — unchanged, ignored, unchanged — with no
-/// checkout step; the report that completes an open session takes one, as before.
+/// A report of the payment that completed a session, one of another intent, a failure and
+/// a redelivery are answered from the session as read — unchanged, ignored, unchanged,
+/// unchanged — with no checkout step and no claim of their ids; the report that completes
+/// an open session claims its id and takes one step, as before.
 pub async fn reports_about_a_complete_session_take_no_checkout_step(probe: &dyn BatchProbe) {
     let store = probe.store();
     let plan = create_plan(&*store, 10).await;
@@ -109,8 +110,12 @@ pub async fn reports_about_a_complete_session_take_no_checkout_step(probe: &dyn 
     let outcome = service.on_event(&failed).await;
     assert_eq!(outcome.unwrap(), EventOutcome::Handled(Effect::Unchanged));
     let outcome = service.on_event(&succeeded("evt_1", &done, &intent)).await;
-    assert_eq!(outcome.unwrap(), EventOutcome::Duplicate);
+    assert_eq!(outcome.unwrap(), EventOutcome::Handled(Effect::Unchanged));
     assert_eq!(probe.counts(Steps::Checkouts), base, "no checkout step");
+    for id in ["evt_1", "evt_2", "evt_3"] {
+        let unclaimed = store.claim_webhook_event(&event(id, now())).await.unwrap();
+        assert!(unclaimed, "{id} was claimed");
+    }
     assert_eq!(session_now(&*store, done.id()).await, complete);
 
     let pending = open_one("cus_pending").await;
@@ -125,5 +130,10 @@ pub async fn reports_about_a_complete_session_take_no_checkout_step(probe: &dyn 
         CheckoutStatus::Complete
     );
     assert_eq!(probe.counts(Steps::Checkouts).requests, base.requests + 1);
+    let claimed_again = store.claim_webhook_event(&event("evt_4", now())).await;
+    assert!(
+        !claimed_again.unwrap(),
+        "the completing report claimed its id"
+    );
     assert_invariants(&*store, plan.id()).await;
 }
