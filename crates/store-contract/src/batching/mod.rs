@@ -100,6 +100,15 @@ pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the first batch of `steps` since `base` has started: the one that waits for
+/// the held plan, behind which the next steps queue.
+pub async fn first_batch_started(probe: &dyn BatchProbe, steps: Steps, base: Counts) {
+    until("the first batch", || {
+        probe.counts(steps).batches == base.batches + 1
+    })
+    .await;
+}
+
 fn since(probe: &dyn BatchProbe, steps: Steps, base: Counts) -> (u64, u64) {
     let now = probe.counts(steps);
     (now.batches - base.batches, now.requests - base.requests)
@@ -128,10 +137,7 @@ pub async fn purchases_that_queue_behind_a_held_plan_reserve_and_complete_in_two
             tokio::spawn(async move { store.reserve_seat(&cmd).await })
         })
         .collect();
-    until("the first batch", || {
-        probe.counts(Steps::Reservations).batches == base.batches + 1
-    })
-    .await;
+    first_batch_started(probe, Steps::Reservations, base).await;
     let first = (probe.counts(Steps::Reservations).requests - base.requests) as usize;
     until("the others to queue", || {
         probe.queued(Steps::Reservations) == 120 - first
@@ -162,10 +168,7 @@ pub async fn purchases_that_queue_behind_a_held_plan_reserve_and_complete_in_two
         .enumerate()
         .map(|(i, p)| spawn_completion(&store, p, i, i % 5 == 4))
         .collect();
-    until("the first completion batch", || {
-        probe.counts(Steps::Completions).batches == base.batches + 1
-    })
-    .await;
+    first_batch_started(probe, Steps::Completions, base).await;
     let first = (probe.counts(Steps::Completions).requests - base.requests) as usize;
     until("the other completions to queue", || {
         probe.queued(Steps::Completions) == 50 - first
@@ -231,10 +234,7 @@ pub async fn a_step_the_database_refuses_fails_alone_and_its_batch_neighbours_st
     // The first alone in a batch that waits for the plan; the other five, the refused
     // one among them, queue behind it and make the next batch.
     let mut tasks = vec![reserve(&purchases[0])];
-    until("the first batch", || {
-        probe.counts(Steps::Reservations).batches == base.batches + 1
-    })
-    .await;
+    first_batch_started(probe, Steps::Reservations, base).await;
     tasks.extend(purchases[1..].iter().map(reserve));
     until("the others to queue", || {
         probe.queued(Steps::Reservations) == 5
@@ -289,10 +289,7 @@ pub async fn new_keys_and_held_keys_share_a_batch_and_a_new_key_is_claimed_once(
     };
     let first = Purchase::new(plan.id(), "cus_first", "k", now());
     let mut tasks = vec![new_key(&first)];
-    until("the first batch", || {
-        probe.counts(Steps::Reservations).batches == base.batches + 1
-    })
-    .await;
+    first_batch_started(probe, Steps::Reservations, base).await;
     let mut queued: Vec<Purchase> = (0..20)
         .map(|i| Purchase::new(plan.id(), &format!("cus_{i}"), "k", now()))
         .collect();
@@ -402,10 +399,7 @@ pub async fn checkout_steps_that_queue_behind_a_held_plan_share_one_batch_in_que
         async move { store.open_checkout(&cmd).await }
     };
     let first = tokio::spawn(open_of("cus_first", "k"));
-    until("the first batch", || {
-        probe.counts(Steps::Checkouts).batches == base.batches + 1
-    })
-    .await;
+    first_batch_started(probe, Steps::Checkouts, base).await;
     let change_of = |id, c| {
         let (store, cmd) = (store.clone(), change(id, c, now()));
         async move { store.change_checkout(&cmd).await }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use seatkeeper_domain::{ports::Opened, CheckoutChange, CheckoutStatus, PaymentIntentRef};
 
-use super::{until, BatchProbe, Steps};
+use super::{first_batch_started, BatchProbe, Steps};
 use crate::{
     checkout_support::{change, changed, open, opening},
     support::{assert_invariants, create_plan, now},
@@ -31,10 +31,7 @@ pub async fn changes_that_write_only_their_session_do_not_wait_for_a_held_plan(
         let (store, cmd) = (store.clone(), opening(plan.id(), "cus_late", "k", now()));
         tokio::spawn(async move { store.open_checkout(&cmd).await })
     };
-    until("the opening's batch", || {
-        probe.counts(Steps::Checkouts).batches == base.batches + 1
-    })
-    .await;
+    first_batch_started(probe, Steps::Checkouts, base).await;
 
     let lane = probe.counts(Steps::SessionChanges);
     let answered = async {
