@@ -3,6 +3,8 @@
 # change, and B, the build after) take turns on the same load, each on a freshly started
 # server and a fresh database, so that the shared machine's drift hits both alike. Prints
 # every run and, per store, the median of B's purchases/s over A's in the same round.
+# After each run the server's /metrics are saved (metrics-*.txt: the store's batch sizes
+# and timings).
 #
 #   bash bench/compare.sh A_SERVER B_SERVER
 #
@@ -82,6 +84,8 @@ run() {
   $loadgen_cpu "$driver" --base-url "$base_url" --admin-token "$token" --progress 0 \
     --duration "$duration" --connections "$conns" --plans "$plans" --seats 1000000 \
     --json "$json" >"$out/loadgen-$store-$tag-$round.log" 2>&1
+  curl -fsS -H "Authorization: Bearer $token" "$base_url/metrics" \
+    >"$out/metrics-$store-$tag-$round.txt" 2>/dev/null || true
   cleanup
   drop_store "$store" "$db"
   python3 - "$json" <<'EOF'
