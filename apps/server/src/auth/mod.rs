@@ -9,14 +9,19 @@
 //!
 //! Key lookups are cached for one second per instance ([`KEY_CACHE_TTL`]): a revoked key
 //! stops working on every instance within a second, and a busy key costs one store
-//! lookup per second per instance. Credentials never reach a log or an error body.
+//! lookup per second per instance: the requests that miss the cache at once (all of a
+//! busy key's, the moment its entry expires) share that one lookup. Credentials never
+//! reach a log or an error body.
 
 pub mod sessions;
 
 use std::{
     future::{ready, Future, Ready},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -52,6 +57,11 @@ pub struct Authenticator {
     /// comparison computes anyway). Synchronous: a request whose key is cached is
     /// answered without a future of its own.
     cache: moka::sync::Cache<[u8; 32], Grant>,
+    /// The store lookups of keys that missed `cache`, by digest: a miss joins the lookup
+    /// in flight for its key instead of starting another (moka's `try_get_with`).
+    lookups: moka::future::Cache<[u8; 32], Grant>,
+    /// How many times the store was asked about a key.
+    store_lookups: AtomicU64,
     sessions: Sessions,
     clock: Arc<dyn Clock>,
 }
@@ -78,6 +88,11 @@ impl Authenticator {
                 .time_to_live(KEY_CACHE_TTL)
                 .max_capacity(100_000)
                 .build(),
+            lookups: moka::future::Cache::builder()
+                .time_to_live(KEY_CACHE_TTL)
+                .max_capacity(100_000)
+                .build(),
+            store_lookups: AtomicU64::new(0),
             sessions,
             clock,
         }
@@ -135,18 +150,28 @@ impl Authenticator {
     }
 
     /// Asks the store about a key that is not in the cache, and caches the answer.
-    /// Requests that miss at once each ask (a point lookup by a unique index, at most
-    /// once per second per key and request in flight).
+    /// Requests that miss at once share one lookup; a failed lookup is not kept, so the
+    /// next request asks again.
     pub async fn lookup(&self, digest: [u8; 32], secret: KeySecret) -> Result<Principal, ApiError> {
-        let key = self.keys.authenticate(&secret).await.map_err(|e| match e {
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %seatkeeper_domain::error_chain(&e), "could not look up an API key");
-                crate::errors::store_unavailable()
-            }
-            e @ StoreError::Internal(_) => ApiError::internal(e),
-        })?;
-        let grant = key.map(|k| (k.id(), k.role()));
-        self.cache.insert(digest, grant);
+        let lookup = async {
+            self.store_lookups.fetch_add(1, Ordering::Relaxed);
+            let key = self.keys.authenticate(&secret).await?;
+            let grant = key.map(|k| (k.id(), k.role()));
+            // Here, not after: the second of trust starts when the store answered.
+            self.cache.insert(digest, grant);
+            Ok::<_, StoreError>(grant)
+        };
+        let grant = self
+            .lookups
+            .try_get_with(digest, lookup)
+            .await
+            .map_err(|e| match &*e {
+                StoreError::Unavailable(_) => {
+                    tracing::warn!(error = %seatkeeper_domain::error_chain(&*e), "could not look up an API key");
+                    crate::errors::store_unavailable()
+                }
+                StoreError::Internal(_) => ApiError::internal(e),
+            })?;
         key_principal(grant)
     }
 }
@@ -260,6 +285,48 @@ impl FromRequest for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use seatkeeper_domain::{ports::SystemClock, KeyName};
+    use seatkeeper_store_memory::MemoryStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn requests_that_miss_the_key_cache_at_once_share_one_store_lookup() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let keys = KeyService::new(Arc::new(MemoryStore::new()), clock.clone());
+        let (key, secret) = keys
+            .create(KeyName::parse("busy").unwrap(), Role::Purchases, "test")
+            .await
+            .unwrap();
+        let auth = Arc::new(Authenticator::new(
+            "bootstrap-token-0123456789",
+            keys,
+            Sessions::new(&[7; 32], Duration::from_secs(60)),
+            clock,
+        ));
+        let digest: [u8; 32] = Sha256::digest(secret.expose().as_bytes()).into();
+        let barrier = Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (auth, barrier, secret) = (auth.clone(), barrier.clone(), secret.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    auth.lookup(digest, secret).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Principal::Key { id, role }) => assert_eq!((id, role), (key.id(), key.role())),
+                other => panic!("not the key: {:?}", other.map_err(|e| e.to_string())),
+            }
+        }
+        assert_eq!(auth.store_lookups.load(Ordering::Relaxed), 1);
+        // And the requests after them find the key in the cache, without a future.
+        let header = header::HeaderValue::from_str(&format!("Bearer {}", secret.expose())).unwrap();
+        assert!(matches!(
+            auth.resolve(Some(&header)),
+            Resolved::Done(Ok(Principal::Key { .. }))
+        ));
+    }
 
     #[test]
     fn only_the_bearer_scheme_with_a_credential_is_read() {
