@@ -11,7 +11,7 @@
 //! | `seatkeeper_recovery_actions_total` | counter | `action` (`activated`, `expired`, `refunded`, `verified`, `in_doubt`) |
 //! | `seatkeeper_payment_call_duration_seconds` | histogram | `call` (`charge`, `lookup`, `refund`), `outcome` |
 //! | `seatkeeper_store_connections` | gauge, read at each scrape | `state` (`in_use`, `idle`); the database stores |
-//! | `seatkeeper_store_step_seconds`, `seatkeeper_store_batch_seconds`, `seatkeeper_store_batch_size` | histogram | `coalescer` (the purchase steps of the PostgreSQL and MongoDB stores) |
+//! | `seatkeeper_store_step_seconds`, `seatkeeper_store_batch_seconds`, `seatkeeper_store_batch_size` | histogram | `coalescer` (the lanes of coalesced steps of the PostgreSQL and MongoDB stores: `docs/operations.md`) |
 //!
 //! One recorder serves the whole process (tests start many apps in one); every label has
 //! a bounded set of values. Histograms keep raw samples until an upkeep folds them into

@@ -132,7 +132,7 @@ impl MongoStore {
         tracing::info!(database, ?deployment, "MongoDB store ready");
         Ok(Self {
             steps: purchases::coalescer(
-                "purchase steps",
+                "plan steps",
                 &client,
                 &db,
                 settings.transaction_time_limit,
