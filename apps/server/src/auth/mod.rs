@@ -60,7 +60,7 @@ pub struct Authenticator {
     /// The store lookups of keys that missed `cache`, by digest: a miss joins the lookup
     /// in flight for its key instead of starting another (moka's `try_get_with`).
     lookups: moka::future::Cache<[u8; 32], Grant>,
-    /// How many times the store was asked about a key.
+    /// How many times the store was asked about a key (what the tests count).
     store_lookups: AtomicU64,
     sessions: Sessions,
     clock: Arc<dyn Clock>,

@@ -114,6 +114,14 @@ async fn metrics_show_the_purchases_their_payments_store_steps_and_seats(app: Te
         at_least("seatkeeper_store_batch_size", &[], 1.0);
         at_least("seatkeeper_store_batch_seconds", &[], 1.0);
         at_least("seatkeeper_store_step_seconds", &[], 3.0);
+        // By lane: MongoDB's one lane of plan-writing steps, PostgreSQL's two for purchases.
+        let lanes: &[&str] = match app.kind {
+            StoreKind::Mongo => &["plan steps"],
+            _ => &["reservations", "completions"],
+        };
+        for lane in lanes {
+            at_least("seatkeeper_store_step_seconds", &[("coalescer", lane)], 3.0);
+        }
         let in_use = value(&m, "seatkeeper_store_connections", &[("state", "in_use")]);
         let idle = value(&m, "seatkeeper_store_connections", &[("state", "idle")]);
         assert!(
