@@ -8,6 +8,8 @@
 //! a guard that matches nothing is either a business outcome (the seat decrement, releasing
 //! a key) or a broken invariant that aborts the transaction.
 
+use std::collections::BTreeSet;
+
 use mongodb::bson::{doc, Bson, Document};
 use seatkeeper_domain::{
     CustomerId, IdempotencyKey, LockToken, Plan, PlanId, PurchaseOutcome, Subscription,
@@ -305,6 +307,25 @@ pub fn key(scope: &CustomerId, key: &IdempotencyKey) -> Document {
     doc! { "scope": scope.as_str(), "key": key.as_str() }
 }
 
+/// The records of every `(scope, key)` pair of `pairs`, with those of every other scope of
+/// `pairs` with every other key of them: one index scan of `scopes × keys` points, where
+/// an `$or` of the pairs makes the server plan and run one scan per pair (MongoDB's
+/// subplanner): with 30 pairs, 2.1 against 1.2 ms per `find` in a probe. The caller looks up
+/// the pairs it asked for and ignores the rest: extra records exist only where customers
+/// of one batch use each other's key strings, never with keys unique per request.
+pub fn keys_of<'a>(
+    pairs: impl IntoIterator<Item = (&'a CustomerId, &'a IdempotencyKey)>,
+) -> Document {
+    let (scopes, keys): (BTreeSet<&str>, BTreeSet<&str>) = pairs
+        .into_iter()
+        .map(|(scope, key)| (scope.as_str(), key.as_str()))
+        .unzip();
+    doc! {
+        "scope": { "$in": scopes.into_iter().collect::<Vec<_>>() },
+        "key": { "$in": keys.into_iter().collect::<Vec<_>>() },
+    }
+}
+
 /// The record, only while `owner` holds its lock and it has reserved nothing.
 pub fn key_held_at_start(scope: &CustomerId, k: &IdempotencyKey, owner: LockToken) -> Document {
     let mut filter = key_held(scope, k, owner);
@@ -579,6 +600,18 @@ mod tests {
         assert_eq!(set.get_str("status"), Ok("incomplete_expired"));
         assert_eq!(set.get_str("failure_reason"), Ok("card_declined"));
         assert_eq!(set.get("payment_id"), Some(&Bson::Null));
+    }
+
+    #[test]
+    fn a_batch_reads_its_keys_by_the_sets_of_their_scopes_and_names() {
+        let a = CustomerId::parse("cus_a").unwrap();
+        let b = CustomerId::parse("cus_b").unwrap();
+        let k1 = IdempotencyKey::parse("k-1").unwrap();
+        let k2 = IdempotencyKey::parse("k-2").unwrap();
+        assert_eq!(
+            keys_of([(&b, &k1), (&a, &k2), (&b, &k2)]),
+            doc! { "scope": { "$in": ["cus_a", "cus_b"] }, "key": { "$in": ["k-1", "k-2"] } }
+        );
     }
 
     #[test]

@@ -243,6 +243,13 @@ async fn changes_that_write_only_their_session_do_not_wait_for_a_written_plan_do
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn customers_who_use_each_others_keys_in_one_batch_are_answered_from_their_own_records() {
+    if let Some(store) = store_or_skip("customers_who_use_each_others_keys_in_one_batch").await {
+        batching::customers_who_use_each_others_keys_in_one_batch_are_answered_from_their_own_records(&Probe(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reports_about_a_complete_session_take_no_checkout_step() {
     if let Some(store) = store_or_skip("reports_about_a_complete_session").await {
         batching::reports_about_a_complete_session_take_no_checkout_step(&Probe(store)).await;

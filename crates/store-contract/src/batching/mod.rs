@@ -10,8 +10,10 @@
 
 use std::sync::Arc;
 
+mod crossed_keys;
 mod final_sessions;
 mod session_changes;
+pub use crossed_keys::customers_who_use_each_others_keys_in_one_batch_are_answered_from_their_own_records;
 pub use final_sessions::reports_about_a_complete_session_take_no_checkout_step;
 pub use session_changes::changes_that_write_only_their_session_do_not_wait_for_a_held_plan;
 

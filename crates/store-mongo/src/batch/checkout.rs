@@ -13,7 +13,8 @@
 //!
 //! A batch reads, with one `find`, every session its steps can depend on: the session
 //! each opening's key opened, each opening customer's open sessions on its plan, and the
-//! session each change names. The domain's [`CheckoutBatch`] decides the steps in queue
+//! session each change names (and sessions of one of its customers under another's key
+//! or on another's plan, which the decisions do not look at and the batch leaves as read). The domain's [`CheckoutBatch`] decides the steps in queue
 //! order on those sessions as the batch has left them so far. The batch then inserts the
 //! new sessions (the unique `(customer_id, idempotency_key)` index settles one key opened
 //! on two plans by two instances) and replaces each changed one guarded by the status and
@@ -26,10 +27,7 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use mongodb::{
-    bson::{doc, Document},
-    ClientSession,
-};
+use mongodb::ClientSession;
 use seatkeeper_domain::{
     ports::{ChangeCheckoutError, Changed, CheckoutBatch, OpenCheckoutError, Opened},
     ChangeCheckout, CheckoutSession, OpenCheckout, Plan, PlanId,
@@ -46,31 +44,24 @@ use crate::{
 };
 
 /// Reads, in the transaction, every session the batch's checkout steps can depend on
-/// (one `find`, only when the batch has such steps).
+/// (one `find`, only when the batch has such steps; [`q::sessions_of_batch`]).
 pub(super) async fn read(
     s: &mut ClientSession,
     c: &StepCollections,
     steps: &[Step],
 ) -> mongodb::error::Result<CheckoutBatch> {
-    let filters: Vec<Document> = steps
-        .iter()
-        .flat_map(|st| match st {
-            Step::Open(cmd) => vec![
-                q::checkout_by_key(&cmd.customer_id, &cmd.key),
-                q::open_checkouts_of(cmd.plan_id, &cmd.customer_id),
-            ],
-            Step::Change(cmd) => vec![q::checkout_by_id(cmd.session_id)],
-            _ => Vec::new(),
-        })
-        .collect();
-    if filters.is_empty() {
+    let openings = steps.iter().filter_map(|st| match st {
+        Step::Open(cmd) => Some((&cmd.customer_id, &cmd.key, cmd.plan_id)),
+        _ => None,
+    });
+    let changed = steps.iter().filter_map(|st| match st {
+        Step::Change(cmd) => Some(cmd.session_id),
+        _ => None,
+    });
+    let Some(filter) = q::sessions_of_batch(openings, changed) else {
         return Ok(CheckoutBatch::default());
-    }
-    let mut found = c
-        .checkouts
-        .find(doc! { "$or": filters })
-        .session(&mut *s)
-        .await?;
+    };
+    let mut found = c.checkouts.find(filter).session(&mut *s).await?;
     let docs: Vec<CheckoutDoc> = found.stream(&mut *s).try_collect().await?;
     let sessions: Vec<CheckoutSession> = docs
         .into_iter()

@@ -119,7 +119,9 @@ pub(super) fn statement(q: Document, u: Document) -> Document {
 }
 
 /// The batch's reads: the keys its reservations name, the subscriptions its completions
-/// name, the sessions its checkout steps depend on, and the plans of them all.
+/// name, the sessions its checkout steps depend on, and the plans of them all. Keys and
+/// sessions are read by sets ([`queries::keys_of`]), so they may hold a few more, which
+/// no step looks up.
 struct Reads {
     keys: HashMap<(String, String), IdempotencyRecord>,
     subs: HashMap<SubscriptionId, Subscription>,
@@ -132,16 +134,13 @@ async fn read(
     c: &StepCollections,
     steps: &[Step],
 ) -> mongodb::error::Result<Reads> {
-    let key_filters: Vec<Document> = steps
-        .iter()
-        .filter_map(Step::seat)
-        .map(|cmd| queries::key(&cmd.customer_id, &cmd.key))
-        .collect();
+    let seats: Vec<&ReserveSeat> = steps.iter().filter_map(Step::seat).collect();
     let mut keys = HashMap::new();
-    if !key_filters.is_empty() {
+    if !seats.is_empty() {
+        let pairs = seats.iter().map(|cmd| (&cmd.customer_id, &cmd.key));
         let mut found = c
             .keys
-            .find(doc! { "$or": key_filters })
+            .find(queries::keys_of(pairs))
             .session(&mut *s)
             .await?;
         while let Some(d) = found.next(&mut *s).await.transpose()? {
