@@ -17,8 +17,8 @@
 //! or on another's plan, which the decisions do not look at and the batch leaves as read). The domain's [`CheckoutBatch`] decides the steps in queue
 //! order on those sessions as the batch has left them so far. The batch then inserts the
 //! new sessions (the unique `(customer_id, idempotency_key)` index settles one key opened
-//! on two plans by two instances) and replaces each changed one guarded by the status and
-//! `updated_at` it was read with.
+//! on two plans by two instances) and replaces each changed one by `_id` (its
+//! transaction read it: a change committed since makes the write conflict).
 //!
 //! [`CheckoutRepository::open_checkout`]: seatkeeper_domain::ports::CheckoutRepository::open_checkout
 //! [`CheckoutRepository::change_checkout`]: seatkeeper_domain::ports::CheckoutRepository::change_checkout
@@ -115,8 +115,7 @@ pub(super) fn change(
 }
 
 /// Writes the sessions the batch made or changed: one `insertMany` of the new ones, one
-/// `update` command replacing each changed one only while it is as the batch read it
-/// (every statement must match).
+/// `update` command replacing each changed one by `_id` (every statement must match).
 pub(super) async fn write(
     s: &mut ClientSession,
     c: &StepCollections,
@@ -128,7 +127,7 @@ pub(super) async fn write(
         .iter()
         .map(|(read, now)| {
             Ok(statement(
-                q::checkout_as_read(read),
+                q::checkout_by_id(read.id()),
                 to_document(&CheckoutDoc::from(now)).map_err(corrupt)?,
             ))
         })
