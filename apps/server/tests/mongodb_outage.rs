@@ -126,9 +126,9 @@ async fn while_mongod_is_killed_mid_load_the_server_answers_503_problems_and_rec
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let readiness_while_gone = ready(&http, &base).await;
-    // Gone for 6 s or more: an answer takes one or two server-selection timeouts (1 s
-    // each), so every buyer gets at least one while it is gone.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Gone for 8 s or more: an answer takes one or two server-selection timeouts (1 s
+    // each), more on a loaded machine, so every buyer gets answers while it is gone.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     // The outage ends when the restart begins: mongod may be primary, and a purchase
     // answered 201, a moment before `restart` has seen it so.
     let restarting = Instant::now();
