@@ -22,12 +22,6 @@ pub fn checkout_by_id(id: CheckoutSessionId) -> Document {
     doc! { "_id": uuid(id.as_uuid()) }
 }
 
-/// The session `customer` opened with `key` (unique index `(customer_id,
-/// idempotency_key)`).
-pub fn checkout_by_key(customer: &CustomerId, key: &IdempotencyKey) -> Document {
-    doc! { "customer_id": customer.as_str(), "idempotency_key": key.as_str() }
-}
-
 /// Every session a batch's checkout steps can depend on, in one filter of three
 /// branches whatever the batch's size: the sessions of the openings' `(customer, key)`
 /// pairs, the openings' customers' open sessions on the openings' plans, and the changed
@@ -84,13 +78,6 @@ pub fn open_checkouts(plan: PlanId) -> Document {
     doc! { "plan_id": uuid(plan.as_uuid()), "status": CheckoutStatus::Open.as_str() }
 }
 
-/// `customer`'s open sessions on the plan (the same index, all three fields).
-pub fn open_checkouts_of(plan: PlanId, customer: &CustomerId) -> Document {
-    let mut filter = open_checkouts(plan);
-    filter.insert("customer_id", customer.as_str());
-    filter
-}
-
 /// Sessions due at `now`, earliest first, ties by id: filter and sort (partial index
 /// `check_at_due` on `(check_at, _id)`, which `$lte` on a date lets the planner use).
 pub fn due_checkouts(now: Timestamp) -> (Document, Document) {
@@ -136,15 +123,9 @@ mod tests {
     }
 
     #[test]
-    fn a_session_is_found_by_id_or_by_its_customers_key() {
+    fn a_session_is_found_by_id() {
         let id = CheckoutSessionId::generate();
         assert_eq!(checkout_by_id(id), doc! { "_id": binary(id.as_uuid()) });
-        let c = CustomerId::parse("cus_1").unwrap();
-        let k = IdempotencyKey::parse("k-1").unwrap();
-        assert_eq!(
-            checkout_by_key(&c, &k),
-            doc! { "customer_id": "cus_1", "idempotency_key": "k-1" }
-        );
     }
 
     #[test]
@@ -185,14 +166,9 @@ mod tests {
     #[test]
     fn open_sessions_are_filtered_in_the_order_of_their_index() {
         let p = PlanId::generate();
-        let c = CustomerId::parse("cus_1").unwrap();
         assert_eq!(
             open_checkouts(p),
             doc! { "plan_id": binary(p.as_uuid()), "status": "open" }
-        );
-        assert_eq!(
-            open_checkouts_of(p, &c),
-            doc! { "plan_id": binary(p.as_uuid()), "status": "open", "customer_id": "cus_1" }
         );
     }
 

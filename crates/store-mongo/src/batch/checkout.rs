@@ -14,8 +14,9 @@
 //! A batch reads, with one `find`, every session its steps can depend on: the session
 //! each opening's key opened, each opening customer's open sessions on its plan, and the
 //! session each change names (and sessions of one of its customers under another's key
-//! or on another's plan, which the decisions do not look at and the batch leaves as read). The domain's [`CheckoutBatch`] decides the steps in queue
-//! order on those sessions as the batch has left them so far. The batch then inserts the
+//! or on another's plan, which the decisions do not look at and the batch leaves as
+//! read). The domain's [`CheckoutBatch`] decides the steps in queue order on those
+//! sessions as the batch has left them so far. The batch then inserts the
 //! new sessions (the unique `(customer_id, idempotency_key)` index settles one key opened
 //! on two plans by two instances) and replaces each changed one by `_id` (its
 //! transaction read it: a change committed since makes the write conflict).
