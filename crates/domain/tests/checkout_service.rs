@@ -767,3 +767,52 @@ async fn an_unrecorded_intent_whose_cancellation_fails_is_cancelled_by_a_later_r
     assert_eq!(done.check_at(), None);
     w.assert_invariants().await;
 }
+
+/// The process dies after a session that records no intent expired and before the
+/// provider was asked for the intent it may hold (made at opening, its recording lost):
+/// the expired session stays due, and the worker's next run finds the intent under the
+/// session's provider key, records it and cancels it.
+#[tokio::test]
+async fn an_expired_session_whose_intent_was_never_looked_for_has_it_cancelled_by_the_worker() {
+    use seatkeeper_domain::{
+        ports::CheckoutRepository, ChangeCheckout, CheckoutChange, ExpiryCause,
+    };
+    let mut intents = MockIntents::new();
+    let mut made = 0;
+    intents.expect_create_intent().times(2).returning(move |_| {
+        made += 1;
+        match made {
+            1 => Err(down()),
+            _ => Ok(intent(IntentStatus::RequiresPaymentMethod {
+                last_error: None,
+            })),
+        }
+    });
+    intents
+        .expect_cancel_intent()
+        .with(eq("pi_1"))
+        .times(1)
+        .returning(|_| Ok(intent(IntentStatus::Canceled)));
+    let w = world(intents, MockGateway::new(), 1).await;
+    assert!(w.checkouts.open(&w.open_cmd("cus_1", "k1")).await.is_err());
+    let s = w.only_session().await;
+    // The expiry commits; the process dies before the service looks for the intent.
+    let expire = ChangeCheckout {
+        session_id: s,
+        change: CheckoutChange::Expire(ExpiryCause::Request),
+        ctx: ctx(),
+        now: w.checkouts.now(),
+        recheck_after: CheckoutSettings::default().recheck_after,
+    };
+    let ended = w.store.change_checkout(&expire).await.unwrap().session;
+    assert_eq!(ended.status(), CheckoutStatus::Expired);
+    assert_eq!(ended.check_at(), Some(w.checkouts.now()));
+    let run = w.checkouts.run_due().await.unwrap();
+    assert_eq!((run.found, run.intents_canceled, run.deferred), (1, 1, 0));
+    let done = w.checkouts.get(s).await.unwrap().unwrap();
+    assert_eq!(done.payment_intent().unwrap().id, "pi_1");
+    assert!(done.intent_closed());
+    assert_eq!(done.check_at(), None);
+    assert_eq!(w.checkouts.run_due().await.unwrap().found, 0);
+    w.assert_invariants().await;
+}

@@ -465,7 +465,10 @@ impl CheckoutSession {
     /// When the worker looks next: an open session at its expiry, and before that every
     /// `recheck_after` while it has an intent whose outcome only the provider may know;
     /// an expired one at once while its intent may still charge or its late payment is
-    /// not refunded; never otherwise.
+    /// not refunded; never otherwise. An expired session that records no intent counts
+    /// as one whose intent may still charge: the provider may have made one whose
+    /// recording was lost (the process died between the two), and only asking it under
+    /// the session's provider key, which records what it answers, settles that.
     fn next_check(&self, cmd: &ChangeCheckout) -> Option<Timestamp> {
         match self.s.status {
             CheckoutStatus::Open => Some(match &self.s.payment_intent {
@@ -473,7 +476,7 @@ impl CheckoutSession {
                 None => self.s.expires_at,
             }),
             CheckoutStatus::Expired => {
-                let cancel = self.s.payment_intent.is_some() && !self.s.intent_closed;
+                let cancel = !self.s.intent_closed;
                 let refund = self.s.late_payment.as_ref().is_some_and(|l| !l.refunded);
                 (cancel || refund).then_some(cmd.now)
             }

@@ -390,7 +390,18 @@ pub async fn sessions_are_due_by_check_at_earliest_first_until_nothing_is_left(
     assert_eq!(due(t0 + secs(1000), 10).await, vec![ids[1], ids[2], ids[0]]);
     assert_eq!(due(t0 + secs(1000), 2).await, vec![ids[1], ids[2]]);
     let expire = CheckoutChange::Expire(ExpiryCause::Timeout);
-    changed(&*store, change(ids[1], expire, t0 + secs(100))).await;
+    let expired = changed(&*store, change(ids[1], expire, t0 + secs(100))).await;
+    // Expired with no intent recorded: due until the provider is asked for one.
+    assert_eq!(expired.session.check_at(), Some(t0 + secs(100)));
+    assert_eq!(due(t0 + secs(250), 10).await, vec![ids[1], ids[2]]);
+    let found = CheckoutChange::AttachIntent(intent_of(&expired.session));
+    changed(&*store, change(ids[1], found, t0 + secs(101))).await;
+    let closed = changed(
+        &*store,
+        change(ids[1], CheckoutChange::IntentClosed, t0 + secs(102)),
+    )
+    .await;
+    assert_eq!(closed.session.check_at(), None);
     assert_eq!(due(t0 + secs(250), 10).await, vec![ids[2]]);
     assert_invariants(&*store, plan.id()).await;
 }
@@ -427,6 +438,12 @@ pub async fn purging_deletes_only_sessions_that_ended_and_events_that_are_old(
     changed(&*store, change(paid_one.id(), paid(&paid_one), t0)).await;
     let gone = open(&*store, &opening(plan.id(), "c", "k", t0)).await;
     changed(&*store, change(gone.id(), expire_on_request(), t0)).await;
+    let found = CheckoutChange::AttachIntent(intent_of(&gone));
+    changed(&*store, change(gone.id(), found, t0)).await;
+    changed(&*store, change(gone.id(), CheckoutChange::IntentClosed, t0)).await;
+    // Expired with no intent looked for yet: the worker's, so kept.
+    let unasked = open(&*store, &opening(plan.id(), "e", "k", t0)).await;
+    changed(&*store, change(unasked.id(), expire_on_request(), t0)).await;
     // Expired with an intent not yet cancelled: still the worker's, so kept.
     let pending = with_intent(
         &*store,
@@ -451,6 +468,7 @@ pub async fn purging_deletes_only_sessions_that_ended_and_events_that_are_old(
     assert!(store.get_checkout(gone.id()).await.unwrap().is_none());
     assert_eq!(session_now(&*store, open_one.id()).await, open_one);
     session_now(&*store, pending.id()).await;
+    session_now(&*store, unasked.id()).await;
     // The subscription stays; the key of a purged session opens afresh.
     subscription_now(&*store, paid_one.subscription_id()).await;
     open(&*store, &opening(plan.id(), "c", "k", now())).await;

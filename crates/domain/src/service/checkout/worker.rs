@@ -93,7 +93,9 @@ impl CheckoutService {
                     // provider may hold one whose recording was lost.
                     if now >= session.expires_at() {
                         self.expire_due(id, ctx, run).await?;
-                        self.cancel_unrecorded(&session, ctx).await;
+                        if !self.cancel_unrecorded(&session, ctx).await {
+                            run.deferred += 1;
+                        }
                     } else {
                         self.change(id, CheckoutChange::Checked, ctx).await?;
                     }
@@ -150,7 +152,13 @@ impl CheckoutService {
                     } else {
                         run.deferred += 1;
                     }
-                } else if session.payment_intent().is_some() && !session.intent_closed() {
+                } else if session.payment_intent().is_none() {
+                    // Its intent was never looked for: the process died after the expiry.
+                    match self.cancel_unrecorded(&session, ctx).await {
+                        true => run.intents_canceled += 1,
+                        false => run.deferred += 1,
+                    }
+                } else if !session.intent_closed() {
                     match self.close_intent(session, ctx).await {
                         Ok(s) if s.status() == CheckoutStatus::Complete => run.completed += 1,
                         Ok(s) if s.late_payment().is_some_and(|l| l.refunded) => run.refunded += 1,
@@ -214,22 +222,31 @@ impl CheckoutService {
     /// does not answer, by the worker's later runs (the session is due until then). A
     /// provider that cannot even be asked leaves it as it is (logged): nobody was given
     /// its client secret, so nobody can pay it but this service, which would record it.
-    pub(super) async fn cancel_unrecorded(&self, session: &CheckoutSession, ctx: &AuditContext) {
+    ///
+    /// `false` when that is left for a later run: the expired session stays due until its
+    /// intent is recorded and closed, so that a process that dies before this call, or
+    /// during it, leaves the intent to the worker rather than uncancelled.
+    pub(super) async fn cancel_unrecorded(
+        &self,
+        session: &CheckoutSession,
+        ctx: &AuditContext,
+    ) -> bool {
         if session.payment_intent().is_some() {
-            return;
+            return true;
         }
         let failed = match self.attach_intent(session, ctx).await {
             Ok(recorded) => {
                 if recorded.status() == CheckoutStatus::Expired && !recorded.intent_closed() {
                     // Err: the provider did not answer; the session stays due.
-                    let _ = self.close_intent(recorded, ctx).await;
+                    return self.close_intent(recorded, ctx).await.is_ok();
                 }
-                return;
+                return true;
             }
             Err(super::AttachError::Gateway(e)) => e.to_string(),
             Err(super::AttachError::Store(e)) => e.to_string(),
         };
         tracing::warn!(error = %failed, session_id = %session.id(), "could not look for an unrecorded intent");
+        false
     }
 
     /// Cancels an expired session's intent. `Err` gives the session back unchanged when
