@@ -5,10 +5,12 @@
 //! ([`OpenCheckout::decide`] and [`OpenCheckout::hold`], [`CheckoutSession::apply`]) and
 //! writes exactly what it returned: the session, the new subscription, the plan's
 //! `seats_left` and `seq`, the audit entries. Nothing here decides anything. Openings and
-//! changes go to the store's coalescer of checkout steps, which runs many in one
-//! transaction with one lock of each plan row and one commit (`checkout_batch.rs`); when
-//! such a batch fails for any reason but unavailability, each of its steps is one
-//! transaction of its own, below.
+//! the changes that may move a seat go to the store's coalescer of checkout steps, which
+//! runs many in one transaction with one lock of each plan row and one commit
+//! (`checkout_batch.rs`); the changes that write their session only go to a coalescer
+//! of their own, which reads and writes them optimistically (`session_batch.rs`). When
+//! a batch fails for any reason but unavailability, each of its steps is one transaction
+//! of its own, below.
 //!
 //! Locks follow the crate's order — keys, subscriptions, sessions, plans. An opening
 //! locks its plan row first (`FOR UPDATE`), which serialises it with every other opening,

@@ -44,6 +44,7 @@ mod plans;
 mod purchases;
 mod recovery;
 mod rows;
+mod session_batch;
 mod settings;
 mod statements;
 mod subscriptions;
@@ -86,8 +87,9 @@ pub struct PostgresStore {
     completions: Coalescer<CompletePurchase, CompleteAnswer>,
     /// Concurrent checkout openings and seat-moving changes share a transaction.
     checkouts: Coalescer<CheckoutStep, CheckoutDone>,
-    /// Concurrent checkout changes that write their session only share a transaction of
-    /// their own, which locks no plan: they never queue behind a hot plan's steps.
+    /// Concurrent checkout changes that write their session only share a read and a
+    /// guarded write of their own, which lock no plan: they never queue behind a hot
+    /// plan's steps (`session_batch.rs`).
     session_changes: Coalescer<CheckoutStep, CheckoutDone>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
@@ -142,11 +144,15 @@ impl PostgresStore {
             let pool = pool.clone();
             Arc::new(move |steps| Box::pin(checkouts::run_batch(pool.clone(), steps)))
         };
+        let session: RunBatch<CheckoutStep, CheckoutDone> = {
+            let pool = pool.clone();
+            Arc::new(move |steps| Box::pin(session_batch::run_batch(pool.clone(), steps)))
+        };
         Self {
-            checkouts: Coalescer::new("checkout steps", MAX_BATCH, checkout.clone(), || {
+            checkouts: Coalescer::new("checkout steps", MAX_BATCH, checkout, || {
                 CheckoutDone::Failed(lost_batch())
             }),
-            session_changes: Coalescer::new("session changes", MAX_BATCH, checkout, || {
+            session_changes: Coalescer::new("session changes", MAX_BATCH, session, || {
                 CheckoutDone::Failed(lost_batch())
             }),
             reservations: Coalescer::new("reservations", MAX_BATCH, reserve, || {

@@ -1,16 +1,18 @@
 //! Checkout sessions on PostgreSQL, beyond the contract suite: one key opened on
 //! *different* plans at once (which no plan lock serialises: the session insert's
-//! `ON CONFLICT DO NOTHING` waits for the other opening and the step decides again), and
-//! the schema's refusal of a session row the domain could not read back.
+//! `ON CONFLICT DO NOTHING` waits for the other opening and the step decides again), a
+//! session-only change whose session another transaction changes between its read and
+//! its guarded write (it decides again), and the schema's refusal of a session row the
+//! domain could not read back.
 
 use std::sync::Arc;
 
 use seatkeeper_domain::{
     ports::{CheckoutRepository, OpenCheckoutError, Opened},
-    OpenRefusal,
+    CheckoutChange, Effect, OpenRefusal,
 };
 use seatkeeper_store_contract::{
-    checkout_support::{open, opening},
+    checkout_support::{change, intent_of, open, opening, session_now},
     support::{assert_invariants, create_plan, now, plan_now, race, stats_now, task},
 };
 use seatkeeper_store_postgres::{testing::TestDatabases, PostgresStore};
@@ -56,12 +58,18 @@ async fn uncommitted_session(
 
 /// Waits until one of the store's connections waits for a lock.
 async fn until_an_insert_waits(store: &PostgresStore) {
+    until_waiting(store, "%INSERT INTO checkout_sessions%").await
+}
+
+/// Waits until a statement of the store like `pattern` waits for a lock.
+async fn until_waiting(store: &PostgresStore, pattern: &str) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO checkout_sessions%'",
+             AND wait_event_type = 'Lock' AND query LIKE $1",
         )
+        .bind(pattern)
         .fetch_one(store.pool())
         .await
         .expect("pg_stat_activity");
@@ -70,7 +78,7 @@ async fn until_an_insert_waits(store: &PostgresStore) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for the opening to wait for the other insert"
+            "timed out waiting for a statement like {pattern} to wait for a lock"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -169,6 +177,55 @@ async fn one_key_opened_on_eight_plans_at_once_holds_one_seat() {
         assert_invariants(&*store, p.id()).await;
     }
     assert_eq!(held, 5);
+}
+
+/// An intent attached while another transaction records a failed payment of the same
+/// session: the attach's write (guarded by the session as it read it) waits for that
+/// transaction, finds the session changed and is not made; the attach runs again on the
+/// session as the other left it, and keeps both changes — no lost update.
+#[tokio::test]
+async fn a_session_change_whose_session_changed_after_its_read_decides_again() {
+    let test = "a_session_change_whose_session_changed_after_its_read_decides_again";
+    let Some(store) = store_or_skip(test).await else {
+        return;
+    };
+    let plan = create_plan(&*store, 3).await;
+    let session = open(&*store, &opening(plan.id(), "alice", "k", now())).await;
+    let mut other = store.pool().begin().await.expect("a transaction");
+    sqlx::query(
+        "UPDATE checkout_sessions SET payment_error = 'card_declined: test', \
+         updated_at = updated_at + interval '1 millisecond' WHERE id = $1",
+    )
+    .bind(session.id().as_uuid())
+    .execute(&mut *other)
+    .await
+    .expect("the other change");
+    let attach = {
+        let store = store.clone();
+        let cmd = change(
+            session.id(),
+            CheckoutChange::AttachIntent(intent_of(&session)),
+            now(),
+        );
+        tokio::spawn(async move { store.change_checkout(&cmd).await })
+    };
+    until_waiting(&store, "UPDATE checkout_sessions s SET%").await;
+    other.commit().await.expect("commit");
+    let attached = attach
+        .await
+        .expect("the attach's task")
+        .expect("the attach");
+    assert_eq!(attached.applied.effect, Effect::Updated);
+    assert_eq!(
+        attached.session.payment_intent(),
+        Some(&intent_of(&session))
+    );
+    assert_eq!(
+        attached.session.payment_error(),
+        Some("card_declined: test")
+    );
+    assert_eq!(session_now(&*store, session.id()).await, attached.session);
+    assert_invariants(&*store, plan.id()).await;
 }
 
 /// The schema refuses what `CheckoutSession::restore` would refuse to read back.

@@ -67,8 +67,13 @@ async fn assert_no_seq_scan(conn: &mut sqlx::PgConnection, what: &str, explain: 
 /// subscriptions.
 const COMPLETION_LOCKS: &str = "complete: lock the keys, then the subscriptions";
 
-/// The checkout batch's read of the openings' sessions: each half on its own index.
-const CHECKOUT_BATCH_READ: &str = "checkout batch: the openings' keys and open sessions";
+/// The checkout batch's read of its sessions: each part on its own index.
+const CHECKOUT_BATCH_READ: &str =
+    "checkout batch: the changed sessions, the openings' keys and open sessions";
+
+/// The checkout batch's first statement, which locks the changed sessions and then the
+/// plans.
+const CHECKOUT_BATCH_LOCKS: &str = "checkout batch: lock the sessions, then the plans";
 
 /// The batch statements as the store sends them: with parameters, planned once per
 /// connection (a generic plan).
@@ -110,13 +115,23 @@ const PREPARED: &[(&str, &str, &str)] = &[
     ),
     (
         CHECKOUT_BATCH_READ,
-        "SELECT * FROM checkout_sessions WHERE (customer_id, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) UNION ALL SELECT * FROM checkout_sessions WHERE status = 'open' AND (plan_id, customer_id) IN (SELECT * FROM UNNEST($3::uuid[], $1::text[]))",
-        "('{c,d}', '{k,l}', '{00000000-0000-0000-0000-000000000000,00000000-0000-0000-0000-000000000001}')",
+        "SELECT * FROM checkout_sessions WHERE id = ANY($1) UNION ALL SELECT * FROM checkout_sessions WHERE (customer_id, idempotency_key) IN (SELECT * FROM UNNEST($2::text[], $3::text[])) UNION ALL SELECT * FROM checkout_sessions WHERE status = 'open' AND (plan_id, customer_id) IN (SELECT * FROM UNNEST($4::uuid[], $2::text[]))",
+        "('{00000000-0000-0000-0000-000000000002}', '{c,d}', '{k,l}', '{00000000-0000-0000-0000-000000000000,00000000-0000-0000-0000-000000000001}')",
+    ),
+    (
+        CHECKOUT_BATCH_LOCKS,
+        "WITH s AS (SELECT 1 FROM checkout_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE) SELECT * FROM plans WHERE id = ANY($2::uuid[] || ARRAY(SELECT plan_id FROM checkout_sessions WHERE id = ANY($3))) AND (SELECT count(*) FROM s) >= 0 ORDER BY id FOR UPDATE",
+        "('{00000000-0000-0000-0000-000000000002}', '{00000000-0000-0000-0000-000000000000}', '{00000000-0000-0000-0000-000000000002}')",
     ),
     (
         "checkout batch: lock the changed sessions",
         "SELECT * FROM checkout_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         "('{00000000-0000-0000-0000-000000000000}')",
+    ),
+    (
+        "session changes: the guarded write",
+        "UPDATE checkout_sessions s SET status = u.status, updated_at = u.updated_at FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[]) AS u(id, status, updated_at, o_status, o_updated_at) WHERE s.id = u.id AND (s.status, s.updated_at) IS NOT DISTINCT FROM (u.o_status, u.o_updated_at) RETURNING s.id",
+        "('{00000000-0000-0000-0000-000000000000}', '{open}', array[now()], '{open}', array[now()])",
     ),
     (
         "stats: held seats",
@@ -201,9 +216,21 @@ async fn generic_plans_made_on_a_young_database_never_scan_a_table_whole() {
             assert!(plan.contains(index), "{what} must scan `{index}`:\n{plan}");
         }
         if *what == CHECKOUT_BATCH_READ {
-            for index in ["checkout_sessions_one_per_key", "checkout_sessions_open"] {
+            for index in [
+                "checkout_sessions_pkey",
+                "checkout_sessions_one_per_key",
+                "checkout_sessions_open",
+            ] {
                 assert!(plan.contains(index), "{what} must scan `{index}`:\n{plan}");
             }
+        }
+        if *what == CHECKOUT_BATCH_LOCKS {
+            // As the completion's: every changed session is locked before the first plan
+            // is read, as the store's lock order (sessions, plans) requires.
+            assert!(
+                plan.contains("One-Time Filter") && plan.contains("CTE Scan on s"),
+                "{what} must lock the sessions before it scans the plans:\n{plan}"
+            );
         }
         if *what == COMPLETION_LOCKS {
             // The keys' lock is an init plan behind a one-time filter: it runs, locking
