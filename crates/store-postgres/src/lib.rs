@@ -59,7 +59,7 @@ pub use settings::PostgresSettings;
 use std::{any::Any, sync::Arc};
 
 use async_trait::async_trait;
-use seatkeeper_coalesce::{Coalescer, RunBatch};
+use seatkeeper_coalesce::{Coalescer, RunBatch, Start};
 use seatkeeper_domain::ports::{CompletePurchase, PoolUse, Store, StoreError};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -149,12 +149,22 @@ impl PostgresStore {
             Arc::new(move |steps| Box::pin(session_batch::run_batch(pool.clone(), steps)))
         };
         Self {
-            checkouts: Coalescer::new("checkout steps", MAX_BATCH, checkout, || {
-                CheckoutDone::Failed(lost_batch())
-            }),
-            session_changes: Coalescer::new("session changes", MAX_BATCH, session, || {
-                CheckoutDone::Failed(lost_batch())
-            }),
+            // A checkout's next step goes to another lane or comes after an HTTP round
+            // trip: its batches start back to back (see `seatkeeper_coalesce::Start`).
+            checkouts: Coalescer::starting(
+                Start::BackToBack,
+                "checkout steps",
+                MAX_BATCH,
+                checkout,
+                || CheckoutDone::Failed(lost_batch()),
+            ),
+            session_changes: Coalescer::starting(
+                Start::BackToBack,
+                "session changes",
+                MAX_BATCH,
+                session,
+                || CheckoutDone::Failed(lost_batch()),
+            ),
             reservations: Coalescer::new("reservations", MAX_BATCH, reserve, || {
                 Err(lost_batch().into())
             }),
