@@ -273,7 +273,7 @@ impl CheckoutSession {
     }
 
     /// Applies `change` (one atomic step of a store, with the session's plan read in the
-    /// same step when [`CheckoutChange::needs_plan`]) and returns what the store writes.
+    /// same step when [`needs_plan`](Self::needs_plan)) and returns what the store writes.
     /// On a refusal nothing changed.
     pub fn apply(
         &mut self,
