@@ -277,6 +277,21 @@ pub(crate) struct SessionRows {
 }
 
 impl SessionRows {
+    /// Binds the arrays of every field a change may make ([`SessionUpdates`]'s but the id).
+    pub(crate) fn bind_state(self, q: Q<'_>) -> Q<'_> {
+        q.bind(self.status)
+            .bind(self.payment_intent_id)
+            .bind(self.client_secret)
+            .bind(self.payment_error)
+            .bind(self.intent_closed)
+            .bind(self.late_payment_id)
+            .bind(self.late_payment_refunded)
+            .bind(self.updated_at)
+            .bind(self.ended_at)
+            .bind(self.expiry)
+            .bind(self.check_at)
+    }
+
     pub(crate) fn push(&mut self, s: &CheckoutSession) {
         let s = s.stored();
         self.id.push(s.id.as_uuid());
@@ -384,31 +399,26 @@ impl Part for SessionUpdates {
     ];
     fn statement(unnest: &str) -> String {
         format!(
-            "UPDATE checkout_sessions s SET status = u.status, payment_intent_id = u.intent_id, \
-             client_secret = u.secret, payment_error = u.error, intent_closed = u.closed, \
-             late_payment_id = u.late_id, late_payment_refunded = u.refunded, \
-             updated_at = u.updated_at, ended_at = u.ended_at, expiry = u.expiry, \
-             check_at = u.check_at \
-             FROM {unnest} AS u(id, status, intent_id, secret, error, closed, late_id, refunded, \
-             updated_at, ended_at, expiry, check_at) WHERE s.id = u.id"
+            "UPDATE checkout_sessions s SET {SESSION_SET} FROM {unnest} AS u({SESSION_UPDATE_NAMES}) \
+             WHERE s.id = u.id"
         )
     }
     fn bind(self, q: Q<'_>) -> Q<'_> {
-        let r = self.0;
-        q.bind(r.id)
-            .bind(r.status)
-            .bind(r.payment_intent_id)
-            .bind(r.client_secret)
-            .bind(r.payment_error)
-            .bind(r.intent_closed)
-            .bind(r.late_payment_id)
-            .bind(r.late_payment_refunded)
-            .bind(r.updated_at)
-            .bind(r.ended_at)
-            .bind(r.expiry)
-            .bind(r.check_at)
+        let mut r = self.0;
+        let id = std::mem::take(&mut r.id);
+        r.bind_state(q.bind(id))
     }
 }
+
+/// Every field a change may make, set from [`SessionUpdates`]'s arrays (`u`).
+pub(crate) const SESSION_SET: &str = "status = u.status, payment_intent_id = u.intent_id, \
+    client_secret = u.secret, payment_error = u.error, intent_closed = u.closed, \
+    late_payment_id = u.late_id, late_payment_refunded = u.refunded, \
+    updated_at = u.updated_at, ended_at = u.ended_at, expiry = u.expiry, check_at = u.check_at";
+
+/// The names of [`SessionUpdates`]'s arrays.
+pub(crate) const SESSION_UPDATE_NAMES: &str = "id, status, intent_id, secret, error, closed, \
+    late_id, refunded, updated_at, ended_at, expiry, check_at";
 
 /// The subscriptions completed checkouts made, every column: those a completion writes
 /// ([`CompletedSubscriptions`]), then those it never changes ([`SubscriptionOrigins`]).

@@ -160,13 +160,7 @@ pub(crate) async fn run_batch(pool: PgPool, steps: Vec<CheckoutStep>) -> Vec<Che
     .await;
     match whole {
         Ok(answers) => answers,
-        Err(StoreError::Unavailable(cause)) => {
-            let cause = seatkeeper_domain::error_chain(&*cause);
-            steps
-                .iter()
-                .map(|_| CheckoutDone::Failed(StoreError::unavailable(cause.clone())))
-                .collect()
-        }
+        Err(StoreError::Unavailable(cause)) => all_unavailable(steps.len(), &*cause),
         Err(e) => {
             tracing::warn!(
                 steps = steps.len(),
@@ -189,6 +183,14 @@ pub(crate) async fn run_batch(pool: PgPool, steps: Vec<CheckoutStep>) -> Vec<Che
             futures::future::join_all(alone).await
         }
     }
+}
+
+/// The answers of `n` steps whose batch found the database unavailable.
+pub(crate) fn all_unavailable(n: usize, cause: &dyn std::error::Error) -> Vec<CheckoutDone> {
+    let cause = seatkeeper_domain::error_chain(cause);
+    (0..n)
+        .map(|_| CheckoutDone::Failed(StoreError::unavailable(cause.clone())))
+        .collect()
 }
 
 // ----- the single steps, each run inside a transaction of its own -----

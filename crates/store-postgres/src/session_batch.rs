@@ -33,7 +33,10 @@ use uuid::Uuid;
 
 use crate::{
     batch::{Part, Q},
-    checkout_batch::{sessions_where, CheckoutDone, CheckoutStep, SessionRows, SessionUpdates},
+    checkout_batch::{
+        sessions_where, CheckoutDone, CheckoutStep, SessionRows, SessionUpdates, SESSION_SET,
+        SESSION_UPDATE_NAMES,
+    },
     checkouts,
     errors::classify,
     rows,
@@ -57,13 +60,7 @@ pub(crate) async fn run_batch(pool: PgPool, steps: Vec<CheckoutStep>) -> Vec<Che
             }
             answers.into_iter().map(answered).collect()
         }
-        Err(StoreError::Unavailable(cause)) => {
-            let cause = error_chain(&*cause);
-            steps
-                .iter()
-                .map(|_| CheckoutDone::Failed(StoreError::unavailable(cause.clone())))
-                .collect()
-        }
+        Err(StoreError::Unavailable(cause)) => checkouts::all_unavailable(steps.len(), &*cause),
         Err(e) => {
             tracing::warn!(
                 steps = steps.len(),
@@ -151,7 +148,7 @@ async fn optimistic(
 fn guarded_write() -> String {
     let types: Vec<&str> = SessionUpdates::TYPES
         .iter()
-        .chain(&Guards::TYPES[..])
+        .chain(Guards::TYPES)
         .copied()
         .collect();
     let arrays: Vec<String> = types
@@ -160,13 +157,8 @@ fn guarded_write() -> String {
         .map(|(i, t)| format!("${}::{t}[]", i + 1))
         .collect();
     format!(
-        "UPDATE checkout_sessions s SET status = u.status, payment_intent_id = u.intent_id, \
-         client_secret = u.secret, payment_error = u.error, intent_closed = u.closed, \
-         late_payment_id = u.late_id, late_payment_refunded = u.refunded, \
-         updated_at = u.updated_at, ended_at = u.ended_at, expiry = u.expiry, \
-         check_at = u.check_at \
-         FROM UNNEST({}) AS u(id, status, intent_id, secret, error, closed, late_id, refunded, \
-         updated_at, ended_at, expiry, check_at, {GUARD_NAMES}) \
+        "UPDATE checkout_sessions s SET {SESSION_SET} \
+         FROM UNNEST({}) AS u({SESSION_UPDATE_NAMES}, {GUARD_NAMES}) \
          WHERE s.id = u.id AND ({GUARDED}) IS NOT DISTINCT FROM ({GUARD_NAMES}) RETURNING s.id",
         arrays.join(", ")
     )
@@ -185,33 +177,10 @@ const GUARD_NAMES: &str = "o_status, o_intent_id, o_secret, o_error, o_closed, o
 struct Guards(SessionRows);
 
 impl Guards {
-    const TYPES: [&'static str; 11] = [
-        "text",
-        "text",
-        "text",
-        "text",
-        "boolean",
-        "text",
-        "boolean",
-        "timestamptz",
-        "timestamptz",
-        "text",
-        "timestamptz",
-    ];
+    const TYPES: &'static [&'static str] = SessionUpdates::TYPES.split_at(1).1;
 
     fn bind(self, q: Q<'_>) -> Q<'_> {
-        let r = self.0;
-        q.bind(r.status)
-            .bind(r.payment_intent_id)
-            .bind(r.client_secret)
-            .bind(r.payment_error)
-            .bind(r.intent_closed)
-            .bind(r.late_payment_id)
-            .bind(r.late_payment_refunded)
-            .bind(r.updated_at)
-            .bind(r.ended_at)
-            .bind(r.expiry)
-            .bind(r.check_at)
+        self.0.bind_state(q)
     }
 }
 
@@ -236,7 +205,11 @@ mod tests {
 
     #[test]
     fn the_guards_are_the_updated_fields_but_the_id() {
-        assert_eq!(&SessionUpdates::TYPES[1..], &Guards::TYPES[..]);
+        assert_eq!(&SessionUpdates::TYPES[1..], Guards::TYPES);
+        assert_eq!(
+            SESSION_UPDATE_NAMES.split(',').count(),
+            SessionUpdates::TYPES.len()
+        );
         assert_eq!(GUARDED.split(',').count(), Guards::TYPES.len());
         assert_eq!(GUARD_NAMES.split(',').count(), Guards::TYPES.len());
     }
