@@ -232,12 +232,16 @@ where
     /// [`Start::BackToBack`]: runs batches of what is queued, one after another, until the
     /// queue is empty.
     async fn drain(self: Arc<Self>) {
-        let _stuck = Unstick(&self);
+        let mut unstick = Unstick {
+            inner: &self,
+            finished: false,
+        };
         loop {
             let batch = {
                 let mut lane = self.lane();
                 if lane.queue.is_empty() {
                     lane.draining = false;
+                    unstick.finished = true;
                     return;
                 }
                 drop(lane);
@@ -256,18 +260,22 @@ where
     }
 }
 
-/// Should a drain ever panic outside its batches, its lane must not stay "draining" with
-/// nobody to drain it: the queued requests are dropped (their callers get the lost
-/// answer) and the next request starts a drain.
-struct Unstick<'a, Req, Res>(&'a Inner<Req, Res>);
+/// Should a drain end before its queue is empty — a panic outside its batches, or its task
+/// dropped with its runtime — its lane must not stay "draining" with nobody to drain it:
+/// the queued requests are dropped (their callers get the lost answer) and the next
+/// request starts a drain.
+struct Unstick<'a, Req, Res> {
+    inner: &'a Inner<Req, Res>,
+    /// The drain found its queue empty and let the lane go itself.
+    finished: bool,
+}
 
 impl<Req, Res> Drop for Unstick<'_, Req, Res> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Ok(mut lane) = self.0.lane.lock() {
-                lane.queue.clear();
-                lane.draining = false;
-            }
+        if !self.finished {
+            let mut lane = self.inner.lane.lock().unwrap_or_else(|e| e.into_inner());
+            lane.queue.clear();
+            lane.draining = false;
         }
     }
 }
@@ -456,5 +464,38 @@ mod tests {
     #[tokio::test]
     async fn after_a_batch_that_panicked_the_next_requests_run_back_to_back() {
         after_a_batch_that_panicked_the_next_requests_run(Start::BackToBack).await;
+    }
+
+    #[test]
+    fn a_drain_dropped_with_its_runtime_leaves_the_lane_to_the_next_request() {
+        let run: RunBatch<u32, u32> = Arc::new(|reqs: Vec<u32>| {
+            Box::pin(async move {
+                if reqs.contains(&0) {
+                    std::future::pending::<()>().await;
+                }
+                reqs.into_iter().map(|r| r * 2).collect()
+            })
+        });
+        let c = Arc::new(Coalescer::starting(Start::BackToBack, "test", 4, run, || 7));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(async {
+            let c2 = c.clone();
+            tokio::spawn(async move { c2.submit(0).await });
+            while c.stats().batches == 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answer = second.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.submit(21)).await
+        });
+        assert_eq!(answer, Ok(42), "the lane stayed draining with no drain");
     }
 }
