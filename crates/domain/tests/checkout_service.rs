@@ -58,6 +58,33 @@ fn making_intents() -> MockIntents {
     intents
 }
 
+/// A provider whose first intent answer is lost (the opening cannot record it); asked again
+/// under the session's provider key it answers `pi_1`, which it then cancels once.
+fn intent_lost_at_opening_then_cancelled() -> MockIntents {
+    let mut intents = MockIntents::new();
+    let mut calls = 0;
+    intents
+        .expect_create_intent()
+        .times(2)
+        .returning(move |req: &IntentRequest| {
+            calls += 1;
+            assert!(req.provider_key.as_str().starts_with("seatkeeper-sub-"));
+            if calls == 1 {
+                Err(down())
+            } else {
+                Ok(intent(IntentStatus::RequiresPaymentMethod {
+                    last_error: None,
+                }))
+            }
+        });
+    intents
+        .expect_cancel_intent()
+        .with(eq("pi_1"))
+        .times(1)
+        .returning(|_| Ok(intent(IntentStatus::Canceled)));
+    intents
+}
+
 fn visa() -> PaymentMethod {
     PaymentMethod::parse("pm_card_visa").unwrap()
 }
@@ -281,28 +308,12 @@ async fn a_hold_ends_on_time_with_the_provider_down_and_its_intent_is_cancelled_
 /// comes back): when the session ends, by its time or on request, the intent the
 /// provider holds under the session's provider key is found and cancelled.
 async fn an_unrecorded_intent_is_cancelled_when_its_session_ends(on_request: bool) {
-    let mut intents = MockIntents::new();
-    let mut calls = 0;
-    intents
-        .expect_create_intent()
-        .times(2)
-        .returning(move |req: &IntentRequest| {
-            calls += 1;
-            assert!(req.provider_key.as_str().starts_with("seatkeeper-sub-"));
-            if calls == 1 {
-                Err(down())
-            } else {
-                Ok(intent(IntentStatus::RequiresPaymentMethod {
-                    last_error: None,
-                }))
-            }
-        });
-    intents
-        .expect_cancel_intent()
-        .with(eq("pi_1"))
-        .times(1)
-        .returning(|_| Ok(intent(IntentStatus::Canceled)));
-    let w = world(intents, MockGateway::new(), 1).await;
+    let w = world(
+        intent_lost_at_opening_then_cancelled(),
+        MockGateway::new(),
+        1,
+    )
+    .await;
     let cmd = w.open_cmd("cus_1", "k1");
     assert!(matches!(
         w.checkouts.open(&cmd).await,
@@ -777,23 +788,12 @@ async fn an_expired_session_whose_intent_was_never_looked_for_has_it_cancelled_b
     use seatkeeper_domain::{
         ports::CheckoutRepository, ChangeCheckout, CheckoutChange, ExpiryCause,
     };
-    let mut intents = MockIntents::new();
-    let mut made = 0;
-    intents.expect_create_intent().times(2).returning(move |_| {
-        made += 1;
-        match made {
-            1 => Err(down()),
-            _ => Ok(intent(IntentStatus::RequiresPaymentMethod {
-                last_error: None,
-            })),
-        }
-    });
-    intents
-        .expect_cancel_intent()
-        .with(eq("pi_1"))
-        .times(1)
-        .returning(|_| Ok(intent(IntentStatus::Canceled)));
-    let w = world(intents, MockGateway::new(), 1).await;
+    let w = world(
+        intent_lost_at_opening_then_cancelled(),
+        MockGateway::new(),
+        1,
+    )
+    .await;
     assert!(w.checkouts.open(&w.open_cmd("cus_1", "k1")).await.is_err());
     let s = w.only_session().await;
     // The expiry commits; the process dies before the service looks for the intent.
