@@ -18,7 +18,7 @@
 //! invalid domain value. Checkout sessions and webhook events have theirs in
 //! [`crate::checkout_documents`].
 
-use mongodb::bson::{self, DateTime as BsonDateTime, Uuid as BsonUuid};
+use mongodb::bson::{self, doc, Bson, DateTime as BsonDateTime, Uuid as BsonUuid};
 use seatkeeper_domain::{
     AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
@@ -408,14 +408,37 @@ impl TryFrom<RecoveryDoc> for RecoveryPoint {
     }
 }
 
-/// An idempotency record: collection `idempotency_keys`, unique on `(scope, key)`; its
-/// `_id` is the server's ObjectId and is never read. `state` is `open` (with `lock`, or
-/// `null` once released) or `finished` (with `outcome`, `request_id`, `finished_at`).
-/// `expires_at` carries the TTL index.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeyDoc {
+/// The `_id` of an idempotency record: its scope and key, in this order. MongoDB compares
+/// embedded documents field by field in order, so every `_id` is built here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyId {
     pub scope: String,
     pub key: String,
+}
+
+impl KeyId {
+    pub fn of(scope: &CustomerId, key: &IdempotencyKey) -> Self {
+        Self {
+            scope: scope.as_str().to_owned(),
+            key: key.as_str().to_owned(),
+        }
+    }
+
+    /// The `_id` value, for filters.
+    pub fn bson(&self) -> Bson {
+        Bson::Document(doc! { "scope": &self.scope, "key": &self.key })
+    }
+}
+
+/// An idempotency record: collection `idempotency_keys`, `_id` its `{ scope, key }`
+/// ([`KeyId`]): one record per customer and key, found and written through the `_id`
+/// index alone (the server's fastest path: no other unique index to keep, no query to
+/// plan). `state` is `open` (with `lock`, or `null` once released) or `finished` (with
+/// `outcome`, `request_id`, `finished_at`). `expires_at` carries the TTL index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyDoc {
+    #[serde(rename = "_id")]
+    pub id: KeyId,
     pub fingerprint: String,
     pub state: String,
     pub lock: Option<LockDoc>,
@@ -430,8 +453,7 @@ pub struct KeyDoc {
 impl From<&IdempotencyRecord> for KeyDoc {
     fn from(r: &IdempotencyRecord) -> Self {
         let mut d = Self {
-            scope: r.scope().as_str().to_owned(),
-            key: r.key().as_str().to_owned(),
+            id: KeyId::of(r.scope(), r.key()),
             fingerprint: r.fingerprint().as_str().to_owned(),
             state: String::new(),
             lock: None,
@@ -498,8 +520,8 @@ impl TryFrom<KeyDoc> for IdempotencyRecord {
             other => return Err(Corrupt::field("state", format!("unknown '{other}'"))),
         };
         let stored = StoredIdempotencyRecord {
-            scope: valid("scope", CustomerId::parse(&d.scope))?,
-            key: valid("key", IdempotencyKey::parse(&d.key))?,
+            scope: valid("_id.scope", CustomerId::parse(&d.id.scope))?,
+            key: valid("_id.key", IdempotencyKey::parse(&d.id.key))?,
             fingerprint: Fingerprint::from_stored(d.fingerprint),
             state,
             recovery: d.recovery.try_into()?,

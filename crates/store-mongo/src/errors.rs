@@ -9,8 +9,8 @@
 //!   a WriteConflict on the hot plan document, a transaction the server aborted), with
 //!   jittered backoff, within a time limit; a network error or an unreachable server is
 //!   not retried, so that it answers 503 at once;
-//! - a claim whose insert of a new key lost to another claim's (duplicate key on the
-//!   unique `(scope, key)` index) is run again: it then finds the winner's record and
+//! - a claim whose insert of a new key lost to another claim's (duplicate key on its
+//!   `_id`, `{ scope, key }`) is run again: it then finds the winner's record and
 //!   decides against it ([`Retry::Claim`]); so is a checkout opening whose session insert
 //!   lost the unique `(customer_id, idempotency_key)` to another opening's.
 //!

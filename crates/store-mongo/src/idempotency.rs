@@ -1,7 +1,7 @@
 //! [`IdempotencyRepository`] for [`MongoStore`]: claiming a key (inserting it, or taking
 //! over a record whose lock expired, as the domain decides), releasing it, and purging
-//! expired records. Two claims that insert the same new key race on the unique
-//! `(scope, key)` index; the loser claims again, up to [`CLAIM_ATTEMPTS`] times.
+//! expired records. Two claims that insert the same new key race on its `_id`
+//! (`{ scope, key }`); the loser claims again, up to [`CLAIM_ATTEMPTS`] times.
 
 use async_trait::async_trait;
 use seatkeeper_domain::{
@@ -31,7 +31,7 @@ impl IdempotencyRepository for MongoStore {
             let run = transaction::run(&mut session, async move |s| {
                 let filter = queries::key(&claim.scope, &claim.key);
                 let Some(found) = keys.find_one(filter.clone()).session(&mut *s).await? else {
-                    // The unique (scope, key) index settles a race between two inserts.
+                    // The `_id` (scope, key) settles a race between two inserts.
                     let fresh = claim.fresh_record();
                     keys.insert_one(KeyDoc::from(&fresh))
                         .session(&mut *s)

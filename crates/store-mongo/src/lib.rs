@@ -37,6 +37,8 @@
 //! - [`queries`]: every filter, update and pipeline, as pure functions;
 //!   [`checkout_queries`]: those of the checkout steps;
 //! - [`indexes`]: the collections and indexes created at start-up;
+//! - [`upgrade`]: what earlier versions stored in another shape, changed at start-up
+//!   (idempotency records under their `{ scope, key }` `_id`);
 //! - [`errors`]: which failures are retried, unavailable or internal;
 //! - `transaction`: the transaction runner: what is run again, what answers at once; and
 //!   the helpers the ports' transactions share;
@@ -77,6 +79,7 @@ mod subscriptions;
 pub mod testing;
 pub mod topology;
 mod transaction;
+pub mod upgrade;
 
 pub use seatkeeper_coalesce::BatchStats;
 pub use settings::{MongoSettings, Unreachable, DEFAULT_DATABASE};
@@ -129,6 +132,7 @@ impl MongoStore {
         let (client, database, deployment, pool) = settings::open(settings).await?;
         let db = client.database(&database);
         indexes::prepare(&db).await?;
+        upgrade::key_ids(&db).await?;
         tracing::info!(database, ?deployment, "MongoDB store ready");
         Ok(Self {
             steps: purchases::coalescer(

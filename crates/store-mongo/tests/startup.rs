@@ -1,7 +1,8 @@
 //! Start-up and readiness through the real driver, without a MongoDB server: a tiny fake
 //! server on the loopback interface speaks just enough of the wire protocol (OP_MSG) to
 //! answer `hello` as a standalone server or as a replica set member, acknowledge `create`,
-//! `createIndexes` and `ping`, and record every command it receives. It checks that
+//! `createIndexes` and `ping`, answer the upgrade's `dropIndexes` and `find` as an empty
+//! database would, and record every command it receives. It checks that
 //! `MongoStore::connect` refuses a standalone server before touching anything, names the
 //! hosts (never the password) of a server it cannot reach within the server-selection
 //! timeout, creates the collections and exactly the documented indexes on a replica set,
@@ -173,6 +174,20 @@ fn answer(command: &Document, role: Role, port: u16) -> Document {
             hello
         }
         "ping" | "create" | "createIndexes" | "endSessions" => doc! { "ok": 1.0 },
+        // The upgrade of idempotency records (`upgrade.rs`): a fresh database has neither
+        // the old index nor records of the old shape.
+        "dropIndexes" => doc! {
+            "ok": 0.0, "code": 27, "codeName": "IndexNotFound",
+            "errmsg": "index not found with name [scope_key_unique]",
+        },
+        "find" => doc! {
+            "cursor": {
+                "id": 0_i64,
+                "ns": format!("{}.{}", command.get_str("$db").unwrap_or(""), command.get_str("find").unwrap_or("")),
+                "firstBatch": [],
+            },
+            "ok": 1.0,
+        },
         other => doc! {
             "ok": 0.0, "code": 59, "codeName": "CommandNotFound",
             "errmsg": format!("the fake server does not know {other}"),

@@ -459,6 +459,13 @@ impl IdempotencyRecord {
         matches!(self.state, KeyState::Finished { .. })
     }
 
+    /// Whether this is the open record of the purchase that reserved `subscription_id`:
+    /// the record that purchase's completion finishes. One finished already, or replaced
+    /// by a newer purchase under the same key, is not.
+    pub fn awaits_completion_of(&self, subscription_id: SubscriptionId) -> bool {
+        !self.is_finished() && self.recovery == RecoveryPoint::Reserved { subscription_id }
+    }
+
     /// Records that this key's purchase reserved `subscription_id`: a retry, and the
     /// reconciler, find the purchase from here.
     pub fn record_reservation(&mut self, subscription_id: SubscriptionId) {
@@ -522,6 +529,34 @@ mod tests {
             }
             other => panic!("expected a takeover, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_completion_finishes_only_the_open_record_that_reserved_its_subscription() {
+        let now = chrono::Utc::now();
+        let sub = SubscriptionId::generate();
+        let mut record = claim(now, "f").fresh_record();
+        assert!(!record.awaits_completion_of(sub), "reserved nothing yet");
+        record.record_reservation(sub);
+        assert!(record.awaits_completion_of(sub));
+        assert!(
+            !record.awaits_completion_of(SubscriptionId::generate()),
+            "another purchase's completion"
+        );
+        let mut released = record.clone();
+        released.state = KeyState::Open { lock: None };
+        assert!(
+            released.awaits_completion_of(sub),
+            "a released lock stays open"
+        );
+        record.finish(
+            PurchaseOutcome::SoldOut {
+                plan_id: PlanId::generate(),
+            },
+            "req".into(),
+            now,
+        );
+        assert!(!record.awaits_completion_of(sub), "finished already");
     }
 
     #[test]

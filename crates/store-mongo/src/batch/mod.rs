@@ -19,13 +19,13 @@
 //! A batch is all-or-nothing only in that a failure rolls all of it back; the store then
 //! answers each request alone (`StepRunner::run`, in `purchases.rs`).
 //!
-//! Round trips of a batch: find keys, find subscriptions, find checkout sessions, mark and
-//! find plans (one `findOneAndUpdate` when there is one plan), insert new sessions, update
-//! changed sessions, insert new keys (in their final state: reserved, or finished with a
-//! rejection), update held keys (one `update` command of many statements), update the
-//! completions' keys, insert subscriptions, update subscriptions, update the moved plans
-//! (one `update` command), insert audit entries, commit — each only when the batch has
-//! something for it.
+//! Round trips of a batch: find subscriptions, find keys (the reservations' and the
+//! completions'), find checkout sessions, mark and find plans (one `findOneAndUpdate` when
+//! there is one plan), insert new sessions, update changed sessions, insert new keys (in
+//! their final state: reserved, or finished with a rejection), update held and completed
+//! keys (one `update` command of many statements, each by `_id`), insert subscriptions,
+//! update subscriptions, update the moved plans (one `update` command), insert audit
+//! entries, commit — each only when the batch has something for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -104,10 +104,9 @@ pub(crate) enum Done {
 #[derive(Default)]
 pub(super) struct Writes {
     new_keys: Vec<KeyDoc>,
-    /// Key updates that must each match one record (the batch's reads found it).
-    held_keys: Vec<Document>,
-    /// Key finishes of completions: only the record that reserved the purchase, if open.
-    purchase_keys: Vec<Document>,
+    /// Updates of records the batch read (held keys, and the keys of completed purchases),
+    /// each by `_id`: each must match its record.
+    key_updates: Vec<Document>,
     pub(super) new_subs: Vec<SubscriptionDoc>,
     completed_subs: Vec<Document>,
     pub(super) audit: Vec<AuditDoc>,
@@ -118,10 +117,10 @@ pub(super) fn statement(q: Document, u: Document) -> Document {
     doc! { "q": q, "u": u }
 }
 
-/// The batch's reads: the keys its reservations name, the subscriptions its completions
-/// name, the sessions its checkout steps depend on, and the plans of them all. Keys and
-/// sessions are read by sets ([`queries::keys_of`]), so they may hold a few more, which
-/// no step looks up.
+/// The batch's reads: the subscriptions its completions name, the keys its reservations
+/// and those subscriptions name, the sessions its checkout steps depend on, and the plans
+/// of them all. Sessions are read by sets, so they may hold a few more, which no step
+/// looks up.
 struct Reads {
     keys: HashMap<(String, String), IdempotencyRecord>,
     subs: HashMap<SubscriptionId, Subscription>,
@@ -134,23 +133,6 @@ async fn read(
     c: &StepCollections,
     steps: &[Step],
 ) -> mongodb::error::Result<Reads> {
-    let seats: Vec<&ReserveSeat> = steps.iter().filter_map(Step::seat).collect();
-    let mut keys = HashMap::new();
-    if !seats.is_empty() {
-        let pairs = seats.iter().map(|cmd| (&cmd.customer_id, &cmd.key));
-        let mut found = c
-            .keys
-            .find(queries::keys_of(pairs))
-            .session(&mut *s)
-            .await?;
-        while let Some(d) = found.next(&mut *s).await.transpose()? {
-            let r = IdempotencyRecord::try_from(d).map_err(corrupt)?;
-            keys.insert(
-                (r.scope().as_str().to_owned(), r.key().as_str().to_owned()),
-                r,
-            );
-        }
-    }
     let sub_ids: Vec<Bson> = steps
         .iter()
         .filter_map(|st| match st {
@@ -168,6 +150,29 @@ async fn read(
         while let Some(d) = found.next(&mut *s).await.transpose()? {
             let sub = Subscription::try_from(d).map_err(corrupt)?;
             subs.insert(sub.id(), sub);
+        }
+    }
+    let seats = steps
+        .iter()
+        .filter_map(Step::seat)
+        .map(|cmd| (&cmd.customer_id, &cmd.key));
+    let purchases = subs
+        .values()
+        .filter_map(|sub| Some((sub.customer_id(), sub.idempotency_key()?)));
+    let pairs: Vec<_> = seats.chain(purchases).collect();
+    let mut keys = HashMap::new();
+    if !pairs.is_empty() {
+        let mut found = c
+            .keys
+            .find(queries::keys_of(pairs))
+            .session(&mut *s)
+            .await?;
+        while let Some(d) = found.next(&mut *s).await.transpose()? {
+            let r = IdempotencyRecord::try_from(d).map_err(corrupt)?;
+            keys.insert(
+                (r.scope().as_str().to_owned(), r.key().as_str().to_owned()),
+                r,
+            );
         }
     }
     let sessions = checkout::read(s, c, steps).await?;
@@ -253,7 +258,7 @@ pub(crate) async fn run(
                         r.is_locked_by(cmd.owner) && *r.recovery() == RecoveryPoint::Started
                     });
                 if ours && taken.insert(id) {
-                    let held = queries::key_held_at_start(&cmd.customer_id, &cmd.key, cmd.owner);
+                    let held = queries::key(&cmd.customer_id, &cmd.key);
                     Done::Reserved(Ok(reserve(cmd, Key::Held(held), &mut plans, &mut w)?))
                 } else {
                     Done::Reserved(Err(ReserveError::LockLost))
@@ -269,7 +274,9 @@ pub(crate) async fn run(
                     Done::Reserved(Ok(reserve(cmd.seat(), key, &mut plans, &mut w)?))
                 }
             }
-            Step::Complete(cmd) => Done::Completed(complete(cmd, &mut subs, &mut plans, &mut w)?),
+            Step::Complete(cmd) => {
+                Done::Completed(complete(cmd, &mut subs, &keys, &mut plans, &mut w)?)
+            }
             Step::Open(cmd) => Done::Opened(checkout::open(cmd, &mut sessions, &mut plans, &mut w)),
             Step::Change(cmd) => {
                 Done::Changed(checkout::change(cmd, &mut sessions, &mut plans, &mut w))
@@ -286,7 +293,8 @@ pub(crate) async fn run(
 
 /// The key a reservation runs under.
 enum Key {
-    /// Stored already, held at `Started`: this filter matches it.
+    /// Stored already, read by the batch as held at `Started`: this filter (its `_id`)
+    /// matches it.
     Held(Document),
     /// Claimed by this batch: inserted once the reservation is decided, in its final state.
     New(IdempotencyRecord),
@@ -304,7 +312,7 @@ impl Key {
             Self::Held(held) => {
                 let finish =
                     queries::finish_key(outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-                w.held_keys.push(statement(held, finish));
+                w.key_updates.push(statement(held, finish));
             }
             Self::New(mut record) => {
                 record.finish(outcome.clone(), cmd.request_id.clone(), cmd.now);
@@ -318,7 +326,7 @@ impl Key {
     fn reserved(self, subscription: SubscriptionId, w: &mut Writes) {
         match self {
             Self::Held(held) => w
-                .held_keys
+                .key_updates
                 .push(statement(held, queries::record_reservation(subscription))),
             Self::New(mut record) => {
                 record.record_reservation(subscription);
@@ -348,10 +356,11 @@ fn reserve(
     Ok(Reservation::Reserved(sub))
 }
 
-/// Decides the completion of `cmd` on `subs` and `plans`.
+/// Decides the completion of `cmd` on `subs`, `keys` and `plans`.
 fn complete(
     cmd: &CompletePurchase,
     subs: &mut HashMap<SubscriptionId, Subscription>,
+    keys: &HashMap<(String, String), IdempotencyRecord>,
     plans: &mut BTreeMap<PlanId, Plan>,
     w: &mut Writes,
 ) -> mongodb::error::Result<Result<Completion, CompleteError>> {
@@ -375,13 +384,22 @@ fn complete(
         queries::subscription_by_id(id),
         queries::complete_subscription(sub, verify_after),
     ));
-    if let Some(key) = &sub.idempotency_key() {
-        let finish =
-            queries::finish_key(&change.outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
-        w.purchase_keys.push(statement(
-            queries::key_of_purchase(sub.customer_id(), key, id),
-            finish,
-        ));
+    // The purchase's key, if the batch read it still open for this purchase (a record
+    // replaced by a newer purchase under the same key is left alone).
+    if let Some(key) = sub.idempotency_key() {
+        let id_of_key = (
+            sub.customer_id().as_str().to_owned(),
+            key.as_str().to_owned(),
+        );
+        if keys
+            .get(&id_of_key)
+            .is_some_and(|r| r.awaits_completion_of(id))
+        {
+            let finish =
+                queries::finish_key(&change.outcome, &cmd.request_id, cmd.now).map_err(corrupt)?;
+            w.key_updates
+                .push(statement(queries::key(sub.customer_id(), key), finish));
+        }
     }
     let plan = plans.get_mut(&sub.plan_id()).ok_or_else(|| {
         corrupt(Corrupt(format!(
@@ -408,11 +426,10 @@ async fn write(
     if !w.new_keys.is_empty() {
         c.keys.insert_many(w.new_keys).session(&mut *s).await?;
     }
-    let held = w.held_keys.len();
-    if update(s, c, queries::IDEMPOTENCY_KEYS, w.held_keys).await? != held {
-        return Err(unmatched("a key the batch holds"));
+    let read = w.key_updates.len();
+    if update(s, c, queries::IDEMPOTENCY_KEYS, w.key_updates).await? != read {
+        return Err(unmatched("a key the batch read"));
     }
-    update(s, c, queries::IDEMPOTENCY_KEYS, w.purchase_keys).await?;
     if !w.new_subs.is_empty() {
         c.subscriptions
             .insert_many(w.new_subs)
