@@ -18,7 +18,7 @@
 //! invalid domain value. Checkout sessions and webhook events have theirs in
 //! [`crate::checkout_documents`].
 
-use mongodb::bson::{self, doc, Bson, DateTime as BsonDateTime, Uuid as BsonUuid};
+use mongodb::bson::{self, doc, Bson, DateTime as BsonDateTime, Document, Uuid as BsonUuid};
 use seatkeeper_domain::{
     AuditAction, AuditEntry, AuditEntryId, Capacity, Currency, CustomerId, Fingerprint,
     IdempotencyKey, IdempotencyRecord, Interval, KeyLock, KeyState, LockToken, PaymentMethod, Plan,
@@ -98,8 +98,84 @@ pub fn audit_action(s: &str) -> Result<AuditAction> {
 
 // ----- plans -----
 
+/// A plan's subscriptions counted by status: `counts` on its document, moved (`$inc`) in
+/// the same transaction by every write that creates a subscription or changes its status,
+/// so that stats read one document, however many subscriptions the plan has, and no
+/// index of subscriptions is keyed by status but the reconciler's partial one (run AA in
+/// `docs/benchmarks.md`). A plan stored by an earlier version gets its counts at start-up
+/// (`upgrade.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountsDoc {
+    pub incomplete: i64,
+    pub active: i64,
+    pub canceled: i64,
+    pub incomplete_expired: i64,
+}
+
+impl CountsDoc {
+    fn slot(&mut self, status: SubscriptionStatus) -> &mut i64 {
+        match status {
+            SubscriptionStatus::Incomplete => &mut self.incomplete,
+            SubscriptionStatus::Active => &mut self.active,
+            SubscriptionStatus::Canceled => &mut self.canceled,
+            SubscriptionStatus::IncompleteExpired => &mut self.incomplete_expired,
+        }
+    }
+
+    /// Counts `n` more subscriptions in `status` (fewer, when `n` is negative).
+    pub fn add(&mut self, status: SubscriptionStatus, n: i64) {
+        *self.slot(status) += n;
+    }
+
+    /// A subscription that moved from `from` to `to`.
+    pub fn moved(&mut self, from: SubscriptionStatus, to: SubscriptionStatus) {
+        self.add(from, -1);
+        self.add(to, 1);
+    }
+
+    /// The `$inc` fields of these counts as a change (`counts.<status>`), zeros left out.
+    pub fn increments(&self) -> Document {
+        let mut inc = Document::new();
+        for (name, n) in [
+            ("counts.incomplete", self.incomplete),
+            ("counts.active", self.active),
+            ("counts.canceled", self.canceled),
+            ("counts.incomplete_expired", self.incomplete_expired),
+        ] {
+            if n != 0 {
+                inc.insert(name, n);
+            }
+        }
+        inc
+    }
+
+    /// As `(status, count)` pairs, each checked to be a count.
+    pub fn by_status(&self) -> Result<Vec<(SubscriptionStatus, u64)>> {
+        Ok(vec![
+            (
+                SubscriptionStatus::Incomplete,
+                u64_of("counts.incomplete", self.incomplete)?,
+            ),
+            (
+                SubscriptionStatus::Active,
+                u64_of("counts.active", self.active)?,
+            ),
+            (
+                SubscriptionStatus::Canceled,
+                u64_of("counts.canceled", self.canceled)?,
+            ),
+            (
+                SubscriptionStatus::IncompleteExpired,
+                u64_of("counts.incomplete_expired", self.incomplete_expired)?,
+            ),
+        ])
+    }
+}
+
 /// A plan: collection `plans`, `_id` the plan id. `seq` is the number of the plan's last
-/// audit entry, bumped in the same transaction as each entry.
+/// audit entry, bumped in the same transaction as each entry; `counts` its subscriptions
+/// by status ([`CountsDoc`]; absent only on a plan an earlier version stored, until
+/// start-up counts them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanDoc {
     #[serde(rename = "_id")]
@@ -113,9 +189,12 @@ pub struct PlanDoc {
     pub status: String,
     pub created_at: BsonDateTime,
     pub seq: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<CountsDoc>,
 }
 
 impl From<&Plan> for PlanDoc {
+    /// A new plan's document: no subscriptions yet.
     fn from(p: &Plan) -> Self {
         Self {
             id: uuid(p.id().as_uuid()),
@@ -128,6 +207,7 @@ impl From<&Plan> for PlanDoc {
             status: p.status().as_str().to_owned(),
             created_at: date(p.created_at()),
             seq: i64_of(p.seq()),
+            counts: Some(CountsDoc::default()),
         }
     }
 }
@@ -534,25 +614,15 @@ impl TryFrom<KeyDoc> for IdempotencyRecord {
 
 // ----- stats -----
 
-/// A plan's stats from the plan, its open checkout sessions (`held`) and the
-/// `{ _id: <status>, n: <count> }` documents of [`crate::queries::count_by_status`], read
-/// in one snapshot.
-pub fn stats(plan: &Plan, held: u64, counts: &[bson::Document]) -> Result<PlanStats> {
-    let counts = counts
-        .iter()
-        .map(|row| {
-            let status = row
-                .get_str("_id")
-                .map_err(|e| Corrupt::field("count._id", e))?;
-            let n = match row.get("n") {
-                Some(bson::Bson::Int64(n)) => *n,
-                Some(bson::Bson::Int32(n)) => i64::from(*n),
-                other => return Err(Corrupt::field("count.n", format!("{other:?}"))),
-            };
-            Ok((subscription_status(status)?, u64_of("count.n", n)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(PlanStats::from_counts(plan, held, counts))
+/// A plan's stats from its document (the plan and its `counts`) and its open checkout
+/// sessions (`held`), read in one snapshot.
+pub fn stats(plan: PlanDoc, held: u64) -> Result<PlanStats> {
+    let counts = plan
+        .counts
+        .ok_or_else(|| Corrupt::field("counts", "missing"))?
+        .by_status()?;
+    let plan = Plan::try_from(plan)?;
+    Ok(PlanStats::from_counts(&plan, held, counts))
 }
 
 /// Serialises a stored type into a BSON document (for inserts and `$set`s).
@@ -836,15 +906,22 @@ mod tests {
     }
 
     #[test]
-    fn stats_put_each_status_count_in_its_place_and_refuse_unknown_statuses() {
+    fn stats_put_each_status_count_in_its_place_and_refuse_a_plan_without_counts() {
         let p = altered(&plan(), |p| p.seats_left = 0);
-        let counts = [
-            doc! { "_id": "incomplete", "n": 2_i64 },
-            doc! { "_id": "active", "n": 7_i32 },
-            doc! { "_id": "canceled", "n": 1_i64 },
-            doc! { "_id": "incomplete_expired", "n": 4_i64 },
-        ];
-        let s = stats(&p, 3, &counts).unwrap();
+        let mut counts = CountsDoc::default();
+        counts.add(SubscriptionStatus::Incomplete, 3);
+        counts.moved(SubscriptionStatus::Incomplete, SubscriptionStatus::Active);
+        counts.add(SubscriptionStatus::Active, 6);
+        counts.add(SubscriptionStatus::Canceled, 1);
+        counts.add(SubscriptionStatus::IncompleteExpired, 4);
+        let mut d = PlanDoc::from(&p);
+        assert_eq!(
+            d.counts,
+            Some(CountsDoc::default()),
+            "a new plan counts none"
+        );
+        d.counts = Some(counts);
+        let s = stats(d.clone(), 3).unwrap();
         assert_eq!(
             (
                 s.held,
@@ -857,14 +934,34 @@ mod tests {
         );
         assert!(s.sold_out);
         assert_eq!((s.capacity, s.seats_left), (1_000_000, 0));
-        let none = stats(&plan(), 0, &[]).unwrap();
+        let none = stats(PlanDoc::from(&plan()), 0).unwrap();
         assert_eq!(
             (none.held, none.incomplete, none.active, none.sold_out),
             (0, 0, 0, false)
         );
-        assert!(stats(&p, 0, &[doc! { "_id": "paused", "n": 1_i64 }]).is_err());
-        assert!(stats(&p, 0, &[doc! { "_id": "active", "n": "many" }]).is_err());
+        let mut negative = d.clone();
+        negative.counts = Some(CountsDoc {
+            canceled: -1,
+            ..counts
+        });
+        assert!(stats(negative, 0).is_err());
+        d.counts = None;
+        assert!(stats(d, 0).is_err(), "counted at start-up, never missing");
     }
+
+    #[test]
+    fn counts_move_as_increments_of_the_statuses_that_changed() {
+        let mut c = CountsDoc::default();
+        assert_eq!(c.increments(), Document::new());
+        c.add(SubscriptionStatus::Incomplete, 2);
+        c.moved(SubscriptionStatus::Incomplete, SubscriptionStatus::Active);
+        c.moved(SubscriptionStatus::Active, SubscriptionStatus::Canceled);
+        assert_eq!(
+            c.increments(),
+            doc! { "counts.incomplete": 1_i64, "counts.canceled": 1_i64 }
+        );
+    }
+
     #[test]
     fn a_subscription_carrying_a_recovery_task_and_a_refund_mark_reads_as_the_domains() {
         let s = subscriptions_in_every_status().remove(2);

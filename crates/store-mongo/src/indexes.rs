@@ -5,8 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | `idempotency_keys` | `expires_at` | TTL, `expireAfterSeconds: 0` | the server forgets records once their retention ends; the sweep's `expires_at <= now` |
 //! | `subscriptions` | `customer_id, _id` | | a customer's subscriptions in id order |
-//! | `subscriptions` | `plan_id, status` | | a plan's counts by status (stats) |
-//! | `subscriptions` | `status, updated_at` | | stale `incomplete` purchases for the reconciler, oldest first |
+//! | `subscriptions` | `updated_at` | partial: `status: "incomplete"` | stale `incomplete` purchases for the reconciler, oldest first |
 //! | `subscriptions` | `recovery_task.phase, recovery_task.verify_after` | sparse | late-charge checks that are due |
 //! | `audit_entries` | `plan_id, seq` | unique | a plan's log in order; two entries can never share a place in it |
 //! | `api_keys` | `secret_hash` | unique | a request's key found by its secret's hash |
@@ -66,15 +65,12 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
         (
             SUBSCRIPTIONS,
             IndexModel::builder()
-                .keys(doc! { "plan_id": 1, "status": 1 })
-                .options(named("plan_id_status").build())
-                .build(),
-        ),
-        (
-            SUBSCRIPTIONS,
-            IndexModel::builder()
-                .keys(doc! { "status": 1, "updated_at": 1 })
-                .options(named("status_updated_at").build())
+                .keys(doc! { "updated_at": 1 })
+                .options(
+                    named("incomplete_updated_at")
+                        .partial_filter_expression(doc! { "status": "incomplete" })
+                        .build(),
+                )
                 .build(),
         ),
         (
@@ -248,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_are_indexed_by_customer_then_id_and_by_plan_then_status() {
+    fn subscriptions_are_indexed_by_customer_then_id_and_by_nothing_a_completion_changes() {
         let all = indexes();
         let (coll, by_customer) = find(&all, "customer_id_id");
         assert_eq!(coll, "subscriptions");
@@ -256,12 +252,11 @@ mod tests {
             by_customer.get_document("key").unwrap(),
             &doc! { "customer_id": 1, "_id": 1 }
         );
-        let (coll, by_plan) = find(&all, "plan_id_status");
-        assert_eq!(coll, "subscriptions");
-        assert_eq!(
-            by_plan.get_document("key").unwrap(),
-            &doc! { "plan_id": 1, "status": 1 }
-        );
+        // Stats read the plan's `counts`; only the reconciler's partial index loses the
+        // completed purchase.
+        for (_, model) in all.iter().filter(|(c, _)| *c == "subscriptions") {
+            assert!(!model.keys.contains_key("status"), "{:?}", model.keys);
+        }
     }
 
     #[test]
@@ -291,11 +286,15 @@ mod tests {
     #[test]
     fn the_reconciler_finds_stale_purchases_and_due_checks_through_indexes() {
         let all = indexes();
-        let (coll, stale) = find(&all, "status_updated_at");
+        let (coll, stale) = find(&all, "incomplete_updated_at");
         assert_eq!(coll, "subscriptions");
         assert_eq!(
             stale.get_document("key").unwrap(),
-            &doc! { "status": 1, "updated_at": 1 }
+            &doc! { "updated_at": 1 }
+        );
+        assert_eq!(
+            stale.get_document("partialFilterExpression").unwrap(),
+            &doc! { "status": "incomplete" }
         );
         let (coll, due) = find(&all, "recovery_task_due");
         assert_eq!(coll, "subscriptions");
@@ -404,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn there_are_exactly_the_twelve_documented_indexes_with_distinct_names() {
+    fn there_are_exactly_the_eleven_documented_indexes_with_distinct_names() {
         let all = indexes();
         let mut names: Vec<_> = all
             .iter()
@@ -412,7 +411,7 @@ mod tests {
             .collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 12);
-        assert_eq!(all.len(), 12);
+        assert_eq!(names.len(), 11);
+        assert_eq!(all.len(), 11);
     }
 }

@@ -38,7 +38,8 @@
 //!   [`checkout_queries`]: those of the checkout steps;
 //! - [`indexes`]: the collections and indexes created at start-up;
 //! - [`upgrade`]: what earlier versions stored in another shape, changed at start-up
-//!   (idempotency records under their `{ scope, key }` `_id`);
+//!   (idempotency records under their `{ scope, key }` `_id`, plans with their
+//!   subscription counts);
 //! - [`errors`]: which failures are retried, unavailable or internal;
 //! - `transaction`: the transaction runner: what is run again, what answers at once; and
 //!   the helpers the ports' transactions share;
@@ -132,7 +133,7 @@ impl MongoStore {
         let (client, database, deployment, pool) = settings::open(settings).await?;
         let db = client.database(&database);
         indexes::prepare(&db).await?;
-        upgrade::key_ids(&db).await?;
+        upgrade::run(&db).await?;
         tracing::info!(database, ?deployment, "MongoDB store ready");
         Ok(Self {
             steps: purchases::coalescer(

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::{bson::Document, options::ReturnDocument, ClientSession, Collection};
+use mongodb::{options::ReturnDocument, ClientSession, Collection};
 use seatkeeper_domain::{
     ports::{PlanRepository, StoreError, UpdatePlanError},
     AuditContext, AuditEntry, PatchRejection, Plan, PlanAvailability, PlanId, PlanPatch, PlanStats,
@@ -16,7 +16,7 @@ use seatkeeper_domain::{
 use crate::{
     checkout_documents::CheckoutDoc,
     checkout_queries,
-    documents::{self, AuditDoc, Corrupt, PlanDoc},
+    documents::{self, AuditDoc, Corrupt, CountsDoc, PlanDoc},
     errors::{classify, corrupt},
     queries,
     transaction::{self, refuse, unmatched},
@@ -119,26 +119,23 @@ impl PlanRepository for MongoStore {
     }
 
     async fn plan_stats(&self, id: PlanId) -> Result<Option<PlanStats>, StoreError> {
-        let (plans, subscriptions, checkouts) = (
-            self.plans.clone(),
-            self.subscriptions.clone(),
-            self.checkouts.clone(),
-        );
+        let (plans, checkouts) = (self.plans.clone(), self.checkouts.clone());
         let mut session = self.session().await?;
-        // A read-only transaction: the plan, its open sessions (held seats) and the
-        // subscription counts from one snapshot.
+        // A read-only transaction: the plan with its subscription counts, and its open
+        // sessions (held seats), from one snapshot.
         let run = transaction::run(&mut session, async move |s| {
-            let Some(PlanAvailability { plan, held }) =
-                read_availability(s, &plans, &checkouts, id).await?
+            let Some(found) = plans
+                .find_one(queries::plan_by_id(id))
+                .session(&mut *s)
+                .await?
             else {
                 return Ok(Ok(None));
             };
-            let mut cursor = subscriptions
-                .aggregate(queries::count_by_status(id))
+            let held = checkouts
+                .count_documents(checkout_queries::open_checkouts(id))
                 .session(&mut *s)
                 .await?;
-            let counts: Vec<Document> = cursor.stream(&mut *s).try_collect().await?;
-            let stats = documents::stats(&plan, held, &counts).map_err(corrupt)?;
+            let stats = documents::stats(found, held).map_err(corrupt)?;
             Ok(Ok::<_, StoreError>(Some(stats)))
         });
         self.settle(run).await
@@ -180,15 +177,20 @@ async fn read_availability(
     Ok(Some(PlanAvailability { plan, held }))
 }
 
-/// Moves the plan's seats by `delta` and bumps its `seq`; the plan after.
+/// Moves the plan's seats by `delta`, bumps its `seq` and moves its subscription counts by
+/// `counts`; the plan after.
 pub(crate) async fn bump_plan(
     plans: &Collection<PlanDoc>,
     s: &mut ClientSession,
     id: PlanId,
     delta: i64,
+    counts: &CountsDoc,
 ) -> mongodb::error::Result<Plan> {
     let after = plans
-        .find_one_and_update(queries::plan_by_id(id), queries::move_seats(delta))
+        .find_one_and_update(
+            queries::plan_by_id(id),
+            queries::move_seats_counting(delta, counts),
+        )
         .return_document(ReturnDocument::After)
         .session(s)
         .await?

@@ -17,7 +17,7 @@ use seatkeeper_domain::{
     SubscriptionId, SubscriptionStatus, Timestamp,
 };
 
-use crate::documents::{date, to_document, uuid, Corrupt, KeyId, OutcomeDoc};
+use crate::documents::{date, to_document, uuid, Corrupt, CountsDoc, KeyId, OutcomeDoc};
 
 /// The collections.
 pub const PLANS: &str = "plans";
@@ -66,9 +66,18 @@ pub fn mark_batch(batch: uuid::Uuid) -> Document {
 }
 
 /// A purchase batch's moves of one plan: `seats_left` by `delta` (net: seats taken and
-/// given back) and `seq` by `entries`, the audit entries that record them.
-pub fn move_plan(delta: i64, entries: u64) -> Document {
-    doc! { "$inc": { "seats_left": delta, "seq": seq_value(entries) } }
+/// given back), `seq` by `entries`, the audit entries that record them, and the counts of
+/// its subscriptions by status by `counts`.
+pub fn move_plan(delta: i64, entries: u64, counts: &CountsDoc) -> Document {
+    let mut inc = doc! { "seats_left": delta, "seq": seq_value(entries) };
+    inc.extend(counts.increments());
+    doc! { "$inc": inc }
+}
+
+/// [`move_seats`] and the counts of the plan's subscriptions by status by `counts` (a
+/// cancellation's move; a refund's changes no count).
+pub fn move_seats_counting(delta: i64, counts: &CountsDoc) -> Document {
+    move_plan(delta, 1, counts)
 }
 
 /// Moves `seats_left` by `delta` (+1: a seat given back; 0: no move) and bumps `seq` for
@@ -168,13 +177,14 @@ pub fn customer_page(customer: &CustomerId, after: Option<SubscriptionId>) -> (D
     (filter, doc! { "_id": 1 })
 }
 
-/// The plan's subscriptions counted by status (index `(plan_id, status)`), giving
-/// documents `{ _id: <status>, n: <count> }`.
-pub fn count_by_status(plan: PlanId) -> Vec<Document> {
-    vec![
-        doc! { "$match": { "plan_id": uuid(plan.as_uuid()) } },
-        doc! { "$group": { "_id": "$status", "n": { "$sum": 1_i64 } } },
-    ]
+/// Every plan's subscriptions counted by status (one scan, for the start-up upgrade of
+/// plans stored without their counts), giving documents
+/// `{ _id: { plan_id, status }, n: <count> }`.
+pub fn count_by_plan_and_status() -> Vec<Document> {
+    vec![doc! { "$group": {
+        "_id": { "plan_id": "$plan_id", "status": "$status" },
+        "n": { "$sum": 1_i64 },
+    } }]
 }
 
 // ----- recovery tasks -----
@@ -194,7 +204,7 @@ fn lease_free(now: Timestamp) -> Document {
 }
 
 /// `incomplete` subscriptions unchanged since `stale_before` whose task is not leased at
-/// `now`, oldest first (index `(status, updated_at)`).
+/// `now`, oldest first (index `updated_at`, partial on `status: "incomplete"`).
 pub fn stale_incomplete(stale_before: Timestamp, now: Timestamp) -> (Document, Document) {
     (
         doc! {
@@ -456,8 +466,27 @@ mod tests {
             doc! { "_id": binary(id.as_uuid()), "seq": 12_i64 }
         );
         assert_eq!(
-            move_plan(-5, 7),
+            move_plan(-5, 7, &CountsDoc::default()),
             doc! { "$inc": { "seats_left": -5_i64, "seq": 7_i64 } }
+        );
+        let mut counts = CountsDoc::default();
+        counts.add(SubscriptionStatus::Incomplete, 4);
+        counts.moved(SubscriptionStatus::Incomplete, SubscriptionStatus::Active);
+        assert_eq!(
+            move_plan(-4, 5, &counts),
+            doc! { "$inc": {
+                "seats_left": -4_i64, "seq": 5_i64,
+                "counts.incomplete": 3_i64, "counts.active": 1_i64,
+            } }
+        );
+        let mut cancel = CountsDoc::default();
+        cancel.moved(SubscriptionStatus::Active, SubscriptionStatus::Canceled);
+        assert_eq!(
+            move_seats_counting(1, &cancel),
+            doc! { "$inc": {
+                "seats_left": 1_i64, "seq": 1_i64,
+                "counts.active": -1_i64, "counts.canceled": 1_i64,
+            } }
         );
     }
 
@@ -541,14 +570,13 @@ mod tests {
     }
 
     #[test]
-    fn stats_count_the_plans_subscriptions_grouped_by_status() {
-        let p = PlanId::generate();
+    fn the_upgrade_counts_every_plans_subscriptions_by_status_in_one_group() {
         assert_eq!(
-            count_by_status(p),
-            vec![
-                doc! { "$match": { "plan_id": binary(p.as_uuid()) } },
-                doc! { "$group": { "_id": "$status", "n": { "$sum": 1_i64 } } },
-            ]
+            count_by_plan_and_status(),
+            vec![doc! { "$group": {
+                "_id": { "plan_id": "$plan_id", "status": "$status" },
+                "n": { "$sum": 1_i64 },
+            } }]
         );
     }
 

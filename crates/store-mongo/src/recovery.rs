@@ -14,7 +14,7 @@ use seatkeeper_domain::{
 };
 
 use crate::{
-    documents::{AuditDoc, Corrupt, PlanDoc, SubscriptionDoc},
+    documents::{AuditDoc, Corrupt, CountsDoc, PlanDoc, SubscriptionDoc},
     errors::{classify, corrupt},
     plans::bump_plan,
     queries,
@@ -67,7 +67,9 @@ async fn audit_refund(
     }
     // The hot plan document last.
     let seat_move = SeatMove::refund(id, payment_id);
-    let plan = bump_plan(plans, s, sub.plan_id(), seat_move.delta.into()).await?;
+    // A refund changes no subscription's status.
+    let unchanged = CountsDoc::default();
+    let plan = bump_plan(plans, s, sub.plan_id(), seat_move.delta.into(), &unchanged).await?;
     let entry = seat_move.entry_after(&plan, ctx, now);
     audit
         .insert_one(AuditDoc::from(&entry))

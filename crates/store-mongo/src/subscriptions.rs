@@ -11,7 +11,7 @@ use seatkeeper_domain::{
 };
 
 use crate::{
-    documents::{AuditDoc, SubscriptionDoc},
+    documents::{AuditDoc, CountsDoc, SubscriptionDoc},
     errors::{classify, corrupt},
     plans::bump_plan,
     queries,
@@ -100,7 +100,9 @@ impl SubscriptionRepository for MongoStore {
                 return Err(unmatched("the cancellation"));
             }
             // The hot plan document last.
-            let plan = bump_plan(&plans, s, sub.plan_id(), seat_move.delta.into()).await?;
+            let mut counts = CountsDoc::default();
+            counts.moved(SubscriptionStatus::Active, sub.status());
+            let plan = bump_plan(&plans, s, sub.plan_id(), seat_move.delta.into(), &counts).await?;
             let entry = seat_move.entry_after(&plan, &ctx, now);
             audit
                 .insert_one(AuditDoc::from(&entry))

@@ -10,25 +10,41 @@
 //! a record under its new `_id` keeps that one (another instance converted it, and may
 //! have served it since), and the delete removes old copies only. A start-up killed half
 //! way converts the rest at the next one. A record in flight keeps its lock, recovery
-//! point and outcome, so a retry after the upgrade replays or resumes as before. Stop
-//! every instance of an older version first: it would keep writing the old shape.
+//! point and outcome, so a retry after the upgrade replays or resumes as before.
+//!
+//! **Plans with their subscription counts.** Stats read a plan's `counts`
+//! ([`CountsDoc`](crate::documents::CountsDoc)), which every write that creates or changes
+//! a subscription moves; subscriptions were counted through an index on `(plan_id,
+//! status)`, and stale purchases found through one on `(status, updated_at)`, both of
+//! which changed at every completion. Start-up counts the subscriptions of every plan
+//! stored without `counts` (one `$group` over the collection, only when there is such a
+//! plan) and sets them where they are still missing, then drops the two old indexes (the
+//! reconciler's partial `updated_at` index is created with the others).
+//!
+//! Stop every instance of an older version first: it would keep writing the old shapes.
+//! A new instance serves only after its own upgrade, by which time every plan has its
+//! counts, so no count is moved from a missing one.
 
 use futures::TryStreamExt;
 use mongodb::{
-    bson::{doc, Bson, Document},
+    bson::{self, doc, Bson, Document},
     error::ErrorKind,
     Database,
 };
 use seatkeeper_domain::ports::StoreError;
 
 use crate::{
-    documents::Corrupt,
+    documents::{subscription_status, Corrupt, CountsDoc},
     errors::{classify, duplicate_key, Facts},
-    queries::IDEMPOTENCY_KEYS,
+    queries::{self, IDEMPOTENCY_KEYS, PLANS, SUBSCRIPTIONS},
 };
 
 /// The unique index of the old shape.
 pub const OLD_KEY_INDEX: &str = "scope_key_unique";
+
+/// The subscriptions' indexes of the old shape: keyed by status, changed at every
+/// completion.
+pub const OLD_SUBSCRIPTION_INDEXES: [&str; 2] = ["plan_id_status", "status_updated_at"];
 
 /// Records converted per round trip pair (a find, then an insert and a delete).
 const CHUNK: i64 = 1_000;
@@ -36,18 +52,124 @@ const CHUNK: i64 = 1_000;
 const NAMESPACE_NOT_FOUND: i32 = 26;
 const INDEX_NOT_FOUND: i32 = 27;
 
+/// Every upgrade, in order.
+pub(crate) async fn run(db: &Database) -> Result<(), StoreError> {
+    key_ids(db).await?;
+    plan_counts(db).await?;
+    Ok(())
+}
+
+/// Drops `name` from `collection`, unless it is gone already.
+async fn drop_index(db: &Database, collection: &str, name: &str) -> Result<(), StoreError> {
+    let dropped = db.collection::<Document>(collection).drop_index(name).await;
+    match dropped {
+        Err(e)
+            if !matches!(
+                Facts::of(&e).code,
+                Some(INDEX_NOT_FOUND | NAMESPACE_NOT_FOUND)
+            ) =>
+        {
+            Err(classify(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Sets the subscription counts of every plan stored without them; drops the old
+/// subscription indexes. Returns how many plans it counted.
+pub(crate) async fn plan_counts(db: &Database) -> Result<u64, StoreError> {
+    let plans = db.collection::<Document>(PLANS);
+    let uncounted = doc! { "counts": { "$exists": false } };
+    let mut counted = 0;
+    if plans
+        .find_one(uncounted.clone())
+        .await
+        .map_err(classify)?
+        .is_some()
+    {
+        let rows: Vec<Document> = db
+            .collection::<Document>(SUBSCRIPTIONS)
+            .aggregate(queries::count_by_plan_and_status())
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        let mut counts: Vec<(Bson, CountsDoc)> = Vec::new();
+        for row in rows {
+            let (plan, status, n) = count_row(&row).map_err(StoreError::internal)?;
+            match counts.iter_mut().find(|(p, _)| *p == plan) {
+                Some((_, c)) => c.add(status, n),
+                None => {
+                    let mut c = CountsDoc::default();
+                    c.add(status, n);
+                    counts.push((plan, c));
+                }
+            }
+        }
+        let ids: Vec<Bson> = plans
+            .find(uncounted.clone())
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(classify)?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        for id in ids {
+            let c = counts
+                .iter()
+                .find(|(p, _)| *p == id)
+                .map(|(_, c)| *c)
+                .unwrap_or_default();
+            let set = bson::to_document(&c)
+                .map_err(|e| StoreError::internal(Corrupt(format!("counts: {e}"))))?;
+            let mut filter = uncounted.clone();
+            filter.insert("_id", id);
+            plans
+                .update_one(filter, doc! { "$set": { "counts": set } })
+                .await
+                .map_err(classify)?;
+            counted += 1;
+        }
+        tracing::info!(counted, "plans given their subscription counts");
+    }
+    for name in OLD_SUBSCRIPTION_INDEXES {
+        drop_index(db, SUBSCRIPTIONS, name).await?;
+    }
+    Ok(counted)
+}
+
+/// A row of [`queries::count_by_plan_and_status`].
+fn count_row(
+    row: &Document,
+) -> Result<(Bson, seatkeeper_domain::SubscriptionStatus, i64), Corrupt> {
+    let id = row
+        .get_document("_id")
+        .map_err(|e| Corrupt(format!("a count's _id: {e}")))?;
+    let plan = id
+        .get("plan_id")
+        .cloned()
+        .ok_or_else(|| Corrupt("a count without its plan".into()))?;
+    let status = subscription_status(
+        id.get_str("status")
+            .map_err(|e| Corrupt(format!("a count's status: {e}")))?,
+    )?;
+    let n = match row.get("n") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        other => return Err(Corrupt(format!("a count of {other:?}"))),
+    };
+    Ok((plan, status, n))
+}
+
 /// Moves idempotency records of the old shape to their `{ scope, key }` `_id`; returns
 /// how many it moved.
 pub(crate) async fn key_ids(db: &Database) -> Result<u64, StoreError> {
     let keys = db.collection::<Document>(IDEMPOTENCY_KEYS);
-    if let Err(e) = keys.drop_index(OLD_KEY_INDEX).await {
-        if !matches!(
-            Facts::of(&e).code,
-            Some(INDEX_NOT_FOUND | NAMESPACE_NOT_FOUND)
-        ) {
-            return Err(classify(e));
-        }
-    }
+    drop_index(db, IDEMPOTENCY_KEYS, OLD_KEY_INDEX).await?;
     let mut moved = 0;
     loop {
         let old: Vec<Document> = keys

@@ -2,7 +2,7 @@
 //! creates are exactly the documented ones, start-up is idempotent on a prepared
 //! database, stored documents carry UUIDs as binary subtype 4 and dates as BSON dates
 //! (what the TTL index and id-ordered pages rely on), and the checkout worker's and
-//! purges' queries are served by their (partial) indexes.
+//! purges' and the reconciler's queries are served by their (partial) indexes.
 //!
 //! These run only when `SEATKEEPER_TEST_MONGODB_URL` names a replica set; otherwise each
 //! says it was skipped (see `seatkeeper_store_mongo::testing`).
@@ -15,7 +15,7 @@ use seatkeeper_domain::{
 };
 use seatkeeper_store_contract::{checkout_support, support::now};
 use seatkeeper_store_mongo::{
-    checkout_queries, indexes::indexes, testing::TestDatabases, MongoSettings, MongoStore,
+    checkout_queries, indexes::indexes, queries, testing::TestDatabases, MongoSettings, MongoStore,
 };
 
 async fn databases(test: &str) -> Option<TestDatabases> {
@@ -208,5 +208,28 @@ async fn checkout_sessions_are_stored_natively_and_found_through_their_partial_i
     assert_eq!(
         index_used(&store, "webhook_events", events).await,
         "received_at"
+    );
+}
+
+#[tokio::test]
+async fn the_reconciler_finds_stale_purchases_through_the_partial_index_of_incomplete_ones() {
+    let Some(dbs) = databases(
+        "the_reconciler_finds_stale_purchases_through_the_partial_index_of_incomplete_ones",
+    )
+    .await
+    else {
+        return;
+    };
+    let store = dbs.fresh_store().await;
+    let (filter, sort) = queries::stale_incomplete(now(), now());
+    let stale = doc! { "filter": filter, "sort": sort, "limit": 10_i64 };
+    assert_eq!(
+        index_used(&store, "subscriptions", stale).await,
+        "incomplete_updated_at"
+    );
+    let backlog = doc! { "filter": queries::stale_incomplete_all(now()) };
+    assert_eq!(
+        index_used(&store, "subscriptions", backlog).await,
+        "incomplete_updated_at"
     );
 }

@@ -2,7 +2,8 @@
 //! earlier version stored (an ObjectId `_id` and a unique `(scope, key)` index) are moved
 //! to their `{ scope, key }` `_id`, more of them than one chunk, and still answer claims
 //! as before: a finished purchase replays, a held key is in use, a record already under
-//! its new `_id` is kept over its old copy.
+//! its new `_id` is kept over its old copy. Plans stored without their subscription counts
+//! are counted, and the old status-keyed subscription indexes dropped.
 //!
 //! Runs only when `SEATKEEPER_TEST_MONGODB_URL` names a replica set; otherwise it says it
 //! was skipped (see `seatkeeper_store_mongo::testing`).
@@ -11,17 +12,21 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::{
-    bson::{self, doc, oid::ObjectId, Bson, Document},
+    bson::{self, doc, oid::ObjectId, spec::BinarySubtype, Bson, Document},
     options::IndexOptions,
     IndexModel,
 };
 use seatkeeper_domain::{
-    ports::IdempotencyRepository, Claim, ClaimKey, CustomerId, Fingerprint, IdempotencyKey,
-    IdempotencyRecord, LockToken, PlanId, PurchaseOutcome,
+    ports::{IdempotencyRepository, PlanRepository},
+    Claim, ClaimKey, CustomerId, Fingerprint, IdempotencyKey, IdempotencyRecord, LockToken, Plan,
+    PlanId, PlanStats, PurchaseOutcome,
 };
-use seatkeeper_store_contract::support::now;
+use seatkeeper_store_contract::support::{admin, new_plan, now};
 use seatkeeper_store_mongo::{
-    documents::KeyDoc, testing::TestDatabases, upgrade::OLD_KEY_INDEX, MongoSettings, MongoStore,
+    documents::KeyDoc,
+    testing::TestDatabases,
+    upgrade::{OLD_KEY_INDEX, OLD_SUBSCRIPTION_INDEXES},
+    MongoSettings, MongoStore,
 };
 
 /// More than one chunk of the upgrade (1,000).
@@ -178,5 +183,113 @@ async fn records_of_the_old_shape_move_to_their_scope_and_key_and_still_answer_c
     assert_eq!(
         again.claim_key(&claim("held", "fp")).await.unwrap(),
         Claim::InUse
+    );
+}
+
+/// A subscription document with only what the upgrade counts.
+fn counted(plan: &Plan, status: &str) -> Document {
+    doc! {
+        "_id": Bson::Binary(bson::Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        }),
+        "plan_id": Bson::Binary(bson::Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: plan.id().as_uuid().as_bytes().to_vec(),
+        }),
+        "status": status,
+    }
+}
+
+#[tokio::test]
+async fn plans_stored_without_counts_are_counted_at_start_up_and_the_old_indexes_dropped() {
+    let dbs = match TestDatabases::connect().await {
+        Ok(dbs) => dbs,
+        Err(reason) => {
+            println!("skipped plans_stored_without_counts_…: {reason}");
+            return;
+        }
+    };
+    let store = dbs.fresh_store().await;
+    let db = store.database().clone();
+    let (busy, idle, kept) = (
+        new_plan("Busy", 10),
+        new_plan("Idle", 5),
+        new_plan("Kept", 5),
+    );
+    for p in [&busy, &idle, &kept] {
+        store.create_plan(p, &admin("t")).await.unwrap();
+    }
+    let subscriptions = db.collection::<Document>("subscriptions");
+    let mut docs = Vec::new();
+    for (status, n) in [
+        ("incomplete", 2),
+        ("active", 3),
+        ("canceled", 1),
+        ("incomplete_expired", 4),
+    ] {
+        docs.extend((0..n).map(|_| counted(&busy, status)));
+    }
+    docs.push(counted(&kept, "active"));
+    subscriptions.insert_many(docs).await.unwrap();
+    // As the earlier version left them: no counts on two plans, the old indexes.
+    let plans = db.collection::<Document>("plans");
+    for p in [&busy, &idle] {
+        plans
+            .update_one(
+                doc! { "_id": Bson::Binary(bson::Binary { subtype: BinarySubtype::Uuid, bytes: p.id().as_uuid().as_bytes().to_vec() }) },
+                doc! { "$unset": { "counts": "" } },
+            )
+            .await
+            .unwrap();
+    }
+    for (keys, name) in [
+        (
+            doc! { "plan_id": 1, "status": 1 },
+            OLD_SUBSCRIPTION_INDEXES[0],
+        ),
+        (
+            doc! { "status": 1, "updated_at": 1 },
+            OLD_SUBSCRIPTION_INDEXES[1],
+        ),
+    ] {
+        subscriptions
+            .create_index(
+                IndexModel::builder()
+                    .keys(keys)
+                    .options(IndexOptions::builder().name(name.to_owned()).build())
+                    .build(),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        store.plan_stats(busy.id()).await.is_err(),
+        "no counts to read"
+    );
+
+    let mut settings = MongoSettings::new(dbs.url());
+    settings.database = Some(db.name().to_owned());
+    let upgraded = MongoStore::connect(&settings)
+        .await
+        .expect("start-up upgrades");
+    let counts = |s: PlanStats| (s.incomplete, s.active, s.canceled, s.incomplete_expired);
+    let busy_stats = upgraded.plan_stats(busy.id()).await.unwrap().unwrap();
+    assert_eq!(counts(busy_stats), (2, 3, 1, 4));
+    let idle_stats = upgraded.plan_stats(idle.id()).await.unwrap().unwrap();
+    assert_eq!(counts(idle_stats), (0, 0, 0, 0));
+    let kept_stats = upgraded.plan_stats(kept.id()).await.unwrap().unwrap();
+    assert_eq!(
+        counts(kept_stats),
+        (0, 0, 0, 0),
+        "a plan with its counts is left as it is (its subscription was inserted behind its back)"
+    );
+    let indexes = subscriptions.list_index_names().await.unwrap();
+    for old in OLD_SUBSCRIPTION_INDEXES {
+        assert!(!indexes.contains(&old.to_owned()), "{indexes:?}");
+    }
+    assert!(
+        indexes.contains(&"incomplete_updated_at".to_owned()),
+        "{indexes:?}"
     );
 }

@@ -103,6 +103,12 @@ pub(super) fn change(
     w: &mut Writes,
 ) -> Result<Changed, ChangeCheckoutError> {
     let changed = batch.change(cmd, plans)?;
+    if let Some(sub) = &changed.applied.subscription {
+        w.counts
+            .entry(sub.plan_id())
+            .or_default()
+            .add(sub.status(), 1);
+    }
     w.new_subs.extend(
         changed
             .applied

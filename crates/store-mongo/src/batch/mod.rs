@@ -48,7 +48,7 @@ use seatkeeper_domain::{
 mod checkout;
 
 use crate::{
-    documents::{uuid, AuditDoc, Corrupt, KeyDoc, SubscriptionDoc},
+    documents::{uuid, AuditDoc, Corrupt, CountsDoc, KeyDoc, SubscriptionDoc},
     errors::corrupt,
     purchases::StepCollections,
     queries,
@@ -110,6 +110,8 @@ pub(super) struct Writes {
     pub(super) new_subs: Vec<SubscriptionDoc>,
     completed_subs: Vec<Document>,
     pub(super) audit: Vec<AuditDoc>,
+    /// How each plan's subscription counts move (`CountsDoc`): with the plan's update.
+    pub(super) counts: BTreeMap<PlanId, CountsDoc>,
 }
 
 /// One statement of an `update` command.
@@ -351,6 +353,10 @@ fn reserve(
     let p = plan.ok_or_else(|| corrupt(Corrupt("a missing plan was not rejected".into())))?;
     let (sub, entry) = cmd.take_seat(p);
     w.audit.push(AuditDoc::from(&entry));
+    w.counts
+        .entry(sub.plan_id())
+        .or_default()
+        .add(sub.status(), 1);
     key.reserved(sub.id(), w);
     w.new_subs.push(SubscriptionDoc::from(&sub));
     Ok(Reservation::Reserved(sub))
@@ -407,6 +413,10 @@ fn complete(
             sub.plan_id()
         )))
     })?;
+    w.counts
+        .entry(sub.plan_id())
+        .or_default()
+        .moved(SubscriptionStatus::Incomplete, sub.status());
     let entry = plan.move_seats(change.seat_move(id), &cmd.ctx, cmd.now);
     w.audit.push(AuditDoc::from(&entry));
     Ok(Ok(Completion {
@@ -419,7 +429,7 @@ fn complete(
 async fn write(
     s: &mut ClientSession,
     c: &StepCollections,
-    w: Writes,
+    mut w: Writes,
     plans: &BTreeMap<PlanId, Plan>,
     before: &BTreeMap<PlanId, Plan>,
 ) -> mongodb::error::Result<()> {
@@ -450,12 +460,19 @@ async fn write(
                 .get(&plan.id())
                 .filter(|was| was.seq() != plan.seq())?;
             let delta = i64::from(plan.seats_left()) - i64::from(was.seats_left());
+            let counts = w.counts.remove(&plan.id()).unwrap_or_default();
             Some(statement(
                 queries::plan_as_read(was),
-                queries::move_plan(delta, plan.seq() - was.seq()),
+                queries::move_plan(delta, plan.seq() - was.seq(), &counts),
             ))
         })
         .collect();
+    // Every subscription created or changed comes with an audit entry of its plan.
+    if let Some(plan) = w.counts.keys().next() {
+        return Err(corrupt(Corrupt(format!(
+            "subscriptions of plan {plan} changed without an entry of the plan"
+        ))));
+    }
     let moved = moves.len();
     if update(s, c, queries::PLANS, moves).await? != moved {
         return Err(unmatched("the guarded plan update"));
