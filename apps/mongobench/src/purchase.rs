@@ -302,6 +302,7 @@ mod tests {
             status: "active".into(),
             created_at: DateTime::from_millis(0),
             seq: 11,
+            counts: None,
         };
         let entry = audit_doc(&after, &sub, "cus_mongobench_3");
         assert_eq!((entry.seq, entry.plan_id), (11, after.id));

@@ -15,7 +15,7 @@ use mongodb::{
 };
 use seatkeeper_domain::PlanId;
 use seatkeeper_store_mongo::{
-    documents::{uuid, PlanDoc},
+    documents::{uuid, CountsDoc, PlanDoc},
     indexes::indexes,
     queries::{self, AUDIT_ENTRIES, PLANS, SUBSCRIPTIONS},
 };
@@ -98,6 +98,7 @@ pub async fn prepare(db: &Database, plans: usize) -> Result<Workload, Error> {
             status: "active".into(),
             created_at: now,
             seq: 1,
+            counts: Some(CountsDoc::default()),
         })
         .collect();
     let workload = Workload {
