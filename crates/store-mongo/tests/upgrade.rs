@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::{
-    bson::{self, doc, oid::ObjectId, spec::BinarySubtype, Bson, Document},
+    bson::{self, doc, oid::ObjectId, Bson, Document},
     options::IndexOptions,
     IndexModel,
 };
@@ -23,7 +23,7 @@ use seatkeeper_domain::{
 };
 use seatkeeper_store_contract::support::{admin, new_plan, now};
 use seatkeeper_store_mongo::{
-    documents::KeyDoc,
+    documents::{uuid, KeyDoc},
     testing::TestDatabases,
     upgrade::{OLD_KEY_INDEX, OLD_SUBSCRIPTION_INDEXES},
     MongoSettings, MongoStore,
@@ -70,12 +70,9 @@ fn old_shape(record: &IdempotencyRecord) -> Document {
 
 #[tokio::test]
 async fn records_of_the_old_shape_move_to_their_scope_and_key_and_still_answer_claims() {
-    let dbs = match TestDatabases::connect().await {
-        Ok(dbs) => dbs,
-        Err(reason) => {
-            println!("skipped records_of_the_old_shape_move_…: {reason}");
-            return;
-        }
+    let test = "records_of_the_old_shape_move_to_their_scope_and_key_and_still_answer_claims";
+    let Some(dbs) = databases(test).await else {
+        return;
     };
     let store = dbs.fresh_store().await;
     let db = store.database().clone();
@@ -189,26 +186,28 @@ async fn records_of_the_old_shape_move_to_their_scope_and_key_and_still_answer_c
 /// A subscription document with only what the upgrade counts.
 fn counted(plan: &Plan, status: &str) -> Document {
     doc! {
-        "_id": Bson::Binary(bson::Binary {
-            subtype: BinarySubtype::Uuid,
-            bytes: uuid::Uuid::now_v7().as_bytes().to_vec(),
-        }),
-        "plan_id": Bson::Binary(bson::Binary {
-            subtype: BinarySubtype::Uuid,
-            bytes: plan.id().as_uuid().as_bytes().to_vec(),
-        }),
+        "_id": uuid(uuid::Uuid::now_v7()),
+        "plan_id": uuid(plan.id().as_uuid()),
         "status": status,
+    }
+}
+
+/// The test deployment, or `None` (and a line saying so) when there is none.
+async fn databases(test: &str) -> Option<TestDatabases> {
+    match TestDatabases::connect().await {
+        Ok(dbs) => Some(dbs),
+        Err(reason) => {
+            println!("skipped {test}: {reason}");
+            None
+        }
     }
 }
 
 #[tokio::test]
 async fn plans_stored_without_counts_are_counted_at_start_up_and_the_old_indexes_dropped() {
-    let dbs = match TestDatabases::connect().await {
-        Ok(dbs) => dbs,
-        Err(reason) => {
-            println!("skipped plans_stored_without_counts_…: {reason}");
-            return;
-        }
+    let test = "plans_stored_without_counts_are_counted_at_start_up_and_the_old_indexes_dropped";
+    let Some(dbs) = databases(test).await else {
+        return;
     };
     let store = dbs.fresh_store().await;
     let db = store.database().clone();
@@ -237,7 +236,7 @@ async fn plans_stored_without_counts_are_counted_at_start_up_and_the_old_indexes
     for p in [&busy, &idle] {
         plans
             .update_one(
-                doc! { "_id": Bson::Binary(bson::Binary { subtype: BinarySubtype::Uuid, bytes: p.id().as_uuid().as_bytes().to_vec() }) },
+                doc! { "_id": uuid(p.id().as_uuid()) },
                 doc! { "$unset": { "counts": "" } },
             )
             .await
