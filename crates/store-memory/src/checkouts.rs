@@ -92,14 +92,20 @@ impl CheckoutRepository for MemoryStore {
                     .entry(cmd.customer_id.clone())
                     .or_default()
                     .push(session.id());
+                // The session before its key: an opening of the same key on another plan,
+                // waiting for this entry, must find the session the key names.
+                c.sessions.insert(session.id(), session.clone());
+                c.index(None, &session);
                 match entry {
                     Entry::Vacant(v) => {
                         v.insert(session.id());
                     }
-                    Entry::Occupied(_) => unreachable!("an occupied key decides Existing"),
+                    // The key of a session the purge removed and has not let go of yet: the
+                    // key is free (the purge lets go only of the id it removed).
+                    Entry::Occupied(mut o) => {
+                        o.insert(session.id());
+                    }
                 }
-                c.sessions.insert(session.id(), session.clone());
-                c.index(None, &session);
                 Ok(Opened::New(session))
             }
         }
