@@ -75,6 +75,18 @@ impl TestDatabases {
         }
     }
 
+    /// [`Self::connect`] for one test: `None`, with a line saying `test` was skipped and
+    /// why, when there is no deployment.
+    pub async fn for_test(test: &str) -> Option<Self> {
+        match Self::connect().await {
+            Ok(dbs) => Some(dbs),
+            Err(reason) => {
+                println!("skipped {test}: {reason}");
+                None
+            }
+        }
+    }
+
     /// The URL of the deployment.
     pub fn url(&self) -> &str {
         &self.url

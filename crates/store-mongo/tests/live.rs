@@ -18,16 +18,6 @@ use seatkeeper_store_mongo::{
     checkout_queries, indexes::indexes, queries, testing::TestDatabases, MongoSettings, MongoStore,
 };
 
-async fn databases(test: &str) -> Option<TestDatabases> {
-    match TestDatabases::connect().await {
-        Ok(dbs) => Some(dbs),
-        Err(reason) => {
-            println!("skipped {test}: {reason}");
-            None
-        }
-    }
-}
-
 fn plan() -> Plan {
     Plan::create(
         NewPlan {
@@ -43,7 +33,9 @@ fn plan() -> Plan {
 
 #[tokio::test]
 async fn start_up_creates_exactly_the_documented_indexes() {
-    let Some(dbs) = databases("start_up_creates_exactly_the_documented_indexes").await else {
+    let Some(dbs) =
+        TestDatabases::for_test("start_up_creates_exactly_the_documented_indexes").await
+    else {
         return;
     };
     let store = dbs.fresh_store().await;
@@ -84,7 +76,9 @@ async fn start_up_creates_exactly_the_documented_indexes() {
 
 #[tokio::test]
 async fn starting_again_on_a_prepared_database_changes_nothing() {
-    let Some(dbs) = databases("starting_again_on_a_prepared_database_changes_nothing").await else {
+    let Some(dbs) =
+        TestDatabases::for_test("starting_again_on_a_prepared_database_changes_nothing").await
+    else {
         return;
     };
     let store = dbs.fresh_store().await;
@@ -104,7 +98,9 @@ async fn starting_again_on_a_prepared_database_changes_nothing() {
 
 #[tokio::test]
 async fn stored_ids_are_binary_uuids_and_dates_are_bson_dates() {
-    let Some(dbs) = databases("stored_ids_are_binary_uuids_and_dates_are_bson_dates").await else {
+    let Some(dbs) =
+        TestDatabases::for_test("stored_ids_are_binary_uuids_and_dates_are_bson_dates").await
+    else {
         return;
     };
     let store = dbs.fresh_store().await;
@@ -162,9 +158,10 @@ async fn index_used(store: &MongoStore, collection: &str, find: Document) -> Str
 
 #[tokio::test]
 async fn checkout_sessions_are_stored_natively_and_found_through_their_partial_indexes() {
-    let Some(dbs) =
-        databases("checkout_sessions_are_stored_natively_and_found_through_their_partial_indexes")
-            .await
+    let Some(dbs) = TestDatabases::for_test(
+        "checkout_sessions_are_stored_natively_and_found_through_their_partial_indexes",
+    )
+    .await
     else {
         return;
     };
@@ -213,7 +210,7 @@ async fn checkout_sessions_are_stored_natively_and_found_through_their_partial_i
 
 #[tokio::test]
 async fn the_reconciler_finds_stale_purchases_through_the_partial_index_of_incomplete_ones() {
-    let Some(dbs) = databases(
+    let Some(dbs) = TestDatabases::for_test(
         "the_reconciler_finds_stale_purchases_through_the_partial_index_of_incomplete_ones",
     )
     .await

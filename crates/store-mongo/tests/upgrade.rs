@@ -71,7 +71,7 @@ fn old_shape(record: &IdempotencyRecord) -> Document {
 #[tokio::test]
 async fn records_of_the_old_shape_move_to_their_scope_and_key_and_still_answer_claims() {
     let test = "records_of_the_old_shape_move_to_their_scope_and_key_and_still_answer_claims";
-    let Some(dbs) = databases(test).await else {
+    let Some(dbs) = TestDatabases::for_test(test).await else {
         return;
     };
     let store = dbs.fresh_store().await;
@@ -192,21 +192,10 @@ fn counted(plan: &Plan, status: &str) -> Document {
     }
 }
 
-/// The test deployment, or `None` (and a line saying so) when there is none.
-async fn databases(test: &str) -> Option<TestDatabases> {
-    match TestDatabases::connect().await {
-        Ok(dbs) => Some(dbs),
-        Err(reason) => {
-            println!("skipped {test}: {reason}");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn plans_stored_without_counts_are_counted_at_start_up_and_the_old_indexes_dropped() {
     let test = "plans_stored_without_counts_are_counted_at_start_up_and_the_old_indexes_dropped";
-    let Some(dbs) = databases(test).await else {
+    let Some(dbs) = TestDatabases::for_test(test).await else {
         return;
     };
     let store = dbs.fresh_store().await;
