@@ -14,6 +14,8 @@
 #   COMPARE_CONNECTIONS=64
 #   COMPARE_DURATION=10          seconds per run
 #   COMPARE_PLANS=1              1: the hot plan
+#   COMPARE_TARGET=purchase      or `checkout`: completed checkouts/s (open, confirm, the
+#                                signed webhook; 0 ms payments), as bench/checkout.sh runs them
 #   BENCH_PIN=1                  in memory: server on CPU 0, loadgen on CPU 1
 #   BENCH_PORT=3902
 #   BENCH_OUT=target/bench/compare-<date>   every run's JSON and `pairs.md`
@@ -31,6 +33,14 @@ rounds=${COMPARE_ROUNDS:-5}
 conns=${COMPARE_CONNECTIONS:-64}
 duration=${COMPARE_DURATION:-10}
 plans=${COMPARE_PLANS:-1}
+target=${COMPARE_TARGET:-purchase}
+webhook_secret=whsec_bench_0123456789abcdef
+target_args=()
+target_env=""
+if [ "$target" = checkout ]; then
+  target_args=(--target checkout --webhook-secret "$webhook_secret")
+  target_env="SEATKEEPER_PAYMENTS__LATENCY_MS=0 SEATKEEPER_PAYMENTS__WEBHOOK_SECRETS=$webhook_secret"
+fi
 pin=${BENCH_PIN:-1}
 port=${BENCH_PORT:-3902}
 out=${BENCH_OUT:-target/bench/compare-$(date +%Y%m%d-%H%M%S)}
@@ -74,7 +84,7 @@ run() {
   fi
   env SEATKEEPER_HTTP__ADDR="127.0.0.1:$port" SEATKEEPER_STORE__URL="$url" \
     SEATKEEPER_AUTH__ADMIN_TOKEN="$token" SEATKEEPER_RATE_LIMIT__ENABLED=false SEATKEEPER_DEMO__SEED=false \
-    SEATKEEPER_LOG__LEVEL=warn $extra $server_cpu "$binary" >"$out/server-$store-$tag-$round.log" 2>&1 &
+    SEATKEEPER_LOG__LEVEL=warn $target_env $extra $server_cpu "$binary" >"$out/server-$store-$tag-$round.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 200); do
     curl -fsS "$base_url/health/ready" >/dev/null 2>&1 && break
@@ -83,7 +93,7 @@ run() {
   local json="$out/$store-$tag-$round.json"
   $loadgen_cpu "$driver" --base-url "$base_url" --admin-token "$token" --progress 0 \
     --duration "$duration" --connections "$conns" --plans "$plans" --seats 1000000 \
-    --json "$json" >"$out/loadgen-$store-$tag-$round.log" 2>&1
+    --json "$json" "${target_args[@]}" >"$out/loadgen-$store-$tag-$round.log" 2>&1
   curl -fsS -H "Authorization: Bearer $token" "$base_url/metrics" \
     >"$out/metrics-$store-$tag-$round.txt" 2>/dev/null || true
   cleanup
@@ -105,7 +115,7 @@ EOF
 }
 
 pairs="$out/pairs.md"
-echo "| store | round | A purchases/s | B purchases/s | B / A | A p99 ms | B p99 ms |" >"$pairs"
+echo "| store | round | A ${target}s/s | B ${target}s/s | B / A | A p99 ms | B p99 ms |" >"$pairs"
 echo "| --- | --- | --- | --- | --- | --- | --- |" >>"$pairs"
 for store in $stores; do
   ratios=()

@@ -22,6 +22,16 @@ pub fn checkout_by_id(id: CheckoutSessionId) -> Document {
     doc! { "_id": uuid(id.as_uuid()) }
 }
 
+/// The sessions of `ids` (each once), by `_id`: a batch of reads (`session_reads.rs`).
+pub fn checkouts_by_ids(ids: impl IntoIterator<Item = CheckoutSessionId>) -> Document {
+    let ids: BTreeSet<CheckoutSessionId> = ids.into_iter().collect();
+    let ids: Vec<Bson> = ids
+        .into_iter()
+        .map(|id| uuid(id.as_uuid()).into())
+        .collect();
+    doc! { "_id": { "$in": ids } }
+}
+
 /// Every session a batch's checkout steps can depend on, in one filter of three
 /// branches whatever the batch's size: the sessions of the openings' `(customer, key)`
 /// pairs, the openings' customers' open sessions on the openings' plans, and the changed
@@ -126,6 +136,18 @@ mod tests {
     fn a_session_is_found_by_id() {
         let id = CheckoutSessionId::generate();
         assert_eq!(checkout_by_id(id), doc! { "_id": binary(id.as_uuid()) });
+    }
+
+    #[test]
+    fn reads_of_sessions_ask_for_each_id_once() {
+        let (a, b) = (CheckoutSessionId::generate(), CheckoutSessionId::generate());
+        let mut sorted = [a, b];
+        sorted.sort();
+        let expected: Vec<Bson> = sorted.iter().map(|id| binary(id.as_uuid())).collect();
+        assert_eq!(
+            checkouts_by_ids([b, a, b]),
+            doc! { "_id": { "$in": expected } }
+        );
     }
 
     #[test]

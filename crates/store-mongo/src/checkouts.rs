@@ -23,6 +23,9 @@
 //! winner's session (`tests/checkouts.rs` races it from three stores). A webhook event is
 //! claimed by inserting it under its id: a duplicate key means it was seen before.
 //!
+//! Reads of a session by id (the confirmation's, each webhook's) share one `find` with
+//! the reads that arrive together (`session_reads.rs`).
+//!
 //! [`CheckoutChange::may_need_plan`]: seatkeeper_domain::CheckoutChange::may_need_plan
 
 use async_trait::async_trait;
@@ -81,12 +84,7 @@ impl CheckoutRepository for MongoStore {
         &self,
         id: CheckoutSessionId,
     ) -> Result<Option<CheckoutSession>, StoreError> {
-        self.checkouts
-            .find_one(q::checkout_by_id(id))
-            .await
-            .map_err(classify)?
-            .map(session_of)
-            .transpose()
+        self.session_reads.submit(id).await
     }
 
     #[tracing::instrument(skip_all, fields(session_id = %cmd.session_id, change = cmd.change.kind()))]

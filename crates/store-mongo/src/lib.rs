@@ -74,6 +74,7 @@ mod plans;
 mod purchases;
 pub mod queries;
 mod recovery;
+mod session_reads;
 mod settings;
 mod subscriptions;
 #[cfg(feature = "testing")]
@@ -120,6 +121,9 @@ pub struct MongoStore {
     /// The checkout changes that write their session only, in batches of their own,
     /// which never conflict with the plan documents' writers (`checkouts.rs`).
     session_changes: Coalescer<batch::Step, batch::Done>,
+    /// Reads of checkout sessions by id, one `find` for those that arrive together
+    /// (`session_reads.rs`).
+    session_reads: Coalescer<seatkeeper_domain::CheckoutSessionId, session_reads::SessionRead>,
     /// Something to drop with the store (a test database to remove).
     _guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -148,6 +152,7 @@ impl MongoStore {
                 &db,
                 settings.transaction_time_limit,
             ),
+            session_reads: session_reads::coalescer(db.collection(queries::CHECKOUT_SESSIONS)),
             plans: db.collection(queries::PLANS),
             subscriptions: db.collection(queries::SUBSCRIPTIONS),
             audit: db.collection(queries::AUDIT_ENTRIES),
@@ -190,6 +195,11 @@ impl MongoStore {
     /// How much the session-only checkout changes were coalesced so far.
     pub fn session_change_stats(&self) -> BatchStats {
         self.session_changes.stats()
+    }
+
+    /// How much the reads of checkout sessions by id were coalesced so far.
+    pub fn session_read_stats(&self) -> BatchStats {
+        self.session_reads.stats()
     }
 
     /// How many session-only checkout changes wait for the next batch.

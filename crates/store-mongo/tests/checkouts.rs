@@ -2,7 +2,8 @@
 //! database, whose turns on a plan (`checkouts.rs`) do not see each other, so that only
 //! the guarded writes and the transaction runner keep the seats exact; one key opened on
 //! two plans at once (the unique `(customer_id, idempotency_key)` index settles it); and
-//! openings racing the purchase batches, which write the same plan document. These run
+//! openings racing the purchase batches, which write the same plan document; and reads
+//! of sessions, which share `find`s, racing changes of the same sessions. These run
 //! only when a replica set is reachable (see `seatkeeper_store_mongo::testing`).
 
 use std::sync::Arc;
@@ -12,10 +13,10 @@ use seatkeeper_domain::{
         CheckoutRepository, NewKeyReservation, OpenCheckoutError, Opened, PurchaseRepository,
         Reservation,
     },
-    OpenRefusal, Plan, PurchaseOutcome, SeatRefusal,
+    CheckoutSessionId, CheckoutStatus, OpenRefusal, Plan, PurchaseOutcome, SeatRefusal,
 };
 use seatkeeper_store_contract::{
-    checkout_support::opening,
+    checkout_support::{change, expire_on_request, open, opening},
     support::{assert_invariants, create_plan, now, stats_now, Purchase},
 };
 use seatkeeper_store_mongo::{testing::TestDatabases, MongoSettings, MongoStore};
@@ -157,6 +158,63 @@ async fn openings_racing_purchases_of_one_plan_never_take_more_than_its_seats() 
         (0, held, reserved)
     );
     assert_invariants(&*stores[0], plan.id()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_racing_changes_share_finds_and_each_sees_its_session_as_last_acknowledged() {
+    let Some(stores) = three_stores("reads_racing_changes_share_finds").await else {
+        return;
+    };
+    let store = stores[0].clone();
+    let plan = create_plan(&*store, 100).await;
+    let mut sessions = Vec::new();
+    for i in 0..40 {
+        sessions.push(open(&*store, &opening(plan.id(), &format!("c{i}"), "k", now())).await);
+    }
+    let before = store.session_read_stats();
+    // 120 tasks at once: a third read a session no one opened; the rest each read one of
+    // the 40 sessions (each three times over), and the first task of each session
+    // expires it and then reads it again, which must show the expiry.
+    let barrier = Arc::new(Barrier::new(120));
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let session = sessions[i % 40].clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                if i % 3 == 0 {
+                    let unknown = CheckoutSessionId::generate();
+                    assert_eq!(store.get_checkout(unknown).await.unwrap(), None);
+                }
+                let read = store.get_checkout(session.id()).await.unwrap().unwrap();
+                assert_eq!(read.id(), session.id());
+                assert_eq!(read.plan_id(), session.plan_id());
+                assert_eq!(read.customer_id(), session.customer_id());
+                if i < 40 {
+                    let cmd = change(session.id(), expire_on_request(), now());
+                    store.change_checkout(&cmd).await.expect("expiring");
+                    let after = store.get_checkout(session.id()).await.unwrap().unwrap();
+                    assert_eq!(after.status(), CheckoutStatus::Expired, "{after:?}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let reads = store.session_read_stats();
+    let (finds, answered) = (
+        reads.batches - before.batches,
+        reads.requests - before.requests,
+    );
+    assert_eq!(answered, 120 + 40 + 40, "every read was answered once");
+    assert!(finds < answered, "{finds} finds for {answered} reads");
+    for s in &sessions {
+        let now = store.get_checkout(s.id()).await.unwrap().unwrap();
+        assert_eq!(now.status(), CheckoutStatus::Expired);
+    }
+    assert_invariants(&*store, plan.id()).await;
+    assert_eq!(stats_now(&*store, plan.id()).await.held, 0);
 }
 
 /// The seats held by open sessions on `plans`, together.
