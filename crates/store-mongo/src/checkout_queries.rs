@@ -7,6 +7,11 @@
 //! again), so a guard repeating the status read would add nothing but query planning —
 //! a third of the `update` command's time in a probe of 30 statements. Every statement
 //! must still match: a session gone since the read is corruption.
+//!
+//! It writes the fields that changed (`$set`, `$unset`: [`session_patch`]), not the whole
+//! document: MongoDB applies a patch that changes no indexed field in place, where a
+//! replacement rewrites the document and checks every index's keys, and the oplog
+//! entry (which the replica set and every change stream read) carries the patch only.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +25,30 @@ use crate::documents::{date, uuid};
 /// One session.
 pub fn checkout_by_id(id: CheckoutSessionId) -> Document {
     doc! { "_id": uuid(id.as_uuid()) }
+}
+
+/// The update that turns the stored session `before` into `after` (both whole documents,
+/// as [`CheckoutDoc`](crate::checkout_documents::CheckoutDoc) writes them): `$set` of
+/// every field of `after` whose value differs or that `before` lacks, and `updated_at`
+/// always (so that the statement writes, and conflicts with a concurrent writer, even in
+/// a change no field shows); `$unset` of every field only `before` has.
+pub fn session_patch(before: &Document, after: &Document) -> Document {
+    let mut set = Document::new();
+    for (field, value) in after {
+        if field == "updated_at" || before.get(field) != Some(value) {
+            set.insert(field.clone(), value.clone());
+        }
+    }
+    let unset: Document = before
+        .keys()
+        .filter(|field| !after.contains_key(field.as_str()))
+        .map(|field| (field.clone(), Bson::String(String::new())))
+        .collect();
+    let mut patch = doc! { "$set": set };
+    if !unset.is_empty() {
+        patch.insert("$unset", unset);
+    }
+    patch
 }
 
 /// The sessions of `ids` (each once), by `_id`: a batch of reads (`session_reads.rs`).
@@ -136,6 +165,29 @@ mod tests {
     fn a_session_is_found_by_id() {
         let id = CheckoutSessionId::generate();
         assert_eq!(checkout_by_id(id), doc! { "_id": binary(id.as_uuid()) });
+    }
+
+    #[test]
+    fn a_patch_sets_what_changed_and_updated_at_and_unsets_what_went() {
+        let before = doc! {
+            "_id": 1, "status": "open", "payment_error": Bson::Null, "updated_at": 5,
+            "check_at": 9, "created_at": 1,
+        };
+        let after = doc! {
+            "_id": 1, "status": "complete", "payment_error": Bson::Null, "updated_at": 5,
+            "created_at": 1, "ended_at": 7,
+        };
+        assert_eq!(
+            session_patch(&before, &after),
+            doc! {
+                "$set": { "status": "complete", "updated_at": 5, "ended_at": 7 },
+                "$unset": { "check_at": "" },
+            }
+        );
+        assert_eq!(
+            session_patch(&after, &after),
+            doc! { "$set": { "updated_at": 5 } }
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! read). The domain's [`CheckoutBatch`] decides the steps in queue order on those
 //! sessions as the batch has left them so far. The batch then inserts the
 //! new sessions (the unique `(customer_id, idempotency_key)` index settles one key opened
-//! on two plans by two instances) and replaces each changed one by `_id` (its
+//! on two plans by two instances) and patches each changed one by `_id` (its
 //! transaction read it: a change committed since makes the write conflict).
 //!
 //! [`CheckoutRepository::open_checkout`]: seatkeeper_domain::ports::CheckoutRepository::open_checkout
@@ -122,7 +122,8 @@ pub(super) fn change(
 }
 
 /// Writes the sessions the batch made or changed: one `insertMany` of the new ones, one
-/// `update` command replacing each changed one by `_id` (every statement must match).
+/// `update` command patching each changed one by `_id` with the fields that changed
+/// ([`q::session_patch`]; every statement must match).
 pub(super) async fn write(
     s: &mut ClientSession,
     c: &StepCollections,
@@ -133,9 +134,11 @@ pub(super) async fn write(
         .changed
         .iter()
         .map(|(read, now)| {
+            let before = to_document(&CheckoutDoc::from(read)).map_err(corrupt)?;
+            let after = to_document(&CheckoutDoc::from(now)).map_err(corrupt)?;
             Ok(statement(
                 q::checkout_by_id(read.id()),
-                to_document(&CheckoutDoc::from(now)).map_err(corrupt)?,
+                q::session_patch(&before, &after),
             ))
         })
         .collect::<mongodb::error::Result<Vec<_>>>()?;
