@@ -191,9 +191,9 @@ impl MemoryStore {
     }
 
     /// Finishes the key of the purchase that reserved `subscription_id` with `outcome`, if
-    /// it is still open. A record under the same key that does not point at this
-    /// subscription belongs to a newer purchase (the old record passed its retention and
-    /// the key started afresh) and is left alone.
+    /// the domain says the record awaits that completion
+    /// ([`RecoveryPoint::awaits_completion_of`]); a record of a newer purchase under the
+    /// same key is left alone.
     fn finish_key(
         &self,
         key_id: &dyn KeyRef,
@@ -203,8 +203,10 @@ impl MemoryStore {
         now: Timestamp,
     ) {
         if let Some(mut rec) = self.keys.get_mut(key_id) {
-            let ours = rec.recovery == RecoveryPoint::Reserved { subscription_id };
-            if ours && !rec.is_finished() {
+            if rec
+                .recovery
+                .awaits_completion_of(rec.is_finished(), subscription_id)
+            {
                 rec.finish(outcome, request_id.to_owned(), now);
             }
         }

@@ -157,6 +157,18 @@ pub enum RecoveryPoint {
     Reserved { subscription_id: SubscriptionId },
 }
 
+impl RecoveryPoint {
+    /// Whether a record at this point, `finished` or not, is the open record of the
+    /// purchase that reserved `subscription_id`: the record that purchase's completion
+    /// finishes. One finished already, or replaced by a newer purchase under the same key
+    /// (the old record passed its retention and the key started afresh), is not. The rule
+    /// of [`IdempotencyRecord::awaits_completion_of`], for a store that keeps a record in
+    /// a shape of its own.
+    pub fn awaits_completion_of(&self, finished: bool, subscription_id: SubscriptionId) -> bool {
+        !finished && *self == RecoveryPoint::Reserved { subscription_id }
+    }
+}
+
 /// The definitive result of a purchase, stored on its key and replayed to retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -463,7 +475,8 @@ impl IdempotencyRecord {
     /// the record that purchase's completion finishes. One finished already, or replaced
     /// by a newer purchase under the same key, is not.
     pub fn awaits_completion_of(&self, subscription_id: SubscriptionId) -> bool {
-        !self.is_finished() && self.recovery == RecoveryPoint::Reserved { subscription_id }
+        self.recovery
+            .awaits_completion_of(self.is_finished(), subscription_id)
     }
 
     /// Records that this key's purchase reserved `subscription_id`: a retry, and the
@@ -557,6 +570,15 @@ mod tests {
             now,
         );
         assert!(!record.awaits_completion_of(sub), "finished already");
+        // The same rule on a store's own shape of a record: its point and whether it
+        // finished.
+        let point = RecoveryPoint::Reserved {
+            subscription_id: sub,
+        };
+        assert!(point.awaits_completion_of(false, sub));
+        assert!(!point.awaits_completion_of(true, sub));
+        assert!(!point.awaits_completion_of(false, SubscriptionId::generate()));
+        assert!(!RecoveryPoint::Started.awaits_completion_of(false, sub));
     }
 
     #[test]
