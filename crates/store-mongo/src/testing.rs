@@ -81,7 +81,7 @@ impl TestDatabases {
         match Self::connect().await {
             Ok(dbs) => Some(dbs),
             Err(reason) => {
-                println!("skipped {test}: {reason}");
+                eprintln!("skipped {test}: {reason}");
                 None
             }
         }

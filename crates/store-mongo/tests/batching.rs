@@ -32,13 +32,8 @@ use seatkeeper_store_mongo::{
 };
 
 async fn store_or_skip(test: &str) -> Option<Arc<MongoStore>> {
-    match TestDatabases::connect().await {
-        Ok(dbs) => Some(Arc::new(dbs.fresh_store().await)),
-        Err(reason) => {
-            eprintln!("skipped {test}: {reason}");
-            None
-        }
-    }
+    let dbs = TestDatabases::for_test(test).await?;
+    Some(Arc::new(dbs.fresh_store().await))
 }
 
 /// Another transaction's uncommitted write on the plan document; abort it to let go.
@@ -142,8 +137,9 @@ async fn new_keys_held_keys_and_completions_share_a_transaction_and_a_new_key_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_stores_on_one_database_racing_for_fifty_seats_reserve_exactly_fifty() {
-    let Ok(dbs) = TestDatabases::connect().await else {
-        eprintln!("skipped three_stores_on_one_database_racing_for_fifty_seats: no MongoDB");
+    let Some(dbs) =
+        TestDatabases::for_test("three_stores_on_one_database_racing_for_fifty_seats").await
+    else {
         return;
     };
     let first = Arc::new(dbs.fresh_store().await);

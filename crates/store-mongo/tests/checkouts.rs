@@ -24,13 +24,7 @@ use tokio::sync::Barrier;
 
 /// Three stores on one fresh database, or `None` (skipped) without a replica set.
 async fn three_stores(test: &str) -> Option<Vec<Arc<MongoStore>>> {
-    let dbs = match TestDatabases::connect().await {
-        Ok(dbs) => dbs,
-        Err(reason) => {
-            eprintln!("skipped {test}: {reason}");
-            return None;
-        }
-    };
+    let dbs = TestDatabases::for_test(test).await?;
     let first = Arc::new(dbs.fresh_store().await);
     let mut settings = MongoSettings::new(dbs.url());
     settings.database = Some(first.database().name().to_owned());

@@ -46,6 +46,18 @@ impl TestDatabases {
         Ok(Self { admin })
     }
 
+    /// [`Self::connect`] for one test: `None`, with a line saying `test` was skipped and
+    /// why, when there is no server.
+    pub async fn for_test(test: &str) -> Option<Self> {
+        match Self::connect().await {
+            Ok(dbs) => Some(dbs),
+            Err(reason) => {
+                eprintln!("skipped {test}: {reason}");
+                None
+            }
+        }
+    }
+
     /// A store on a new, empty, migrated database.
     pub async fn fresh_store(&self) -> PostgresStore {
         let (store, _url) = self.fresh_store_with_url().await;

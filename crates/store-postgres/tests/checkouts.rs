@@ -19,13 +19,8 @@ use seatkeeper_store_postgres::{testing::TestDatabases, PostgresStore};
 use uuid::Uuid;
 
 async fn store_or_skip(test: &str) -> Option<Arc<PostgresStore>> {
-    match TestDatabases::connect().await {
-        Ok(dbs) => Some(Arc::new(dbs.fresh_store().await)),
-        Err(reason) => {
-            eprintln!("skipped {test}: {reason}");
-            None
-        }
-    }
+    let dbs = TestDatabases::for_test(test).await?;
+    Some(Arc::new(dbs.fresh_store().await))
 }
 
 /// A session of `(customer, key)` on `plan`, inserted by another transaction that has

@@ -33,12 +33,9 @@ const QUERIES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn no_query_of_the_api_needs_a_sequential_scan() {
-    let dbs = match TestDatabases::connect().await {
-        Ok(dbs) => dbs,
-        Err(reason) => {
-            eprintln!("skipped no_query_of_the_api_needs_a_sequential_scan: {reason}");
-            return;
-        }
+    let Some(dbs) = TestDatabases::for_test("no_query_of_the_api_needs_a_sequential_scan").await
+    else {
+        return;
     };
     let store = dbs.fresh_store().await;
     // The store's connections have sequential scans off: whatever is left is a table
@@ -185,14 +182,11 @@ const EXPECTED_INDEX: &[(&str, &str)] = &[
 /// empty tables, the worst moment, and none scans.
 #[tokio::test]
 async fn generic_plans_made_on_a_young_database_never_scan_a_table_whole() {
-    let dbs = match TestDatabases::connect().await {
-        Ok(dbs) => dbs,
-        Err(reason) => {
-            eprintln!(
-                "skipped generic_plans_made_on_a_young_database_never_scan_a_table_whole: {reason}"
-            );
-            return;
-        }
+    let Some(dbs) =
+        TestDatabases::for_test("generic_plans_made_on_a_young_database_never_scan_a_table_whole")
+            .await
+    else {
+        return;
     };
     let store = dbs.fresh_store().await;
     let mut conn = store.pool().acquire().await.expect("a connection");

@@ -12,17 +12,10 @@ use uuid::Uuid;
 
 /// A store on a fresh database and one of its connections (the store keeps the database).
 async fn connect(test: &str) -> Option<(PostgresStore, PoolConnection<Postgres>)> {
-    match TestDatabases::connect().await {
-        Ok(dbs) => {
-            let store = dbs.fresh_store().await;
-            let c = store.pool().acquire().await.expect("a connection");
-            Some((store, c))
-        }
-        Err(reason) => {
-            eprintln!("skipped {test}: {reason}");
-            None
-        }
-    }
+    let dbs = TestDatabases::for_test(test).await?;
+    let store = dbs.fresh_store().await;
+    let c = store.pool().acquire().await.expect("a connection");
+    Some((store, c))
 }
 
 /// The SQLSTATE a statement failed with.
