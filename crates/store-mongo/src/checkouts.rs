@@ -49,7 +49,8 @@ use crate::{
 /// How many times an opening runs when its session insert loses the race for its key.
 const OPEN_ATTEMPTS: u32 = 3;
 
-fn session_of(d: CheckoutDoc) -> Result<CheckoutSession, StoreError> {
+/// The session a document holds (one the domain would not restore is an internal error).
+pub(crate) fn session_of(d: CheckoutDoc) -> Result<CheckoutSession, StoreError> {
     CheckoutSession::try_from(d).map_err(StoreError::internal)
 }
 

@@ -24,7 +24,8 @@ use seatkeeper_coalesce::{Coalescer, RunBatch, Start};
 use seatkeeper_domain::{ports::StoreError, CheckoutSession, CheckoutSessionId};
 
 use crate::{
-    checkout_documents::CheckoutDoc, checkout_queries as q, documents::from_uuid, errors::classify,
+    checkout_documents::CheckoutDoc, checkout_queries as q, checkouts::session_of,
+    documents::from_uuid, errors::classify,
 };
 
 /// The most reads one `find` answers.
@@ -66,12 +67,6 @@ async fn read(checkouts: Collection<CheckoutDoc>, ids: Vec<CheckoutSessionId>) -
         .map(|d| (CheckoutSessionId::from_uuid(from_uuid(d.id)), d))
         .collect();
     ids.iter()
-        .map(|id| {
-            by_id
-                .get(id)
-                .cloned()
-                .map(|d| CheckoutSession::try_from(d).map_err(StoreError::internal))
-                .transpose()
-        })
+        .map(|id| by_id.get(id).cloned().map(session_of).transpose())
         .collect()
 }
