@@ -87,6 +87,19 @@ impl fmt::Display for Unavailable {
     }
 }
 
+/// `connected`, or `None` after a line saying `test` was skipped and why: how a test that
+/// needs a store's server begins when none may be reachable (each store's
+/// `TestDatabases::for_test`).
+pub fn or_skip<T>(test: &str, connected: Result<T, String>) -> Option<T> {
+    match connected {
+        Ok(value) => Some(value),
+        Err(reason) => {
+            eprintln!("skipped {test}: {reason}");
+            None
+        }
+    }
+}
+
 /// How long one case may run before it is failed as hung (a deadlock, a lost wake-up).
 pub const CASE_TIME_LIMIT: Duration = Duration::from_secs(120);
 

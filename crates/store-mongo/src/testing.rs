@@ -78,13 +78,7 @@ impl TestDatabases {
     /// [`Self::connect`] for one test: `None`, with a line saying `test` was skipped and
     /// why, when there is no deployment.
     pub async fn for_test(test: &str) -> Option<Self> {
-        match Self::connect().await {
-            Ok(dbs) => Some(dbs),
-            Err(reason) => {
-                eprintln!("skipped {test}: {reason}");
-                None
-            }
-        }
+        seatkeeper_store_contract::or_skip(test, Self::connect().await)
     }
 
     /// The URL of the deployment.

@@ -49,13 +49,7 @@ impl TestDatabases {
     /// [`Self::connect`] for one test: `None`, with a line saying `test` was skipped and
     /// why, when there is no server.
     pub async fn for_test(test: &str) -> Option<Self> {
-        match Self::connect().await {
-            Ok(dbs) => Some(dbs),
-            Err(reason) => {
-                eprintln!("skipped {test}: {reason}");
-                None
-            }
-        }
+        seatkeeper_store_contract::or_skip(test, Self::connect().await)
     }
 
     /// A store on a new, empty, migrated database.
